@@ -1,0 +1,1 @@
+//! The flatlan CNI plugin.

@@ -1,0 +1,2 @@
+//! Everything flatlan knows about addresses on the LAN.
+#![forbid(unsafe_code)]

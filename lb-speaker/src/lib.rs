@@ -1,0 +1,2 @@
+//! flatlan-speaker: the L2 load-balancer engine.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! A simulated home LAN built from network namespaces.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! Shared helpers for flatlan's end-to-end tests.
+#![forbid(unsafe_code)]
