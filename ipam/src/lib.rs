@@ -1,2 +1,17 @@
-//! Everything flatlan knows about addresses on the LAN.
+//! Everything flatlan knows about addresses on the LAN: pools and ranges,
+//! pure allocation, the crash-safe on-disk store, and (in later modules)
+//! ARP/NDP frames and conflict probes. Both binaries use it.
 #![forbid(unsafe_code)]
+
+pub mod alloc;
+pub mod error;
+pub mod node_range;
+pub mod pool;
+pub mod range;
+pub mod store;
+
+pub use alloc::{allocate, Want};
+pub use error::{Error, Result};
+pub use pool::Pool;
+pub use range::IpRange;
+pub use store::{Allocation, Locked, PodRef, State, Store};

@@ -1,0 +1,57 @@
+//! The crate's one error type. Every message names the thing a user must fix.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid address range {range:?}: {reason}")]
+    InvalidRange { range: String, reason: String },
+
+    #[error(
+        "range {range} is outside the LAN subnet {subnet}; every range must lie inside `subnet`"
+    )]
+    RangeOutsideSubnet { range: String, subnet: String },
+
+    #[error("address pool {pool} is exhausted: all {usable} usable addresses are allocated or quarantined; widen the range or free addresses with `flatlan ipam release`")]
+    Exhausted { pool: String, usable: u128 },
+
+    #[error("requested address {ip} is not in this node's range ({pool}); request an address inside the node's slice")]
+    RequestedOutsideRange { ip: IpAddr, pool: String },
+
+    #[error("requested address {ip} is already allocated to {owner}")]
+    RequestedInUse { ip: IpAddr, owner: String },
+
+    #[error("network name {0:?} is not usable as a directory name: use 1-128 characters of [A-Za-z0-9._-]")]
+    InvalidNetworkName(String),
+
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("allocation store {path} is corrupt ({reason}); it was moved aside to {moved_to} and a fresh store was started")]
+    Corrupt {
+        path: PathBuf,
+        reason: String,
+        moved_to: PathBuf,
+    },
+
+    #[error("node range file {path}: {reason}")]
+    RangeFile { path: PathBuf, reason: String },
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,387 @@
+//! The allocation store: one JSON document per network, guarded by an
+//! exclusive `flock` and replaced atomically and durably on every change.
+//!
+//! Layout under `<data_dir>/<network>/`:
+//! - `lock`: the flock target (never renamed, so every process locks the same inode);
+//! - `state.json`: the current state, only ever replaced by `rename(2)`.
+//!
+//! A commit writes `state.json.tmp`, fsyncs it, renames it over `state.json`
+//! and fsyncs the directory, so after a crash the file is either the old or
+//! the new state, never a mix.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+const STATE: &str = "state.json";
+const STATE_TMP: &str = "state.json.tmp";
+const LOCK: &str = "lock";
+const VERSION: u32 = 1;
+
+/// The Kubernetes pod an attachment belongs to, from CNI_ARGS `K8S_POD_*`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl PodRef {
+    /// The sticky identity key: the same pod name gets the same address back.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One address held by one attachment (container ID + interface name).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    pub ip: IpAddr,
+    pub prefix_len: u8,
+    pub mac: String,
+    pub container_id: String,
+    pub ifname: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodRef>,
+    pub boot_id: String,
+    /// Seconds since the Unix epoch.
+    pub since: u64,
+}
+
+impl Allocation {
+    pub fn is_for(&self, container_id: &str, ifname: &str) -> bool {
+        self.container_id == container_id && self.ifname == ifname
+    }
+
+    pub fn describe(&self) -> String {
+        match &self.pod {
+            Some(p) => format!("pod {} (container {})", p.key(), short(&self.container_id)),
+            None => format!("container {}", short(&self.container_id)),
+        }
+    }
+}
+
+/// An address remembered for a pod identity after the pod went away.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sticky {
+    pub ips: Vec<IpAddr>,
+    pub last_seen: u64,
+}
+
+/// An address found in use on the LAN by someone flatlan does not know.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantine {
+    pub ip: IpAddr,
+    pub mac: String,
+    pub since: u64,
+    pub until: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    #[serde(default)]
+    pub version: u32,
+    #[serde(default)]
+    pub allocations: Vec<Allocation>,
+    /// Pod identity (`namespace/name`) → the addresses it last held.
+    #[serde(default)]
+    pub sticky: BTreeMap<String, Sticky>,
+    /// Per-pool round-robin cursor (key: the pool's subnet).
+    #[serde(default)]
+    pub cursors: BTreeMap<String, IpAddr>,
+    #[serde(default)]
+    pub quarantine: Vec<Quarantine>,
+}
+
+impl State {
+    pub fn owner_of(&self, ip: IpAddr, now: u64) -> Option<String> {
+        if let Some(a) = self.allocations.iter().find(|a| a.ip == ip) {
+            return Some(a.describe());
+        }
+        self.quarantine
+            .iter()
+            .find(|q| q.ip == ip && q.until > now)
+            .map(|q| format!("a LAN host with MAC {} (quarantined)", q.mac))
+    }
+
+    /// True when `ip` is remembered for a pod identity other than `me`.
+    pub fn reserved_for_other(&self, ip: IpAddr, me: Option<&str>) -> bool {
+        self.sticky
+            .iter()
+            .any(|(k, s)| Some(k.as_str()) != me && s.ips.contains(&ip))
+    }
+
+    pub fn find(&self, container_id: &str, ifname: &str) -> Vec<&Allocation> {
+        self.allocations
+            .iter()
+            .filter(|a| a.is_for(container_id, ifname))
+            .collect()
+    }
+
+    /// Removes the attachment's allocations, remembering them for its pod identity.
+    pub fn release(&mut self, container_id: &str, ifname: &str, now: u64) -> Vec<Allocation> {
+        self.remove_where(|a| a.is_for(container_id, ifname), now)
+    }
+
+    /// Drops allocations made under another boot: their pods died with the
+    /// machine (host-local leaks exactly these, containernetworking/plugins#697).
+    pub fn reclaim_other_boots(&mut self, boot_id: &str, now: u64) -> Vec<Allocation> {
+        self.remove_where(|a| a.boot_id != boot_id, now)
+    }
+
+    /// Frees every allocation whose attachment is not in `valid` (CNI GC).
+    pub fn gc(&mut self, valid: &[(String, String)], now: u64) -> Vec<Allocation> {
+        self.remove_where(|a| !valid.iter().any(|(c, i)| a.is_for(c, i)), now)
+    }
+
+    fn remove_where(&mut self, pred: impl Fn(&Allocation) -> bool, now: u64) -> Vec<Allocation> {
+        let (gone, keep): (Vec<_>, Vec<_>) = self.allocations.drain(..).partition(|a| pred(a));
+        self.allocations = keep;
+        for a in &gone {
+            if let Some(pod) = &a.pod {
+                let entry = self.sticky.entry(pod.key()).or_insert(Sticky {
+                    ips: Vec::new(),
+                    last_seen: now,
+                });
+                entry.last_seen = now;
+                // One remembered address per family: the newest wins.
+                entry.ips.retain(|ip| ip.is_ipv4() != a.ip.is_ipv4());
+                entry.ips.push(a.ip);
+            }
+        }
+        gone
+    }
+}
+
+/// A handle on one network's store directory.
+#[derive(Clone, Debug)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    /// `network` is the CNI network name; it becomes a directory name, so it
+    /// is restricted to a safe character set rather than trusted.
+    pub fn new(data_dir: &Path, network: &str) -> Result<Store> {
+        let ok = !network.is_empty()
+            && network.len() <= 128
+            && network != "."
+            && network != ".."
+            && network
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !ok {
+            return Err(Error::InvalidNetworkName(network.to_string()));
+        }
+        Ok(Store {
+            dir: data_dir.join(network),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Takes the exclusive lock and loads the state. The lock is held until
+    /// the returned guard is dropped or committed.
+    pub fn lock(&self) -> Result<Locked> {
+        fs::create_dir_all(&self.dir).map_err(|e| Error::io("create", &self.dir, e))?;
+        let lock_path = self.dir.join(LOCK);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io("open", &lock_path, e))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| Error::io("lock", &lock_path, errno.into()))?;
+        let (state, recovered) = self.load()?;
+        Ok(Locked {
+            _lock: lock,
+            dir: self.dir.clone(),
+            state,
+            recovered,
+        })
+    }
+
+    /// Reads the state without locking, for inspection commands only.
+    pub fn peek(&self) -> Result<State> {
+        match fs::read(self.dir.join(STATE)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+                path: self.dir.join(STATE),
+                reason: e.to_string(),
+                moved_to: PathBuf::new(),
+            }),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(State::default()),
+            Err(e) => Err(Error::io("read", self.dir.join(STATE), e)),
+        }
+    }
+
+    fn load(&self) -> Result<(State, Option<Error>)> {
+        let path = self.dir.join(STATE);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok((State::default(), None)),
+            Err(e) => return Err(Error::io("read", &path, e)),
+        };
+        match serde_json::from_slice::<State>(&bytes) {
+            Ok(state) => Ok((state, None)),
+            Err(e) => {
+                // Renames make torn writes impossible short of disk damage or a
+                // hand edit. Keep the evidence, start empty, and let the caller
+                // report it loudly; the conflict probe and GC catch what is lost.
+                let moved_to = self.dir.join(format!("{STATE}.corrupt-{}", now_secs()));
+                fs::rename(&path, &moved_to).map_err(|e| Error::io("rename", &path, e))?;
+                Ok((
+                    State::default(),
+                    Some(Error::Corrupt {
+                        path,
+                        reason: e.to_string(),
+                        moved_to,
+                    }),
+                ))
+            }
+        }
+    }
+}
+
+/// The locked store. Changes reach disk only through [`Locked::commit`].
+pub struct Locked {
+    _lock: Flock<File>,
+    dir: PathBuf,
+    pub state: State,
+    /// Set when the on-disk state was unreadable and was replaced.
+    pub recovered: Option<Error>,
+}
+
+impl Locked {
+    pub fn commit(&mut self) -> Result<()> {
+        self.state.version = VERSION;
+        let tmp = self.dir.join(STATE_TMP);
+        let path = self.dir.join(STATE);
+        let bytes = serde_json::to_vec(&self.state)
+            .map_err(|e| Error::io("encode", &path, std::io::Error::other(e)))?;
+        let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+        f.write_all(&bytes)
+            .map_err(|e| Error::io("write", &tmp, e))?;
+        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io("fsync", &self.dir, e))?;
+        Ok(())
+    }
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The current boot ID. Allocations stamped with another one predate a reboot.
+pub fn read_boot_id(path: &Path) -> Result<String> {
+    fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| Error::io("read boot id", path, e))
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alloc(ip: &str, cid: &str, pod: Option<(&str, &str)>, boot: &str) -> Allocation {
+        Allocation {
+            ip: ip.parse().unwrap(),
+            prefix_len: 24,
+            mac: "0a:58:c0:a8:02:d2".into(),
+            container_id: cid.into(),
+            ifname: "eth0".into(),
+            pod: pod.map(|(n, p)| PodRef {
+                namespace: n.into(),
+                name: p.into(),
+            }),
+            boot_id: boot.into(),
+            since: 1,
+        }
+    }
+
+    #[test]
+    fn commit_then_reload_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path(), "lan").unwrap();
+        {
+            let mut l = store.lock().unwrap();
+            l.state
+                .allocations
+                .push(alloc("192.168.2.210", "c1", None, "b1"));
+            l.commit().unwrap();
+        }
+        let l = store.lock().unwrap();
+        assert_eq!(l.state.allocations.len(), 1);
+        assert!(l.recovered.is_none());
+        assert!(!dir.path().join("lan").join(STATE_TMP).exists());
+    }
+
+    #[test]
+    fn release_remembers_sticky_identity() {
+        let mut s = State::default();
+        s.allocations
+            .push(alloc("192.168.2.210", "c1", Some(("home", "ha")), "b1"));
+        let gone = s.release("c1", "eth0", 5);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(
+            s.sticky["home/ha"].ips,
+            vec!["192.168.2.210".parse::<IpAddr>().unwrap()]
+        );
+        assert!(s.reserved_for_other("192.168.2.210".parse().unwrap(), Some("home/other")));
+        assert!(!s.reserved_for_other("192.168.2.210".parse().unwrap(), Some("home/ha")));
+    }
+
+    #[test]
+    fn reboot_and_gc_free_exactly_the_rest() {
+        let mut s = State::default();
+        s.allocations
+            .push(alloc("192.168.2.210", "old", None, "b0"));
+        s.allocations
+            .push(alloc("192.168.2.211", "live", None, "b1"));
+        s.allocations
+            .push(alloc("192.168.2.212", "dead", None, "b1"));
+        assert_eq!(s.reclaim_other_boots("b1", 1).len(), 1);
+        let gone = s.gc(&[("live".into(), "eth0".into())], 1);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].container_id, "dead");
+        assert_eq!(s.allocations.len(), 1);
+    }
+
+    #[test]
+    fn corrupt_state_is_moved_aside_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path(), "lan").unwrap();
+        fs::create_dir_all(store.dir()).unwrap();
+        fs::write(store.dir().join(STATE), b"{\"allocations\": [{\"ip\": ").unwrap();
+        let l = store.lock().unwrap();
+        assert!(matches!(l.recovered, Some(Error::Corrupt { .. })));
+        assert!(l.state.allocations.is_empty());
+    }
+
+    #[test]
+    fn unsafe_network_names_are_rejected() {
+        for bad in ["", "..", "a/b", "x y"] {
+            assert!(Store::new(Path::new("/tmp"), bad).is_err(), "{bad:?}");
+        }
+    }
+}
