@@ -1,1 +1,133 @@
-//! The flatlan CNI plugin.
+//! The flatlan CNI plugin: each pod becomes a host on the LAN bridge.
+//!
+//! `main.rs` only calls [`run`]. The runtime speaks the CNI protocol: the
+//! verb and attachment in `CNI_*` variables, the network config on stdin, a
+//! result or error JSON on stdout.
+
+#![forbid(unsafe_code)]
+
+pub mod cmd;
+pub mod config;
+pub mod env;
+pub mod error;
+pub mod hook;
+pub mod ipam;
+pub mod names;
+pub mod netlink;
+pub mod netns;
+pub mod plan;
+pub mod result;
+pub mod sysctl;
+
+use std::io::{Read, Write};
+
+use serde_json::{json, Value};
+use tracing::debug;
+
+use config::{NetConf, SUPPORTED_VERSIONS};
+use env::{Command, Env};
+use error::{Error, Result};
+use netlink::Socket;
+
+/// Runs one CNI invocation and returns the process exit code.
+pub fn run() -> i32 {
+    let mut stdin = Vec::new();
+    let read = std::io::stdin().read_to_end(&mut stdin);
+    let version = config::peek_version(&stdin).unwrap_or_else(|| "1.1.0".to_string());
+    let out = read
+        .map_err(|e| Error::io("read", "stdin", e))
+        .and_then(|_| dispatch(&stdin, &version));
+    let mut stdout = std::io::stdout().lock();
+    match out {
+        Ok(Some(v)) => {
+            let _ = writeln!(stdout, "{v}");
+            0
+        }
+        Ok(None) => 0,
+        Err(e) => {
+            tracing::error!("{e}");
+            let j = serde_json::to_string(&e.to_json(&version)).unwrap_or_default();
+            let _ = writeln!(stdout, "{j}");
+            1
+        }
+    }
+}
+
+fn dispatch(stdin: &[u8], version: &str) -> Result<Option<Value>> {
+    let env = Env::from_vars(|k| std::env::var(k).ok())?;
+    if env.command == Command::Version {
+        return Ok(Some(json!({
+            "cniVersion": version,
+            "supportedVersions": SUPPORTED_VERSIONS,
+        })));
+    }
+    let conf = NetConf::parse(stdin)?;
+    init_logging(conf.log_level.as_deref());
+    debug!(command = ?env.command, container = %env.attachment.container_id, "invoked");
+    let att = &env.attachment;
+    let open_pod = |ns: &std::fs::File| netns::run_in(ns, Socket::new);
+    match env.command {
+        Command::Add => {
+            let path = att.netns.as_deref().ok_or_else(|| Error::InvalidEnv {
+                var: "CNI_NETNS",
+                reason: "required for ADD".into(),
+            })?;
+            let pod_ns = netns::open(path)?;
+            let mut host = Socket::new()?;
+            if let Some(bridge) = netlink::Netlink::link_by_name(&mut host, &conf.bridge)? {
+                cmd::pin_bridge_mac(&mut host, &bridge);
+            }
+            if conf.ensure_br_netfilter {
+                sysctl::ensure_br_netfilter()?;
+            }
+            let node = cmd::add::Node {
+                host: &mut host,
+                pod_ns: &pod_ns,
+            };
+            let r = cmd::add::add(&conf, att, node, open_pod)?;
+            Ok(Some(r.to_json(&conf.cni_version)))
+        }
+        Command::Del => {
+            cmd::del::del(&conf, att, &mut Socket::new()?)?;
+            Ok(None)
+        }
+        Command::Check => {
+            let path = att.netns.as_deref().ok_or_else(|| Error::InvalidEnv {
+                var: "CNI_NETNS",
+                reason: "required for CHECK".into(),
+            })?;
+            let pod_ns = netns::open(path)?;
+            cmd::check::check(&conf, att, &mut Socket::new()?, &pod_ns, open_pod)?;
+            Ok(None)
+        }
+        Command::Status => {
+            cmd::status::status(&conf, &mut Socket::new()?)?;
+            Ok(None)
+        }
+        Command::Gc => {
+            cmd::gc::gc(&conf, &mut Socket::new()?)?;
+            Ok(None)
+        }
+        Command::Version => unreachable_version(),
+    }
+}
+
+fn unreachable_version() -> Result<Option<Value>> {
+    Err(Error::InvalidEnv {
+        var: "CNI_COMMAND",
+        reason: "VERSION is handled before config parsing".into(),
+    })
+}
+
+/// Logs go to stderr, which runtimes capture; stdout is the protocol.
+fn init_logging(level: Option<&str>) {
+    let filter = std::env::var("FLATLAN_LOG")
+        .ok()
+        .or_else(|| level.map(str::to_string))
+        .unwrap_or_else(|| "warn".to_string());
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .try_init();
+}

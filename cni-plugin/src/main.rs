@@ -1,1 +1,6 @@
-fn main() {}
+//! The `flatlan` binary. Its name is the CNI `type`.
+#![forbid(unsafe_code)]
+
+fn main() {
+    std::process::exit(flatlan_cni::run());
+}

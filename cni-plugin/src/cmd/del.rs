@@ -1,0 +1,36 @@
+//! DEL: idempotent and best-effort. It succeeds when the namespace is gone,
+//! after a failed ADD, and when called twice.
+
+use std::path::Path;
+
+use tracing::{debug, warn};
+
+use crate::config::NetConf;
+use crate::env::Attachment;
+use crate::error::Result;
+use crate::netlink::{Netlink, Socket};
+use crate::{ipam, names, netns};
+
+pub fn del(conf: &NetConf, att: &Attachment, host: &mut impl Netlink) -> Result<()> {
+    // Links go before addresses: freeing an address while its interface
+    // still answers for it would let the next ADD hand it out twice.
+    let host_name = names::host_veth(&att.container_id, &att.ifname);
+    let deleted = host.delete_link(&host_name)?;
+    if !deleted {
+        if let Some(path) = &att.netns {
+            delete_in_pod(path, &att.ifname);
+        }
+    }
+    let gone = ipam::release(conf, &att.container_id, &att.ifname)?;
+    debug!(veth = deleted, released = gone.len(), "DEL done");
+    Ok(())
+}
+
+/// Fallback for a veth whose host end was renamed or moved by someone else.
+fn delete_in_pod(path: &Path, ifname: &str) {
+    let Ok(ns) = netns::open(path) else { return };
+    let r = netns::run_in(&ns, || Socket::new()?.delete_link(ifname));
+    if let Err(e) = r {
+        warn!("DEL: cannot remove {ifname} inside {}: {e}", path.display());
+    }
+}

@@ -1,0 +1,38 @@
+//! One module per CNI verb. Each takes already-validated input.
+
+pub mod add;
+pub mod check;
+pub mod del;
+pub mod gc;
+pub mod status;
+
+use std::fs;
+
+use tracing::warn;
+
+use crate::netlink::{Link, Netlink};
+
+/// A bridge takes the lowest MAC among its ports unless one was set
+/// explicitly, so it would drift as pod veths come and go and every LAN
+/// host's ARP entry for the node would go stale. Setting the current MAC
+/// explicitly pins it. The sysfs check avoids re-setting it on every ADD:
+/// each set fires NETDEV_CHANGEADDR, which flushes the bridge's neighbours.
+pub fn pin_bridge_mac(nl: &mut impl Netlink, bridge: &Link) {
+    let Some(mac) = bridge.mac else { return };
+    let base = format!("/sys/class/net/{}", bridge.name);
+    // sysfs shows the namespace it was mounted in; only trust it when it
+    // describes the same device netlink does.
+    let same_dev = fs::read_to_string(format!("{base}/ifindex"))
+        .is_ok_and(|s| s.trim() == bridge.index.to_string());
+    if !same_dev {
+        return;
+    }
+    let assign_type = fs::read_to_string(format!("{base}/addr_assign_type")).unwrap_or_default();
+    // NET_ADDR_SET == 3: someone (netplan, or us) already chose the MAC.
+    if assign_type.trim() == "3" {
+        return;
+    }
+    if let Err(e) = nl.set_mac(bridge.index, mac) {
+        warn!(bridge = %bridge.name, "cannot pin bridge MAC: {e}");
+    }
+}

@@ -1,0 +1,318 @@
+//! The network configuration on stdin, parsed and validated in full before
+//! the first change to the system (STYLE.md rule 2).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use flatlan_ipam::IpRange;
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// CNI versions this plugin speaks. 0.4.0 is the oldest with CHECK and the
+/// cached-result DEL semantics chained plugins rely on.
+pub const SUPPORTED_VERSIONS: &[&str] = &["0.4.0", "1.0.0", "1.1.0"];
+
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/flatlan";
+pub const DEFAULT_BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetConf {
+    pub cni_version: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub plugin_type: String,
+    #[serde(default = "default_bridge")]
+    pub bridge: String,
+    /// Pod MTU; defaults to the bridge's.
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    /// Service CIDRs (kube-proxy's ClusterIPs), routed via the node so that
+    /// DNAT happens there.
+    #[serde(default, rename = "serviceCIDRs")]
+    pub service_cidrs: Vec<IpNet>,
+    /// Enable bridge-nf-call-iptables/ip6tables so replies to DNATed traffic
+    /// that is bridged (not routed) still meet conntrack.
+    #[serde(default = "yes")]
+    pub ensure_br_netfilter: bool,
+    pub ipam: IpamConf,
+    #[serde(default)]
+    pub log_level: Option<String>,
+    #[serde(default)]
+    pub runtime_config: RuntimeConfig,
+    #[serde(default)]
+    pub prev_result: Option<Value>,
+    #[serde(default, rename = "cni.dev/valid-attachments")]
+    pub valid_attachments: Option<Vec<ValidAttachment>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeConfig {
+    /// The `ips` capability: requested addresses, with or without a prefix.
+    #[serde(default)]
+    pub ips: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidAttachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpamConf {
+    /// `subnet`, `gateway`, `ranges` and `exclude` at this level are
+    /// shorthand for a single `subnets` entry.
+    #[serde(default)]
+    pub subnet: Option<IpNet>,
+    #[serde(default)]
+    pub gateway: Option<IpAddr>,
+    #[serde(default)]
+    pub ranges: Vec<IpRange>,
+    #[serde(default)]
+    pub exclude: Vec<IpRange>,
+    #[serde(default)]
+    pub subnets: Vec<SubnetConf>,
+    /// The node agent's node-range file (this node's slice from podCIDRs).
+    #[serde(default)]
+    pub range_file: Option<PathBuf>,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default = "default_boot_id")]
+    pub boot_id_path: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubnetConf {
+    pub subnet: IpNet,
+    #[serde(default)]
+    pub gateway: Option<IpAddr>,
+    #[serde(default)]
+    pub ranges: Vec<IpRange>,
+    #[serde(default)]
+    pub exclude: Vec<IpRange>,
+}
+
+fn default_bridge() -> String {
+    "br0".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_data_dir() -> PathBuf {
+    DEFAULT_DATA_DIR.into()
+}
+fn default_boot_id() -> PathBuf {
+    DEFAULT_BOOT_ID.into()
+}
+
+/// Reads just the version, for VERSION and for error replies to a config
+/// that fails to parse further.
+pub fn peek_version(stdin: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct V {
+        #[serde(rename = "cniVersion")]
+        v: String,
+    }
+    serde_json::from_slice::<V>(stdin).ok().map(|v| v.v)
+}
+
+impl NetConf {
+    pub fn parse(stdin: &[u8]) -> Result<NetConf> {
+        let conf: NetConf = serde_json::from_slice(stdin).map_err(|e| {
+            use serde_json::error::Category;
+            match e.classify() {
+                Category::Data => Error::InvalidConfig(e.to_string()),
+                _ => Error::Decode(e.to_string()),
+            }
+        })?;
+        conf.validate()?;
+        Ok(conf)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !SUPPORTED_VERSIONS.contains(&self.cni_version.as_str()) {
+            return Err(Error::IncompatibleVersion {
+                version: self.cni_version.clone(),
+                supported: SUPPORTED_VERSIONS.join(", "),
+            });
+        }
+        if self.name.is_empty() {
+            return Err(Error::InvalidConfig("`name` must not be empty".into()));
+        }
+        if self.bridge.is_empty() || self.bridge.len() > 15 {
+            return Err(Error::InvalidConfig(format!(
+                "`bridge` {:?} is not a valid interface name",
+                self.bridge
+            )));
+        }
+        if let Some(mtu) = self.mtu {
+            if !(576..=65535).contains(&mtu) {
+                return Err(Error::InvalidConfig(format!(
+                    "`mtu` {mtu} is out of range 576-65535"
+                )));
+            }
+        }
+        let i = &self.ipam;
+        if i.subnet.is_none()
+            && (i.gateway.is_some() || !i.ranges.is_empty() || !i.exclude.is_empty())
+        {
+            return Err(Error::InvalidConfig(
+                "`ipam.gateway`/`ipam.ranges`/`ipam.exclude` given without `ipam.subnet`".into(),
+            ));
+        }
+        if self.subnets().is_empty() {
+            return Err(Error::InvalidConfig(
+                "`ipam.subnet` (or `ipam.subnets`) is required: the LAN subnet, e.g. 192.168.2.0/24".into(),
+            ));
+        }
+        let mut seen_v4 = false;
+        let mut seen_v6 = false;
+        for s in self.subnets() {
+            let fam = if s.subnet.addr().is_ipv4() {
+                &mut seen_v4
+            } else {
+                &mut seen_v6
+            };
+            if *fam {
+                return Err(Error::InvalidConfig(format!(
+                    "more than one subnet of the family of {}; give one LAN subnet per family",
+                    s.subnet
+                )));
+            }
+            *fam = true;
+            if let Some(gw) = s.gateway {
+                if !s.subnet.contains(&gw) {
+                    return Err(Error::InvalidConfig(format!(
+                        "gateway {gw} is outside subnet {}",
+                        s.subnet
+                    )));
+                }
+            }
+            if s.ranges.is_empty() && self.ipam.range_file.is_none() {
+                return Err(Error::InvalidConfig(format!(
+                    "subnet {} has no `ranges` and no `ipam.rangeFile` is set; flatlan needs this node's slice of the LAN",
+                    s.subnet
+                )));
+            }
+            // Builds the pool now so a bad range fails before any change.
+            if !s.ranges.is_empty() {
+                flatlan_ipam::Pool::new(s.subnet, &s.ranges, &s.exclude)?;
+            }
+        }
+        for c in &self.service_cidrs {
+            if !self
+                .subnets()
+                .iter()
+                .any(|s| s.subnet.addr().is_ipv4() == c.addr().is_ipv4())
+            {
+                return Err(Error::InvalidConfig(format!(
+                    "service CIDR {c} has no LAN subnet of its family to route it through"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn subnets(&self) -> Vec<SubnetConf> {
+        let i = &self.ipam;
+        let single = i.subnet.map(|subnet| SubnetConf {
+            subnet,
+            gateway: i.gateway,
+            ranges: i.ranges.clone(),
+            exclude: i.exclude.clone(),
+        });
+        single
+            .into_iter()
+            .chain(i.subnets.iter().cloned())
+            .collect()
+    }
+
+    /// Addresses the runtime asked for (runtimeConfig `ips`, or CNI_ARGS `IP=`).
+    pub fn requested_ips(&self, args_ip: Option<&str>) -> Result<Vec<IpAddr>> {
+        let mut out = Vec::new();
+        let from_args = args_ip.into_iter().flat_map(|s| s.split(','));
+        for s in self
+            .runtime_config
+            .ips
+            .iter()
+            .map(String::as_str)
+            .chain(from_args)
+        {
+            let s = s.trim();
+            if s.is_empty() {
+                continue;
+            }
+            let addr = s.split('/').next().unwrap_or(s);
+            let ip: IpAddr = addr.parse().map_err(|_| {
+                Error::InvalidConfig(format!("requested IP {s:?} is not an IP address"))
+            })?;
+            out.push(ip);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: serde_json::Value) -> Result<NetConf> {
+        NetConf::parse(v.to_string().as_bytes())
+    }
+
+    fn base() -> serde_json::Value {
+        serde_json::json!({
+            "cniVersion": "1.1.0", "name": "lan", "type": "flatlan",
+            "ipam": {"subnet": "192.168.2.0/24", "gateway": "192.168.2.1",
+                     "ranges": ["192.168.2.210-192.168.2.219"]}
+        })
+    }
+
+    #[test]
+    fn minimal_config_parses_with_defaults() {
+        let c = parse(base()).unwrap();
+        assert_eq!(c.bridge, "br0");
+        assert!(c.ensure_br_netfilter);
+        assert_eq!(c.subnets().len(), 1);
+        assert_eq!(c.ipam.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    }
+
+    #[test]
+    fn bad_input_gets_the_documented_code() {
+        assert_eq!(NetConf::parse(b"{not json").unwrap_err().code(), 6);
+        let mut v = base();
+        v["cniVersion"] = "0.2.0".into();
+        assert_eq!(parse(v).unwrap_err().code(), 1);
+        let mut v = base();
+        v["ipam"]["ranges"] = serde_json::json!(["192.168.3.1-192.168.3.9"]);
+        assert_eq!(parse(v).unwrap_err().code(), 7);
+        let mut v = base();
+        v["ipam"]["gateway"] = "10.0.0.1".into();
+        assert_eq!(parse(v).unwrap_err().code(), 7);
+        let mut v = base();
+        v["mtu"] = "big".into();
+        assert_eq!(parse(v).unwrap_err().code(), 7);
+        let mut v = base();
+        v.as_object_mut().unwrap().remove("ipam");
+        assert_eq!(parse(v).unwrap_err().code(), 7);
+    }
+
+    #[test]
+    fn requested_ips_from_both_sources() {
+        let mut v = base();
+        v["runtimeConfig"] = serde_json::json!({"ips": ["192.168.2.215/24"]});
+        let c = parse(v).unwrap();
+        let ips = c.requested_ips(Some("192.168.2.216")).unwrap();
+        assert_eq!(ips.len(), 2);
+        assert_eq!(c.requested_ips(Some("nope")).unwrap_err().code(), 7);
+    }
+}

@@ -1,0 +1,67 @@
+//! Deterministic names, so DEL and GC find what ADD made without any state.
+
+/// The host-side veth name for an attachment: `fl` + 12 hex digits of a
+/// hash of (container ID, ifname). Fits IFNAMSIZ (15) and survives a lost
+/// store, which is what makes DEL idempotent without the pod namespace.
+pub fn host_veth(container_id: &str, ifname: &str) -> String {
+    format!(
+        "{PREFIX}{:012x}",
+        fnv1a(container_id, ifname) & 0xffff_ffff_ffff
+    )
+}
+
+pub const PREFIX: &str = "fl";
+
+/// Whether a link name has the shape of one flatlan made.
+pub fn is_ours(name: &str) -> bool {
+    name.len() == PREFIX.len() + 12
+        && name.starts_with(PREFIX)
+        && name[PREFIX.len()..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn fnv1a(a: &str, b: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in a.bytes().chain([0u8]).chain(b.bytes()) {
+        h ^= u64::from(byte);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The pod MAC: stable per address, so LAN ARP caches stay valid when a pod
+/// comes back with the same IP. Locally administered, unicast.
+pub fn pod_mac(ip: std::net::IpAddr) -> [u8; 6] {
+    let tail: [u8; 4] = match ip {
+        std::net::IpAddr::V4(v4) => v4.octets(),
+        std::net::IpAddr::V6(v6) => {
+            let o = v6.octets();
+            [o[12], o[13], o[14], o[15]]
+        }
+    };
+    [0x0a, 0x58, tail[0], tail[1], tail[2], tail[3]]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn veth_names_are_stable_short_and_recognisable() {
+        let a = host_veth("abc", "eth0");
+        assert_eq!(a, host_veth("abc", "eth0"));
+        assert_ne!(a, host_veth("abc", "eth1"));
+        assert_ne!(a, host_veth("abceth0", ""));
+        assert!(a.len() <= 15);
+        assert!(is_ours(&a));
+        assert!(!is_ours("eth0"));
+        assert!(!is_ours("flannel.1"));
+    }
+
+    #[test]
+    fn pod_mac_is_derived_from_the_address() {
+        assert_eq!(
+            pod_mac("192.168.2.210".parse().unwrap()),
+            [0x0a, 0x58, 192, 168, 2, 210]
+        );
+    }
+}

@@ -1,0 +1,411 @@
+//! Blocking rtnetlink over netlink-sys: the CNI binary lives for a few
+//! milliseconds, so an async runtime would be pure overhead (netavark moved
+//! the same way, commit 96993f4f).
+
+use std::io;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NLM_F_REQUEST,
+};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket as NlSocket, SocketAddr};
+
+use super::{Link, Netlink, RouteSpec, VethSpec};
+use crate::error::{Error, Result};
+
+const MAIN_TABLE: u32 = 254;
+
+pub struct Socket {
+    sock: NlSocket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl Socket {
+    /// Opens a route socket in the calling thread's network namespace.
+    pub fn new() -> Result<Socket> {
+        let mut sock =
+            NlSocket::new(NETLINK_ROUTE).map_err(|e| Error::netlink("open socket", e))?;
+        sock.bind_auto().map_err(|e| Error::netlink("bind", e))?;
+        sock.connect(&SocketAddr::new(0, 0))
+            .map_err(|e| Error::netlink("connect", e))?;
+        // Extended acks give the kernel's own reason for a refusal.
+        let _ = sock.set_ext_ack(true);
+        Ok(Socket {
+            sock,
+            seq: 0,
+            buf: vec![0; 64 * 1024],
+        })
+    }
+
+    /// Sends one request and collects the replies: the ack for a change, or
+    /// every part of a dump.
+    fn request(
+        &mut self,
+        op: &str,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | flags;
+        header.sequence_number = self.seq;
+        let mut nl = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+        nl.finalize();
+        let mut out = vec![0u8; nl.buffer_len()];
+        nl.serialize(&mut out);
+        self.sock
+            .send(&out, 0)
+            .map_err(|e| Error::netlink(op.to_string(), e))?;
+
+        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+        let mut replies = Vec::new();
+        loop {
+            let n = self
+                .sock
+                .recv(&mut &mut self.buf[..], 0)
+                .map_err(|e| Error::netlink(op.to_string(), e))?;
+            let mut off = 0;
+            while off < n {
+                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[off..n])
+                    .map_err(|e| {
+                        Error::netlink(
+                            op.to_string(),
+                            io::Error::new(io::ErrorKind::InvalidData, e),
+                        )
+                    })?;
+                let len = msg.header.length as usize;
+                if len == 0 {
+                    break;
+                }
+                off += (len + 3) & !3;
+                if msg.header.sequence_number != self.seq {
+                    continue;
+                }
+                match msg.payload {
+                    NetlinkPayload::Done(_) => return Ok(replies),
+                    NetlinkPayload::Error(e) => {
+                        if e.code.is_none() {
+                            return Ok(replies);
+                        }
+                        return Err(Error::netlink(op.to_string(), e.to_io()));
+                    }
+                    NetlinkPayload::InnerMessage(m) => {
+                        replies.push(m);
+                        if !dump {
+                            return Ok(replies);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn ack(&mut self, op: &str, msg: RouteNetlinkMessage, flags: u16) -> Result<()> {
+        self.request(op, msg, flags | NLM_F_ACK).map(|_| ())
+    }
+}
+
+fn to_link(m: &LinkMessage) -> Link {
+    let mut link = Link {
+        index: m.header.index,
+        name: String::new(),
+        mac: None,
+        mtu: 0,
+        master: None,
+        up: m.header.flags.contains(LinkFlags::Up),
+        kind: None,
+    };
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => link.name = n.clone(),
+            LinkAttribute::Address(b) if b.len() == 6 => {
+                let mut mac = [0u8; 6];
+                mac.copy_from_slice(b);
+                link.mac = Some(mac);
+            }
+            LinkAttribute::Mtu(m) => link.mtu = *m,
+            LinkAttribute::Controller(i) => link.master = Some(*i),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let LinkInfo::Kind(k) = i {
+                        link.kind = Some(k.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    link
+}
+
+fn family(ip: IpAddr) -> AddressFamily {
+    if ip.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    }
+}
+
+impl Netlink for Socket {
+    fn link_by_name(&mut self, name: &str) -> Result<Option<Link>> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        match self.request(
+            &format!("get link {name}"),
+            RouteNetlinkMessage::GetLink(m),
+            0,
+        ) {
+            Ok(r) => Ok(r.iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(to_link(l)),
+                _ => None,
+            })),
+            Err(Error::Netlink { source, .. }) if source.raw_os_error() == Some(libc::ENODEV) => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn links(&mut self) -> Result<Vec<Link>> {
+        let r = self.request(
+            "dump links",
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        Ok(r.iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(to_link(l)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    fn create_veth(&mut self, spec: &VethSpec) -> Result<()> {
+        // The peer cannot be created up: veth_open() fails with ENOTCONN
+        // until both halves exist. ADD raises it after addressing it.
+        let mut peer = LinkMessage::default();
+        peer.attributes
+            .push(LinkAttribute::IfName(spec.peer_name.clone()));
+        peer.attributes
+            .push(LinkAttribute::Address(spec.peer_mac.to_vec()));
+        peer.attributes.push(LinkAttribute::Mtu(spec.mtu));
+        peer.attributes
+            .push(LinkAttribute::NetNsFd(spec.peer_netns_fd));
+
+        let mut m = LinkMessage::default();
+        // The host end is created enslaved and up in the same message, so the
+        // kernel does it under one RTNL hold instead of three round trips.
+        m.header.flags = LinkFlags::Up;
+        m.header.change_mask = LinkFlags::Up;
+        m.attributes
+            .push(LinkAttribute::IfName(spec.host_name.clone()));
+        m.attributes.push(LinkAttribute::Mtu(spec.mtu));
+        m.attributes
+            .push(LinkAttribute::Controller(spec.bridge_index));
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+        ]));
+        self.ack(
+            &format!("create veth {}", spec.host_name),
+            RouteNetlinkMessage::NewLink(m),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
+    fn delete_link(&mut self, name: &str) -> Result<bool> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        match self.ack(
+            &format!("delete link {name}"),
+            RouteNetlinkMessage::DelLink(m),
+            0,
+        ) {
+            Ok(()) => Ok(true),
+            Err(Error::Netlink { source, .. }) if source.raw_os_error() == Some(libc::ENODEV) => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn set_up(&mut self, index: u32) -> Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.header.flags = LinkFlags::Up;
+        m.header.change_mask = LinkFlags::Up;
+        self.ack(
+            &format!("set link {index} up"),
+            RouteNetlinkMessage::SetLink(m),
+            0,
+        )
+    }
+
+    fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        self.ack(
+            &format!("set link {index} address"),
+            RouteNetlinkMessage::SetLink(m),
+            0,
+        )
+    }
+
+    fn add_address(&mut self, index: u32, addr: IpNet) -> Result<()> {
+        let mut m = AddressMessage::default();
+        m.header.family = family(addr.addr());
+        m.header.prefix_len = addr.prefix_len();
+        m.header.index = index;
+        m.attributes.push(AddressAttribute::Local(addr.addr()));
+        m.attributes.push(AddressAttribute::Address(addr.addr()));
+        if let IpNet::V4(v4) = addr {
+            m.attributes
+                .push(AddressAttribute::Broadcast(v4.broadcast()));
+        } else {
+            m.attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        self.ack(
+            &format!("add address {addr}"),
+            RouteNetlinkMessage::NewAddress(m),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
+    fn addresses(&mut self, index: u32) -> Result<Vec<IpNet>> {
+        let r = self.request(
+            "dump addresses",
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        let mut out = Vec::new();
+        for m in r {
+            let RouteNetlinkMessage::NewAddress(a) = m else {
+                continue;
+            };
+            if a.header.index != index {
+                continue;
+            }
+            // IFA_LOCAL is the interface's own address on point-to-point
+            // links; IFA_ADDRESS otherwise. Prefer LOCAL when present.
+            let ip = a
+                .attributes
+                .iter()
+                .find_map(|x| match x {
+                    AddressAttribute::Local(ip) => Some(*ip),
+                    _ => None,
+                })
+                .or_else(|| {
+                    a.attributes.iter().find_map(|x| match x {
+                        AddressAttribute::Address(ip) => Some(*ip),
+                        _ => None,
+                    })
+                });
+            if let Some(ip) = ip {
+                if let Ok(net) = IpNet::new(ip, a.header.prefix_len) {
+                    out.push(net);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn add_route(&mut self, route: &RouteSpec) -> Result<()> {
+        let mut m = RouteMessage::default();
+        m.header.address_family = family(route.dst.addr());
+        m.header.destination_prefix_length = route.dst.prefix_len();
+        m.header.table = MAIN_TABLE as u8;
+        m.header.protocol = RouteProtocol::Boot;
+        m.header.kind = RouteType::Unicast;
+        m.header.scope = if route.gateway.is_some() {
+            RouteScope::Universe
+        } else {
+            RouteScope::Link
+        };
+        if route.dst.prefix_len() > 0 {
+            m.attributes
+                .push(RouteAttribute::Destination(RouteAddress::from(
+                    route.dst.addr(),
+                )));
+        }
+        if let Some(gw) = route.gateway {
+            m.attributes
+                .push(RouteAttribute::Gateway(RouteAddress::from(gw)));
+        }
+        m.attributes.push(RouteAttribute::Oif(route.oif));
+        m.attributes.push(RouteAttribute::Table(MAIN_TABLE));
+        self.ack(
+            &format!("add route {}", route.dst),
+            RouteNetlinkMessage::NewRoute(m),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
+    fn routes(&mut self, ipv4: bool) -> Result<Vec<RouteSpec>> {
+        let mut q = RouteMessage::default();
+        q.header.address_family = if ipv4 {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        let r = self.request("dump routes", RouteNetlinkMessage::GetRoute(q), NLM_F_DUMP)?;
+        let mut out = Vec::new();
+        for m in r {
+            let RouteNetlinkMessage::NewRoute(rt) = m else {
+                continue;
+            };
+            let mut table = rt.header.table as u32;
+            let mut dst = None;
+            let mut gateway = None;
+            let mut oif = 0;
+            for a in &rt.attributes {
+                match a {
+                    RouteAttribute::Table(t) => table = *t,
+                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => {
+                        dst = Some(IpAddr::V4(*ip))
+                    }
+                    RouteAttribute::Destination(RouteAddress::Inet6(ip)) => {
+                        dst = Some(IpAddr::V6(*ip))
+                    }
+                    RouteAttribute::Gateway(RouteAddress::Inet(ip)) => {
+                        gateway = Some(IpAddr::V4(*ip))
+                    }
+                    RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => {
+                        gateway = Some(IpAddr::V6(*ip))
+                    }
+                    RouteAttribute::Oif(i) => oif = *i,
+                    _ => {}
+                }
+            }
+            if table != MAIN_TABLE {
+                continue;
+            }
+            let unspecified: IpAddr = if ipv4 {
+                std::net::Ipv4Addr::UNSPECIFIED.into()
+            } else {
+                std::net::Ipv6Addr::UNSPECIFIED.into()
+            };
+            let Ok(dst) = IpNet::new(
+                dst.unwrap_or(unspecified),
+                rt.header.destination_prefix_length,
+            ) else {
+                continue;
+            };
+            out.push(RouteSpec { dst, gateway, oif });
+        }
+        Ok(out)
+    }
+}

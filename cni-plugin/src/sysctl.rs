@@ -1,0 +1,41 @@
+//! The few sysctls flatlan needs in the node's namespace.
+//!
+//! A pod's reply to DNATed traffic (ClusterIP via another node, or a
+//! LoadBalancer IP with externalTrafficPolicy Local) is bridged, not routed,
+//! when both ends sit on the LAN. Without bridge-nf-call-iptables the reply
+//! skips conntrack, is not un-NATed, and the client resets the connection.
+//! systemd-sysctl may revert runtime values; deploy/ ships a sysctl.d file.
+
+use std::fs;
+
+use crate::error::{Error, Result};
+
+const BRIDGE_NF: &[&str] = &[
+    "/proc/sys/net/bridge/bridge-nf-call-iptables",
+    "/proc/sys/net/bridge/bridge-nf-call-ip6tables",
+];
+
+/// Turns the bridge netfilter hooks on, writing only when needed.
+pub fn ensure_br_netfilter() -> Result<()> {
+    for path in BRIDGE_NF {
+        match fs::read_to_string(path) {
+            Ok(v) if v.trim() == "1" => {}
+            Ok(_) => fs::write(path, "1").map_err(|e| Error::io("write", path, e))?,
+            Err(e) => return Err(Error::NotReady(format!(
+                "{path} is unavailable ({e}); load the br_netfilter module (modprobe br_netfilter)"
+            ))),
+        }
+    }
+    Ok(())
+}
+
+/// Reports whether the hooks are on, without changing anything.
+pub fn br_netfilter_problem() -> Option<String> {
+    BRIDGE_NF
+        .iter()
+        .find_map(|path| match fs::read_to_string(path) {
+            Ok(v) if v.trim() == "1" => None,
+            Ok(v) => Some(format!("{path} is {} (must be 1)", v.trim())),
+            Err(e) => Some(format!("{path} is unavailable ({e}); load br_netfilter")),
+        })
+}
