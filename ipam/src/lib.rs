@@ -15,3 +15,5 @@ pub use error::{Error, Result};
 pub use pool::Pool;
 pub use range::IpRange;
 pub use store::{Allocation, Locked, PodRef, State, Store};
+pub mod frame;
+pub mod mac;
