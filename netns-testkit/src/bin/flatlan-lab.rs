@@ -1,1 +1,108 @@
-fn main() {}
+//! `flatlan-lab`: build, inspect and clean up the namespace lab.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use netns_testkit::{cleanup_stale, LabConfig};
+use nix::sys::signal::{SigSet, Signal};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "A simulated home LAN for flatlan, in network namespaces"
+)]
+struct Cli {
+    /// More logging (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build a lab, print it, and keep it until Ctrl-C.
+    Up {
+        /// Number of Kubernetes nodes.
+        #[arg(long, default_value_t = 2)]
+        nodes: usize,
+        /// Run avahi-daemon on the LAN device.
+        #[arg(long)]
+        avahi: bool,
+        /// Run dnsmasq (DHCP + DNS) on the router.
+        #[arg(long)]
+        dnsmasq: bool,
+    },
+    /// Remove namespaces and files left by dead flatlan-lab/test processes.
+    Clean {
+        /// Only names starting with this (e.g. fl1234l0).
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+    /// The end-to-end demo (not wired yet).
+    Demo,
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn up(config: LabConfig) -> Result<(), Box<dyn std::error::Error>> {
+    // Block SIGINT/SIGTERM before any thread exists, then wait for them
+    // synchronously: no handler, and the lab is dropped normally.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals.thread_block()?;
+    let lab = config.build()?;
+    print!("{}", lab.summary());
+    println!("Ctrl-C to tear down.");
+    let sig = signals.wait()?;
+    eprintln!("{sig}: tearing down");
+    drop(lab);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Cmd::Up {
+            nodes,
+            avahi,
+            dnsmasq,
+        } => up(LabConfig::new()
+            .nodes(nodes)
+            .with_avahi_device(avahi)
+            .with_dnsmasq(dnsmasq)),
+        Cmd::Clean { prefix } => cleanup_stale(prefix.as_deref())
+            .map(|removed| {
+                for n in &removed {
+                    println!("removed {n}");
+                }
+                println!("{} stale namespace(s) removed", removed.len());
+            })
+            .map_err(Into::into),
+        Cmd::Demo => {
+            eprintln!("demo: not yet wired");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flatlan-lab: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
