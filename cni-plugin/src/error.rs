@@ -61,6 +61,10 @@ pub enum Error {
 
     #[error("CHECK failed: {0}")]
     CheckFailed(String),
+
+    /// Operator CLI misuse (`flatlan ipam ...`); never a CNI reply.
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// flatlan's own codes (SPEC.md reserves 100+ for plugins).
@@ -118,6 +122,7 @@ impl Error {
             Error::InterfaceExists(_) => code::INTERFACE_EXISTS,
             Error::Netlink { .. } => code::NETLINK,
             Error::CheckFailed(_) => code::CHECK_FAILED,
+            Error::Usage(_) => 4,
         }
     }
 

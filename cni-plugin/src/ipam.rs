@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use flatlan_ipam::mac::MacAddr;
 use flatlan_ipam::node_range::NodeRange;
 use flatlan_ipam::store::{now_secs, read_boot_id};
 use flatlan_ipam::{Allocation, IpRange, Pool, Store, Want};
@@ -12,7 +13,6 @@ use tracing::{error, info};
 use crate::config::{NetConf, SubnetConf};
 use crate::env::Attachment;
 use crate::error::{Error, Result};
-use crate::names;
 
 /// An address given to the pod, with its LAN prefix and gateway.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,7 +130,7 @@ pub fn allocate(
         locked.state.allocations.push(Allocation {
             ip,
             prefix_len: s.subnet.prefix_len(),
-            mac: crate::netlink::format_mac(&names::pod_mac(first_ip(&out))),
+            mac: MacAddr::from_ip(first_ip(&out)).to_string(),
             container_id: att.container_id.clone(),
             ifname: att.ifname.clone(),
             pod: pod.clone(),

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod env;
@@ -84,7 +85,18 @@ fn dispatch(stdin: &[u8], version: &str) -> Result<Option<Value>> {
                 host: &mut host,
                 pod_ns: &pod_ns,
             };
-            let r = cmd::add::add(&conf, att, node, open_pod)?;
+            let v6_default = conf
+                .subnets()
+                .iter()
+                .any(|s| s.subnet.addr().is_ipv6() && s.gateway.is_some());
+            let ifname = att.ifname.as_str();
+            let prepare_pod = |ns: &std::fs::File| {
+                netns::run_in(ns, || {
+                    sysctl::pod_ipv6_policy(ifname, !v6_default)?;
+                    Socket::new()
+                })
+            };
+            let r = cmd::add::add(&conf, att, node, prepare_pod)?;
             Ok(Some(r.to_json(&conf.cni_version)))
         }
         Command::Del => {

@@ -2,5 +2,12 @@
 #![forbid(unsafe_code)]
 
 fn main() {
-    std::process::exit(flatlan_cni::run());
+    // Runtimes pass no arguments; any argument is an operator command.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = if args.is_empty() {
+        flatlan_cni::run()
+    } else {
+        flatlan_cni::cli::main(&args)
+    };
+    std::process::exit(code);
 }

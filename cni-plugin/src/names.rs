@@ -28,19 +28,6 @@ fn fnv1a(a: &str, b: &str) -> u64 {
     h
 }
 
-/// The pod MAC: stable per address, so LAN ARP caches stay valid when a pod
-/// comes back with the same IP. Locally administered, unicast.
-pub fn pod_mac(ip: std::net::IpAddr) -> [u8; 6] {
-    let tail: [u8; 4] = match ip {
-        std::net::IpAddr::V4(v4) => v4.octets(),
-        std::net::IpAddr::V6(v6) => {
-            let o = v6.octets();
-            [o[12], o[13], o[14], o[15]]
-        }
-    };
-    [0x0a, 0x58, tail[0], tail[1], tail[2], tail[3]]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,13 +42,5 @@ mod tests {
         assert!(is_ours(&a));
         assert!(!is_ours("eth0"));
         assert!(!is_ours("flannel.1"));
-    }
-
-    #[test]
-    fn pod_mac_is_derived_from_the_address() {
-        assert_eq!(
-            pod_mac("192.168.2.210".parse().unwrap()),
-            [0x0a, 0x58, 192, 168, 2, 210]
-        );
     }
 }

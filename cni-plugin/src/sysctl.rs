@@ -21,9 +21,11 @@ pub fn ensure_br_netfilter() -> Result<()> {
         match fs::read_to_string(path) {
             Ok(v) if v.trim() == "1" => {}
             Ok(_) => fs::write(path, "1").map_err(|e| Error::io("write", path, e))?,
-            Err(e) => return Err(Error::NotReady(format!(
+            Err(e) => {
+                return Err(Error::NotReady(format!(
                 "{path} is unavailable ({e}); load the br_netfilter module (modprobe br_netfilter)"
-            ))),
+            )))
+            }
         }
     }
     Ok(())
@@ -38,4 +40,28 @@ pub fn br_netfilter_problem() -> Option<String> {
             Ok(v) => Some(format!("{path} is {} (must be 1)", v.trim())),
             Err(e) => Some(format!("{path} is unavailable ({e}); load br_netfilter")),
         })
+}
+
+/// Pod-side IPv6 policy, set before the interface comes up (RA processing
+/// starts at link-up). The pod must not pick SLAAC addresses from the LAN
+/// router's RAs: they would be unreported in the CNI result and untracked
+/// by IPAM. RA routes are accepted only when flatlan installs no IPv6
+/// default route itself, so the routing table is deterministic.
+/// Runs on a thread inside the pod namespace: /proc/sys/net resolves to the
+/// calling thread's namespace.
+pub fn pod_ipv6_policy(ifname: &str, accept_ra: bool) -> Result<()> {
+    let base = format!("/proc/sys/net/ipv6/conf/{ifname}");
+    for (key, value) in [
+        ("autoconf", "0"),
+        ("accept_ra", if accept_ra { "1" } else { "0" }),
+    ] {
+        let path = format!("{base}/{key}");
+        match fs::write(&path, value) {
+            Ok(()) => {}
+            // IPv6 disabled in this kernel or namespace: nothing to police.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("write", path, e)),
+        }
+    }
+    Ok(())
 }

@@ -1,2 +1,217 @@
-//! Shared helpers for flatlan's end-to-end tests.
+//! Shared helpers for flatlan's end-to-end tests: where the real binaries
+//! are, and a lab with the flatlan plugin configured on every node.
+//!
+//! Each test builds its own lab (uniquely named namespaces, removed on drop
+//! even when the test panics) and its own store directories, so tests run
+//! in parallel and never touch the host namespace.
 #![forbid(unsafe_code)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+use netns_testkit::cni::{Attachment, CniNetwork};
+use netns_testkit::{Lab, LabConfig, Netns, GATEWAY};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+pub const SERVICE_CIDR: &str = "10.43.0.0/16";
+
+/// A binary built by `cargo build --workspace --bins`, found next to the
+/// test executable's directory (target/<profile>/deps/..).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before the tests",
+        path.display()
+    );
+    path
+}
+
+/// Fails loudly instead of skipping when not root.
+pub fn require_root() {
+    netns_testkit::require_root().expect("these tests need root: run them via scripts/test");
+}
+
+/// This node's slice of the LAN: node1 .208/28, node2 .224/28 (what k3s
+/// `--cluster-cidr=192.168.2.208/27 --node-cidr-mask-size=28` would give).
+pub fn node_slice(node: usize) -> String {
+    format!("192.168.2.{}/28", 208 + 16 * (node - 1))
+}
+
+/// The plugin section of a flatlan config for `node`, storing its state in
+/// `state/<node>` (each node is a separate machine).
+pub fn plugin_conf(state: &Path, node: usize, ranges: &[&str]) -> Value {
+    let slice = node_slice(node);
+    let ranges: Vec<&str> = if ranges.is_empty() {
+        vec![slice.as_str()]
+    } else {
+        ranges.to_vec()
+    };
+    json!({
+        "type": "flatlan",
+        "bridge": "br0",
+        "serviceCIDRs": [SERVICE_CIDR],
+        "ipam": {
+            "subnet": "192.168.2.0/24",
+            "gateway": GATEWAY.to_string(),
+            "ranges": ranges,
+            "exclude": ["192.168.2.100-192.168.2.199"],
+            "dataDir": state.join(format!("node{node}")).join("data"),
+            "bootIdPath": state.join(format!("node{node}")).join("boot_id"),
+        }
+    })
+}
+
+/// A single-plugin conflist around [`plugin_conf`].
+pub fn network(state: &Path, node: usize, ranges: &[&str]) -> CniNetwork {
+    let list = json!({
+        "cniVersion": "1.1.0",
+        "name": "lan",
+        "plugins": [plugin_conf(state, node, ranges)],
+    });
+    CniNetwork::new(list, vec![bin_dir()]).expect("valid conflist")
+}
+
+/// The directory with `flatlan`, then Debian's reference plugins.
+pub fn bin_dir() -> PathBuf {
+    bin("flatlan")
+        .parent()
+        .map(Path::to_path_buf)
+        .expect("binary directory")
+}
+
+pub fn reference_plugins() -> PathBuf {
+    let p = PathBuf::from("/usr/lib/cni");
+    assert!(
+        p.join("bridge").exists(),
+        "containernetworking-plugins is not installed: run scripts/setup-deps"
+    );
+    p
+}
+
+/// A lab plus per-node flatlan state directories with a fixed boot ID.
+pub struct FlatLab {
+    pub lab: Lab,
+    pub state: TempDir,
+}
+
+impl FlatLab {
+    pub fn new(config: LabConfig) -> FlatLab {
+        require_root();
+        let lab = config.build().expect("build lab");
+        let state = tempfile::tempdir().expect("tempdir");
+        for n in 1..=lab.nodes.len() {
+            let dir = state.path().join(format!("node{n}"));
+            std::fs::create_dir_all(&dir).expect("state dir");
+            std::fs::write(dir.join("boot_id"), "boot-1\n").expect("boot id");
+        }
+        FlatLab { lab, state }
+    }
+
+    pub fn node_ns(&self, node: usize) -> &Netns {
+        &self.lab.nodes[node - 1].ns
+    }
+
+    pub fn network(&self, node: usize) -> CniNetwork {
+        network(self.state.path(), node, &[])
+    }
+
+    pub fn data_dir(&self, node: usize) -> PathBuf {
+        self.state.path().join(format!("node{node}")).join("data")
+    }
+
+    pub fn set_boot_id(&self, node: usize, id: &str) {
+        let p = self
+            .state
+            .path()
+            .join(format!("node{node}"))
+            .join("boot_id");
+        std::fs::write(p, format!("{id}\n")).expect("boot id");
+    }
+
+    /// Creates a pod namespace on `node` and ADDs it with flatlan.
+    pub fn pod(&self, node: usize, name: &str) -> Pod {
+        let ns = self.lab.add_pod_netns(node, name).expect("pod netns");
+        let mut att = Attachment::new(&format!("ctr-{name}"), &ns);
+        att.args = vec![
+            ("K8S_POD_NAMESPACE".into(), "default".into()),
+            ("K8S_POD_NAME".into(), name.into()),
+        ];
+        let result = self
+            .network(node)
+            .add(self.node_ns(node), &att)
+            .unwrap_or_else(|e| panic!("ADD {name} on node{node}: {e}"));
+        let ip = pod_ipv4(&result);
+        Pod {
+            ns,
+            att,
+            result,
+            ip,
+            node,
+        }
+    }
+}
+
+pub struct Pod {
+    pub ns: Netns,
+    pub att: Attachment,
+    pub result: Value,
+    pub ip: Ipv4Addr,
+    pub node: usize,
+}
+
+/// The pod's IPv4 address from a CNI result.
+pub fn pod_ipv4(result: &Value) -> Ipv4Addr {
+    result["ips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|ip| ip["address"].as_str())
+        .filter_map(|a| a.split('/').next())
+        .filter_map(|a| a.parse::<IpAddr>().ok())
+        .find_map(|ip| match ip {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
+        .unwrap_or_else(|| panic!("no IPv4 address in result {result}"))
+}
+
+/// Link names in a namespace (from `ip -j link`).
+pub fn links(ns: &Netns) -> Vec<String> {
+    let out = ns.exec_ok(&["ip", "-j", "link", "show"]).expect("ip link");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("ip -j link");
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["ifname"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// flatlan's host veths on a node.
+pub fn pod_veths(ns: &Netns) -> Vec<String> {
+    links(ns)
+        .into_iter()
+        .filter(|l| l.starts_with("fl") && l.len() == 14)
+        .collect()
+}
+
+/// The allocations in a node's store, as JSON.
+pub fn store_state(data_dir: &Path) -> Value {
+    let p = data_dir.join("lan").join("state.json");
+    match std::fs::read(&p) {
+        Ok(b) => serde_json::from_slice(&b).expect("store is valid JSON"),
+        Err(_) => json!({"allocations": []}),
+    }
+}
+
+pub fn allocation_count(data_dir: &Path) -> usize {
+    store_state(data_dir)["allocations"]
+        .as_array()
+        .map_or(0, Vec::len)
+}

@@ -11,9 +11,10 @@ use crate::env::Attachment;
 use crate::error::{Error, Result};
 use crate::ipam::{self, Assigned};
 use crate::names;
-use crate::netlink::{format_mac, Netlink, RouteSpec, VethSpec};
+use crate::netlink::{Netlink, RouteSpec, VethSpec};
 use crate::plan;
 use crate::result::{CniResult, Interface};
+use flatlan_ipam::mac::MacAddr;
 
 enum Undo {
     Release,
@@ -84,7 +85,7 @@ fn steps<H: Netlink, P: Netlink>(
     crate::hook::maybe_abort("allocated");
     debug!(?assigned, "allocated");
 
-    let mac = names::pod_mac(ipam::first_ip(&assigned));
+    let mac = MacAddr::from_ip(ipam::first_ip(&assigned)).0;
     let host_name = names::host_veth(&att.container_id, &att.ifname);
     let spec = VethSpec {
         host_name: host_name.clone(),
@@ -133,13 +134,13 @@ fn steps<H: Netlink, P: Netlink>(
         name: host_name,
         mac: host_link
             .and_then(|l| l.mac)
-            .map(|m| format_mac(&m))
+            .map(|m| MacAddr(m).to_string())
             .unwrap_or_default(),
         sandbox: None,
     };
     let pod_if = Interface {
         name: att.ifname.clone(),
-        mac: format_mac(&mac),
+        mac: MacAddr(mac).to_string(),
         sandbox: att.netns.as_ref().map(|p| p.display().to_string()),
     };
     Ok(plan::result(host_if, pod_if, &assigned, &pod_plan))

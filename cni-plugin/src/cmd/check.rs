@@ -6,8 +6,9 @@ use crate::config::NetConf;
 use crate::env::Attachment;
 use crate::error::{Error, Result};
 use crate::ipam::{self, Assigned};
-use crate::netlink::{format_mac, Netlink};
+use crate::netlink::Netlink;
 use crate::{names, plan};
+use flatlan_ipam::mac::MacAddr;
 
 pub fn check<H: Netlink, P: Netlink>(
     conf: &NetConf,
@@ -72,13 +73,13 @@ pub fn check<H: Netlink, P: Netlink>(
     let Some(link) = pod.link_by_name(&att.ifname)? else {
         return fail(format!("interface {} is missing in the pod", att.ifname));
     };
-    let mac = names::pod_mac(ipam::first_ip(&assigned));
+    let mac = MacAddr::from_ip(ipam::first_ip(&assigned)).0;
     if link.mac != Some(mac) {
         return fail(format!(
             "{} has MAC {}, expected {}",
             att.ifname,
-            link.mac.map(|m| format_mac(&m)).unwrap_or_default(),
-            format_mac(&mac)
+            link.mac.map(|m| MacAddr(m).to_string()).unwrap_or_default(),
+            MacAddr(mac)
         ));
     }
     if !link.up {

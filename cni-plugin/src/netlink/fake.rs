@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use ipnet::IpNet;
 
+use flatlan_ipam::mac::MacAddr;
+
 use super::{Link, Netlink, RouteSpec, VethSpec};
 use crate::error::{Error, Result};
 
@@ -95,7 +97,7 @@ impl Netlink for Fake {
     }
 
     fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> Result<()> {
-        self.record(format!("set_mac {index} {}", super::format_mac(&mac)))
+        self.record(format!("set_mac {index} {}", MacAddr(mac)))
     }
 
     fn add_address(&mut self, index: u32, addr: IpNet) -> Result<()> {

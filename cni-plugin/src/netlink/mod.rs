@@ -62,10 +62,3 @@ pub trait Netlink {
     /// the header byte (netavark #1381).
     fn routes(&mut self, ipv4: bool) -> Result<Vec<RouteSpec>>;
 }
-
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
