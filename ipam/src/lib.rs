@@ -17,3 +17,4 @@ pub use range::IpRange;
 pub use store::{Allocation, Locked, PodRef, State, Store};
 pub mod frame;
 pub mod mac;
+pub mod probe;

@@ -1,0 +1,315 @@
+//! The probe itself: send RFC 5227 ARP probes / RFC 4862 DAD solicitations,
+//! listen, and classify what comes back.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Instant, SystemTime};
+
+use super::{FrameSocket, ProbeConfig, ProbeError};
+use crate::frame::ether::peek_ethertype;
+use crate::frame::{
+    solicited_node_multicast, solicited_node_multicast_mac, ArpOp, ArpPacket, EtherType, Frame,
+    NdpMessage, NeighborSolicitation,
+};
+use crate::mac::MacAddr;
+
+/// The verdict for one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    /// Nobody answered within the configured time.
+    Free,
+    /// Some other host uses, or is at this moment claiming, the address.
+    InUse {
+        /// The other host's MAC (for the operator: "who is it?").
+        mac: MacAddr,
+        /// Wall-clock time the evidence arrived (for status output and
+        /// quarantine bookkeeping).
+        seen_at: SystemTime,
+        /// What was seen.
+        evidence: Evidence,
+    },
+}
+
+impl ProbeOutcome {
+    /// True for [`ProbeOutcome::Free`].
+    pub fn is_free(&self) -> bool {
+        matches!(self, ProbeOutcome::Free)
+    }
+}
+
+/// What convinced the probe that an address is in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Evidence {
+    /// An ARP reply from the address (the usual answer to a probe).
+    ArpReply,
+    /// An ARP request (announcement, gratuitous ARP or ordinary request)
+    /// whose sender IP is the address: RFC 5227 §2.1.1 counts any ARP
+    /// packet with that sender address.
+    ArpSender,
+    /// Another host's ARP probe for the same address: both hosts are
+    /// choosing it right now (RFC 5227 §2.1.1), so both must back off.
+    SimultaneousArpProbe,
+    /// A Neighbor Advertisement for the address (RFC 4862 §5.4.4).
+    NeighborAdvertisement,
+    /// Another host's DAD solicitation for the same address (RFC 4862
+    /// §5.4.3).
+    SimultaneousDad,
+}
+
+/// Probes one IPv4 address with RFC 5227 ARP probes.
+pub fn probe_ipv4<S: FrameSocket + ?Sized>(
+    sock: &S,
+    candidate: Ipv4Addr,
+    cfg: ProbeConfig,
+) -> Result<ProbeOutcome, ProbeError> {
+    single(sock, IpAddr::V4(candidate), cfg)
+}
+
+/// Probes one IPv6 address with DAD-style Neighbor Solicitations (source
+/// `::`, to the solicited-node group, RFC 4862 §5.4.2).
+pub fn probe_ipv6<S: FrameSocket + ?Sized>(
+    sock: &S,
+    candidate: Ipv6Addr,
+    cfg: ProbeConfig,
+) -> Result<ProbeOutcome, ProbeError> {
+    single(sock, IpAddr::V6(candidate), cfg)
+}
+
+fn single<S: FrameSocket + ?Sized>(
+    sock: &S,
+    candidate: IpAddr,
+    cfg: ProbeConfig,
+) -> Result<ProbeOutcome, ProbeError> {
+    let mut out = probe_many(sock, &[candidate], cfg)?;
+    Ok(out.pop().unwrap_or(ProbeOutcome::Free))
+}
+
+/// Probes a batch of addresses (IPv4 and IPv6 mixed) at once over one
+/// socket, returning one outcome per candidate in input order.
+///
+/// All candidates share the same schedule, so the batch costs
+/// [`ProbeConfig::duration`] in total rather than per address: the CNI
+/// plugin probes its next few candidates together and takes the first
+/// free one without serial waits. Candidates found in use get no further
+/// probes, and the call returns early once every candidate is in use.
+/// Duplicate candidates are allowed and get the same verdict.
+pub fn probe_many<S: FrameSocket + ?Sized>(
+    sock: &S,
+    candidates: &[IpAddr],
+    cfg: ProbeConfig,
+) -> Result<Vec<ProbeOutcome>, ProbeError> {
+    cfg.validate()?;
+    for &c in candidates {
+        check_candidate(c)?;
+    }
+    let ours = sock.mac();
+    let mut outcomes: Vec<Option<ProbeOutcome>> = vec![None; candidates.len()];
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+
+    // Build every probe frame up front: sending is then just syscalls.
+    let frames = candidates
+        .iter()
+        .map(|&c| probe_frame(ours, c))
+        .collect::<Result<Vec<Frame>, ProbeError>>()?;
+
+    let groups = Memberships::join(sock, candidates);
+    let result = run(sock, candidates, &frames, cfg, &mut outcomes);
+    groups.leave(sock);
+    result?;
+
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(ProbeOutcome::Free))
+        .collect())
+}
+
+fn run<S: FrameSocket + ?Sized>(
+    sock: &S,
+    candidates: &[IpAddr],
+    frames: &[Frame],
+    cfg: ProbeConfig,
+    outcomes: &mut [Option<ProbeOutcome>],
+) -> Result<(), ProbeError> {
+    let ours = sock.mac();
+    let start = Instant::now();
+    let mut buf = [0u8; 2048];
+    for round in 0..cfg.probes {
+        for (frame, outcome) in frames.iter().zip(outcomes.iter()) {
+            if outcome.is_none() {
+                sock.send(frame)?;
+            }
+        }
+        let offset = if round + 1 == cfg.probes {
+            cfg.interval
+                .saturating_mul(u32::from(round))
+                .saturating_add(cfg.wait)
+        } else {
+            cfg.interval.saturating_mul(u32::from(round) + 1)
+        };
+        let deadline = start + offset;
+        loop {
+            let now = Instant::now();
+            let Some(remaining) = deadline
+                .checked_duration_since(now)
+                .filter(|d| !d.is_zero())
+            else {
+                break;
+            };
+            let Some(n) = sock.recv_timeout(&mut buf, remaining)? else {
+                continue;
+            };
+            classify(&buf[..n.min(buf.len())], ours, candidates, outcomes);
+            if outcomes.iter().all(Option::is_some) {
+                tracing::debug!(elapsed = ?start.elapsed(), "every candidate is in use");
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_candidate(addr: IpAddr) -> Result<(), ProbeError> {
+    let reason = match addr {
+        IpAddr::V4(a) if a.is_unspecified() => Some("the unspecified address"),
+        IpAddr::V4(a) if a.is_broadcast() => Some("the broadcast address"),
+        IpAddr::V4(a) if a.is_multicast() => Some("a multicast address"),
+        IpAddr::V4(a) if a.is_loopback() => Some("a loopback address"),
+        IpAddr::V6(a) if a.is_unspecified() => Some("the unspecified address"),
+        IpAddr::V6(a) if a.is_multicast() => Some("a multicast address"),
+        IpAddr::V6(a) if a.is_loopback() => Some("a loopback address"),
+        _ => None,
+    };
+    match reason {
+        Some(reason) => Err(ProbeError::InvalidCandidate { addr, reason }),
+        None => Ok(()),
+    }
+}
+
+fn probe_frame(ours: MacAddr, candidate: IpAddr) -> Result<Frame, ProbeError> {
+    Ok(match candidate {
+        IpAddr::V4(v4) => ArpPacket::probe(ours, v4).to_frame(),
+        IpAddr::V6(v6) => {
+            NeighborSolicitation::dad(v6).to_frame(ours, solicited_node_multicast_mac(v6))?
+        }
+    })
+}
+
+/// Decides, for one received frame, which undecided candidates it proves
+/// to be in use. Frames from our own MAC are ignored: they are our probes
+/// coming back (a hairpinning bridge, a reflecting switch port), not a
+/// second host.
+fn classify(
+    frame: &[u8],
+    ours: MacAddr,
+    candidates: &[IpAddr],
+    outcomes: &mut [Option<ProbeOutcome>],
+) {
+    let verdict: Option<(IpAddr, MacAddr, Evidence)> = match peek_ethertype(frame) {
+        Some(EtherType::ARP) => ArpPacket::parse_frame(frame)
+            .ok()
+            .filter(|(hdr, p)| hdr.src != ours && p.sha != ours)
+            .and_then(|(_, p)| classify_arp(&p, candidates)),
+        Some(EtherType::IPV6) => NdpMessage::parse_frame(frame)
+            .ok()
+            .filter(|(hdr, _)| hdr.src != ours)
+            .and_then(|(hdr, m)| classify_ndp(hdr.src, &m, ours)),
+        _ => None,
+    };
+    let Some((addr, mac, evidence)) = verdict else {
+        return;
+    };
+    let seen_at = SystemTime::now();
+    for (c, outcome) in candidates.iter().zip(outcomes.iter_mut()) {
+        if *c == addr && outcome.is_none() {
+            tracing::info!(%addr, %mac, ?evidence, "probe: address in use");
+            *outcome = Some(ProbeOutcome::InUse {
+                mac,
+                seen_at,
+                evidence,
+            });
+        }
+    }
+}
+
+/// RFC 5227 §2.1.1: in use if any ARP packet has the candidate as sender
+/// IP, or is another host's probe (sender IP 0) for it. An ordinary request
+/// *for* the candidate from a configured host is not evidence: someone
+/// merely looking for it does not mean it exists.
+fn classify_arp(p: &ArpPacket, candidates: &[IpAddr]) -> Option<(IpAddr, MacAddr, Evidence)> {
+    let spa = IpAddr::V4(p.spa);
+    if !p.spa.is_unspecified() && candidates.contains(&spa) {
+        let evidence = match p.op {
+            ArpOp::Reply => Evidence::ArpReply,
+            ArpOp::Request => Evidence::ArpSender,
+        };
+        return Some((spa, p.sha, evidence));
+    }
+    let tpa = IpAddr::V4(p.tpa);
+    if p.is_probe() && candidates.contains(&tpa) {
+        return Some((tpa, p.sha, Evidence::SimultaneousArpProbe));
+    }
+    None
+}
+
+/// RFC 4862 §5.4.3-5.4.4: an NA for the target means it is in use; an NS
+/// from `::` for it is another host's simultaneous DAD. An NS from a real
+/// source is address resolution by someone else and proves nothing.
+fn classify_ndp(
+    eth_src: MacAddr,
+    m: &NdpMessage,
+    ours: MacAddr,
+) -> Option<(IpAddr, MacAddr, Evidence)> {
+    match m {
+        NdpMessage::Advertisement(na) => {
+            let mac = na.target_ll.unwrap_or(eth_src);
+            (mac != ours).then_some((IpAddr::V6(na.target), mac, Evidence::NeighborAdvertisement))
+        }
+        NdpMessage::Solicitation(ns) if ns.is_dad() => {
+            Some((IpAddr::V6(ns.target), eth_src, Evidence::SimultaneousDad))
+        }
+        NdpMessage::Solicitation(_) => None,
+    }
+}
+
+/// The solicited-node groups joined for a probe, left afterwards.
+struct Memberships {
+    joined: Vec<Ipv6Addr>,
+}
+
+impl Memberships {
+    /// Joins each distinct solicited-node group once (two candidates with
+    /// the same low 24 bits share a group). A failure only loses the
+    /// simultaneous-DAD check, not the main one (answers go to ff02::1,
+    /// which every IPv6 interface receives), so it is logged, not fatal.
+    fn join<S: FrameSocket + ?Sized>(sock: &S, candidates: &[IpAddr]) -> Self {
+        let mut joined: Vec<Ipv6Addr> = Vec::new();
+        let mut groups: Vec<Ipv6Addr> = Vec::new();
+        for c in candidates {
+            if let IpAddr::V6(v6) = c {
+                let group = solicited_node_multicast(*v6);
+                if groups.contains(&group) {
+                    continue;
+                }
+                groups.push(group);
+                match sock.join_solicited_node(*v6) {
+                    Ok(()) => joined.push(*v6),
+                    Err(e) => tracing::warn!(
+                        target_addr = %v6,
+                        error = %e,
+                        "cannot join the solicited-node group; a simultaneous DAD by another host may go unnoticed"
+                    ),
+                }
+            }
+        }
+        Memberships { joined }
+    }
+
+    fn leave<S: FrameSocket + ?Sized>(self, sock: &S) {
+        for v6 in self.joined {
+            if let Err(e) = sock.leave_solicited_node(v6) {
+                tracing::debug!(target_addr = %v6, error = %e, "leaving solicited-node group");
+            }
+        }
+    }
+}

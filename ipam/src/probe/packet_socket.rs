@@ -1,0 +1,292 @@
+//! The real [`FrameSocket`]: an `AF_PACKET`/`SOCK_RAW` socket bound to one
+//! interface, written entirely with nix's safe wrappers (no `unsafe`).
+//!
+//! * **Binding without unsafe.** nix 0.30 has no safe constructor for a
+//!   `sockaddr_ll`, but `getifaddrs()` returns one per interface (family
+//!   `AF_PACKET`, with the index, hardware type and MAC filled in). Binding
+//!   to it works because the kernel's `packet_bind` keeps the socket's own
+//!   protocol when `sll_protocol` is 0. Sends then use plain `send()` on
+//!   the bound socket, which the kernel routes to the bound interface.
+//! * **Filtering in userspace, without BPF.** The socket is opened for
+//!   `ETH_P_ALL` (nix has no `ETH_P_ARP` protocol constant, and one socket
+//!   serves ARP and NDP), so [`PacketSocket::recv_timeout`] drops frames
+//!   whose EtherType is not wanted, frames the host itself sent
+//!   (`PACKET_OUTGOING`, including our own probes) and frames from other
+//!   interfaces that were queued between `socket()` and `bind()`. A probe
+//!   lasts tens of milliseconds, so the extra copies are negligible; a
+//!   long-lived speaker listener may want a BPF filter later.
+//! * **Multicast reception for DAD.** To see another host's simultaneous
+//!   DAD probe, sent to `target`'s solicited-node group
+//!   (33:33:ff:xx:xx:xx), the NIC must accept that MAC. We join the IPv6
+//!   group with `IPV6_JOIN_GROUP` on a UDPv6 socket owned by this socket,
+//!   instead of `PACKET_ADD_MEMBERSHIP`/`PACKET_MR_MULTICAST`: std exposes
+//!   it safely, the membership lives exactly as long as the probe (the
+//!   socket closes or leaves), and, unlike a packet-level membership, the
+//!   kernel sends an MLD report, so MLD-snooping switches forward the group
+//!   to us at all, which RFC 4862 §5.4.2 requires of a DAD-ing node anyway.
+//!   `PACKET_MR_PROMISC` was rejected: it needs raw `setsockopt` (unsafe)
+//!   and flips the whole NIC into promiscuous mode. The main check needs
+//!   none of this: answers to DAD go to ff02::1, which every IPv6-enabled
+//!   interface receives.
+
+use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    bind, recvfrom, send, setsockopt, socket, sockopt, AddressFamily, LinkAddr, MsgFlags, SockFlag,
+    SockProtocol, SockType,
+};
+use nix::sys::time::TimeVal;
+
+use super::{FrameSocket, ProbeError};
+use crate::frame::ether::peek_ethertype;
+use crate::frame::{solicited_node_multicast, EtherType};
+use crate::mac::MacAddr;
+
+/// `sll_pkttype` of frames the host sent (linux/if_packet.h).
+const PACKET_OUTGOING: u8 = 4;
+/// `ARPHRD_ETHER` (linux/if_arp.h); veth, bridge, macvlan and VLAN
+/// interfaces all report it.
+const ARPHRD_ETHER: u16 = 1;
+
+/// An `AF_PACKET` raw socket bound to one interface.
+pub struct PacketSocket {
+    fd: OwnedFd,
+    ifname: String,
+    ifindex: u32,
+    mac: MacAddr,
+    ethertypes: Vec<EtherType>,
+    /// Holds solicited-node memberships; `None` when IPv6 is unavailable in
+    /// this namespace (then joins fail and the probe logs it).
+    mcast: Option<UdpSocket>,
+}
+
+impl std::fmt::Debug for PacketSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PacketSocket")
+            .field("ifname", &self.ifname)
+            .field("ifindex", &self.ifindex)
+            .field("mac", &self.mac)
+            .field("ethertypes", &self.ethertypes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PacketSocket {
+    /// Opens a socket on `ifname` receiving ARP and IPv6 frames.
+    ///
+    /// The socket belongs to the network namespace of the calling thread:
+    /// to probe inside a pod or test namespace, call this on a dedicated
+    /// thread that has `setns`'d into it (STYLE rule 4). Needs
+    /// `CAP_NET_RAW`.
+    pub fn open(ifname: &str) -> Result<Self, ProbeError> {
+        Self::open_filtered(ifname, &[EtherType::ARP, EtherType::IPV6])
+    }
+
+    /// Opens a socket on `ifname` receiving only the given EtherTypes.
+    pub fn open_filtered(ifname: &str, ethertypes: &[EtherType]) -> Result<Self, ProbeError> {
+        let link = find_link(ifname)?;
+        if link.hatype() != ARPHRD_ETHER {
+            return Err(ProbeError::NotEthernet {
+                ifname: ifname.to_owned(),
+                hatype: link.hatype(),
+            });
+        }
+        let sys = |op: &'static str| {
+            move |source: Errno| ProbeError::Socket {
+                op,
+                ifname: ifname.to_owned(),
+                source,
+            }
+        };
+        let fd = socket(
+            AddressFamily::Packet,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::EthAll,
+        )
+        .map_err(sys("socket(AF_PACKET)"))?;
+        bind(fd.as_raw_fd(), &link).map_err(sys("bind"))?;
+        // A probe must never hang on a full transmit queue.
+        setsockopt(&fd, sockopt::SendTimeout, &timeval(SEND_TIMEOUT))
+            .map_err(sys("setsockopt(SO_SNDTIMEO)"))?;
+
+        let mcast = match UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::debug!(error = %e, "no IPv6 in this namespace; DAD group joins disabled");
+                None
+            }
+        };
+        let ifindex = u32::try_from(link.ifindex()).map_err(|_| sys("ifindex")(Errno::ERANGE))?;
+        let mac = MacAddr(link.addr().unwrap_or_default());
+        tracing::debug!(ifname, ifindex, %mac, "opened AF_PACKET socket");
+        Ok(PacketSocket {
+            fd,
+            ifname: ifname.to_owned(),
+            ifindex,
+            mac,
+            ethertypes: ethertypes.to_vec(),
+            mcast,
+        })
+    }
+
+    /// The interface name.
+    pub fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
+    fn err(&self, op: &'static str) -> impl Fn(Errno) -> ProbeError + '_ {
+        move |source| ProbeError::Socket {
+            op,
+            ifname: self.ifname.clone(),
+            source,
+        }
+    }
+
+    fn wanted(&self, from: Option<&LinkAddr>, frame: &[u8]) -> bool {
+        let Some(from) = from else {
+            return false;
+        };
+        if from.pkttype() == PACKET_OUTGOING
+            || u32::try_from(from.ifindex()).ok() != Some(self.ifindex)
+        {
+            return false;
+        }
+        peek_ethertype(frame).is_some_and(|t| self.ethertypes.contains(&t))
+    }
+}
+
+/// The `AF_PACKET` address `getifaddrs` reports for `ifname`.
+fn find_link(ifname: &str) -> Result<LinkAddr, ProbeError> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|source| ProbeError::Socket {
+        op: "getifaddrs",
+        ifname: ifname.to_owned(),
+        source,
+    })?;
+    addrs
+        .filter(|a| a.interface_name == ifname)
+        .find_map(|a| a.address.and_then(|s| s.as_link_addr().copied()))
+        .ok_or_else(|| ProbeError::NoSuchInterface(ifname.to_owned()))
+}
+
+/// `SO_SNDTIMEO` for probe sockets.
+const SEND_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// A `timeval` for `SO_RCVTIMEO`/`SO_SNDTIMEO`, at least 1 µs: zero would
+/// mean "block forever".
+fn timeval(d: Duration) -> TimeVal {
+    let secs = libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX);
+    let micros = libc::suseconds_t::from(d.subsec_micros());
+    if secs == 0 && micros == 0 {
+        TimeVal::new(0, 1)
+    } else {
+        TimeVal::new(secs, micros)
+    }
+}
+
+impl FrameSocket for PacketSocket {
+    fn send(&self, frame: &[u8]) -> Result<(), ProbeError> {
+        loop {
+            match send(self.fd.as_raw_fd(), frame, MsgFlags::empty()) {
+                Ok(_) => return Ok(()),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(self.err("send")(e)),
+            }
+        }
+    }
+
+    /// Blocks in `recvfrom` with `SO_RCVTIMEO` set to the time left (µs
+    /// resolution; nix is built without its `poll` feature), and skips
+    /// frames the filter rejects. Concurrent receivers on one socket each
+    /// set the timeout before blocking, so one may wake up to a microsecond
+    /// timing error from the other; that is harmless for deadlines counted
+    /// in milliseconds.
+    fn recv_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<Option<usize>, ProbeError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining < Duration::from_micros(1) {
+                return Ok(None);
+            }
+            setsockopt(&self.fd, sockopt::ReceiveTimeout, &timeval(remaining))
+                .map_err(self.err("setsockopt(SO_RCVTIMEO)"))?;
+            match recvfrom::<LinkAddr>(self.fd.as_raw_fd(), buf) {
+                Ok((n, from)) => {
+                    let n = n.min(buf.len());
+                    if self.wanted(from.as_ref(), &buf[..n]) {
+                        return Ok(Some(n));
+                    }
+                }
+                // Timed out: the loop head decides whether time is left.
+                Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
+                Err(e) => return Err(self.err("recvfrom")(e)),
+            }
+        }
+    }
+
+    fn mac(&self) -> MacAddr {
+        self.mac
+    }
+
+    fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    fn join_solicited_node(&self, target: Ipv6Addr) -> Result<(), ProbeError> {
+        let group = solicited_node_multicast(target);
+        let Some(udp) = &self.mcast else {
+            return Err(ProbeError::Multicast {
+                group,
+                ifindex: self.ifindex,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "IPv6 is not available in this network namespace",
+                ),
+            });
+        };
+        udp.join_multicast_v6(&group, self.ifindex)
+            .map_err(|source| ProbeError::Multicast {
+                group,
+                ifindex: self.ifindex,
+                source,
+            })
+    }
+
+    fn leave_solicited_node(&self, target: Ipv6Addr) -> Result<(), ProbeError> {
+        let group = solicited_node_multicast(target);
+        match &self.mcast {
+            Some(udp) => udp
+                .leave_multicast_v6(&group, self.ifindex)
+                .map_err(|source| ProbeError::Multicast {
+                    group,
+                    ifindex: self.ifindex,
+                    source,
+                }),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_interface_is_a_clear_error() {
+        match PacketSocket::open("flatlan-nope0") {
+            Err(ProbeError::NoSuchInterface(name)) => assert_eq!(name, "flatlan-nope0"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn loopback_is_not_ethernet() {
+        match PacketSocket::open("lo") {
+            Err(ProbeError::NotEthernet { hatype, .. }) => assert_eq!(hatype, 772),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
