@@ -114,7 +114,7 @@ pub struct Lab {
     pub nodes: Vec<Node>,
     prefix: String,
     device_hostname: Option<String>,
-    daemons: Vec<ProcHandle>,
+    daemons: Vec<(&'static str, ProcHandle)>,
     dnsmasq_dir: Option<PathBuf>,
     pods: Mutex<Vec<Netns>>,
     build_time: Duration,
@@ -170,12 +170,15 @@ impl Lab {
             let h = start_dnsmasq(&router, &hosts)?;
             dnsmasq_dir =
                 Some(crate::names::state_dir().join(format!("{}-dnsmasq", router.name())));
-            daemons.push(h);
+            daemons.push(("dnsmasq", h));
         }
         let mut device_hostname = None;
         if config.avahi_device {
             let hostname = format!("{prefix}-device");
-            daemons.push(start_avahi(&device, &hostname, &[device_service()])?);
+            daemons.push((
+                "avahi",
+                start_avahi(&device, &hostname, &[device_service()])?,
+            ));
             device_hostname = Some(hostname);
         }
 
@@ -233,6 +236,14 @@ impl Lab {
     /// dnsmasq's lease file, if dnsmasq runs.
     pub fn dnsmasq_lease_file(&self) -> Option<PathBuf> {
         self.dnsmasq_dir.as_ref().map(|d| d.join("dnsmasq.leases"))
+    }
+
+    /// The daemons the lab runs ("dnsmasq", "avahi") and their PIDs.
+    pub fn daemon_pids(&self) -> Vec<(&'static str, u32)> {
+        self.daemons
+            .iter()
+            .map(|(name, h)| (*name, h.pid()))
+            .collect()
     }
 
     /// How long [`Lab::new`] took.
