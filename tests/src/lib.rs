@@ -122,6 +122,14 @@ impl FlatLab {
         network(self.state.path(), node, &[])
     }
 
+    /// The node's network with the flatlan plugin config edited by `edit`.
+    pub fn network_with(&self, node: usize, edit: impl FnOnce(&mut Value)) -> CniNetwork {
+        let mut conf = plugin_conf(self.state.path(), node, &[]);
+        edit(&mut conf);
+        let list = json!({"cniVersion": "1.1.0", "name": "lan", "plugins": [conf]});
+        CniNetwork::new(list, vec![bin_dir()]).expect("valid conflist")
+    }
+
     pub fn data_dir(&self, node: usize) -> PathBuf {
         self.state.path().join(format!("node{node}")).join("data")
     }
@@ -137,14 +145,18 @@ impl FlatLab {
 
     /// Creates a pod namespace on `node` and ADDs it with flatlan.
     pub fn pod(&self, node: usize, name: &str) -> Pod {
+        self.pod_on(&self.network(node), node, name)
+    }
+
+    /// Like [`FlatLab::pod`], through a given network (conflist).
+    pub fn pod_on(&self, net: &CniNetwork, node: usize, name: &str) -> Pod {
         let ns = self.lab.add_pod_netns(node, name).expect("pod netns");
         let mut att = Attachment::new(&format!("ctr-{name}"), &ns);
         att.args = vec![
             ("K8S_POD_NAMESPACE".into(), "default".into()),
             ("K8S_POD_NAME".into(), name.into()),
         ];
-        let result = self
-            .network(node)
+        let result = net
             .add(self.node_ns(node), &att)
             .unwrap_or_else(|e| panic!("ADD {name} on node{node}: {e}"));
         let ip = pod_ipv4(&result);
