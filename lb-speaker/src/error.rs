@@ -1,0 +1,84 @@
+//! The crate's one error type.
+
+use std::io;
+
+/// Everything that can go wrong in the speaker.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The static-mode configuration is invalid; `path` names the offending
+    /// field the way a user would find it in the YAML (`vips[2].address`).
+    #[error("{path}: {msg}")]
+    Config { path: String, msg: String },
+
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+
+    /// A system call or helper command failed.
+    #[error("{op}: {source}")]
+    Sys {
+        op: String,
+        #[source]
+        source: io::Error,
+    },
+
+    /// A heartbeat is shorter than its own length fields say.
+    #[error("heartbeat truncated")]
+    Truncated,
+    /// Not a flatlan heartbeat (wrong magic).
+    #[error("not a heartbeat (bad magic)")]
+    BadMagic,
+    /// A heartbeat version this build does not speak.
+    #[error("unsupported heartbeat version {0}")]
+    BadVersion(u8),
+    /// A structurally invalid heartbeat (after authentication).
+    #[error("malformed heartbeat: {0}")]
+    Malformed(&'static str),
+    /// The HMAC does not verify: wrong key or tampered bytes.
+    #[error("heartbeat authentication failed")]
+    BadMac,
+    /// An authenticated heartbeat whose (nonce, seq) is not newer than the
+    /// last one seen from that sender: a replay or a reordered packet.
+    #[error(
+        "stale or replayed heartbeat from {node}: ({nonce}, {seq}) <= ({last_nonce}, {last_seq})"
+    )]
+    Replay {
+        node: String,
+        nonce: u64,
+        seq: u64,
+        last_nonce: u64,
+        last_seq: u64,
+    },
+    /// A heartbeat cannot be encoded (name too long, too many VIPs).
+    #[error("cannot encode heartbeat: {0}")]
+    Encode(&'static str),
+
+    /// The status endpoint or file could not be read.
+    #[error("status: {0}")]
+    Status(String),
+}
+
+impl Error {
+    /// A configuration error at `path`.
+    pub fn config(path: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Config {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+
+    /// A failed system operation.
+    pub fn sys(op: impl Into<String>, source: io::Error) -> Self {
+        Error::Sys {
+            op: op.into(),
+            source,
+        }
+    }
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,312 @@
+//! Membership: a pure state machine fed with time and authenticated
+//! heartbeats (STYLE rule 10). It never does I/O; the engine feeds it and
+//! acts on the [`Event`]s it returns.
+//!
+//! - A member is live from its first heartbeat until `dead_after` has passed
+//!   without one (`deadAfter` × `heartbeatInterval`): that is the failure
+//!   detector, and its length bounds failover time.
+//! - A heartbeat with the leaving flag removes the member at once, so its
+//!   successor claims while the leaving node still answers
+//!   (make-before-break).
+//! - A member seen again after being declared dead is reported as
+//!   [`Event::Rejoined`]: a healed partition, after which every owner
+//!   re-announces, because during the partition both sides may have claimed
+//!   and LAN caches may point at either.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use flatlan_ipam::mac::MacAddr;
+
+use crate::wire::Heartbeat;
+
+/// What we know about one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// When its last heartbeat arrived.
+    pub last_seen: Instant,
+    /// Its boot nonce.
+    pub nonce: u64,
+    /// The VIPs it is eligible for.
+    pub eligible: BTreeSet<IpAddr>,
+    /// The VIPs it says it announces.
+    pub owned: BTreeSet<IpAddr>,
+    /// The MACs it announces from.
+    pub macs: Vec<MacAddr>,
+}
+
+/// Why a member stopped being live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gone {
+    /// It said it was leaving.
+    Left,
+    /// It missed `deadAfter` heartbeats.
+    Died,
+}
+
+/// A former member, kept so that a takeover from it is recognised as such.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Departed {
+    /// The member as it was last seen.
+    pub member: Member,
+    /// When it was removed.
+    pub at: Instant,
+    /// Why.
+    pub why: Gone,
+}
+
+/// A membership change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A new member (or a restarted one: new nonce).
+    Joined(String),
+    /// A member declared dead (or gone) is back: a healed partition.
+    Rejoined(String),
+    /// A member's eligibility or owned set changed.
+    Changed(String),
+    /// A member announced it is leaving.
+    Left(String),
+    /// A member missed too many heartbeats.
+    Died(String),
+}
+
+/// The membership view of one speaker.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    me: String,
+    dead_after: Duration,
+    live: BTreeMap<String, Member>,
+    departed: BTreeMap<String, Departed>,
+}
+
+impl Membership {
+    /// An empty view for node `me`; heartbeats from `me` are ignored.
+    pub fn new(me: impl Into<String>, dead_after: Duration) -> Self {
+        Membership {
+            me: me.into(),
+            dead_after,
+            live: BTreeMap::new(),
+            departed: BTreeMap::new(),
+        }
+    }
+
+    /// Feeds an authenticated, replay-checked heartbeat.
+    pub fn observe(&mut self, now: Instant, hb: &Heartbeat) -> Vec<Event> {
+        if hb.node == self.me {
+            return Vec::new();
+        }
+        let member = Member {
+            last_seen: now,
+            nonce: hb.nonce,
+            eligible: hb.vips.iter().map(|v| v.addr).collect(),
+            owned: hb.vips.iter().filter(|v| v.owned).map(|v| v.addr).collect(),
+            macs: hb.macs.clone(),
+        };
+        if hb.leaving {
+            return match self.live.remove(&hb.node) {
+                Some(_) => {
+                    self.departed.insert(
+                        hb.node.clone(),
+                        Departed {
+                            member,
+                            at: now,
+                            why: Gone::Left,
+                        },
+                    );
+                    vec![Event::Left(hb.node.clone())]
+                }
+                None => {
+                    // Keep its latest owned set: it tells successors when
+                    // a leaving node has let go.
+                    if let Some(d) = self.departed.get_mut(&hb.node) {
+                        d.member = member;
+                    }
+                    Vec::new()
+                }
+            };
+        }
+        match self.live.get_mut(&hb.node) {
+            Some(m) => {
+                let restarted = m.nonce != hb.nonce;
+                let changed = m.eligible != member.eligible || m.owned != member.owned;
+                *m = member;
+                if restarted {
+                    vec![Event::Joined(hb.node.clone())]
+                } else if changed {
+                    vec![Event::Changed(hb.node.clone())]
+                } else {
+                    Vec::new()
+                }
+            }
+            None => {
+                self.live.insert(hb.node.clone(), member);
+                match self.departed.remove(&hb.node) {
+                    Some(d) if d.member.nonce == hb.nonce => {
+                        vec![Event::Rejoined(hb.node.clone())]
+                    }
+                    _ => vec![Event::Joined(hb.node.clone())],
+                }
+            }
+        }
+    }
+
+    /// Declares members dead whose last heartbeat is older than
+    /// `dead_after`.
+    pub fn expire(&mut self, now: Instant) -> Vec<Event> {
+        let dead: Vec<String> = self
+            .live
+            .iter()
+            .filter(|(_, m)| now.saturating_duration_since(m.last_seen) > self.dead_after)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut events = Vec::with_capacity(dead.len());
+        for name in dead {
+            if let Some(member) = self.live.remove(&name) {
+                self.departed.insert(
+                    name.clone(),
+                    Departed {
+                        member,
+                        at: now,
+                        why: Gone::Died,
+                    },
+                );
+                events.push(Event::Died(name));
+            }
+        }
+        events
+    }
+
+    /// The earliest instant at which [`Self::expire`] can change something.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.live
+            .values()
+            .map(|m| m.last_seen + self.dead_after)
+            .min()
+    }
+
+    /// Live peers (not including this node).
+    pub fn live(&self) -> &BTreeMap<String, Member> {
+        &self.live
+    }
+
+    /// Former members.
+    pub fn departed(&self) -> &BTreeMap<String, Departed> {
+        &self.departed
+    }
+
+    /// True if `mac` belongs to a live or former member: an answer from it
+    /// for one of our VIPs is a handoff, not a foreign device.
+    pub fn is_member_mac(&self, mac: MacAddr) -> bool {
+        self.live.values().any(|m| m.macs.contains(&mac))
+            || self.departed.values().any(|d| d.member.macs.contains(&mac))
+    }
+
+    /// The live or departed member that last said it owned `vip`, if any,
+    /// with the time we last heard from it. Used to tell a takeover (which
+    /// skips the probe: the previous owner would answer it) from a first
+    /// claim, and to measure failover latency.
+    pub fn previous_owner(&self, vip: IpAddr) -> Option<(&str, Instant)> {
+        self.live
+            .iter()
+            .filter(|(_, m)| m.owned.contains(&vip))
+            .map(|(n, m)| (n.as_str(), m.last_seen))
+            .chain(
+                self.departed
+                    .iter()
+                    .filter(|(_, d)| d.member.owned.contains(&vip))
+                    .map(|(n, d)| (n.as_str(), d.member.last_seen)),
+            )
+            .max_by_key(|(_, t)| *t)
+    }
+
+    /// Forgets departed members older than `keep`, so the map stays small.
+    pub fn prune(&mut self, now: Instant, keep: Duration) {
+        self.departed
+            .retain(|_, d| now.saturating_duration_since(d.at) <= keep);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::VipEntry;
+
+    fn hb(node: &str, nonce: u64, leaving: bool, owned: &[&str]) -> Heartbeat {
+        Heartbeat {
+            node: node.into(),
+            nonce,
+            seq: 0,
+            leaving,
+            macs: vec![MacAddr([2, 0, 0, 0, 0, nonce as u8])],
+            vips: ["10.0.0.1", "10.0.0.2"]
+                .iter()
+                .map(|a| VipEntry {
+                    addr: a.parse().unwrap(),
+                    owned: owned.contains(a),
+                })
+                .collect(),
+        }
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn join_die_rejoin() {
+        let t0 = Instant::now();
+        let mut m = Membership::new("me", 300 * MS);
+        assert!(m.observe(t0, &hb("me", 1, false, &[])).is_empty());
+        assert_eq!(
+            m.observe(t0, &hb("b", 1, false, &[])),
+            vec![Event::Joined("b".into())]
+        );
+        assert!(m.observe(t0 + 100 * MS, &hb("b", 1, false, &[])).is_empty());
+        assert!(m.expire(t0 + 400 * MS).is_empty());
+        assert_eq!(m.next_expiry(), Some(t0 + 400 * MS));
+        assert_eq!(m.expire(t0 + 401 * MS), vec![Event::Died("b".into())]);
+        assert!(m.live().is_empty());
+        assert_eq!(
+            m.observe(t0 + 900 * MS, &hb("b", 1, false, &[])),
+            vec![Event::Rejoined("b".into())]
+        );
+        // A restart is a join, not a heal.
+        assert_eq!(
+            m.observe(t0 + 950 * MS, &hb("b", 2, false, &[])),
+            vec![Event::Joined("b".into())]
+        );
+    }
+
+    #[test]
+    fn leaving_removes_at_once_and_tracks_release() {
+        let t0 = Instant::now();
+        let mut m = Membership::new("me", 300 * MS);
+        m.observe(t0, &hb("b", 1, false, &["10.0.0.1"]));
+        assert_eq!(
+            m.previous_owner("10.0.0.1".parse().unwrap()).map(|x| x.0),
+            Some("b")
+        );
+        assert_eq!(
+            m.observe(t0 + MS, &hb("b", 1, true, &["10.0.0.1"])),
+            vec![Event::Left("b".into())]
+        );
+        assert!(m.live().is_empty());
+        assert_eq!(m.departed()["b"].why, Gone::Left);
+        assert!(m.is_member_mac(MacAddr([2, 0, 0, 0, 0, 1])));
+        // Later leaving heartbeats update what it still holds.
+        assert!(m.observe(t0 + 2 * MS, &hb("b", 1, true, &[])).is_empty());
+        assert!(m.previous_owner("10.0.0.1".parse().unwrap()).is_none());
+        m.prune(t0 + 10_000 * MS, 1000 * MS);
+        assert!(m.departed().is_empty());
+    }
+
+    #[test]
+    fn changes_are_reported() {
+        let t0 = Instant::now();
+        let mut m = Membership::new("me", 300 * MS);
+        m.observe(t0, &hb("b", 1, false, &[]));
+        assert_eq!(
+            m.observe(t0, &hb("b", 1, false, &["10.0.0.2"])),
+            vec![Event::Changed("b".into())]
+        );
+    }
+}
