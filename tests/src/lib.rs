@@ -227,3 +227,51 @@ pub fn allocation_count(data_dir: &Path) -> usize {
         .as_array()
         .map_or(0, Vec::len)
 }
+
+/// What a raw plugin run printed, for inputs a well-formed invocation
+/// cannot express (malformed JSON, missing variables).
+pub struct RawRun {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl RawRun {
+    /// The CNI error JSON's `code`.
+    pub fn cni_code(&self) -> Option<u64> {
+        serde_json::from_str::<Value>(&self.stdout)
+            .ok()
+            .and_then(|v| v["code"].as_u64())
+    }
+}
+
+/// Runs `flatlan` inside `node` with exactly `env` and `stdin`.
+pub fn run_raw(node: &Netns, env: &[(&str, &str)], stdin: &[u8]) -> RawRun {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", node.name()])
+        .arg(bin("flatlan"))
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn flatlan");
+    if let Some(mut i) = child.stdin.take() {
+        let _ = i.write_all(stdin);
+    }
+    let out = child.wait_with_output().expect("wait flatlan");
+    RawRun {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The CNI error code of a failed conflist operation.
+pub fn error_code(e: &netns_testkit::Error) -> Option<u32> {
+    e.cni_code()
+}

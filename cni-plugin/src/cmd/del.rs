@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use flatlan_ipam::mac::MacAddr;
 use tracing::{debug, warn};
 
 use crate::config::NetConf;
@@ -17,8 +18,13 @@ pub fn del(conf: &NetConf, att: &Attachment, host: &mut impl Netlink) -> Result<
     let host_name = names::host_veth(&att.container_id, &att.ifname);
     let deleted = host.delete_link(&host_name)?;
     if !deleted {
-        if let Some(path) = &att.netns {
-            delete_in_pod(path, &att.ifname);
+        if let (Some(path), Some(alloc)) = (
+            &att.netns,
+            ipam::find(conf, &att.container_id, &att.ifname)?.first(),
+        ) {
+            if let Ok(mac) = alloc.mac.parse::<MacAddr>() {
+                delete_in_pod(path, &att.ifname, mac);
+            }
         }
     }
     let gone = ipam::release(conf, &att.container_id, &att.ifname)?;
@@ -27,9 +33,17 @@ pub fn del(conf: &NetConf, att: &Attachment, host: &mut impl Netlink) -> Result<
 }
 
 /// Fallback for a veth whose host end was renamed or moved by someone else.
-fn delete_in_pod(path: &Path, ifname: &str) {
+/// Only an interface carrying the MAC flatlan recorded is removed: after a
+/// failed ADD the pod's interface of that name belongs to someone else.
+fn delete_in_pod(path: &Path, ifname: &str, mac: MacAddr) {
     let Ok(ns) = netns::open(path) else { return };
-    let r = netns::run_in(&ns, || Socket::new()?.delete_link(ifname));
+    let r = netns::run_in(&ns, || {
+        let mut nl = Socket::new()?;
+        match nl.link_by_name(ifname)? {
+            Some(l) if l.mac == Some(mac.0) => nl.delete_link(ifname).map(|_| ()),
+            _ => Ok(()),
+        }
+    });
     if let Err(e) = r {
         warn!("DEL: cannot remove {ifname} inside {}: {e}", path.display());
     }

@@ -1,0 +1,164 @@
+//! DEL idempotency, ADD on an existing interface, CHECK, reboot reclaim
+//! and GC.
+
+use std::time::Duration;
+
+use flatlan_e2e::{allocation_count, error_code, pod_veths, store_state, FlatLab};
+use netns_testkit::cni::Attachment;
+use netns_testkit::probe::ping;
+use netns_testkit::{LabConfig, CLIENT_IP};
+
+#[test]
+fn del_is_idempotent_with_or_without_the_netns() {
+    let l = FlatLab::new(LabConfig::new().nodes(1));
+    let node = l.node_ns(1);
+    let net = l.network(1);
+    let pod = l.pod(1, "p");
+    assert_eq!(pod_veths(node).len(), 1);
+    net.del(node, &pod.att, Some(&pod.result))
+        .expect("first DEL");
+    net.del(node, &pod.att, Some(&pod.result))
+        .expect("second DEL");
+    let mut no_ns = pod.att.clone();
+    no_ns.netns = None;
+    net.del(node, &no_ns, None).expect("DEL without a netns");
+    assert!(pod_veths(node).is_empty());
+    assert_eq!(allocation_count(&l.data_dir(1)), 0);
+
+    // The runtime deleted the namespace before calling DEL.
+    let gone = l.pod(1, "gone");
+    gone.ns.exec_ok(&["true"]).expect("ns alive");
+    let path = gone.att.netns.clone().expect("path");
+    l.lab
+        .switch
+        .exec_ok(&["ip", "netns", "del", gone.ns.name()])
+        .expect("ip netns del");
+    assert!(!path.exists());
+    net.del(node, &gone.att, None)
+        .expect("DEL after the netns is gone");
+    assert_eq!(allocation_count(&l.data_dir(1)), 0);
+}
+
+#[test]
+fn add_on_an_existing_interface_fails_cleanly_and_del_after_it_succeeds() {
+    let l = FlatLab::new(LabConfig::new().nodes(1));
+    let node = l.node_ns(1);
+    let ns = l.lab.add_pod_netns(1, "busy").expect("netns");
+    ns.exec_ok(&[
+        "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "other0",
+    ])
+    .expect("a pre-existing eth0 (no dummy driver on these kernels)");
+    let att = Attachment::new("ctr-busy", &ns);
+    let err = l.network(1).add(node, &att).expect_err("ADD must fail");
+    assert_eq!(error_code(&err), Some(102), "{err}");
+    assert!(err.to_string().contains("already exists"), "{err}");
+    assert!(pod_veths(node).is_empty(), "ADD left a host veth");
+    assert_eq!(
+        allocation_count(&l.data_dir(1)),
+        0,
+        "ADD leaked its address"
+    );
+    l.network(1)
+        .del(node, &att, None)
+        .expect("DEL after a failed ADD");
+    // The pre-existing interface is not ours and survives.
+    ns.exec_ok(&["ip", "link", "show", "eth0"])
+        .expect("the pre-existing eth0 survives");
+}
+
+#[test]
+fn check_detects_a_removed_route_and_address() {
+    let l = FlatLab::new(LabConfig::new().nodes(1));
+    let node = l.node_ns(1);
+    let net = l.network(1);
+    let pod = l.pod(1, "chk");
+    net.check(node, &pod.att, &pod.result)
+        .expect("CHECK right after ADD");
+
+    pod.ns
+        .exec_ok(&["ip", "route", "del", "10.43.0.0/16"])
+        .expect("route del");
+    let err = net
+        .check(node, &pod.att, &pod.result)
+        .expect_err("missing route");
+    assert_eq!(error_code(&err), Some(104), "{err}");
+    assert!(err.to_string().contains("10.43.0.0/16"), "{err}");
+    pod.ns
+        .exec_ok(&[
+            "ip",
+            "route",
+            "add",
+            "10.43.0.0/16",
+            "via",
+            &l.lab.nodes[0].ip.to_string(),
+        ])
+        .expect("route add");
+    net.check(node, &pod.att, &pod.result)
+        .expect("CHECK after repair");
+
+    pod.ns
+        .exec_ok(&[
+            "ip",
+            "addr",
+            "del",
+            &format!("{}/24", pod.ip),
+            "dev",
+            "eth0",
+        ])
+        .expect("addr del");
+    let err = net
+        .check(node, &pod.att, &pod.result)
+        .expect_err("missing address");
+    assert!(err.to_string().contains(&pod.ip.to_string()), "{err}");
+}
+
+#[test]
+fn a_new_boot_id_reclaims_old_allocations() {
+    let l = FlatLab::new(LabConfig::new().nodes(1));
+    l.pod(1, "old1");
+    l.pod(1, "old2");
+    assert_eq!(allocation_count(&l.data_dir(1)), 2);
+    l.set_boot_id(1, "boot-2");
+    let fresh = l.pod(1, "fresh");
+    let state = store_state(&l.data_dir(1));
+    let allocs = state["allocations"].as_array().expect("allocations");
+    assert_eq!(allocs.len(), 1, "{state}");
+    assert_eq!(allocs[0]["container_id"], "ctr-fresh");
+    assert_eq!(allocs[0]["boot_id"], "boot-2");
+    ping(&fresh.ns, CLIENT_IP.into(), 1, Duration::from_secs(5)).expect("fresh pod works");
+}
+
+#[test]
+fn gc_frees_exactly_what_is_not_valid() {
+    let l = FlatLab::new(LabConfig::new().nodes(1));
+    let node = l.node_ns(1);
+    let keep = l.pod(1, "keep");
+    let _x = l.pod(1, "x");
+    let _y = l.pod(1, "y");
+    assert_eq!(pod_veths(node).len(), 3);
+    l.network(1)
+        .gc(node, std::slice::from_ref(&keep.att))
+        .expect("GC");
+    let state = store_state(&l.data_dir(1));
+    let allocs = state["allocations"].as_array().expect("allocations");
+    assert_eq!(allocs.len(), 1, "{state}");
+    assert_eq!(allocs[0]["container_id"], "ctr-keep");
+    assert_eq!(
+        pod_veths(node).len(),
+        1,
+        "GC must remove the stale host veths"
+    );
+    ping(&keep.ns, CLIENT_IP.into(), 1, Duration::from_secs(5)).expect("the valid pod still works");
+    // An absent list must never be read as "nothing is valid".
+    let raw = flatlan_e2e::run_raw(
+        node,
+        &[("CNI_COMMAND", "GC")],
+        l.network(1)
+            .plugin_config(0, None)
+            .expect("conf")
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(raw.cni_code(), Some(7), "{}", raw.stdout);
+    assert_eq!(allocation_count(&l.data_dir(1)), 1);
+}
