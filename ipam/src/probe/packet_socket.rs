@@ -29,13 +29,14 @@
 //!   none of this: answers to DAD go to ff02::1, which every IPv6-enabled
 //!   interface receives.
 
+use std::io::IoSliceMut;
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    bind, recvfrom, send, setsockopt, socket, sockopt, AddressFamily, LinkAddr, MsgFlags, SockFlag,
+    bind, recvmsg, send, setsockopt, socket, sockopt, AddressFamily, LinkAddr, MsgFlags, SockFlag,
     SockProtocol, SockType,
 };
 use nix::sys::time::TimeVal;
@@ -146,6 +147,22 @@ impl PacketSocket {
         }
     }
 
+    /// One `recvmsg`; `Some(len)` if it returned a frame the filter wants,
+    /// `None` if nothing was queued, the timeout expired, or the frame was
+    /// dropped by the filter.
+    fn recv_wanted(&self, buf: &mut [u8], flags: MsgFlags) -> Result<Option<usize>, ProbeError> {
+        let (n, from) = {
+            let mut iov = [IoSliceMut::new(buf)];
+            match recvmsg::<LinkAddr>(self.fd.as_raw_fd(), &mut iov, None, flags) {
+                Ok(msg) => (msg.bytes, msg.address),
+                Err(Errno::EAGAIN) | Err(Errno::EINTR) => return Ok(None),
+                Err(e) => return Err(self.err("recvmsg")(e)),
+            }
+        };
+        let n = n.min(buf.len());
+        Ok(self.wanted(from.as_ref(), &buf[..n]).then_some(n))
+    }
+
     fn wanted(&self, from: Option<&LinkAddr>, frame: &[u8]) -> bool {
         let Some(from) = from else {
             return false;
@@ -171,6 +188,13 @@ fn find_link(ifname: &str) -> Result<LinkAddr, ProbeError> {
         .find_map(|a| a.address.and_then(|s| s.as_link_addr().copied()))
         .ok_or_else(|| ProbeError::NoSuchInterface(ifname.to_owned()))
 }
+
+/// How long before a deadline [`PacketSocket::recv_timeout`] stops
+/// trusting `SO_RCVTIMEO`: two jiffies at HZ=100, the coarsest common
+/// kernel tick.
+const COARSE_MARGIN: Duration = Duration::from_millis(20);
+/// Sleep between non-blocking reads in the last [`COARSE_MARGIN`].
+const FINE_STEP: Duration = Duration::from_millis(1);
 
 /// `SO_SNDTIMEO` for probe sockets.
 const SEND_TIMEOUT: Duration = Duration::from_millis(100);
@@ -198,31 +222,40 @@ impl FrameSocket for PacketSocket {
         }
     }
 
-    /// Blocks in `recvfrom` with `SO_RCVTIMEO` set to the time left (µs
-    /// resolution; nix is built without its `poll` feature), and skips
-    /// frames the filter rejects. Concurrent receivers on one socket each
-    /// set the timeout before blocking, so one may wake up to a microsecond
-    /// timing error from the other; that is harmless for deadlines counted
-    /// in milliseconds.
+    /// Waits for a wanted frame until `timeout` has passed.
+    ///
+    /// nix is built without its `poll` feature, so the only safe timed
+    /// wait on the fd is `SO_RCVTIMEO`, which the kernel rounds up to
+    /// jiffies plus one: measured +4..7 ms at HZ=250 (a 1 ms timeout
+    /// sleeps 8 ms), up to +20 ms at HZ=100. That would stretch an 80 ms
+    /// probe by 10 %. So the wait is hybrid: block with `SO_RCVTIMEO` until
+    /// `COARSE_MARGIN` (20 ms) before the deadline, then finish with non-blocking
+    /// reads between 1 ms sleeps (`nanosleep` is hrtimer-precise). A frame
+    /// arriving in that last stretch is seen within a millisecond. With the
+    /// `poll` feature this would become a single `poll()`.
     fn recv_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<Option<usize>, ProbeError> {
         let deadline = Instant::now() + timeout;
         loop {
+            // Whatever is queued already, without blocking.
+            if let Some(n) = self.recv_wanted(buf, MsgFlags::MSG_DONTWAIT)? {
+                return Ok(Some(n));
+            }
             let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining < Duration::from_micros(1) {
+            if remaining.is_zero() {
                 return Ok(None);
             }
-            setsockopt(&self.fd, sockopt::ReceiveTimeout, &timeval(remaining))
+            if remaining > COARSE_MARGIN {
+                setsockopt(
+                    &self.fd,
+                    sockopt::ReceiveTimeout,
+                    &timeval(remaining - COARSE_MARGIN),
+                )
                 .map_err(self.err("setsockopt(SO_RCVTIMEO)"))?;
-            match recvfrom::<LinkAddr>(self.fd.as_raw_fd(), buf) {
-                Ok((n, from)) => {
-                    let n = n.min(buf.len());
-                    if self.wanted(from.as_ref(), &buf[..n]) {
-                        return Ok(Some(n));
-                    }
+                if let Some(n) = self.recv_wanted(buf, MsgFlags::empty())? {
+                    return Ok(Some(n));
                 }
-                // Timed out: the loop head decides whether time is left.
-                Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
-                Err(e) => return Err(self.err("recvfrom")(e)),
+            } else {
+                std::thread::sleep(remaining.min(FINE_STEP));
             }
         }
     }

@@ -1,0 +1,369 @@
+//! Privileged tests: the real `AF_PACKET` probe against real Linux kernels
+//! answering ARP and NDP, inside two network namespaces joined by a veth
+//! pair. Needs root; fails loudly without it (never a silent pass).
+//!
+//! ```text
+//!   netns A (prober)                     netns B (the "LAN host")
+//!   va 02:99:00:00:00:0a  <--veth-->  vb 02:99:00:00:00:0b
+//!                                        10.99.0.5/24, fd99::5/64 nodad
+//! ```
+//!
+//! Everything happens inside namespaces this file creates with unique
+//! names; the host namespace is never touched, and a Drop guard deletes
+//! the namespaces (which destroys the veth pair) even when a test panics.
+//! Probes run on fresh threads that `setns` into a namespace, never on the
+//! test's own thread.
+//!
+//! Run with `cargo test -p flatlan-ipam --test probe_netns -- --nocapture`
+//! to see the measured timings.
+
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use flatlan_ipam::frame::{solicited_node_multicast_mac, ArpPacket, NeighborSolicitation};
+use flatlan_ipam::mac::MacAddr;
+use flatlan_ipam::probe::{
+    probe_ipv4, probe_ipv6, probe_many, Evidence, FrameSocket, PacketSocket, ProbeConfig,
+    ProbeError, ProbeOutcome,
+};
+use nix::sched::{setns, CloneFlags};
+
+const MAC_A: MacAddr = MacAddr([0x02, 0x99, 0, 0, 0, 0x0a]);
+const MAC_B: MacAddr = MacAddr([0x02, 0x99, 0, 0, 0, 0x0b]);
+const USED4: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 5);
+const FREE4: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 6);
+
+fn used6() -> Ipv6Addr {
+    Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, 5)
+}
+fn free6() -> Ipv6Addr {
+    Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, 6)
+}
+
+fn require_root() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "probe_netns tests create network namespaces and raw sockets and must run as root \
+         (CAP_SYS_ADMIN + CAP_NET_ADMIN + CAP_NET_RAW); they do not skip themselves. \
+         Run them as root, or leave this test target out \
+         (`cargo test -p flatlan-ipam --lib --test probe_fake --test frame_props`)."
+    );
+}
+
+/// Runs `ip args…`, panicking with its stderr on failure.
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("the `ip` command (iproute2) must be installed");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ip_output(args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("the `ip` command (iproute2) must be installed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Two namespaces joined by a veth pair; deleted on drop.
+struct Lab {
+    a: String,
+    b: String,
+    created: Vec<String>,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        require_root();
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("flprobe{}x{n}", std::process::id());
+        let mut lab = Lab {
+            a: format!("{tag}a"),
+            b: format!("{tag}b"),
+            created: Vec::new(),
+        };
+        // Record each namespace before anything else can fail, so Drop
+        // removes exactly what exists.
+        for ns in [lab.a.clone(), lab.b.clone()] {
+            ip(&["netns", "add", &ns]);
+            lab.created.push(ns);
+        }
+        let (a, b) = (lab.a.as_str(), lab.b.as_str());
+        // Created inside A with its peer moved straight into B: the veth
+        // never exists in the host namespace.
+        ip(&[
+            "-n", a, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", b,
+        ]);
+        ip(&["-n", a, "link", "set", "va", "address", &MAC_A.to_string()]);
+        ip(&["-n", b, "link", "set", "vb", "address", &MAC_B.to_string()]);
+        ip(&["-n", b, "addr", "add", "10.99.0.5/24", "dev", "vb"]);
+        ip(&["-n", b, "addr", "add", "fd99::5/64", "dev", "vb", "nodad"]);
+        ip(&["-n", a, "link", "set", "va", "up"]);
+        ip(&["-n", b, "link", "set", "vb", "up"]);
+        lab.wait_for_carrier();
+        lab
+    }
+
+    fn wait_for_carrier(&self) {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            let a = ip_output(&["-n", &self.a, "-br", "link", "show", "va"]);
+            let b = ip_output(&["-n", &self.b, "-br", "link", "show", "vb"]);
+            if a.contains(" UP ") && b.contains(" UP ") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("veth pair never came up");
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in self.created.iter().rev() {
+            // Best effort, and never panic in drop (we may be unwinding).
+            match Command::new("ip").args(["netns", "del", ns]).output() {
+                Ok(o) if o.status.success() => {}
+                Ok(o) => eprintln!(
+                    "cleanup: ip netns del {ns}: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                ),
+                Err(e) => eprintln!("cleanup: ip netns del {ns}: {e}"),
+            }
+        }
+    }
+}
+
+/// Runs `f` on a fresh thread that has entered network namespace `ns`.
+/// The thread ends with `f`, so no other code ever runs in that namespace
+/// by accident (STYLE rule 4). Panics inside `f` propagate.
+fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        let handle = s.spawn(|| {
+            let fd = File::open(format!("/run/netns/{ns}")).expect("namespace file exists");
+            setns(&fd, CloneFlags::CLONE_NEWNET).expect("setns into the test namespace");
+            f()
+        });
+        match handle.join() {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+fn in_use(o: &ProbeOutcome) -> (MacAddr, Evidence) {
+    match o {
+        ProbeOutcome::InUse { mac, evidence, .. } => (*mac, *evidence),
+        ProbeOutcome::Free => panic!("expected InUse, got Free"),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[test]
+fn ipv4_probe_finds_the_kernel_answering_and_not_a_free_address() {
+    let lab = Lab::new();
+    let cfg = ProbeConfig::FAST;
+    let (used, t_used, free, t_free) = in_netns(&lab.a, || {
+        let sock = PacketSocket::open("va").expect("open AF_PACKET on va");
+        assert_eq!(sock.mac(), MAC_A);
+        let t = Instant::now();
+        let used = probe_ipv4(&sock, USED4, cfg).expect("probe runs");
+        let t_used = t.elapsed();
+        let t = Instant::now();
+        let free = probe_ipv4(&sock, FREE4, cfg).expect("probe runs");
+        (used, t_used, free, t.elapsed())
+    });
+    eprintln!(
+        "ipv4: in-use verdict after {:.2} ms, free verdict after {:.2} ms (schedule {:.0} ms)",
+        ms(t_used),
+        ms(t_free),
+        ms(cfg.duration())
+    );
+    assert_eq!(in_use(&used), (MAC_B, Evidence::ArpReply));
+    assert_eq!(free, ProbeOutcome::Free);
+    assert!(
+        t_used < cfg.interval,
+        "in-use should be decided by the first probe's answer"
+    );
+    assert!(t_free >= cfg.duration());
+    assert!(
+        t_free < cfg.duration() + Duration::from_millis(25),
+        "{t_free:?}"
+    );
+}
+
+#[test]
+fn ipv6_probe_finds_the_kernel_answering_and_not_a_free_address() {
+    let lab = Lab::new();
+    let cfg = ProbeConfig::FAST;
+    let (used, t_used, free, t_free) = in_netns(&lab.a, || {
+        let sock = PacketSocket::open("va").expect("open AF_PACKET on va");
+        let t = Instant::now();
+        let used = probe_ipv6(&sock, used6(), cfg).expect("probe runs");
+        let t_used = t.elapsed();
+        let t = Instant::now();
+        let free = probe_ipv6(&sock, free6(), cfg).expect("probe runs");
+        (used, t_used, free, t.elapsed())
+    });
+    eprintln!(
+        "ipv6: in-use verdict after {:.2} ms, free verdict after {:.2} ms",
+        ms(t_used),
+        ms(t_free)
+    );
+    assert_eq!(in_use(&used), (MAC_B, Evidence::NeighborAdvertisement));
+    assert_eq!(free, ProbeOutcome::Free);
+    assert!(t_free >= cfg.duration());
+}
+
+#[test]
+fn batch_probe_costs_one_schedule() {
+    let lab = Lab::new();
+    let cfg = ProbeConfig::FAST;
+    let candidates = [
+        IpAddr::V4(FREE4),
+        IpAddr::V4(USED4),
+        IpAddr::V6(free6()),
+        IpAddr::V6(used6()),
+        IpAddr::V4(Ipv4Addr::new(10, 99, 0, 7)),
+        IpAddr::V4(Ipv4Addr::new(10, 99, 0, 8)),
+    ];
+    let (out, took) = in_netns(&lab.a, || {
+        let sock = PacketSocket::open("va").expect("open AF_PACKET on va");
+        let t = Instant::now();
+        let out = probe_many(&sock, &candidates, cfg).expect("probe runs");
+        (out, t.elapsed())
+    });
+    eprintln!(
+        "batch of {}: {:.2} ms (one schedule is {:.0} ms)",
+        candidates.len(),
+        ms(took),
+        ms(cfg.duration())
+    );
+    assert!(out[0].is_free());
+    assert_eq!(in_use(&out[1]), (MAC_B, Evidence::ArpReply));
+    assert!(out[2].is_free());
+    assert_eq!(in_use(&out[3]), (MAC_B, Evidence::NeighborAdvertisement));
+    assert!(out[4].is_free() && out[5].is_free());
+    assert!(
+        took < cfg.duration() + Duration::from_millis(25),
+        "{took:?}"
+    );
+}
+
+/// Another host probing the same address at the same moment (RFC 5227
+/// §2.1.1): both must treat it as in use. B's prober runs its own
+/// PacketSocket in namespace B.
+#[test]
+fn simultaneous_probes_from_another_host_are_detected() {
+    let lab = Lab::new();
+    let target4 = Ipv4Addr::new(10, 99, 0, 9);
+    let target6 = Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, 9);
+    let stop = AtomicBool::new(false);
+    let started = std::sync::Barrier::new(2);
+    let (v4, v6) = std::thread::scope(|s| {
+        s.spawn(|| {
+            in_netns(&lab.b, || {
+                let sock = PacketSocket::open("vb").expect("open AF_PACKET on vb");
+                let arp = ArpPacket::probe(MAC_B, target4).to_frame();
+                let ns = NeighborSolicitation::dad(target6)
+                    .to_frame(MAC_B, solicited_node_multicast_mac(target6))
+                    .expect("valid NS");
+                started.wait();
+                while !stop.load(Ordering::Relaxed) {
+                    sock.send(&arp).expect("send ARP probe");
+                    sock.send(&ns).expect("send DAD NS");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        });
+        started.wait();
+        let result = in_netns(&lab.a, || {
+            let sock = PacketSocket::open("va").expect("open AF_PACKET on va");
+            let cfg = ProbeConfig::FAST;
+            (
+                probe_ipv4(&sock, target4, cfg).expect("probe runs"),
+                probe_ipv6(&sock, target6, cfg).expect("probe runs"),
+            )
+        });
+        stop.store(true, Ordering::Relaxed);
+        result
+    });
+    assert_eq!(in_use(&v4), (MAC_B, Evidence::SimultaneousArpProbe));
+    assert_eq!(in_use(&v6), (MAC_B, Evidence::SimultaneousDad));
+}
+
+/// The DAD group join really programs the interface's multicast list (so
+/// a NIC that filters multicast would pass 33:33:ff:xx:xx:xx up), and the
+/// probe leaves it again.
+#[test]
+fn solicited_node_membership_is_joined_and_left() {
+    let lab = Lab::new();
+    let target = Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0x12, 0x3456);
+    let a = lab.a.clone();
+    let maddr = move || ip_output(&["-n", &a, "-6", "maddr", "show", "dev", "va"]);
+    let (during, after) = in_netns(&lab.a, || {
+        let sock = PacketSocket::open("va").expect("open AF_PACKET on va");
+        sock.join_solicited_node(target).expect("join");
+        let during = maddr();
+        sock.leave_solicited_node(target).expect("leave");
+        (during, maddr())
+    });
+    assert!(during.contains("ff02::1:ff12:3456"), "{during}");
+    assert!(!after.contains("ff02::1:ff12:3456"), "{after}");
+}
+
+#[test]
+fn sockets_belong_to_the_namespace_they_were_opened_in() {
+    let lab = Lab::new();
+    // vb lives in B, so from A it does not exist.
+    let err = in_netns(&lab.a, || PacketSocket::open("vb").map(|_| ()));
+    assert!(
+        matches!(err, Err(ProbeError::NoSuchInterface(ref n)) if n == "vb"),
+        "{err:?}"
+    );
+}
+
+/// Repeats the FAST probe to report its latency distribution.
+#[test]
+fn measure_fast_profile() {
+    let lab = Lab::new();
+    let cfg = ProbeConfig::FAST;
+    let (mut used, mut free) = in_netns(&lab.a, || {
+        let sock = PacketSocket::open("va").expect("open AF_PACKET on va");
+        let mut used = Vec::new();
+        let mut free = Vec::new();
+        for _ in 0..20 {
+            let t = Instant::now();
+            assert!(!probe_ipv4(&sock, USED4, cfg).expect("probe runs").is_free());
+            used.push(t.elapsed());
+            let t = Instant::now();
+            assert!(probe_ipv4(&sock, FREE4, cfg).expect("probe runs").is_free());
+            free.push(t.elapsed());
+        }
+        (used, free)
+    });
+    used.sort();
+    free.sort();
+    eprintln!(
+        "FAST ipv4 x20: in-use p50 {:.3} ms max {:.3} ms; free p50 {:.2} ms max {:.2} ms",
+        ms(used[10]),
+        ms(used[19]),
+        ms(free[10]),
+        ms(free[19])
+    );
+    assert!(used[10] < Duration::from_millis(10));
+}
