@@ -127,11 +127,18 @@ pub fn peek_version(stdin: &[u8]) -> Option<String> {
 
 impl NetConf {
     pub fn parse(stdin: &[u8]) -> Result<NetConf> {
-        let conf: NetConf = serde_json::from_slice(stdin).map_err(|e| {
-            use serde_json::error::Category;
-            match e.classify() {
-                Category::Data => Error::InvalidConfig(e.to_string()),
-                _ => Error::Decode(e.to_string()),
+        // Syntax first (code 6), then shape, with the offending key's path
+        // in the message (code 7): "ipam.ranges[1]: ..." is actionable,
+        // "line 1 column 263" is not.
+        let value: Value =
+            serde_json::from_slice(stdin).map_err(|e| Error::Decode(e.to_string()))?;
+        let conf: NetConf = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path.is_empty() || path == "." {
+                Error::InvalidConfig(inner.to_string())
+            } else {
+                Error::InvalidConfig(format!("{path}: {inner}"))
             }
         })?;
         conf.validate()?;
