@@ -1,6 +1,7 @@
 //! The home router's DHCP and DNS server.
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::addresses::{DHCP_RANGE, GATEWAY, LAN_SUBNET};
@@ -50,15 +51,20 @@ pub(crate) fn dnsmasq_args(dir: &str, hosts: &[(String, Ipv4Addr)]) -> Vec<Strin
 }
 
 /// Starts dnsmasq in the router namespace and waits until it is serving.
-pub(crate) fn start_dnsmasq(router: &Netns, hosts: &[(String, Ipv4Addr)]) -> Result<ProcHandle> {
+/// Returns the daemon and the path of its lease file.
+pub(crate) fn start_dnsmasq(
+    router: &Netns,
+    hosts: &[(String, Ipv4Addr)],
+) -> Result<(ProcHandle, PathBuf)> {
     let dir = ScratchDir::new(&format!("{}-dnsmasq", router.name()))?;
     let path = dir.path().to_string_lossy().into_owned();
+    let leases = dir.path().join("dnsmasq.leases");
     let args = dnsmasq_args(&path, hosts);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut handle = router.spawn(&argv)?;
     handle.keep_dir(dir);
     handle.wait_for_log("DHCP, IP range", Duration::from_secs(10))?;
-    Ok(handle)
+    Ok((handle, leases))
 }
 
 #[cfg(test)]

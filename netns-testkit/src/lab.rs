@@ -115,7 +115,7 @@ pub struct Lab {
     prefix: String,
     device_hostname: Option<String>,
     daemons: Vec<(&'static str, ProcHandle)>,
-    dnsmasq_dir: Option<PathBuf>,
+    dnsmasq_leases: Option<PathBuf>,
     pods: Mutex<Vec<Netns>>,
     build_time: Duration,
 }
@@ -159,7 +159,7 @@ impl Lab {
         configure_in_parallel(&router, &internet, &device, &client, &nodes)?;
 
         let mut daemons = Vec::new();
-        let mut dnsmasq_dir = None;
+        let mut dnsmasq_leases = None;
         if config.dnsmasq {
             let mut hosts = vec![
                 ("router".to_owned(), GATEWAY),
@@ -167,9 +167,8 @@ impl Lab {
                 ("client".to_owned(), CLIENT_IP),
             ];
             hosts.extend(nodes.iter().map(|n| (format!("node{}", n.index), n.ip)));
-            let h = start_dnsmasq(&router, &hosts)?;
-            dnsmasq_dir =
-                Some(crate::names::state_dir().join(format!("{}-dnsmasq", router.name())));
+            let (h, leases) = start_dnsmasq(&router, &hosts)?;
+            dnsmasq_leases = Some(leases);
             daemons.push(("dnsmasq", h));
         }
         let mut device_hostname = None;
@@ -194,7 +193,7 @@ impl Lab {
             prefix,
             device_hostname,
             daemons,
-            dnsmasq_dir,
+            dnsmasq_leases,
             pods: Mutex::new(Vec::new()),
             build_time,
         })
@@ -235,7 +234,7 @@ impl Lab {
 
     /// dnsmasq's lease file, if dnsmasq runs.
     pub fn dnsmasq_lease_file(&self) -> Option<PathBuf> {
-        self.dnsmasq_dir.as_ref().map(|d| d.join("dnsmasq.leases"))
+        self.dnsmasq_leases.clone()
     }
 
     /// The daemons the lab runs ("dnsmasq", "avahi") and their PIDs.
@@ -329,7 +328,7 @@ impl Lab {
                 &format!("{} {} ({} enslaved)", n.bridge, n.ip, n.uplink),
             );
         }
-        if self.dnsmasq_dir.is_some() {
+        if self.dnsmasq_leases.is_some() {
             let _ = writeln!(s, "  dnsmasq on the router: DHCP and DNS for *.lan");
         }
         let _ = writeln!(s, "  enter one with: ip netns exec <name> bash");

@@ -505,3 +505,20 @@ fn stale_namespaces_of_dead_processes_are_cleaned() {
         .is_empty());
     assert!(live.path().exists());
 }
+
+#[test]
+fn impossible_configs_fail_before_touching_anything() {
+    setup();
+    let err = LabConfig::new()
+        .nodes(40)
+        .build()
+        .expect_err("too many nodes");
+    assert!(
+        matches!(err, netns_testkit::Error::InvalidConfig(_)),
+        "{err}"
+    );
+    let lab = lab(LabConfig::new().nodes(1));
+    assert!(lab.add_pod_netns(2, "x").is_err(), "node 2 does not exist");
+    assert!(lab.add_pod_netns(1, "Bad Name").is_err());
+    assert!(lab.node(0).is_err());
+}

@@ -1,5 +1,6 @@
 //! `flatlan-lab`: build, inspect and clean up the namespace lab.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -58,15 +59,22 @@ fn init_logging(verbose: u8) {
 }
 
 fn up(config: LabConfig) -> Result<(), Box<dyn std::error::Error>> {
-    // Block SIGINT/SIGTERM before any thread exists, then wait for them
-    // synchronously: no handler, and the lab is dropped normally.
+    // Block the terminating signals before any thread exists, then wait
+    // for them synchronously: no handler, and the lab is dropped normally.
+    // (Release builds abort on panic, so nothing here may panic: that
+    // would skip the teardown; `flatlan-lab clean` is the fallback.)
     let mut signals = SigSet::empty();
-    signals.add(Signal::SIGINT);
-    signals.add(Signal::SIGTERM);
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        signals.add(s);
+    }
     signals.thread_block()?;
     let lab = config.build()?;
-    print!("{}", lab.summary());
-    println!("Ctrl-C to tear down.");
+    // A closed stdout (`| head`) must not stop us from tearing down.
+    let mut out = std::io::stdout().lock();
+    let _ = write!(out, "{}", lab.summary());
+    let _ = writeln!(out, "Ctrl-C to tear down.");
+    let _ = out.flush();
+    drop(out);
     let sig = signals.wait()?;
     eprintln!("{sig}: tearing down");
     drop(lab);
@@ -87,10 +95,11 @@ fn main() -> ExitCode {
             .with_dnsmasq(dnsmasq)),
         Cmd::Clean { prefix } => cleanup_stale(prefix.as_deref())
             .map(|removed| {
+                let mut out = std::io::stdout().lock();
                 for n in &removed {
-                    println!("removed {n}");
+                    let _ = writeln!(out, "removed {n}");
                 }
-                println!("{} stale namespace(s) removed", removed.len());
+                let _ = writeln!(out, "{} stale namespace(s) removed", removed.len());
             })
             .map_err(Into::into),
         Cmd::Demo => {

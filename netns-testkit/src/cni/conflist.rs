@@ -143,7 +143,11 @@ impl CniNetwork {
 
     /// Finds the plugin binary for `type` in CNI_PATH (libcni FindInPath).
     fn find(&self, index: usize) -> Result<PathBuf> {
-        let ty = self.plugins()[index]["type"].as_str().unwrap_or_default();
+        let ty = self
+            .plugins()
+            .get(index)
+            .and_then(|p| p["type"].as_str())
+            .unwrap_or_default();
         if ty.is_empty() || ty.contains('/') {
             return Err(Error::CniConfig(format!("bad plugin type {ty:?}")));
         }
