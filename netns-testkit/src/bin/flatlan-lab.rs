@@ -40,8 +40,14 @@ enum Cmd {
         #[arg(long)]
         prefix: Option<String>,
     },
-    /// The end-to-end demo (not wired yet).
-    Demo,
+    /// The main job: pods on the simulated LAN with the real flatlan
+    /// binary, and a report on discovery and reachability. Exits 1 if any
+    /// check fails.
+    Demo {
+        /// The flatlan binary (default: next to flatlan-lab).
+        #[arg(long)]
+        plugin: Option<std::path::PathBuf>,
+    },
 }
 
 fn init_logging(verbose: u8) {
@@ -102,9 +108,18 @@ fn main() -> ExitCode {
                 let _ = writeln!(out, "{} stale namespace(s) removed", removed.len());
             })
             .map_err(Into::into),
-        Cmd::Demo => {
-            eprintln!("demo: not yet wired");
-            return ExitCode::from(2);
+        Cmd::Demo { plugin } => {
+            match netns_testkit::demo::run(&netns_testkit::demo::DemoOptions { plugin }) {
+                Ok(report) => {
+                    print!("{}", report.render());
+                    return if report.passed() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    };
+                }
+                Err(e) => Err(e.into()),
+            }
         }
     };
     match result {

@@ -111,22 +111,30 @@ impl CniNetwork {
         self.conflist.get(key).and_then(Value::as_bool) == Some(true)
     }
 
-    /// The stdin of plugin `index`, as libcni's buildOneConfig makes it:
-    /// the list's `name` and `cniVersion` injected, `prevResult` when
-    /// given, and `runtimeConfig` holding the capability args the plugin
-    /// declares (replacing any `runtimeConfig` in the file).
-    pub fn plugin_config(&self, index: usize, prev_result: Option<&Value>) -> Result<Value> {
+    /// Plugin `index` with the list's `name` and `cniVersion` injected:
+    /// all that STATUS and GC get.
+    fn base_config(&self, index: usize) -> Result<Map<String, Value>> {
         let Some(Value::Object(orig)) = self.plugins().get(index) else {
             return Err(Error::CniConfig(format!("no plugin at index {index}")));
         };
         let mut conf = orig.clone();
         conf.insert("name".into(), json!(self.name()));
         conf.insert("cniVersion".into(), json!(self.cni_version()));
+        Ok(conf)
+    }
+
+    /// The stdin of plugin `index` for ADD, CHECK and DEL, as libcni's
+    /// buildOneConfig makes it: the list's `name` and `cniVersion`
+    /// injected, `prevResult` when given, and `runtimeConfig` holding the
+    /// capability args the plugin declares (replacing any `runtimeConfig`
+    /// in the file).
+    pub fn plugin_config(&self, index: usize, prev_result: Option<&Value>) -> Result<Value> {
+        let mut conf = self.base_config(index)?;
         if let Some(prev) = prev_result {
             conf.insert("prevResult".into(), prev.clone());
         }
         let mut rc = Map::new();
-        if let Some(Value::Object(caps)) = orig.get("capabilities") {
+        if let Some(Value::Object(caps)) = conf.get("capabilities") {
             for (cap, on) in caps {
                 if on.as_bool() == Some(true) {
                     if let Some(v) = self.capability_args.get(cap) {
@@ -187,6 +195,7 @@ impl CniNetwork {
     /// failure without undoing anything: like a real runtime, the caller
     /// is expected to DEL afterwards.
     pub fn add(&self, node: &Netns, att: &Attachment) -> Result<Value> {
+        validate_add(self.name(), att)?;
         let mut prev: Option<Value> = None;
         for i in 0..self.plugins().len() {
             let conf = self.plugin_config(i, prev.as_ref())?;
@@ -264,7 +273,7 @@ impl CniNetwork {
             return Ok(());
         }
         for i in 0..self.plugins().len() {
-            let conf = self.plugin_config(i, None)?;
+            let conf = Value::Object(self.base_config(i)?);
             self.invocation(i, CniCommand::Status, None, conf)?
                 .run(node)?
                 .result()?;
@@ -274,7 +283,9 @@ impl CniNetwork {
 
     /// GC on every plugin with `cni.dev/valid-attachments` (CNI 1.1.0+; a
     /// no-op before or with `disableGC`). Like libcni, every plugin runs
-    /// even if one fails; the first error is returned.
+    /// even if one fails; the first error is returned. libcni also DELs
+    /// attachments from its result cache that are not valid; there is no
+    /// cache here, so a test that wants that does the DEL itself.
     pub fn gc(&self, node: &Netns, valid: &[Attachment]) -> Result<()> {
         if !self.version_at_least((1, 1, 0)) || self.flag("disableGC") {
             return Ok(());
@@ -305,6 +316,42 @@ impl CniNetwork {
         }
         first_err.map_or(Ok(()), Err)
     }
+}
+
+/// libcni's checks before ADD (utils.ValidateContainerID,
+/// ValidateNetworkName, ValidateInterfaceName): a runtime never hands a
+/// plugin such values. Use [`super::CniInvocation`] to send them anyway.
+fn validate_add(network: &str, att: &Attachment) -> Result<()> {
+    let id_like = |s: &str| {
+        let mut b = s.bytes();
+        b.next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && b.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+    };
+    if !id_like(&att.container_id) {
+        return Err(Error::CniConfig(format!(
+            "invalid container ID {:?}",
+            att.container_id
+        )));
+    }
+    if !id_like(network) {
+        return Err(Error::CniConfig(format!(
+            "invalid network name {network:?}"
+        )));
+    }
+    let ifname = &att.ifname;
+    let if_ok = !ifname.is_empty()
+        && ifname.len() <= 15
+        && ifname != "."
+        && ifname != ".."
+        && !ifname
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace());
+    if !if_ok {
+        return Err(Error::CniConfig(format!(
+            "invalid interface name {ifname:?}"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -363,6 +410,24 @@ mod tests {
             json!({"cniVersion": "one", "name": "x", "plugins": [{"type": "a"}]}),
         ] {
             assert!(CniNetwork::new(bad.clone(), vec![]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn add_inputs_are_validated_like_libcni() {
+        let att = |id: &str, ifname: &str| Attachment {
+            container_id: id.into(),
+            netns: None,
+            ifname: ifname.into(),
+            args: vec![],
+        };
+        assert!(validate_add("lan", &att("abc-1.2_3", "eth0")).is_ok());
+        assert!(validate_add("lan", &att("", "eth0")).is_err());
+        assert!(validate_add("lan", &att("-x", "eth0")).is_err());
+        assert!(validate_add("lan", &att("a/b", "eth0")).is_err());
+        assert!(validate_add("bad name", &att("abc", "eth0")).is_err());
+        for bad in ["", ".", "..", "a/b", "a:b", "a b", "sixteen-chars-xx"] {
+            assert!(validate_add("lan", &att("abc", bad)).is_err(), "{bad:?}");
         }
     }
 

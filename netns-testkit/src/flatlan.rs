@@ -1,0 +1,141 @@
+//! flatlan's CNI configuration for lab nodes, shared by the demo and the
+//! end-to-end tests so both exercise the same setup.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::addresses::GATEWAY;
+use crate::cni::{Attachment, CniNetwork};
+use crate::error::{Error, Result};
+use crate::lab::Lab;
+use crate::netns::Netns;
+
+pub const SERVICE_CIDR: &str = "10.43.0.0/16";
+pub const NETWORK_NAME: &str = "lan";
+
+/// Node `n`'s slice of the LAN: node1 .208/28, node2 .224/28, as k3s
+/// `--cluster-cidr=192.168.2.208/27` with `--node-cidr-mask-size=28` gives.
+pub fn node_slice(node: usize) -> String {
+    format!("192.168.2.{}/28", 208 + 16 * (node.saturating_sub(1)))
+}
+
+/// The flatlan plugin section for `node`. `state` is the lab's scratch
+/// directory; each node keeps its store under `state/node<N>` because each
+/// node is a separate machine. `ranges` empty means the node's slice.
+pub fn plugin_conf(state: &Path, node: usize, ranges: &[&str]) -> Value {
+    let slice = node_slice(node);
+    let ranges: Vec<&str> = if ranges.is_empty() {
+        vec![slice.as_str()]
+    } else {
+        ranges.to_vec()
+    };
+    let dir = state.join(format!("node{node}"));
+    json!({
+        "type": "flatlan",
+        "bridge": "br0",
+        "serviceCIDRs": [SERVICE_CIDR],
+        "ipam": {
+            "subnet": "192.168.2.0/24",
+            "gateway": GATEWAY.to_string(),
+            "ranges": ranges,
+            // The router's DHCP pool is the household's, never flatlan's.
+            "exclude": ["192.168.2.100-192.168.2.199"],
+            "dataDir": dir.join("data"),
+            "bootIdPath": dir.join("boot_id"),
+        }
+    })
+}
+
+/// A one-plugin conflist around [`plugin_conf`], finding plugins in `bin_dir`.
+pub fn network(state: &Path, node: usize, ranges: &[&str], bin_dir: &Path) -> Result<CniNetwork> {
+    let list = json!({
+        "cniVersion": "1.1.0",
+        "name": NETWORK_NAME,
+        "plugins": [plugin_conf(state, node, ranges)],
+    });
+    CniNetwork::new(list, vec![bin_dir.to_path_buf()])
+}
+
+/// Writes each node's boot-id file, so tests can simulate a reboot.
+pub fn init_state(state: &Path, nodes: usize) -> Result<()> {
+    for n in 1..=nodes {
+        let dir = state.join(format!("node{n}"));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        std::fs::write(dir.join("boot_id"), "boot-1\n")
+            .map_err(|e| Error::io(format!("write {}/boot_id", dir.display()), e))?;
+    }
+    Ok(())
+}
+
+/// A pod attached with flatlan: its namespace, attachment and result.
+#[derive(Debug)]
+pub struct Pod {
+    pub name: String,
+    pub node: usize,
+    pub ns: Netns,
+    pub att: Attachment,
+    pub result: Value,
+}
+
+impl Pod {
+    pub fn ipv4(&self) -> Option<std::net::Ipv4Addr> {
+        ipv4_of(&self.result)
+    }
+
+    pub fn mac(&self) -> Option<String> {
+        self.result["interfaces"]
+            .as_array()?
+            .iter()
+            .find(|i| i.get("sandbox").is_some())?["mac"]
+            .as_str()
+            .map(str::to_string)
+    }
+}
+
+/// Creates the pod's namespace on `node` and ADDs it through `net`, with
+/// the pod identity in CNI_ARGS as the kubelet passes it.
+pub fn attach(lab: &Lab, net: &CniNetwork, node: usize, name: &str) -> Result<Pod> {
+    let ns = lab.add_pod_netns(node, name)?;
+    let mut att = Attachment::new(&format!("ctr-{name}"), &ns);
+    att.args = vec![
+        ("K8S_POD_NAMESPACE".into(), "default".into()),
+        ("K8S_POD_NAME".into(), name.into()),
+    ];
+    let result = net.add(&lab.node(node)?.ns, &att)?;
+    Ok(Pod {
+        name: name.to_string(),
+        node,
+        ns,
+        att,
+        result,
+    })
+}
+
+/// The first IPv4 address in a CNI result.
+pub fn ipv4_of(result: &Value) -> Option<std::net::Ipv4Addr> {
+    result["ips"]
+        .as_array()?
+        .iter()
+        .filter_map(|ip| ip["address"].as_str()?.split('/').next()?.parse().ok())
+        .next()
+}
+
+/// A sibling binary of the running executable (target/<profile>/NAME).
+pub fn sibling_binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("current_exe", e))?;
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    // Test executables live one level down, in target/<profile>/deps.
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(Error::InvalidConfig(format!(
+            "{} not found: build it first with `cargo build --workspace --bins` (or --release)",
+            path.display()
+        )))
+    }
+}
