@@ -49,14 +49,17 @@ impl Report {
     pub fn render(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "flatlan lab demo\n{}", self.header);
-        let _ = writeln!(s, "\npods, attached by the real flatlan binary over the CNI protocol:");
+        let _ = writeln!(
+            s,
+            "\npods, attached by the real flatlan binary over the CNI protocol:"
+        );
         for p in &self.pods {
             let _ = writeln!(s, "  {p}");
         }
         let _ = writeln!(s, "\nchecks:");
         for c in &self.checks {
             let mark = if c.ok { "PASS" } else { "FAIL" };
-            let _ = writeln!(s, "  {mark}  {:<62} {:>8.1?}", c.name, c.took);
+            let _ = writeln!(s, "  {mark}  {:<70} {:>8.1?}", c.name, c.took);
             if !c.detail.is_empty() {
                 let _ = writeln!(s, "        {}", c.detail);
             }
@@ -113,7 +116,12 @@ pub fn run(opts: &DemoOptions) -> Result<Report> {
     };
 
     let mut pods = Vec::new();
-    for (node, name) in [(1, "homeassistant"), (1, "web"), (2, "db"), (2, "sonos-bridge")] {
+    for (node, name) in [
+        (1, "homeassistant"),
+        (1, "web"),
+        (2, "db"),
+        (2, "sonos-bridge"),
+    ] {
         let net = flatlan::network(state.path(), node, &[], &bin_dir)?;
         let started = Instant::now();
         let pod = flatlan::attach(&lab, &net, node, name)?;
@@ -133,9 +141,14 @@ pub fn run(opts: &DemoOptions) -> Result<Report> {
 
     let dev = device_service();
     report.check(
-        format!("mDNS: pod {} discovers \"{}\" on the LAN (avahi)", ha.name, dev.name),
+        format!(
+            "mDNS: pod {} discovers \"{}\" on the LAN (avahi)",
+            ha.name, dev.name
+        ),
         || {
-            let own = ha.ipv4().ok_or_else(|| Error::InvalidConfig("no IPv4".into()))?;
+            let own = ha
+                .ipv4()
+                .ok_or_else(|| Error::InvalidConfig("no IPv4".into()))?;
             let found = mdns_query(&ha.ns, own, &format!("{}.local", dev.stype), MDNS)?;
             found
                 .iter()
@@ -145,13 +158,21 @@ pub fn run(opts: &DemoOptions) -> Result<Report> {
         },
     );
     report.check(
-        format!("mDNS: the LAN client discovers a service published in pod {}", web.name),
+        format!(
+            "mDNS: the LAN client discovers a service published in pod {}",
+            web.name
+        ),
         || {
             let svc = MdnsService::new("flatlan pod web", "_flatlan-pod._tcp", 8080);
             let mut avahi = start_avahi(&web.ns, "flatlan-web", std::slice::from_ref(&svc))?;
             wait_avahi_ready(&mut avahi, std::slice::from_ref(&svc), MDNS)?;
             let want = ip(web)?;
-            let found = mdns_query(&lab.client, CLIENT_IP, &format!("{}.local", svc.stype), MDNS)?;
+            let found = mdns_query(
+                &lab.client,
+                CLIENT_IP,
+                &format!("{}.local", svc.stype),
+                MDNS,
+            )?;
             found
                 .iter()
                 .find(|a| a.addrs.contains(&want))
@@ -160,22 +181,47 @@ pub fn run(opts: &DemoOptions) -> Result<Report> {
         },
     );
     report.check(
-        format!("broadcast: pod {} -> {LAN_BROADCAST}:9999 reaches the LAN client", ha.name),
+        format!(
+            "broadcast: pod {} -> {LAN_BROADCAST}:9999 reaches the LAN client",
+            ha.name
+        ),
         || {
             let from = udp_broadcast(&ha.ns, SocketAddrV4::new(LAN_BROADCAST, 9999), &lab.client)?;
             Ok(format!("received from {from}"))
         },
     );
     let pings: [(String, &crate::netns::Netns, Result<IpAddr>); 4] = [
-        (format!("pod {} (node1) -> pod {} (node2)", ha.name, db.name), &ha.ns, ip(db)),
-        (format!("pod {} -> its own node 192.168.2.11", ha.name), &ha.ns, Ok(lab.nodes[0].ip.into())),
-        (format!("pod {} -> internet host {INTERNET_IP} via the router", db.name), &db.ns, Ok(INTERNET_IP.into())),
-        (format!("LAN client -> pod {} directly (no NAT)", ha.name), &lab.client, ip(ha)),
+        (
+            format!("pod {} (node1) -> pod {} (node2)", ha.name, db.name),
+            &ha.ns,
+            ip(db),
+        ),
+        (
+            format!("pod {} -> its own node 192.168.2.11", ha.name),
+            &ha.ns,
+            Ok(lab.nodes[0].ip.into()),
+        ),
+        (
+            format!(
+                "pod {} -> internet host {INTERNET_IP} via the router",
+                db.name
+            ),
+            &db.ns,
+            Ok(INTERNET_IP.into()),
+        ),
+        (
+            format!("LAN client -> pod {} directly (no NAT)", ha.name),
+            &lab.client,
+            ip(ha),
+        ),
     ];
     for (name, from, to) in pings {
         report.check(format!("ping: {name}"), || {
             let r = ping(from, to?, 3, PING)?;
-            let rtt = r.avg_rtt.map(|d| format!(", avg rtt {d:.2?}")).unwrap_or_default();
+            let rtt = r
+                .avg_rtt
+                .map(|d| format!(", avg rtt {d:.2?}"))
+                .unwrap_or_default();
             Ok(format!("{}/{} replies{rtt}", r.received, r.transmitted))
         });
     }

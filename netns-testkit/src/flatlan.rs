@@ -61,7 +61,8 @@ pub fn network(state: &Path, node: usize, ranges: &[&str], bin_dir: &Path) -> Re
 pub fn init_state(state: &Path, nodes: usize) -> Result<()> {
     for n in 1..=nodes {
         let dir = state.join(format!("node{n}"));
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         std::fs::write(dir.join("boot_id"), "boot-1\n")
             .map_err(|e| Error::io(format!("write {}/boot_id", dir.display()), e))?;
     }

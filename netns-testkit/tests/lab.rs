@@ -522,3 +522,64 @@ fn impossible_configs_fail_before_touching_anything() {
     assert!(lab.add_pod_netns(1, "Bad Name").is_err());
     assert!(lab.node(0).is_err());
 }
+
+#[test]
+fn portmap_gets_port_mappings_as_runtime_config() {
+    let lab = lab(LabConfig::new().nodes(1));
+    let node = lab.node(1).expect("node1");
+    let data = tempfile::tempdir().expect("tempdir");
+    let conflist = json!({
+        "cniVersion": "1.0.0",
+        "name": format!("{}-pm", lab.name_prefix()),
+        "plugins": [{
+            "type": "bridge",
+            "bridge": node.bridge,
+            "ipam": {
+                "type": "host-local",
+                "dataDir": data.path(),
+                "ranges": [[{"subnet": "192.168.2.0/24", "rangeStart": "192.168.2.230",
+                             "rangeEnd": "192.168.2.239", "gateway": "192.168.2.1"}]]
+            }
+        }, {
+            "type": "portmap",
+            "capabilities": {"portMappings": true}
+        }]
+    });
+    let mut net = CniNetwork::new(conflist, vec!["/usr/lib/cni".into()]).expect("valid conflist");
+    net.capability_args.insert(
+        "portMappings".into(),
+        json!([{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}]),
+    );
+    let pod = lab.add_pod_netns(1, "pm").expect("pod");
+    let att = Attachment::new("pm-container", &pod);
+    let result = net.add(&node.ns, &att).expect("ADD succeeds");
+    let pod_ip: Ipv4Addr = result["ips"][0]["address"]
+        .as_str()
+        .and_then(|a| a.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .expect("pod IPv4");
+    // The node reaches the pod through portmap's DNAT (OUTPUT chain).
+    let server = probe::tcp_serve(&pod, (pod_ip, 80).into()).expect("serve in pod");
+    let reply = probe::tcp_request(
+        &node.ns,
+        (node.ip, 18080).into(),
+        b"pm",
+        Duration::from_secs(3),
+    )
+    .expect("hostPort 18080 reaches the pod");
+    assert_eq!(reply.reply, b"pm");
+    assert_eq!(reply.peer, (node.ip, 18080).into());
+    assert_eq!(server.peers().len(), 1);
+    net.del(&node.ns, &att, Some(&result))
+        .expect("DEL succeeds");
+    assert!(
+        probe::tcp_request(
+            &node.ns,
+            (node.ip, 18080).into(),
+            b"pm",
+            Duration::from_secs(1)
+        )
+        .is_err(),
+        "mapping removed by DEL"
+    );
+}
