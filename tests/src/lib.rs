@@ -10,11 +10,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use netns_testkit::cni::{Attachment, CniNetwork};
-use netns_testkit::{Lab, LabConfig, Netns, GATEWAY};
+use netns_testkit::{Lab, LabConfig, Netns};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-pub const SERVICE_CIDR: &str = "10.43.0.0/16";
+pub use netns_testkit::flatlan::{node_slice, plugin_conf, SERVICE_CIDR};
 
 /// A binary built by `cargo build --workspace --bins`, found next to the
 /// test executable's directory (target/<profile>/deps/..).
@@ -38,44 +38,9 @@ pub fn require_root() {
     netns_testkit::require_root().expect("these tests need root: run them via scripts/test");
 }
 
-/// This node's slice of the LAN: node1 .208/28, node2 .224/28 (what k3s
-/// `--cluster-cidr=192.168.2.208/27 --node-cidr-mask-size=28` would give).
-pub fn node_slice(node: usize) -> String {
-    format!("192.168.2.{}/28", 208 + 16 * (node - 1))
-}
-
-/// The plugin section of a flatlan config for `node`, storing its state in
-/// `state/<node>` (each node is a separate machine).
-pub fn plugin_conf(state: &Path, node: usize, ranges: &[&str]) -> Value {
-    let slice = node_slice(node);
-    let ranges: Vec<&str> = if ranges.is_empty() {
-        vec![slice.as_str()]
-    } else {
-        ranges.to_vec()
-    };
-    json!({
-        "type": "flatlan",
-        "bridge": "br0",
-        "serviceCIDRs": [SERVICE_CIDR],
-        "ipam": {
-            "subnet": "192.168.2.0/24",
-            "gateway": GATEWAY.to_string(),
-            "ranges": ranges,
-            "exclude": ["192.168.2.100-192.168.2.199"],
-            "dataDir": state.join(format!("node{node}")).join("data"),
-            "bootIdPath": state.join(format!("node{node}")).join("boot_id"),
-        }
-    })
-}
-
 /// A single-plugin conflist around [`plugin_conf`].
 pub fn network(state: &Path, node: usize, ranges: &[&str]) -> CniNetwork {
-    let list = json!({
-        "cniVersion": "1.1.0",
-        "name": "lan",
-        "plugins": [plugin_conf(state, node, ranges)],
-    });
-    CniNetwork::new(list, vec![bin_dir()]).expect("valid conflist")
+    netns_testkit::flatlan::network(state, node, ranges, &bin_dir()).expect("valid conflist")
 }
 
 /// The directory with `flatlan`, then Debian's reference plugins.
@@ -106,11 +71,7 @@ impl FlatLab {
         require_root();
         let lab = config.build().expect("build lab");
         let state = tempfile::tempdir().expect("tempdir");
-        for n in 1..=lab.nodes.len() {
-            let dir = state.path().join(format!("node{n}"));
-            std::fs::create_dir_all(&dir).expect("state dir");
-            std::fs::write(dir.join("boot_id"), "boot-1\n").expect("boot id");
-        }
+        netns_testkit::flatlan::init_state(state.path(), lab.nodes.len()).expect("state dirs");
         FlatLab { lab, state }
     }
 
