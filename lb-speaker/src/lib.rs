@@ -9,10 +9,18 @@
 //! `unsafe` is denied crate-wide (workspace lint) and allowed in exactly one
 //! module, [`packet`], for the `AF_PACKET` socket calls nix does not wrap.
 
+pub mod announcer;
+pub mod assign;
 pub mod config;
+pub mod engine;
 pub mod error;
+pub mod http;
+pub mod iface;
 pub mod membership;
+pub mod metrics;
 pub mod ownership;
+pub mod packet;
+pub mod status;
 pub mod wire;
 
 pub use config::Config;

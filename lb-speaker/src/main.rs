@@ -1,1 +1,101 @@
-fn main() {}
+//! `flatlan-speaker`: argument parsing and wiring only; the engine lives in
+//! the library.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use flatlan_speaker::status::{self, Status};
+use flatlan_speaker::Config;
+
+#[derive(Parser)]
+#[command(version, about = "flatlan's L2 load-balancer speaker")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Announce the VIPs listed in a config file, with heartbeats among peers.
+    Static {
+        /// The YAML config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Only validate the config and exit.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Print each VIP's owner, interface, MAC and last GARP.
+    Status {
+        /// The daemon's metrics/status endpoint.
+        #[arg(long, default_value = "127.0.0.1:7472")]
+        addr: SocketAddr,
+        /// Read a status file instead of asking the daemon.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLATLAN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match Cli::parse().cmd {
+        Cmd::Static { config, check } => {
+            // Validate everything before touching the system.
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("flatlan-speaker: invalid config {}: {e}", config.display());
+                    return ExitCode::from(2);
+                }
+            };
+            if check {
+                println!("config ok: {} VIPs", cfg.vips.len());
+                return ExitCode::SUCCESS;
+            }
+            match flatlan_speaker::engine::run_static(cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("flatlan-speaker: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Status { addr, file, json } => {
+            let st = match file {
+                Some(f) => Status::read(&f),
+                None => status::fetch(addr),
+            };
+            match st {
+                Ok(st) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
+                    } else {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_millis() as u64)
+                            .unwrap_or(0);
+                        print!("{}", st.render(now));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("flatlan-speaker status: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,646 @@
+//! The announcer: a pure state machine per VIP that decides which frames to
+//! send (STYLE rules 9 and 10). It never touches a socket; it returns
+//! [`Action`]s that the engine carries out through a [`FrameSink`], so every
+//! behaviour below is unit-tested without root.
+//!
+//! Claiming a VIP:
+//! 1. **Probe** (first claim only, RFC 5227 §2.1.1 for IPv4, RFC 4862 §5.4
+//!    DAD for IPv6): an ARP probe (sender IP 0.0.0.0) or a DAD NS (source
+//!    `::`), then listen for `probeTimeout`. If any other MAC answers for the
+//!    VIP, the VIP is *refused*: not announced, logged, counted, shown in
+//!    status, and probed again after `conflictRetry`. A takeover from a known
+//!    member skips the probe, because the previous owner (possibly still
+//!    answering during a graceful handoff) would answer it; that also keeps
+//!    failover inside the one-second budget.
+//! 2. **Announce**: `garpCount` rounds `garpInterval` apart. IPv4 sends
+//!    gratuitous ARP in *both* forms each round, request (RFC 5227 §2.3
+//!    announcement) and reply (RFC 5944 §4.6), because some clients only
+//!    act on one of them (kube-vip #82), and repeats them because a single
+//!    GARP is easily lost (MetalLB #123). IPv6 sends an unsolicited NA to
+//!    ff02::1 with Override=1 (RFC 4861 §7.2.6: without O a receiver keeps
+//!    its cached, now wrong, link-layer address) and joins the VIP's
+//!    solicited-node multicast group, where NS for it arrive.
+//! 3. **Answer**: ARP requests for owned VIPs get a unicast reply, but only
+//!    requests sent to broadcast or to our MAC (a request to another MAC is
+//!    not for us, RFC 826). NS get a solicited NA with O=1 (RFC 4861 §7.2.4).
+//! 4. **Refresh** at `refreshInterval`, and re-announce in full when the link
+//!    comes back or a partition heals.
+//! 5. **Watch**: an ARP packet claiming the VIP from a MAC that is neither
+//!    ours nor a member's, or an NA for it with another link-layer address,
+//!    raises an alarm (log, metric, status) and is defended with one
+//!    announcement round at most every 10 s (RFC 5227 §2.4 (b)).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flatlan_ipam::frame::ndp::{ipv6_multicast_mac, ALL_NODES};
+use flatlan_ipam::frame::{
+    solicited_node_multicast_mac, ArpOp, ArpPacket, EtherType, EthernetHeader, Frame, NdpMessage,
+    NeighborAdvertisement, NeighborSolicitation,
+};
+use flatlan_ipam::mac::MacAddr;
+
+use crate::config::Timers;
+use crate::metrics::Metrics;
+
+/// How often a foreign claim is defended at most (RFC 5227 DEFEND_INTERVAL).
+pub const DEFEND_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Something the engine must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send a whole Ethernet frame on an interface.
+    Send {
+        /// Interface name.
+        iface: String,
+        /// The frame.
+        frame: Frame,
+    },
+    /// Start accepting traffic for the VIP (see [`crate::assign`]).
+    Assign(IpAddr),
+    /// Stop accepting traffic for the VIP.
+    Unassign(IpAddr),
+    /// Receive frames sent to this multicast MAC on the interface.
+    JoinMulticast {
+        /// Interface name.
+        iface: String,
+        /// Group MAC.
+        mac: MacAddr,
+    },
+    /// Stop receiving that multicast MAC.
+    LeaveMulticast {
+        /// Interface name.
+        iface: String,
+        /// Group MAC.
+        mac: MacAddr,
+    },
+}
+
+/// Sends frames: the seam between the pure announcer and `AF_PACKET`.
+pub trait FrameSink {
+    /// Sends one frame on `iface`.
+    fn send(&mut self, iface: &str, frame: &[u8]) -> std::io::Result<()>;
+}
+
+/// A sink that records frames, for tests.
+#[derive(Debug, Default)]
+pub struct RecordingSink {
+    /// What was sent, in order.
+    pub sent: Vec<(String, Vec<u8>)>,
+}
+
+impl FrameSink for RecordingSink {
+    fn send(&mut self, iface: &str, frame: &[u8]) -> std::io::Result<()> {
+        self.sent.push((iface.to_owned(), frame.to_vec()));
+        Ok(())
+    }
+}
+
+/// Where a VIP is announced from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Interface name.
+    pub iface: String,
+    /// Its MAC.
+    pub mac: MacAddr,
+}
+
+/// The lifecycle of one VIP on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Not claimed.
+    Idle,
+    /// Probing before the first claim.
+    Probing {
+        /// When the probe window closes.
+        deadline: Instant,
+        /// When the second probe goes out, if still pending.
+        second_probe: Option<Instant>,
+    },
+    /// Announcing and answering.
+    Owned {
+        /// Since when.
+        since: Instant,
+        /// Announcement rounds still to send.
+        rounds_left: u32,
+        /// When the next round (or refresh) is due.
+        next: Instant,
+    },
+    /// Refused: another device answered the probe.
+    Conflict {
+        /// Who answered.
+        mac: MacAddr,
+        /// When to probe again.
+        retry_at: Instant,
+    },
+}
+
+/// One VIP's state.
+#[derive(Debug, Clone)]
+pub struct VipState {
+    /// Where it is announced.
+    pub link: Link,
+    /// Lifecycle.
+    pub phase: Phase,
+    /// When the last GARP/NA went out.
+    pub last_announce: Option<Instant>,
+    /// The last foreign MAC seen claiming it while we owned it.
+    pub foreign: Option<(MacAddr, Instant)>,
+    /// The last refusal, kept for status after a retry.
+    pub conflict: Option<(MacAddr, Instant)>,
+    last_defend: Option<Instant>,
+    /// Set on a takeover, cleared when the first announcement is sent: the
+    /// time the previous owner was last heard from, for the latency metric.
+    failover_from: Option<Instant>,
+    probed: bool,
+}
+
+/// All VIPs this node claims or has claimed.
+#[derive(Debug)]
+pub struct Announcer {
+    timers: Timers,
+    metrics: Arc<Metrics>,
+    vips: BTreeMap<IpAddr, VipState>,
+}
+
+fn v6_src(vip: Ipv6Addr) -> Ipv6Addr {
+    // The NA's IPv6 source: the VIP itself. RFC 4861 §7.2.4 asks for "an
+    // address assigned to the interface"; the VIP is the only address we
+    // know is ours on every interface, and receivers do not check.
+    vip
+}
+
+impl Announcer {
+    /// An announcer with no VIPs.
+    pub fn new(timers: Timers, metrics: Arc<Metrics>) -> Self {
+        Announcer {
+            timers,
+            metrics,
+            vips: BTreeMap::new(),
+        }
+    }
+
+    /// The VIPs and their states.
+    pub fn vips(&self) -> &BTreeMap<IpAddr, VipState> {
+        &self.vips
+    }
+
+    /// True if the VIP is claimed (probing, owned or refused).
+    pub fn is_claimed(&self, vip: IpAddr) -> bool {
+        self.vips
+            .get(&vip)
+            .is_some_and(|s| !matches!(s.phase, Phase::Idle))
+    }
+
+    /// True if the VIP is being announced and answered for.
+    pub fn is_owned(&self, vip: IpAddr) -> bool {
+        self.vips
+            .get(&vip)
+            .is_some_and(|s| matches!(s.phase, Phase::Owned { .. }))
+    }
+
+    /// The MAC that made the VIP's claim fail, if it is refused now.
+    pub fn conflict_mac(&self, vip: IpAddr) -> Option<MacAddr> {
+        match self.vips.get(&vip)?.phase {
+            Phase::Conflict { mac, .. } => Some(mac),
+            _ => None,
+        }
+    }
+
+    /// The VIPs currently announced.
+    pub fn owned(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.vips
+            .iter()
+            .filter(|(_, s)| matches!(s.phase, Phase::Owned { .. }))
+            .map(|(v, _)| *v)
+    }
+
+    /// Claims `vip` on `link`. `takeover` is the time the previous owner
+    /// (a member) was last heard from, if there was one: then the probe is
+    /// skipped and the claim counts as a failover.
+    pub fn claim(
+        &mut self,
+        now: Instant,
+        vip: IpAddr,
+        link: Link,
+        takeover: Option<Instant>,
+    ) -> Vec<Action> {
+        let probed = self.vips.get(&vip).is_some_and(|s| s.probed);
+        let st = self.vips.entry(vip).or_insert_with(|| VipState {
+            link: link.clone(),
+            phase: Phase::Idle,
+            last_announce: None,
+            foreign: None,
+            conflict: None,
+            last_defend: None,
+            failover_from: None,
+            probed: false,
+        });
+        if !matches!(st.phase, Phase::Idle) {
+            return Vec::new();
+        }
+        st.link = link;
+        st.failover_from = takeover;
+        if takeover.is_some() || probed || self.timers.probe_timeout.is_zero() {
+            if takeover.is_some() {
+                self.metrics.failovers_total.inc();
+            }
+            return self.own(now, vip);
+        }
+        self.start_probe(now, vip)
+    }
+
+    fn start_probe(&mut self, now: Instant, vip: IpAddr) -> Vec<Action> {
+        let Some(st) = self.vips.get_mut(&vip) else {
+            return Vec::new();
+        };
+        let half = self.timers.probe_timeout / 2;
+        st.phase = Phase::Probing {
+            deadline: now + self.timers.probe_timeout,
+            second_probe: Some(now + half),
+        };
+        self.metrics.probes_sent.inc();
+        probe_frames(vip, &st.link)
+    }
+
+    fn own(&mut self, now: Instant, vip: IpAddr) -> Vec<Action> {
+        let Some(st) = self.vips.get_mut(&vip) else {
+            return Vec::new();
+        };
+        st.probed = true;
+        st.phase = Phase::Owned {
+            since: now,
+            rounds_left: self.timers.garp_count,
+            next: now,
+        };
+        let mut out = vec![Action::Assign(vip)];
+        if let IpAddr::V6(v6) = vip {
+            out.push(Action::JoinMulticast {
+                iface: st.link.iface.clone(),
+                mac: solicited_node_multicast_mac(v6),
+            });
+        }
+        self.metrics.announcements.inc();
+        // The first round goes out now, not at the next tick: it is what
+        // moves the clients.
+        out.extend(self.due(now));
+        out
+    }
+
+    /// Stops announcing `vip`: no more answers, and the address is
+    /// unassigned.
+    pub fn release(&mut self, vip: IpAddr) -> Vec<Action> {
+        let Some(st) = self.vips.get_mut(&vip) else {
+            return Vec::new();
+        };
+        let was = std::mem::replace(&mut st.phase, Phase::Idle);
+        let mut out = Vec::new();
+        if let Phase::Owned { .. } = was {
+            out.push(Action::Unassign(vip));
+            if let IpAddr::V6(v6) = vip {
+                out.push(Action::LeaveMulticast {
+                    iface: st.link.iface.clone(),
+                    mac: solicited_node_multicast_mac(v6),
+                });
+            }
+        }
+        out
+    }
+
+    /// Re-announces every owned VIP (on `iface`, or all if `None`) with a
+    /// full burst: the link came back, or a partition healed.
+    pub fn reannounce(&mut self, now: Instant, iface: Option<&str>) -> Vec<Action> {
+        let count = self.timers.garp_count;
+        for st in self.vips.values_mut() {
+            if iface.is_some_and(|i| i != st.link.iface) {
+                continue;
+            }
+            if let Phase::Owned {
+                rounds_left, next, ..
+            } = &mut st.phase
+            {
+                *rounds_left = count;
+                *next = now;
+            }
+        }
+        self.due(now)
+    }
+
+    /// The earliest time [`Self::due`] has work.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.vips
+            .values()
+            .filter_map(|s| match &s.phase {
+                Phase::Idle => None,
+                Phase::Probing {
+                    deadline,
+                    second_probe,
+                } => Some(second_probe.map_or(*deadline, |p| p.min(*deadline))),
+                Phase::Owned { next, .. } => Some(*next),
+                Phase::Conflict { retry_at, .. } => Some(*retry_at),
+            })
+            .min()
+    }
+
+    /// Runs every timer that is due at `now`.
+    pub fn due(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        let vips: Vec<IpAddr> = self.vips.keys().copied().collect();
+        for vip in vips {
+            let Some(st) = self.vips.get_mut(&vip) else {
+                continue;
+            };
+            match st.phase.clone() {
+                Phase::Idle => {}
+                Phase::Probing {
+                    deadline,
+                    second_probe,
+                } => {
+                    if now >= deadline {
+                        tracing::info!(%vip, iface = %st.link.iface, "probe: no answer, claiming");
+                        out.extend(self.own(now, vip));
+                    } else if second_probe.is_some_and(|p| now >= p) {
+                        st.phase = Phase::Probing {
+                            deadline,
+                            second_probe: None,
+                        };
+                        self.metrics.probes_sent.inc();
+                        out.extend(probe_frames(vip, &st.link));
+                    }
+                }
+                Phase::Owned {
+                    since,
+                    rounds_left,
+                    next,
+                } => {
+                    if now < next {
+                        continue;
+                    }
+                    out.extend(announce_frames(vip, &st.link));
+                    self.metrics.count_announce(vip);
+                    st.last_announce = Some(now);
+                    if let Some(from) = st.failover_from.take() {
+                        let took = now.saturating_duration_since(from);
+                        self.metrics.failover_seconds.observe(took.as_secs_f64());
+                        tracing::info!(%vip, latency_ms = took.as_millis() as u64, "failover: announced");
+                    }
+                    let (rounds_left, next) = if rounds_left > 1 {
+                        (rounds_left - 1, now + self.timers.garp_interval)
+                    } else {
+                        (0, now + self.timers.refresh_interval)
+                    };
+                    st.phase = Phase::Owned {
+                        since,
+                        rounds_left,
+                        next,
+                    };
+                }
+                Phase::Conflict { retry_at, .. } => {
+                    if now >= retry_at {
+                        out.extend(self.start_probe(now, vip));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Handles one received Ethernet frame from `iface`. `is_member` says
+    /// whether a MAC belongs to another speaker.
+    pub fn on_frame(
+        &mut self,
+        now: Instant,
+        iface: &str,
+        frame: &[u8],
+        is_member: &dyn Fn(MacAddr) -> bool,
+    ) -> Vec<Action> {
+        match flatlan_ipam::frame::ether::peek_ethertype(frame) {
+            Some(EtherType::ARP) => match ArpPacket::parse_frame(frame) {
+                Ok((eth, arp)) => self.on_arp(now, iface, eth, arp, is_member),
+                Err(_) => Vec::new(),
+            },
+            Some(EtherType::IPV6) => match NdpMessage::parse_frame(frame) {
+                Ok((eth, msg)) => self.on_ndp(now, iface, eth, msg, is_member),
+                Err(_) => Vec::new(),
+            },
+            _ => Vec::new(),
+        }
+    }
+
+    fn conflict(&mut self, now: Instant, vip: IpAddr, mac: MacAddr, how: &str) {
+        let retry = self.timers.conflict_retry;
+        if let Some(st) = self.vips.get_mut(&vip) {
+            tracing::warn!(%vip, %mac, iface = %st.link.iface, how,
+                "conflict: another device answers for this VIP; refusing to announce it");
+            st.phase = Phase::Conflict {
+                mac,
+                retry_at: now + retry,
+            };
+            st.conflict = Some((mac, now));
+            self.metrics.conflicts.inc();
+        }
+    }
+
+    /// A foreign claim while we own the VIP: alarm, and defend at most once
+    /// per [`DEFEND_INTERVAL`].
+    fn foreign(&mut self, now: Instant, vip: IpAddr, mac: MacAddr, how: &str) -> Vec<Action> {
+        let Some(st) = self.vips.get_mut(&vip) else {
+            return Vec::new();
+        };
+        tracing::warn!(%vip, %mac, iface = %st.link.iface, how,
+            "alarm: a foreign device claims a VIP we announce");
+        self.metrics.foreign_answers.inc();
+        st.foreign = Some((mac, now));
+        if st
+            .last_defend
+            .is_some_and(|t| now.saturating_duration_since(t) < DEFEND_INTERVAL)
+        {
+            return Vec::new();
+        }
+        st.last_defend = Some(now);
+        st.last_announce = Some(now);
+        self.metrics.count_announce(vip);
+        announce_frames(vip, &st.link)
+    }
+
+    fn on_arp(
+        &mut self,
+        now: Instant,
+        iface: &str,
+        eth: EthernetHeader,
+        arp: ArpPacket,
+        is_member: &dyn Fn(MacAddr) -> bool,
+    ) -> Vec<Action> {
+        // Who is this about? The claimed address (spa) or the asked-for one.
+        let about = if arp.spa.is_unspecified() {
+            arp.tpa
+        } else {
+            arp.spa
+        };
+        let claims = IpAddr::V4(about);
+        let asks = IpAddr::V4(arp.tpa);
+        let mut out = Vec::new();
+
+        // Someone else asserting the address (reply, GARP, probe answer)?
+        if let Some(st) = self.vips.get(&claims) {
+            let foreign = st.link.iface == iface
+                && arp.sha != st.link.mac
+                && !arp.spa.is_unspecified()
+                && !is_member(arp.sha);
+            match st.phase {
+                Phase::Probing { .. } if foreign => self.conflict(now, claims, arp.sha, "ARP"),
+                Phase::Probing { .. }
+                    if arp.is_probe() && arp.sha != st.link.mac && !is_member(arp.sha) =>
+                {
+                    // RFC 5227 §2.1.1: a simultaneous probe from another
+                    // host is a conflict too.
+                    self.conflict(now, claims, arp.sha, "simultaneous probe")
+                }
+                Phase::Owned { .. } if foreign => {
+                    out.extend(self.foreign(now, claims, arp.sha, "ARP"));
+                }
+                _ => {}
+            }
+        }
+
+        // A request we should answer?
+        if arp.op == ArpOp::Request && !arp.is_gratuitous() {
+            if let Some(st) = self.vips.get(&asks) {
+                let for_us = eth.dst.is_broadcast() || eth.dst == st.link.mac;
+                if matches!(st.phase, Phase::Owned { .. })
+                    && st.link.iface == iface
+                    && for_us
+                    && arp.sha != st.link.mac
+                    && arp.sha.is_unicast()
+                {
+                    self.metrics.arp_requests_received.inc();
+                    let reply = ArpPacket::reply(st.link.mac, arp.tpa, arp.sha, arp.spa);
+                    // `eth_dst()` of a reply is the asker's MAC (unicast),
+                    // also for probes (spa 0.0.0.0): the reply still names
+                    // the VIP, which is the defence.
+                    let frame = reply.to_frame();
+                    self.metrics.arp_replies_sent.inc();
+                    out.push(Action::Send {
+                        iface: iface.to_owned(),
+                        frame,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn on_ndp(
+        &mut self,
+        now: Instant,
+        iface: &str,
+        eth: EthernetHeader,
+        msg: NdpMessage,
+        is_member: &dyn Fn(MacAddr) -> bool,
+    ) -> Vec<Action> {
+        let vip = IpAddr::V6(msg.target());
+        let Some(st) = self.vips.get(&vip) else {
+            return Vec::new();
+        };
+        if st.link.iface != iface || eth.src == st.link.mac {
+            return Vec::new();
+        }
+        match msg {
+            NdpMessage::Advertisement(na) => {
+                let mac = na.target_ll.unwrap_or(eth.src);
+                if mac == st.link.mac || is_member(mac) {
+                    return Vec::new();
+                }
+                match st.phase {
+                    Phase::Probing { .. } => {
+                        self.conflict(now, vip, mac, "NA");
+                        Vec::new()
+                    }
+                    Phase::Owned { .. } => self.foreign(now, vip, mac, "NA"),
+                    _ => Vec::new(),
+                }
+            }
+            NdpMessage::Solicitation(ns) => {
+                let owned = matches!(st.phase, Phase::Owned { .. });
+                if let Phase::Probing { .. } = st.phase {
+                    if ns.is_dad() && !is_member(eth.src) {
+                        self.conflict(now, vip, eth.src, "simultaneous DAD");
+                    }
+                    return Vec::new();
+                }
+                if !owned {
+                    return Vec::new();
+                }
+                self.metrics.ns_received.inc();
+                let IpAddr::V6(v6) = vip else {
+                    return Vec::new();
+                };
+                let na =
+                    NeighborAdvertisement::solicited_reply(v6_src(v6), st.link.mac, v6, ns.src);
+                let dst = if ns.is_dad() {
+                    ipv6_multicast_mac(ALL_NODES)
+                } else {
+                    ns.source_ll.unwrap_or(eth.src)
+                };
+                match na.to_frame(st.link.mac, dst) {
+                    Ok(frame) => {
+                        self.metrics.na_sent.inc();
+                        vec![Action::Send {
+                            iface: iface.to_owned(),
+                            frame,
+                        }]
+                    }
+                    Err(e) => {
+                        tracing::debug!(%vip, "cannot build NA: {e}");
+                        Vec::new()
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The probe frames for a VIP.
+pub fn probe_frames(vip: IpAddr, link: &Link) -> Vec<Action> {
+    let frame = match vip {
+        IpAddr::V4(v4) => ArpPacket::probe(link.mac, v4).to_frame(),
+        IpAddr::V6(v6) => {
+            let ns = NeighborSolicitation::dad(v6);
+            match ns.to_frame(link.mac, solicited_node_multicast_mac(v6)) {
+                Ok(f) => f,
+                Err(_) => return Vec::new(),
+            }
+        }
+    };
+    vec![Action::Send {
+        iface: link.iface.clone(),
+        frame,
+    }]
+}
+
+/// One announcement round: GARP request + reply (IPv4), or an unsolicited
+/// NA with O=1 to all-nodes (IPv6).
+pub fn announce_frames(vip: IpAddr, link: &Link) -> Vec<Action> {
+    let frames: Vec<Frame> = match vip {
+        IpAddr::V4(v4) => vec![
+            ArpPacket::gratuitous_request(link.mac, v4).to_frame(),
+            ArpPacket::gratuitous_reply(link.mac, v4).to_frame(),
+        ],
+        IpAddr::V6(v6) => {
+            let na = NeighborAdvertisement::unsolicited(v6_src(v6), link.mac, v6);
+            match na.to_frame(link.mac, ipv6_multicast_mac(ALL_NODES)) {
+                Ok(f) => vec![f],
+                Err(_) => Vec::new(),
+            }
+        }
+    };
+    frames
+        .into_iter()
+        .map(|frame| Action::Send {
+            iface: link.iface.clone(),
+            frame,
+        })
+        .collect()
+}

@@ -1,0 +1,774 @@
+//! The engine: a tokio event loop that feeds the pure parts (membership,
+//! ownership, announcer) with time, heartbeats and frames, and carries out
+//! their decisions.
+//!
+//! One loop, one task owns all state; `AF_PACKET` reader tasks only forward
+//! frames to it. Each turn: receive (heartbeat, frame, signal or timer),
+//! then [`Engine::step`]: expire members, recompute owners, claim/release,
+//! run announcer timers, send a heartbeat when due or when what we own
+//! changed (so a leaving owner learns at once that its successor took
+//! over), poll interfaces, publish status.
+//!
+//! Shutdown (SIGTERM/SIGINT) is make-before-break: we send `leaving`
+//! heartbeats and keep answering; peers drop us at once and the successor
+//! claims and announces; we release a VIP one heartbeat interval after the
+//! successor's heartbeat shows it announcing it (so in-flight packets still
+//! find the VIP here), or at `handoffTimeout`, then exit.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use flatlan_ipam::mac::MacAddr;
+use tokio::io::unix::AsyncFd;
+use tokio::net::UdpSocket;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use crate::announcer::{Action, Announcer, Link, Phase};
+use crate::assign::{HostAddrs, LoopbackAssign, NoAssign};
+use crate::config::{Config, MULTICAST_GROUP};
+use crate::error::{Error, Result};
+use crate::http::Shared;
+use crate::iface::{self, IfaceInfo};
+use crate::membership::{Event, Membership};
+use crate::metrics::Metrics;
+use crate::ownership::owners;
+use crate::packet::PacketSocket;
+use crate::status::{Status, VipStatus};
+use crate::wire::{self, Heartbeat, ReplayGuard, VipEntry};
+
+const ETH_P_ARP: u16 = 0x0806;
+const ETH_P_IPV6: u16 = 0x86dd;
+/// How often interfaces are re-read (link up/down, address changes).
+const IFACE_POLL: Duration = Duration::from_millis(200);
+/// How often the status document is refreshed even without changes.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+/// How long departed members are remembered (takeover detection, MACs).
+const DEPARTED_KEEP: Duration = Duration::from_secs(600);
+
+struct IfaceSockets {
+    ifindex: u32,
+    arp: Arc<AsyncFd<PacketSocket>>,
+    v6: Option<Arc<AsyncFd<PacketSocket>>>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for IfaceSockets {
+    fn drop(&mut self) {
+        for r in &self.readers {
+            r.abort();
+        }
+    }
+}
+
+/// The running speaker.
+pub struct Engine {
+    cfg: Config,
+    vips: Vec<IpAddr>,
+    metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
+    membership: Membership,
+    replay: ReplayGuard,
+    announcer: Announcer,
+    host: Box<dyn HostAddrs>,
+    nonce: u64,
+    seq: u64,
+    ifaces: BTreeMap<String, IfaceInfo>,
+    sockets: BTreeMap<String, IfaceSockets>,
+    prepared: BTreeSet<String>,
+    frame_tx: mpsc::Sender<(String, Vec<u8>)>,
+    udp: Arc<UdpSocket>,
+    leaving: Option<Instant>,
+    /// VIPs we hold but should hand over: since when.
+    handover_since: BTreeMap<IpAddr, Instant>,
+    /// VIPs whose successor was seen announcing: since when.
+    successor_seen: BTreeMap<IpAddr, Instant>,
+    desired: BTreeMap<IpAddr, String>,
+    next_heartbeat: Instant,
+    next_iface_poll: Instant,
+    next_status: Instant,
+    heartbeat_now: bool,
+    last_owned: BTreeSet<IpAddr>,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn instant_to_unix_ms(t: Instant) -> u64 {
+    let ago = Instant::now().saturating_duration_since(t);
+    unix_ms(SystemTime::now().checked_sub(ago).unwrap_or(UNIX_EPOCH))
+}
+
+impl Engine {
+    /// Sets everything up (interfaces, sockets, sysctls, the metrics
+    /// endpoint) before announcing anything, so a failure here leaves the
+    /// system untouched apart from the sysctls of the announcing interface.
+    pub async fn start(cfg: Config) -> Result<(Engine, mpsc::Receiver<(String, Vec<u8>)>)> {
+        let metrics = Arc::new(Metrics::default());
+        let shared = Arc::new(Shared {
+            metrics: metrics.clone(),
+            ..Default::default()
+        });
+        let ifaces = iface::discover()?;
+        for v in &cfg.vips {
+            match iface::choose(&cfg, v, &ifaces) {
+                Some(i) => {
+                    tracing::info!(vip = %v.address, iface = %i.name, "VIP will be announced on this interface")
+                }
+                None => {
+                    tracing::warn!(vip = %v.address, "no interface for this VIP yet (no matching subnet); not eligible")
+                }
+            }
+        }
+        let udp = UdpSocket::bind(cfg.listen)
+            .await
+            .map_err(|e| Error::sys(format!("bind heartbeat socket {}", cfg.listen), e))?;
+        if cfg.multicast {
+            if let Some(IpAddr::V4(local)) = cfg.node_address {
+                udp.join_multicast_v4(MULTICAST_GROUP, local)
+                    .map_err(|e| Error::sys("join heartbeat multicast group", e))?;
+                udp.set_multicast_loop_v4(false)
+                    .map_err(|e| Error::sys("IP_MULTICAST_LOOP", e))?;
+            }
+        }
+        if let Some(addr) = cfg.metrics_addr {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::sys(format!("bind metrics endpoint {addr}"), e))?;
+            tokio::spawn(crate::http::serve(l, shared.clone()));
+        }
+        let mut host: Box<dyn HostAddrs> = if cfg.assign {
+            Box::new(LoopbackAssign)
+        } else {
+            Box::new(NoAssign)
+        };
+        // A previous run may have been SIGKILLed while owning: drop its
+        // leftovers so this node does not accept traffic it no longer owns.
+        for v in &cfg.vips {
+            host.del(v.address)?;
+        }
+        let (frame_tx, frame_rx) = mpsc::channel(1024);
+        let nonce = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(1);
+        let now = Instant::now();
+        let vips = cfg.vips.iter().map(|v| v.address).collect();
+        let engine = Engine {
+            membership: Membership::new(cfg.node_name.clone(), cfg.timers.dead_interval()),
+            announcer: Announcer::new(cfg.timers.clone(), metrics.clone()),
+            vips,
+            metrics,
+            shared,
+            replay: ReplayGuard::new(),
+            host,
+            nonce,
+            seq: 0,
+            ifaces,
+            sockets: BTreeMap::new(),
+            prepared: BTreeSet::new(),
+            frame_tx,
+            udp: Arc::new(udp),
+            leaving: None,
+            handover_since: BTreeMap::new(),
+            successor_seen: BTreeMap::new(),
+            desired: BTreeMap::new(),
+            next_heartbeat: now,
+            next_iface_poll: now + IFACE_POLL,
+            next_status: now,
+            heartbeat_now: true,
+            last_owned: BTreeSet::new(),
+            cfg,
+        };
+        Ok((engine, frame_rx))
+    }
+
+    /// Runs until shutdown completes.
+    pub async fn run(mut self, mut frames: mpsc::Receiver<(String, Vec<u8>)>) -> Result<()> {
+        let mut term = signal(SignalKind::terminate()).map_err(|e| Error::sys("SIGTERM", e))?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::sys("SIGINT", e))?;
+        let udp = self.udp.clone();
+        let mut buf = vec![0u8; 65_536];
+        tracing::info!(node = %self.cfg.node_name, vips = self.vips.len(), "speaker ready");
+        // A short listen before the first decision: learning the current
+        // members first avoids claiming (and probing) VIPs a live peer owns.
+        let warmup = Instant::now() + self.cfg.timers.heartbeat_interval * 2;
+        loop {
+            let now = Instant::now();
+            let wake = [
+                Some(self.next_heartbeat),
+                Some(self.next_iface_poll),
+                Some(self.next_status),
+                self.membership
+                    .next_expiry()
+                    .map(|t| t + Duration::from_millis(1)),
+                self.announcer.next_deadline(),
+                self.leaving.map(|t| t + self.cfg.timers.handoff_timeout),
+                (now < warmup).then_some(warmup),
+                self.handover_since
+                    .values()
+                    .map(|t| *t + self.cfg.timers.handoff_timeout)
+                    .min(),
+                self.successor_seen
+                    .values()
+                    .map(|t| *t + self.cfg.timers.heartbeat_interval)
+                    .min(),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now + Duration::from_secs(1));
+            tokio::select! {
+                r = udp.recv_from(&mut buf) => {
+                    if let Ok((n, from)) = r {
+                        self.on_datagram(Instant::now(), &buf[..n], from);
+                    }
+                }
+                Some((ifname, frame)) = frames.recv() => {
+                    self.on_frame(Instant::now(), &ifname, &frame);
+                    // Drain what is queued without re-planning each time:
+                    // answers stay fast under an ARP storm.
+                    while let Ok((ifname, frame)) = frames.try_recv() {
+                        self.on_frame(Instant::now(), &ifname, &frame);
+                    }
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = term.recv() => self.begin_leaving(Instant::now(), "SIGTERM"),
+                _ = int.recv() => self.begin_leaving(Instant::now(), "SIGINT"),
+            }
+            if Instant::now() < warmup && self.leaving.is_none() {
+                continue;
+            }
+            if self.step(Instant::now()).await {
+                break;
+            }
+        }
+        // Final word: nothing owned any more.
+        self.send_heartbeat().await;
+        self.publish(Instant::now());
+        tracing::info!("speaker stopped");
+        Ok(())
+    }
+
+    fn begin_leaving(&mut self, now: Instant, why: &str) {
+        if self.leaving.is_none() {
+            tracing::info!(why, "leaving: handing VIPs over before stopping");
+            self.leaving = Some(now);
+            self.heartbeat_now = true;
+        }
+    }
+
+    fn on_datagram(&mut self, now: Instant, bytes: &[u8], from: SocketAddr) {
+        let hb = match wire::decode(bytes, &self.cfg.secret) {
+            Ok(hb) => hb,
+            Err(Error::BadMac) => {
+                self.metrics.heartbeat_auth_failures.inc();
+                tracing::warn!(%from, "heartbeat with a bad HMAC dropped (wrong secret or forged)");
+                return;
+            }
+            Err(e) => {
+                self.metrics.heartbeat_malformed.inc();
+                tracing::debug!(%from, "datagram dropped: {e}");
+                return;
+            }
+        };
+        if hb.node == self.cfg.node_name {
+            if hb.nonce != self.nonce {
+                tracing::warn!(%from, "heartbeat with our own node name from another speaker: duplicate node.name?");
+            }
+            return;
+        }
+        if let Err(e) = self.replay.check(&hb) {
+            self.metrics.heartbeat_replays.inc();
+            tracing::warn!(%from, "{e}");
+            return;
+        }
+        self.metrics.heartbeats_received.inc();
+        for ev in self.membership.observe(now, &hb) {
+            self.on_event(now, ev);
+        }
+    }
+
+    fn on_event(&mut self, now: Instant, ev: Event) {
+        match &ev {
+            Event::Joined(n) => tracing::info!(member = %n, "member joined"),
+            Event::Changed(n) => tracing::debug!(member = %n, "member changed"),
+            Event::Left(n) => tracing::info!(member = %n, "member is leaving"),
+            Event::Died(n) => tracing::warn!(member = %n, "member missed its heartbeats: dead"),
+            Event::Rejoined(n) => {
+                // A healed partition: both sides may have announced; make
+                // the LAN's caches point at whoever owns now.
+                tracing::info!(member = %n, "member is back (partition healed): re-announcing");
+                let acts = self.announcer.reannounce(now, None);
+                self.execute(acts);
+            }
+        }
+    }
+
+    fn on_frame(&mut self, now: Instant, ifname: &str, frame: &[u8]) {
+        let membership = &self.membership;
+        let is_member = |m: MacAddr| membership.is_member_mac(m);
+        let acts = self.announcer.on_frame(now, ifname, frame, &is_member);
+        self.execute(acts);
+    }
+
+    fn my_eligible(&self) -> BTreeMap<IpAddr, IfaceInfo> {
+        let mut out = BTreeMap::new();
+        if self.leaving.is_some() {
+            return out;
+        }
+        for v in &self.cfg.vips {
+            if let Some(i) = iface::choose(&self.cfg, v, &self.ifaces) {
+                if i.running && !i.mac.is_zero() {
+                    out.insert(v.address, i.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// One planning turn. Returns true when the speaker may exit.
+    async fn step(&mut self, now: Instant) -> bool {
+        for ev in self.membership.expire(now) {
+            self.on_event(now, ev);
+        }
+        self.membership.prune(now, DEPARTED_KEEP);
+        if now >= self.next_iface_poll {
+            self.poll_ifaces(now);
+        }
+        self.reconcile(now);
+        let acts = self.announcer.due(now);
+        self.execute(acts);
+
+        let owned: BTreeSet<IpAddr> = self.announcer.owned().collect();
+        if owned != self.last_owned {
+            self.last_owned = owned;
+            self.heartbeat_now = true;
+            self.next_status = now;
+        }
+        if self.heartbeat_now || now >= self.next_heartbeat {
+            self.heartbeat_now = false;
+            self.send_heartbeat().await;
+            self.next_heartbeat = now + self.cfg.timers.heartbeat_interval;
+        }
+        if now >= self.next_status {
+            self.publish(now);
+            self.next_status = now + STATUS_EVERY;
+        }
+        if let Some(since) = self.leaving {
+            let claimed = self.vips.iter().any(|v| self.announcer.is_claimed(*v));
+            if !claimed {
+                return true;
+            }
+            if now.saturating_duration_since(since) >= self.cfg.timers.handoff_timeout {
+                tracing::warn!("handoff timeout: releasing the remaining VIPs");
+                for v in self.vips.clone() {
+                    let acts = self.announcer.release(v);
+                    self.execute(acts);
+                }
+                return true;
+            }
+        }
+        false
+    }
+
+    fn poll_ifaces(&mut self, now: Instant) {
+        self.next_iface_poll = now + IFACE_POLL;
+        let fresh = match iface::discover() {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!("interface poll: {e}");
+                return;
+            }
+        };
+        let mut came_back = Vec::new();
+        for (name, i) in &fresh {
+            let was = self.ifaces.get(name);
+            if i.running && was.is_some_and(|w| !w.running) {
+                came_back.push(name.clone());
+            }
+            if !i.running && was.is_some_and(|w| w.running) {
+                tracing::warn!(iface = %name, "link is down");
+            }
+        }
+        for name in came_back {
+            tracing::info!(iface = %name, "link is back: re-announcing");
+            let acts = self.announcer.reannounce(now, Some(&name));
+            self.execute(acts);
+        }
+        // Interfaces that vanished or were recreated lose their sockets.
+        self.sockets
+            .retain(|name, s| fresh.get(name).is_some_and(|i| i.index == s.ifindex));
+        self.ifaces = fresh;
+    }
+
+    fn reconcile(&mut self, now: Instant) {
+        let mine = self.my_eligible();
+        let mut view: Vec<(String, BTreeSet<IpAddr>)> = self
+            .membership
+            .live()
+            .iter()
+            .map(|(n, m)| (n.clone(), m.eligible.clone()))
+            .collect();
+        if self.leaving.is_none() {
+            view.push((self.cfg.node_name.clone(), mine.keys().copied().collect()));
+        }
+        let desired = owners(&view, &self.vips);
+        let me = self.cfg.node_name.clone();
+        for vip in self.vips.clone() {
+            let want = desired.get(&vip) == Some(&me);
+            // A "conflict" with a MAC that turned out to be another
+            // speaker's (two speakers probing at start, before they heard
+            // each other) is not a foreign device: start over.
+            if self
+                .announcer
+                .conflict_mac(vip)
+                .is_some_and(|m| self.membership.is_member_mac(m))
+            {
+                tracing::info!(%vip, "the conflicting MAC belongs to a member: retrying");
+                let acts = self.announcer.release(vip);
+                self.execute(acts);
+            }
+            if want {
+                self.handover_since.remove(&vip);
+                self.successor_seen.remove(&vip);
+                if !self.announcer.is_claimed(vip) {
+                    let Some(i) = mine.get(&vip).cloned() else {
+                        continue;
+                    };
+                    if let Err(e) = self.ensure_sockets(&i) {
+                        tracing::error!(%vip, iface = %i.name, "cannot open packet socket: {e}");
+                        continue;
+                    }
+                    let takeover = self
+                        .membership
+                        .previous_owner(vip)
+                        .filter(|(n, _)| *n != me)
+                        .map(|(n, t)| {
+                            tracing::info!(%vip, from = %n, "taking over");
+                            t
+                        });
+                    tracing::info!(%vip, iface = %i.name, probe = takeover.is_none(), "claiming");
+                    let acts = self.announcer.claim(
+                        now,
+                        vip,
+                        Link {
+                            iface: i.name.clone(),
+                            mac: i.mac,
+                        },
+                        takeover,
+                    );
+                    self.execute(acts);
+                }
+                continue;
+            }
+            if !self.announcer.is_claimed(vip) {
+                continue;
+            }
+            let owned = self.announcer.is_owned(vip);
+            let succ = desired.get(&vip);
+            let link_ok = mine.contains_key(&vip) || self.leaving.is_some();
+            let release_now = !owned || !link_ok || succ.is_none();
+            let succ_announces = succ.is_some_and(|s| {
+                self.membership
+                    .live()
+                    .get(s)
+                    .is_some_and(|m| m.owned.contains(&vip))
+            });
+            let since = *self.handover_since.entry(vip).or_insert(now);
+            let mut release = release_now;
+            if succ_announces {
+                let seen = *self.successor_seen.entry(vip).or_insert(now);
+                // One interval of overlap: packets already on their way to
+                // us still find the VIP here.
+                if now.saturating_duration_since(seen) >= self.cfg.timers.heartbeat_interval {
+                    release = true;
+                }
+            }
+            if now.saturating_duration_since(since) >= self.cfg.timers.handoff_timeout {
+                release = true;
+            }
+            if release {
+                tracing::info!(%vip, successor = succ.map(String::as_str).unwrap_or("-"),
+                    handed_over = succ_announces, "releasing");
+                self.handover_since.remove(&vip);
+                self.successor_seen.remove(&vip);
+                let acts = self.announcer.release(vip);
+                self.execute(acts);
+            }
+        }
+        self.desired = desired;
+    }
+
+    fn ensure_sockets(&mut self, i: &IfaceInfo) -> Result<()> {
+        if self.cfg.assign && !self.prepared.contains(&i.name) {
+            self.host.prepare_iface(&i.name)?;
+            self.prepared.insert(i.name.clone());
+        }
+        if !self.sockets.contains_key(&i.name) {
+            let arp = Arc::new(self.open(i, ETH_P_ARP)?);
+            let mut readers = vec![self.reader(i.name.clone(), arp.clone())];
+            let v6 = if self.cfg.vips.iter().any(|v| v.address.is_ipv6()) {
+                let s = Arc::new(self.open(i, ETH_P_IPV6)?);
+                readers.push(self.reader(i.name.clone(), s.clone()));
+                Some(s)
+            } else {
+                None
+            };
+            self.sockets.insert(
+                i.name.clone(),
+                IfaceSockets {
+                    ifindex: i.index,
+                    arp,
+                    v6,
+                    readers,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn open(&self, i: &IfaceInfo, ethertype: u16) -> Result<AsyncFd<PacketSocket>> {
+        let s = PacketSocket::open(i.index, ethertype)
+            .map_err(|e| Error::sys(format!("AF_PACKET socket on {}", i.name), e))?;
+        s.into_async()
+            .map_err(|e| Error::sys("register packet socket", e))
+    }
+
+    fn reader(
+        &self,
+        ifname: String,
+        sock: Arc<AsyncFd<PacketSocket>>,
+    ) -> tokio::task::JoinHandle<()> {
+        let tx = self.frame_tx.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            loop {
+                let Ok(mut guard) = sock.readable().await else {
+                    return;
+                };
+                loop {
+                    match guard.get_inner().recv(&mut buf) {
+                        Ok(Some(n)) => {
+                            if tx.send((ifname.clone(), buf[..n].to_vec())).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            guard.clear_ready();
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(iface = %ifname, "packet socket: {e}");
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    fn execute(&mut self, acts: Vec<Action>) {
+        for a in acts {
+            match a {
+                Action::Send { iface, frame } => {
+                    let Some(s) = self.sockets.get(&iface) else {
+                        tracing::debug!(%iface, "no socket to send on");
+                        continue;
+                    };
+                    // Send on the socket of the frame's ethertype, so the
+                    // kernel tags the skb with the right protocol.
+                    let is_v6 = flatlan_ipam::frame::ether::peek_ethertype(frame.as_bytes())
+                        == Some(flatlan_ipam::frame::EtherType::IPV6);
+                    let sock = match (&s.v6, is_v6) {
+                        (Some(v6), true) => v6,
+                        _ => &s.arp,
+                    };
+                    if let Err(e) = sock.get_ref().send(frame.as_bytes()) {
+                        tracing::warn!(%iface, "send: {e}");
+                    }
+                }
+                Action::Assign(vip) => {
+                    if let Err(e) = self.host.add(vip) {
+                        tracing::error!(%vip, "assign: {e}");
+                    }
+                }
+                Action::Unassign(vip) => {
+                    if let Err(e) = self.host.del(vip) {
+                        tracing::error!(%vip, "unassign: {e}");
+                    }
+                }
+                Action::JoinMulticast { iface, mac } => self.membership_op(&iface, mac, true),
+                Action::LeaveMulticast { iface, mac } => self.membership_op(&iface, mac, false),
+            }
+        }
+    }
+
+    fn membership_op(&self, iface: &str, mac: MacAddr, join: bool) {
+        let Some(s) = self.sockets.get(iface).and_then(|s| s.v6.as_ref()) else {
+            return;
+        };
+        let r = if join {
+            s.get_ref().join(mac)
+        } else {
+            s.get_ref().leave(mac)
+        };
+        if let Err(e) = r {
+            tracing::warn!(%iface, %mac, join, "multicast membership: {e}");
+        }
+    }
+
+    async fn send_heartbeat(&mut self) {
+        self.seq += 1;
+        let mine = self.my_eligible();
+        let owned: BTreeSet<IpAddr> = self.announcer.owned().collect();
+        let mut vips: Vec<VipEntry> = mine
+            .keys()
+            .map(|v| VipEntry {
+                addr: *v,
+                owned: owned.contains(v),
+            })
+            .collect();
+        // While leaving we are eligible for nothing, but still report what
+        // we announce, so successors see when we let go.
+        for v in &owned {
+            if !mine.contains_key(v) {
+                vips.push(VipEntry {
+                    addr: *v,
+                    owned: true,
+                });
+            }
+        }
+        let mut macs: Vec<MacAddr> = mine.values().map(|i| i.mac).collect();
+        macs.extend(self.announcer.vips().values().map(|s| s.link.mac));
+        macs.sort();
+        macs.dedup();
+        macs.truncate(wire::MAX_MACS);
+        let hb = Heartbeat {
+            node: self.cfg.node_name.clone(),
+            nonce: self.nonce,
+            seq: self.seq,
+            leaving: self.leaving.is_some(),
+            macs,
+            vips,
+        };
+        let bytes = match wire::encode(&hb, &self.cfg.secret) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("heartbeat: {e}");
+                return;
+            }
+        };
+        for p in &self.cfg.peers {
+            if let Err(e) = self.udp.send_to(&bytes, p).await {
+                tracing::debug!(peer = %p, "heartbeat send: {e}");
+            }
+        }
+        if self.cfg.multicast {
+            let group = SocketAddr::new(IpAddr::V4(MULTICAST_GROUP), self.cfg.listen.port());
+            if let Err(e) = self.udp.send_to(&bytes, group).await {
+                tracing::debug!("heartbeat multicast: {e}");
+            }
+        }
+        self.metrics.heartbeats_sent.inc();
+    }
+
+    fn status(&self) -> Status {
+        let vips = self
+            .vips
+            .iter()
+            .map(|vip| {
+                let st = self.announcer.vips().get(vip);
+                let handing_over = self.handover_since.contains_key(vip);
+                let state = match st.map(|s| &s.phase) {
+                    Some(Phase::Owned { .. }) if handing_over => "releasing",
+                    Some(Phase::Owned { .. }) => "announcing",
+                    Some(Phase::Probing { .. }) => "probing",
+                    Some(Phase::Conflict { .. }) => "conflict",
+                    Some(Phase::Idle) | None => "standby",
+                };
+                let owner = if matches!(state, "announcing" | "releasing") {
+                    Some(self.cfg.node_name.clone())
+                } else {
+                    self.desired.get(vip).cloned()
+                };
+                let iface = st.map(|s| s.link.iface.clone()).or_else(|| {
+                    self.cfg
+                        .vips
+                        .iter()
+                        .find(|v| v.address == *vip)
+                        .and_then(|v| iface::choose(&self.cfg, v, &self.ifaces))
+                        .map(|i| i.name.clone())
+                });
+                VipStatus {
+                    vip: vip.to_string(),
+                    owner,
+                    state: state.to_owned(),
+                    interface: iface,
+                    mac: st.map(|s| s.link.mac.to_string()),
+                    last_garp_unix_ms: st.and_then(|s| s.last_announce).map(instant_to_unix_ms),
+                    conflict: st.and_then(|s| {
+                        matches!(s.phase, Phase::Conflict { .. })
+                            .then_some(s.conflict)
+                            .flatten()
+                            .map(|(mac, _)| format!("{mac} answered our probe; not announcing"))
+                    }),
+                    foreign: st
+                        .and_then(|s| s.foreign)
+                        .map(|(mac, t)| format!("{mac} claimed it at {}", instant_to_unix_ms(t))),
+                }
+            })
+            .collect();
+        Status {
+            node: self.cfg.node_name.clone(),
+            updated_unix_ms: unix_ms(SystemTime::now()),
+            members: self.membership.live().keys().cloned().collect(),
+            leaving: self.leaving.is_some(),
+            vips,
+        }
+    }
+
+    fn publish(&self, _now: Instant) {
+        let st = self.status();
+        if let Ok(json) = serde_json::to_string_pretty(&st) {
+            if let Ok(mut s) = self.shared.status_json.lock() {
+                *s = json;
+            }
+        }
+        if let Ok(mut g) = self.shared.gauges.lock() {
+            *g = (self.last_owned.len(), self.membership.live().len());
+        }
+        if let Some(p) = &self.cfg.status_file {
+            if let Err(e) = st.write_atomic(p) {
+                tracing::warn!("status file: {e}");
+            }
+        }
+    }
+
+    /// Releases everything without waiting (used on fatal errors).
+    pub fn release_all(&mut self) {
+        for v in self.vips.clone() {
+            let acts = self.announcer.release(v);
+            self.execute(acts);
+        }
+    }
+}
+
+/// Runs static mode: validates nothing more (the caller passed a valid
+/// config), starts the engine and runs it to completion.
+pub fn run_static(cfg: Config) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::sys("tokio runtime", e))?;
+    rt.block_on(async move {
+        let (engine, frames) = Engine::start(cfg).await?;
+        engine.run(frames).await
+    })
+}
