@@ -86,6 +86,7 @@ fn run(args: &[String]) -> Result<String> {
     match verb {
         "ls" => ls(&opts),
         "release" => release(&opts),
+        "probe-ahead" => probe_ahead(),
         _ => Err(Error::Usage(USAGE.into())),
     }
 }
@@ -204,6 +205,23 @@ fn ls(opts: &Opts) -> Result<String> {
         );
     }
     Ok(out)
+}
+
+/// Started by ADD with the network config on stdin (see `spawn_probe_ahead`).
+fn probe_ahead() -> Result<String> {
+    use std::io::Read;
+    let mut stdin = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut stdin)
+        .map_err(|e| Error::io("read", "stdin", e))?;
+    let conf = crate::config::NetConf::parse(&stdin)?;
+    let mut nl = Socket::new()?;
+    let bridge = nl
+        .link_by_name(&conf.bridge)?
+        .ok_or_else(|| Error::BridgeNotFound(conf.bridge.clone()))?;
+    let node_ips = crate::plan::node_ips(&conf, &nl.addresses(bridge.index)?);
+    let n = crate::ipam::probe_ahead(&conf, &node_ips)?;
+    Ok(format!("probed {n} candidate addresses\n"))
 }
 
 fn age(secs: u64) -> String {

@@ -87,6 +87,61 @@ pub struct IpamConf {
     pub data_dir: PathBuf,
     #[serde(default = "default_boot_id")]
     pub boot_id_path: PathBuf,
+    #[serde(default)]
+    pub probe: ProbeConf,
+}
+
+/// The LAN conflict probe (RFC 5227 ARP probe, DAD-style NS for IPv6).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ProbeConf {
+    pub enabled: bool,
+    /// Probes per address, `intervalMs` apart, then `waitMs` of listening.
+    pub probes: u8,
+    pub interval_ms: u64,
+    pub wait_ms: u64,
+    /// How many upcoming candidates a background probe verifies after ADD.
+    pub ahead: usize,
+    /// How long a "nobody answered" verdict stays good.
+    pub verified_ttl_seconds: u64,
+    /// How long an address a LAN host answered for is skipped.
+    pub quarantine_seconds: u64,
+}
+
+impl Default for ProbeConf {
+    fn default() -> Self {
+        // 2 probes 20 ms apart and 60 ms of listening catch any wired host
+        // (they answer in well under a millisecond) and survive one lost
+        // frame; the background probe-ahead uses 5x the listening time.
+        ProbeConf {
+            enabled: true,
+            probes: 2,
+            interval_ms: 20,
+            wait_ms: 60,
+            ahead: 8,
+            verified_ttl_seconds: 600,
+            quarantine_seconds: 3600,
+        }
+    }
+}
+
+impl ProbeConf {
+    pub fn sync_config(&self) -> flatlan_ipam::probe::ProbeConfig {
+        flatlan_ipam::probe::ProbeConfig {
+            probes: self.probes,
+            interval: std::time::Duration::from_millis(self.interval_ms),
+            wait: std::time::Duration::from_millis(self.wait_ms),
+        }
+    }
+
+    /// Off the ADD path, so it can listen as long as RFC 5227's spirit asks.
+    pub fn ahead_config(&self) -> flatlan_ipam::probe::ProbeConfig {
+        flatlan_ipam::probe::ProbeConfig {
+            probes: self.probes.max(3),
+            interval: std::time::Duration::from_millis(self.interval_ms.max(50)),
+            wait: std::time::Duration::from_millis(self.wait_ms.saturating_mul(5)),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -214,6 +269,13 @@ impl NetConf {
             if !s.ranges.is_empty() {
                 flatlan_ipam::Pool::new(s.subnet, &s.ranges, &s.exclude)?;
             }
+        }
+        if self.ipam.probe.enabled {
+            self.ipam
+                .probe
+                .sync_config()
+                .validate()
+                .map_err(|e| Error::InvalidConfig(format!("ipam.probe: {e}")))?;
         }
         for c in &self.service_cidrs {
             if !self

@@ -76,6 +76,7 @@ pub mod code {
     pub const CHECK_FAILED: u32 = 104;
     pub const ADDRESS_UNAVAILABLE: u32 = 105;
     pub const STORE: u32 = 106;
+    pub const PROBE: u32 = 107;
 }
 
 impl Error {
@@ -118,6 +119,7 @@ impl Error {
                     code::ADDRESS_UNAVAILABLE
                 }
                 I::Io { .. } | I::Corrupt { .. } => code::STORE,
+                I::Probe(_) | I::Frame(_) => code::PROBE,
             },
             Error::InterfaceExists(_) => code::INTERFACE_EXISTS,
             Error::Netlink { .. } => code::NETLINK,

@@ -5,10 +5,11 @@ use std::net::IpAddr;
 
 use flatlan_ipam::mac::MacAddr;
 use flatlan_ipam::node_range::NodeRange;
+use flatlan_ipam::probe::{probe_many, PacketSocket, ProbeOutcome};
 use flatlan_ipam::store::{now_secs, read_boot_id};
 use flatlan_ipam::{Allocation, IpRange, Pool, Store, Want};
 use ipnet::IpNet;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::{NetConf, SubnetConf};
 use crate::env::Attachment;
@@ -52,20 +53,162 @@ pub fn pool(conf: &NetConf, s: &SubnetConf, node_ips: &[IpAddr]) -> Result<Pool>
     Ok(Pool::new(s.subnet, &ranges, &exclude)?)
 }
 
-/// Allocates one address per configured subnet, durably, before any link
-/// exists: a crash after this point leaves a store entry that DEL or GC
-/// frees, never an interface with an address the store does not know.
-pub fn allocate(
+/// What [`allocate`] took, and what still needs a conflict probe.
+struct Allocated {
+    assigned: Vec<Assigned>,
+    /// Addresses no probe (or recent use of ours) has shown free.
+    unverified: Vec<IpAddr>,
+    /// Fewer verified candidates are waiting than the probe-ahead keeps.
+    want_ahead: bool,
+}
+
+/// At most this many conflicting addresses are skipped in one ADD; more
+/// means something on the LAN answers for everything (a proxy-ARP router).
+const MAX_CONFLICTS: usize = 8;
+
+/// A probe-ahead that has not finished within this long is presumed dead.
+const AHEAD_LEASE_SECS: u64 = 5;
+
+/// Allocates, probes the LAN for what is not yet known to be free, and
+/// quarantines and skips addresses some LAN host answers for. Returns the
+/// addresses and whether a background probe-ahead should run.
+pub fn allocate_checked(
     conf: &NetConf,
     att: &Attachment,
     node_ips: &[IpAddr],
     requested: &[IpAddr],
-) -> Result<Vec<Assigned>> {
-    let subnets = conf.subnets();
-    let pools: Vec<(SubnetConf, Pool)> = subnets
+    bridge: &str,
+) -> Result<(Vec<Assigned>, bool)> {
+    let probe = &conf.ipam.probe;
+    for _ in 0..=MAX_CONFLICTS {
+        let a = allocate(conf, att, node_ips, requested)?;
+        if !probe.enabled || a.unverified.is_empty() {
+            return Ok((a.assigned, a.want_ahead));
+        }
+        crate::hook::maybe_abort("allocated-unprobed");
+        let conflicts = match probe_lan(bridge, &a.unverified, probe.sync_config()) {
+            Ok(c) => c,
+            Err(e) => {
+                release(conf, &att.container_id, &att.ifname)?;
+                return Err(e);
+            }
+        };
+        if conflicts.is_empty() {
+            return Ok((a.assigned, a.want_ahead));
+        }
+        let now = now_secs();
+        let mut locked = store(conf)?.lock()?;
+        locked.state.release(&att.container_id, &att.ifname, now);
+        if a.want_ahead {
+            // This attempt claimed the probe-ahead but will not start it;
+            // the retry must be free to.
+            locked.state.ahead_started = None;
+        }
+        for (ip, mac) in &conflicts {
+            warn!(%ip, %mac, "a LAN host answers for this address; quarantined");
+            locked
+                .state
+                .quarantine_ip(*ip, mac.to_string(), now, now + probe.quarantine_seconds);
+        }
+        locked.commit()?;
+        if let Some((ip, mac)) = conflicts.iter().find(|(ip, _)| requested.contains(ip)) {
+            return Err(flatlan_ipam::Error::RequestedInUse {
+                ip: *ip,
+                owner: format!("a LAN host with MAC {mac} (it answered the conflict probe)"),
+            }
+            .into());
+        }
+    }
+    Err(Error::TryAgain(format!(
+        "{MAX_CONFLICTS} candidate addresses in a row are answered by LAN hosts; check `flatlan ipam ls` for quarantined addresses"
+    )))
+}
+
+/// Probes `ips` from the node's bridge; returns those someone answers for.
+fn probe_lan(
+    bridge: &str,
+    ips: &[IpAddr],
+    cfg: flatlan_ipam::probe::ProbeConfig,
+) -> Result<Vec<(IpAddr, MacAddr)>> {
+    let sock = PacketSocket::open(bridge).map_err(flatlan_ipam::Error::from)?;
+    let outcomes = probe_many(&sock, ips, cfg).map_err(flatlan_ipam::Error::from)?;
+    Ok(ips
+        .iter()
+        .zip(outcomes)
+        .filter_map(|(ip, o)| match o {
+            ProbeOutcome::InUse { mac, .. } => Some((*ip, mac)),
+            ProbeOutcome::Free => None,
+        })
+        .collect())
+}
+
+/// The background half of the probe: verifies the next candidates with a
+/// long, RFC 5227-minded probe and records the verdicts, so later ADDs
+/// skip the synchronous probe. Runs detached from the runtime.
+pub fn probe_ahead(conf: &NetConf, node_ips: &[IpAddr]) -> Result<usize> {
+    let probe = &conf.ipam.probe;
+    let now = now_secs();
+    let pools = pools(conf, node_ips)?;
+    let candidates: Vec<IpAddr> = {
+        let state = store(conf)?.peek()?;
+        pools
+            .iter()
+            .flat_map(|(s, pool)| {
+                let cursor = state.cursors.get(&s.subnet.to_string()).copied();
+                pool.candidates_after(cursor)
+                    .filter(|ip| {
+                        state.owner_of(*ip, now).is_none()
+                            && !state.is_verified(*ip, now, probe.verified_ttl_seconds)
+                    })
+                    .take(probe.ahead)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    if candidates.is_empty() {
+        let mut locked = store(conf)?.lock()?;
+        locked.state.ahead_started = None;
+        locked.commit()?;
+        return Ok(0);
+    }
+    let conflicts = probe_lan(&conf.bridge, &candidates, probe.ahead_config())?;
+    let now = now_secs();
+    let mut locked = store(conf)?.lock()?;
+    locked.state.ahead_started = None;
+    for ip in &candidates {
+        match conflicts.iter().find(|(c, _)| c == ip) {
+            Some((_, mac)) => locked.state.quarantine_ip(
+                *ip,
+                mac.to_string(),
+                now,
+                now + probe.quarantine_seconds,
+            ),
+            None => {
+                locked.state.verified.insert(*ip, now);
+            }
+        }
+    }
+    locked.commit()?;
+    Ok(candidates.len())
+}
+
+fn pools(conf: &NetConf, node_ips: &[IpAddr]) -> Result<Vec<(SubnetConf, Pool)>> {
+    conf.subnets()
         .into_iter()
         .map(|s| pool(conf, &s, node_ips).map(|p| (s, p)))
-        .collect::<Result<_>>()?;
+        .collect()
+}
+
+/// Allocates one address per configured subnet, durably, before any link
+/// exists: a crash after this point leaves a store entry that DEL or GC
+/// frees, never an interface with an address the store does not know.
+fn allocate(
+    conf: &NetConf,
+    att: &Attachment,
+    node_ips: &[IpAddr],
+    requested: &[IpAddr],
+) -> Result<Allocated> {
+    let pools = pools(conf, node_ips)?;
     for ip in requested {
         if !pools.iter().any(|(s, _)| s.subnet.contains(ip)) {
             return Err(flatlan_ipam::Error::RequestedOutsideRange {
@@ -88,6 +231,8 @@ pub fn allocate(
     if let Some(e) = locked.recovered.take() {
         error!("{e}");
     }
+    let ttl = conf.ipam.probe.verified_ttl_seconds;
+    locked.state.prune(now, ttl);
     let reclaimed = locked.state.reclaim_other_boots(&boot_id, now);
     if !reclaimed.is_empty() {
         info!(
@@ -102,6 +247,8 @@ pub fn allocate(
         )));
     }
     let mut out = Vec::new();
+    let mut unverified = Vec::new();
+    let mut want_ahead = false;
     for (s, pool) in &pools {
         let v4 = s.subnet.addr().is_ipv4();
         let state = &locked.state;
@@ -126,6 +273,15 @@ pub fn allocate(
             address,
             gateway: s.gateway,
         });
+        if !state.is_verified(ip, now, ttl) {
+            unverified.push(ip);
+        }
+        let ready = pool
+            .candidates_after(Some(ip))
+            .take(conf.ipam.probe.ahead)
+            .filter(|c| state.owner_of(*c, now).is_none() && state.is_verified(*c, now, ttl))
+            .count();
+        want_ahead |= ready < conf.ipam.probe.ahead / 2;
         locked.state.cursors.insert(s.subnet.to_string(), ip);
         locked.state.allocations.push(Allocation {
             ip,
@@ -142,8 +298,20 @@ pub fn allocate(
         // The pod holds its addresses again; they are no longer "remembered".
         locked.state.sticky.remove(k);
     }
+    let running = locked
+        .state
+        .ahead_started
+        .is_some_and(|t| now.saturating_sub(t) < AHEAD_LEASE_SECS);
+    want_ahead &= conf.ipam.probe.enabled && !running;
+    if want_ahead {
+        locked.state.ahead_started = Some(now);
+    }
     locked.commit()?;
-    Ok(out)
+    Ok(Allocated {
+        assigned: out,
+        unverified,
+        want_ahead,
+    })
 }
 
 /// The MAC follows the first address (IPv4 when dual-stack).

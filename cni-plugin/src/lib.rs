@@ -96,8 +96,11 @@ fn dispatch(stdin: &[u8], version: &str) -> Result<Option<Value>> {
                     Socket::new()
                 })
             };
-            let r = cmd::add::add(&conf, att, node, prepare_pod)?;
-            Ok(Some(r.to_json(&conf.cni_version)))
+            let added = cmd::add::add(&conf, att, node, prepare_pod)?;
+            if added.probe_ahead {
+                spawn_probe_ahead(stdin);
+            }
+            Ok(Some(added.result.to_json(&conf.cni_version)))
         }
         Command::Del => {
             cmd::del::del(&conf, att, &mut Socket::new()?)?;
@@ -129,6 +132,33 @@ fn unreachable_version() -> Result<Option<Value>> {
         var: "CNI_COMMAND",
         reason: "VERSION is handled before config parsing".into(),
     })
+}
+
+/// Starts `flatlan ipam probe-ahead` detached: its own process group, no
+/// stdout or stderr, so the runtime, which waits for our output pipes to
+/// close, is not held up by it.
+fn spawn_probe_ahead(conf: &[u8]) {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let child = Command::new(exe)
+        .args(["ipam", "probe-ahead"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn();
+    match child {
+        // The config fits the pipe buffer, so this write does not block.
+        Ok(mut c) => {
+            if let Some(mut i) = c.stdin.take() {
+                let _ = i.write_all(conf);
+            }
+        }
+        Err(e) => tracing::warn!("cannot start the background probe-ahead: {e}"),
+    }
 }
 
 /// Logs go to stderr, which runtimes capture; stdout is the protocol.

@@ -42,6 +42,12 @@ pub enum Error {
 
     #[error("node range file {path}: {reason}")]
     RangeFile { path: PathBuf, reason: String },
+
+    #[error(transparent)]
+    Probe(#[from] crate::probe::ProbeError),
+
+    #[error(transparent)]
+    Frame(#[from] crate::frame::FrameError),
 }
 
 impl Error {

@@ -98,6 +98,14 @@ pub struct State {
     pub cursors: BTreeMap<String, IpAddr>,
     #[serde(default)]
     pub quarantine: Vec<Quarantine>,
+    /// Addresses a conflict probe (or our own use until a moment ago) showed
+    /// to be free, with when. ADD skips its own probe for these.
+    #[serde(default)]
+    pub verified: BTreeMap<IpAddr, u64>,
+    /// When a background probe-ahead was last started; a burst of ADDs
+    /// starts one, not one each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ahead_started: Option<u64>,
 }
 
 impl State {
@@ -118,6 +126,33 @@ impl State {
             .any(|(k, s)| Some(k.as_str()) != me && s.ips.contains(&ip))
     }
 
+    /// Whether `ip` was shown free within the last `ttl` seconds.
+    pub fn is_verified(&self, ip: IpAddr, now: u64, ttl: u64) -> bool {
+        self.verified
+            .get(&ip)
+            .is_some_and(|&t| now.saturating_sub(t) <= ttl)
+    }
+
+    /// Records that a LAN host answered for `ip`; it is skipped until `until`.
+    pub fn quarantine_ip(&mut self, ip: IpAddr, mac: String, now: u64, until: u64) {
+        self.verified.remove(&ip);
+        self.quarantine.retain(|q| q.ip != ip);
+        self.quarantine.push(Quarantine {
+            ip,
+            mac,
+            since: now,
+            until,
+        });
+    }
+
+    /// Drops expired quarantines and stale verifications, so the document
+    /// does not grow without bound.
+    pub fn prune(&mut self, now: u64, verified_ttl: u64) {
+        self.quarantine.retain(|q| q.until > now);
+        self.verified
+            .retain(|_, t| now.saturating_sub(*t) <= verified_ttl);
+    }
+
     pub fn find(&self, container_id: &str, ifname: &str) -> Vec<&Allocation> {
         self.allocations
             .iter()
@@ -127,24 +162,34 @@ impl State {
 
     /// Removes the attachment's allocations, remembering them for its pod identity.
     pub fn release(&mut self, container_id: &str, ifname: &str, now: u64) -> Vec<Allocation> {
-        self.remove_where(|a| a.is_for(container_id, ifname), now)
+        self.remove_where(|a| a.is_for(container_id, ifname), now, true)
     }
 
     /// Drops allocations made under another boot: their pods died with the
     /// machine (host-local leaks exactly these, containernetworking/plugins#697).
     pub fn reclaim_other_boots(&mut self, boot_id: &str, now: u64) -> Vec<Allocation> {
-        self.remove_where(|a| a.boot_id != boot_id, now)
+        self.remove_where(|a| a.boot_id != boot_id, now, false)
     }
 
     /// Frees every allocation whose attachment is not in `valid` (CNI GC).
     pub fn gc(&mut self, valid: &[(String, String)], now: u64) -> Vec<Allocation> {
-        self.remove_where(|a| !valid.iter().any(|(c, i)| a.is_for(c, i)), now)
+        self.remove_where(|a| !valid.iter().any(|(c, i)| a.is_for(c, i)), now, false)
     }
 
-    fn remove_where(&mut self, pred: impl Fn(&Allocation) -> bool, now: u64) -> Vec<Allocation> {
+    /// `just_used`: the addresses answered as ours until now (a DEL), so no
+    /// LAN host can hold them. Not so after a reboot or for GC'd leftovers.
+    fn remove_where(
+        &mut self,
+        pred: impl Fn(&Allocation) -> bool,
+        now: u64,
+        just_used: bool,
+    ) -> Vec<Allocation> {
         let (gone, keep): (Vec<_>, Vec<_>) = self.allocations.drain(..).partition(|a| pred(a));
         self.allocations = keep;
         for a in &gone {
+            if just_used {
+                self.verified.insert(a.ip, now);
+            }
             if let Some(pod) = &a.pod {
                 let entry = self.sticky.entry(pod.key()).or_insert(Sticky {
                     ips: Vec::new(),

@@ -111,8 +111,15 @@ impl FlatLab {
 
     /// Like [`FlatLab::pod`], through a given network (conflist).
     pub fn pod_on(&self, net: &CniNetwork, node: usize, name: &str) -> Pod {
-        let ns = self.lab.add_pod_netns(node, name).expect("pod netns");
-        let mut att = Attachment::new(&format!("ctr-{name}"), &ns);
+        self.pod_as(net, node, name, name)
+    }
+
+    /// A pod whose namespace is labelled `ns_label` and whose Kubernetes
+    /// name is `pod_name` (a restarted pod gets a new sandbox namespace).
+    pub fn pod_as(&self, net: &CniNetwork, node: usize, ns_label: &str, pod_name: &str) -> Pod {
+        let name = pod_name;
+        let ns = self.lab.add_pod_netns(node, ns_label).expect("pod netns");
+        let mut att = Attachment::new(&format!("ctr-{ns_label}"), &ns);
         att.args = vec![
             ("K8S_POD_NAMESPACE".into(), "default".into()),
             ("K8S_POD_NAME".into(), name.into()),
@@ -235,4 +242,35 @@ pub fn run_raw(node: &Netns, env: &[(&str, &str)], stdin: &[u8]) -> RawRun {
 /// The CNI error code of a failed conflist operation.
 pub fn error_code(e: &netns_testkit::Error) -> Option<u32> {
     e.cni_code()
+}
+
+/// Waits (bounded) for background probe-aheads started by ADD to finish, so
+/// a leak check does not race a store commit in flight.
+pub fn settle_store(data_dir: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let busy = store_state(data_dir)
+            .get("ahead_started")
+            .is_some_and(|v| !v.is_null())
+            || data_dir.join("lan").join("state.json.tmp").exists();
+        if !busy {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("background probe-ahead did not finish within 10 s");
+}
+
+/// `flatlan ipam ls --json` for a node's store, run inside the node.
+pub fn ipam_ls(node: &Netns, data_dir: &Path) -> Vec<Value> {
+    let dir = data_dir.display().to_string();
+    let flatlan = bin("flatlan").display().to_string();
+    let out = node
+        .exec_ok(&[&flatlan, "ipam", "ls", "--data-dir", &dir, "--json"])
+        .expect("flatlan ipam ls");
+    serde_json::from_slice::<Value>(&out.stdout)
+        .expect("ipam ls --json")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }

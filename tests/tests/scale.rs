@@ -62,6 +62,7 @@ fn fifty_concurrent_adds_get_distinct_addresses_then_500_cycles_leak_nothing() {
             });
         }
     });
+    flatlan_e2e::settle_store(&l.data_dir(1));
     assert_eq!(allocation_count(&l.data_dir(1)), 0, "leaked addresses");
     let mut node_links = links(node);
     node_links.sort();

@@ -27,12 +27,19 @@ pub struct Node<'a, H: Netlink> {
     pub pod_ns: &'a File,
 }
 
+/// A successful ADD: the result, and whether the caller should start a
+/// background probe-ahead.
+pub struct Added {
+    pub result: CniResult,
+    pub probe_ahead: bool,
+}
+
 pub fn add<H: Netlink, P: Netlink>(
     conf: &NetConf,
     att: &Attachment,
     node: Node<'_, H>,
     open_pod: impl FnOnce(&File) -> Result<P>,
-) -> Result<CniResult> {
+) -> Result<Added> {
     let bridge = node
         .host
         .link_by_name(&conf.bridge)?
@@ -77,10 +84,11 @@ fn steps<H: Netlink, P: Netlink>(
     pod_ns: &File,
     open_pod: impl FnOnce(&File) -> Result<P>,
     undo: &mut Vec<Undo>,
-) -> Result<CniResult> {
+) -> Result<Added> {
     use std::os::fd::AsRawFd;
 
-    let assigned: Vec<Assigned> = ipam::allocate(conf, att, node_ips, requested)?;
+    let (assigned, probe_ahead): (Vec<Assigned>, bool) =
+        ipam::allocate_checked(conf, att, node_ips, requested, &bridge.name)?;
     undo.push(Undo::Release);
     crate::hook::maybe_abort("allocated");
     debug!(?assigned, "allocated");
@@ -143,5 +151,8 @@ fn steps<H: Netlink, P: Netlink>(
         mac: MacAddr(mac).to_string(),
         sandbox: att.netns.as_ref().map(|p| p.display().to_string()),
     };
-    Ok(plan::result(host_if, pod_if, &assigned, &pod_plan))
+    Ok(Added {
+        result: plan::result(host_if, pod_if, &assigned, &pod_plan),
+        probe_ahead,
+    })
 }
