@@ -249,9 +249,13 @@ pub fn error_code(e: &netns_testkit::Error) -> Option<u32> {
 pub fn settle_store(data_dir: &Path) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::time::Instant::now() < deadline {
-        let busy = store_state(data_dir)
-            .get("ahead_started")
-            .is_some_and(|v| !v.is_null())
+        // A marker older than the plugin's 5 s lease belongs to an ADD that
+        // died before starting the probe; the plugin ignores it, and so do we.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let started = store_state(data_dir)["ahead_started"].as_u64();
+        let busy = started.is_some_and(|t| now.saturating_sub(t) < 6)
             || data_dir.join("lan").join("state.json.tmp").exists();
         if !busy {
             return;
