@@ -200,3 +200,29 @@ mod tests {
         assert_eq!(e.code(), 4);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn random_environment_never_panics(
+            command in "[A-Z]{0,8}",
+            container in "\\PC{0,40}",
+            ifname in "\\PC{0,20}",
+            netns in "\\PC{0,40}",
+            args in "\\PC{0,80}",
+        ) {
+            let vars: HashMap<&str, String> = [
+                ("CNI_COMMAND", command), ("CNI_CONTAINERID", container),
+                ("CNI_IFNAME", ifname), ("CNI_NETNS", netns), ("CNI_ARGS", args),
+            ].into_iter().collect();
+            if let Ok(env) = Env::from_vars(|k| vars.get(k).cloned()) {
+                let _ = env.attachment.pod();
+            }
+        }
+    }
+}

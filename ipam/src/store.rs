@@ -430,3 +430,33 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Whatever is on disk, taking the lock never panics: garbage is
+        /// moved aside and reported, anything parseable is loaded.
+        #[test]
+        fn any_store_file_is_loaded_or_recovered(
+            bytes in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..256),
+                "\\{\"allocations\": \\[\\{\"ip\": \"[0-9.:a-f]{0,20}\"\\}\\]\\}".prop_map(String::into_bytes),
+            ],
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::new(dir.path(), "lan").unwrap();
+            fs::create_dir_all(store.dir()).unwrap();
+            fs::write(store.dir().join(STATE), &bytes).unwrap();
+            let locked = store.lock().unwrap();
+            if locked.recovered.is_none() {
+                prop_assert_eq!(serde_json::from_slice::<State>(&bytes).ok(), Some(locked.state.clone()));
+            }
+        }
+    }
+}
