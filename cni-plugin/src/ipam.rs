@@ -246,6 +246,7 @@ fn allocate(
             att.container_id, a.ip, att.ifname
         )));
     }
+    let adder = flatlan_ipam::store::ProcId::current();
     let mut out = Vec::new();
     let mut unverified = Vec::new();
     let mut want_ahead = false;
@@ -292,6 +293,7 @@ fn allocate(
             pod: pod.clone(),
             boot_id: boot_id.clone(),
             since: now,
+            adder,
         });
     }
     if let Some(k) = &key {

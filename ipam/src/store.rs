@@ -53,6 +53,37 @@ pub struct Allocation {
     pub boot_id: String,
     /// Seconds since the Unix epoch.
     pub since: u64,
+    /// The ADD that made this allocation, while it may still be running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adder: Option<ProcId>,
+}
+
+/// A process identity that survives PID reuse: the PID plus its start time
+/// in clock ticks since boot (field 22 of /proc/PID/stat).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcId {
+    pub pid: u32,
+    pub start: u64,
+}
+
+impl ProcId {
+    pub fn current() -> Option<ProcId> {
+        ProcId::of(std::process::id())
+    }
+
+    pub fn of(pid: u32) -> Option<ProcId> {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name may contain spaces and parentheses; the fields
+        // after the last ')' are fixed: state is field 3, starttime 22.
+        let rest = stat.get(stat.rfind(')')? + 1..)?;
+        let start = rest.split_whitespace().nth(19)?.parse().ok()?;
+        Some(ProcId { pid, start })
+    }
+
+    /// The very process that made the allocation is still running.
+    pub fn is_alive(&self) -> bool {
+        ProcId::of(self.pid) == Some(*self)
+    }
 }
 
 impl Allocation {
@@ -171,9 +202,18 @@ impl State {
         self.remove_where(|a| a.boot_id != boot_id, now, false)
     }
 
-    /// Frees every allocation whose attachment is not in `valid` (CNI GC).
+    /// Frees every allocation whose attachment is not in `valid` (CNI GC),
+    /// except those whose ADD is still running: a runtime's list is a
+    /// snapshot, and an ADD that began after it is not garbage. A crashed
+    /// ADD's process is gone, so its leftovers are freed at once.
     pub fn gc(&mut self, valid: &[(String, String)], now: u64) -> Vec<Allocation> {
-        self.remove_where(|a| !valid.iter().any(|(c, i)| a.is_for(c, i)), now, false)
+        self.remove_where(
+            |a| {
+                !valid.iter().any(|(c, i)| a.is_for(c, i)) && !a.adder.is_some_and(|p| p.is_alive())
+            },
+            now,
+            false,
+        )
     }
 
     /// `just_used`: the addresses answered as ours until now (a DEL), so no
@@ -361,6 +401,7 @@ mod tests {
             }),
             boot_id: boot.into(),
             since: 1,
+            adder: None,
         }
     }
 
@@ -410,6 +451,25 @@ mod tests {
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].container_id, "dead");
         assert_eq!(s.allocations.len(), 1);
+    }
+
+    #[test]
+    fn gc_spares_an_allocation_whose_add_is_still_running() {
+        let mut s = State::default();
+        let mut inflight = alloc("192.168.2.210", "inflight", None, "b1");
+        inflight.adder = ProcId::current();
+        assert!(inflight.adder.is_some());
+        let mut crashed = alloc("192.168.2.211", "crashed", None, "b1");
+        // A PID that cannot be running with this start time.
+        crashed.adder = Some(ProcId {
+            pid: std::process::id(),
+            start: u64::MAX,
+        });
+        s.allocations.extend([inflight, crashed]);
+        let gone = s.gc(&[], 1);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].container_id, "crashed");
+        assert_eq!(s.allocations[0].container_id, "inflight");
     }
 
     #[test]
