@@ -1,8 +1,7 @@
 //! Cross-checks the frame builders against Wireshark's dissectors.
 //!
-//! Ignored by default because it needs `tshark` on PATH
-//! (`apt-get install -y tshark`); run with
-//! `cargo test -p flatlan-ipam --test frames_tshark -- --ignored`.
+//! It needs `tshark` on PATH, which scripts/setup-deps installs; without
+//! it the tests fail rather than skip.
 //! It writes every builder's output to a pcap and asserts on tshark's
 //! verdicts (gratuitous-ARP detection, checksum status, NDP flags), so an
 //! error in our hand-written golden bytes and the builders together would
@@ -54,7 +53,7 @@ fn tshark(path: &std::path::Path, fields: &[&str]) -> Vec<String> {
     }
     let out = cmd
         .output()
-        .expect("tshark is not installed: apt-get install -y tshark, or do not run ignored tests");
+        .expect("tshark is not installed: run scripts/setup-deps (apt-get install -y tshark)");
     assert!(
         out.status.success(),
         "tshark failed: {}",
@@ -67,7 +66,6 @@ fn tshark(path: &std::path::Path, fields: &[&str]) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "needs tshark on PATH"]
 fn tshark_agrees_with_arp_builders() {
     let vip = Ipv4Addr::new(192, 168, 1, 240);
     let frames: Vec<Vec<u8>> = [
@@ -143,7 +141,6 @@ fn tshark_agrees_with_arp_builders() {
 }
 
 #[test]
-#[ignore = "needs tshark on PATH"]
 fn tshark_agrees_with_ndp_builders() {
     let target: Ipv6Addr = "2001:db8::5".parse().expect("v6");
     let ll: Ipv6Addr = "fe80::ff:fe10:1".parse().expect("v6");
