@@ -1,8 +1,11 @@
-//! The lab's fixed address plan: a typical home LAN behind a NAT router.
+//! The lab's fixed address plan: a typical home LAN behind a NAT router,
+//! dual-stack like a home router with a ULA prefix. Every IPv6 address
+//! mirrors its IPv4 twin: `192.168.2.X` is `fd00:2::X` (the last group is
+//! written with the same digits, so `.60` is `::60`).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 /// Prefix length of the LAN.
 pub const LAN_PREFIX_LEN: u8 = 24;
@@ -32,14 +35,40 @@ pub const NODE_IP_BASE: u8 = 10;
 /// Most nodes a lab can have: node IPs must stay below [`DEVICE_IP`].
 pub const MAX_NODES: usize = 39;
 
+/// Prefix length of the LAN's IPv6 prefix.
+pub const LAN6_PREFIX_LEN: u8 = 64;
+/// The LAN's ULA prefix, fd00:2::/64 (what a home router announces).
+pub const LAN6_SUBNET: Ipv6Net =
+    Ipv6Net::new_assert(Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, 0), LAN6_PREFIX_LEN);
+/// The router's LAN IPv6 address, everyone's IPv6 default gateway.
+pub const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, 0x1);
+/// The LAN device's IPv6 address.
+pub const DEVICE_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, 0x50);
+/// The LAN client's IPv6 address.
+pub const CLIENT_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, 0x60);
+
 /// The address of node `index` (1-based), or `None` if out of range.
 pub fn node_ip(index: usize) -> Option<Ipv4Addr> {
+    let host = node_host(index)?;
+    let [a, b, c, _] = GATEWAY.octets();
+    Some(Ipv4Addr::new(a, b, c, host))
+}
+
+/// The IPv6 address of node `index` (1-based): `fd00:2::11` for node1,
+/// the same digits as its IPv4 address's last octet.
+pub fn node_ip6(index: usize) -> Option<Ipv6Addr> {
+    let host = node_host(index)?;
+    // 11 -> 0x11: the digits read as hex, so the v6 address looks like the v4 one.
+    let group = u16::from_str_radix(&host.to_string(), 16).ok()?;
+    let s = LAN6_SUBNET.network().segments();
+    Some(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, group))
+}
+
+fn node_host(index: usize) -> Option<u8> {
     if index == 0 || index > MAX_NODES {
         return None;
     }
-    let host = NODE_IP_BASE.checked_add(u8::try_from(index).ok()?)?;
-    let [a, b, c, _] = GATEWAY.octets();
-    Some(Ipv4Addr::new(a, b, c, host))
+    NODE_IP_BASE.checked_add(u8::try_from(index).ok()?)
 }
 
 #[cfg(test)]
@@ -58,5 +87,16 @@ mod tests {
             assert!(ip < DEVICE_IP && ip != GATEWAY);
         }
         assert_eq!(LAN_SUBNET.broadcast(), LAN_BROADCAST);
+    }
+
+    #[test]
+    fn ipv6_plan_mirrors_ipv4() {
+        assert_eq!(node_ip6(1), Some("fd00:2::11".parse().unwrap()));
+        assert_eq!(node_ip6(MAX_NODES), Some("fd00:2::49".parse().unwrap()));
+        assert_eq!(node_ip6(0), None);
+        for ip in [GATEWAY6, DEVICE_IP6, CLIENT_IP6] {
+            assert!(LAN6_SUBNET.contains(&ip));
+        }
+        assert_eq!(CLIENT_IP6.to_string(), "fd00:2::60");
     }
 }

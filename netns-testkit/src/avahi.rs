@@ -91,8 +91,9 @@ fn xml_escape(s: &str) -> String {
     out
 }
 
-/// The avahi-daemon.conf for one instance. IPv6 is off because the lab is
-/// IPv4-only and link-local v6 answers would only add noise.
+/// The avahi-daemon.conf for one instance. IPv6 is off: the lab's mDNS
+/// checks are IPv4, and v6 answers (the LAN is dual-stack) would only add
+/// noise.
 pub(crate) fn daemon_config(hostname: &str) -> String {
     format!(
         "[server]\n\

@@ -1,16 +1,17 @@
 //! [`Lab`]: a simulated home LAN with Kubernetes nodes on it.
 
 use std::fmt::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::addresses::{
-    node_ip, CLIENT_IP, DEVICE_IP, GATEWAY, INTERNET_IP, LAN_PREFIX_LEN, LAN_SUBNET, MAX_NODES,
+    node_ip, node_ip6, CLIENT_IP, CLIENT_IP6, DEVICE_IP, DEVICE_IP6, GATEWAY, GATEWAY6,
+    INTERNET_IP, LAN6_PREFIX_LEN, LAN6_SUBNET, LAN_PREFIX_LEN, LAN_SUBNET, MAX_NODES,
     ROUTER_WAN_IP,
 };
 use crate::avahi::{start_avahi, MdnsService};
@@ -86,6 +87,8 @@ impl LabConfig {
 pub struct Node {
     pub ns: Netns,
     pub ip: Ipv4Addr,
+    /// The node's IPv6 address on `br0` (`fd00:2::(10+N)`).
+    pub ip6: Ipv6Addr,
     /// The bridge pods attach to (`br0`).
     pub bridge: &'static str,
     /// The uplink port of the bridge (`eth0`).
@@ -99,11 +102,15 @@ pub struct Node {
 ///
 /// ```text
 ///   internet 203.0.113.10 ── wan0 router eth0 192.168.2.1 (NAT, dnsmasq)
-///                                         │
-///   switch sw0 ──┬── device 192.168.2.50 (avahi)
-///                ├── client 192.168.2.60
-///                └── nodeN eth0 ⊂ br0 192.168.2.(10+N)
+///                                         │     fd00:2::1 (no RAs)
+///   switch sw0 ──┬── device 192.168.2.50 fd00:2::50 (avahi)
+///                ├── client 192.168.2.60 fd00:2::60
+///                └── nodeN eth0 ⊂ br0 192.168.2.(10+N) fd00:2::(10+N)
 /// ```
+///
+/// IPv6 stays on the LAN: the router has no IPv6 uplink, as with a
+/// provider that gives none, and the ULA prefix is static (see
+/// [`crate::topology`] on why there are no router advertisements).
 #[derive(Debug)]
 pub struct Lab {
     pub switch: Netns,
@@ -144,11 +151,13 @@ impl Lab {
             (next()?, next()?, next()?, next()?, next()?);
         let mut nodes = Vec::with_capacity(config.nodes);
         for index in 1..=config.nodes {
-            let ip = node_ip(index)
+            let (ip, ip6) = node_ip(index)
+                .zip(node_ip6(index))
                 .ok_or_else(|| Error::InvalidConfig(format!("no address for node {index}")))?;
             nodes.push(Node {
                 ns: next()?,
                 ip,
+                ip6,
                 bridge: NODE_BRIDGE,
                 uplink: NODE_UPLINK,
                 index,
@@ -217,6 +226,16 @@ impl Lab {
     /// The LAN prefix length, 24.
     pub fn prefix(&self) -> u8 {
         LAN_PREFIX_LEN
+    }
+
+    /// The LAN's IPv6 prefix, fd00:2::/64.
+    pub fn subnet6(&self) -> Ipv6Net {
+        LAN6_SUBNET
+    }
+
+    /// The router's IPv6 address, fd00:2::1.
+    pub fn gateway6(&self) -> Ipv6Addr {
+        GATEWAY6
     }
 
     /// Node `index` (1-based).
@@ -295,7 +314,7 @@ impl Lab {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "lab {} (LAN {LAN_SUBNET}, built in {:?})",
+            "lab {} (LAN {LAN_SUBNET} + {LAN6_SUBNET}, built in {:?})",
             self.prefix, self.build_time
         );
         let row = |s: &mut String, role: &str, ns: &Netns, addr: &str| {
@@ -306,7 +325,9 @@ impl Lab {
             &mut s,
             "router",
             &self.router,
-            &format!("eth0 {GATEWAY}/{LAN_PREFIX_LEN}, wan0 {ROUTER_WAN_IP}"),
+            &format!(
+                "eth0 {GATEWAY}/{LAN_PREFIX_LEN} {GATEWAY6}/{LAN6_PREFIX_LEN}, wan0 {ROUTER_WAN_IP}"
+            ),
         );
         row(
             &mut s,
@@ -315,17 +336,22 @@ impl Lab {
             &format!("eth0 {INTERNET_IP}"),
         );
         let device = match &self.device_hostname {
-            Some(h) => format!("eth0 {DEVICE_IP} (avahi {h}.local)"),
-            None => format!("eth0 {DEVICE_IP}"),
+            Some(h) => format!("eth0 {DEVICE_IP} {DEVICE_IP6} (avahi {h}.local)"),
+            None => format!("eth0 {DEVICE_IP} {DEVICE_IP6}"),
         };
         row(&mut s, "device", &self.device, &device);
-        row(&mut s, "client", &self.client, &format!("eth0 {CLIENT_IP}"));
+        row(
+            &mut s,
+            "client",
+            &self.client,
+            &format!("eth0 {CLIENT_IP} {CLIENT_IP6}"),
+        );
         for n in &self.nodes {
             row(
                 &mut s,
                 &format!("node{}", n.index),
                 &n.ns,
-                &format!("{} {} ({} enslaved)", n.bridge, n.ip, n.uplink),
+                &format!("{} {} {} ({} enslaved)", n.bridge, n.ip, n.ip6, n.uplink),
             );
         }
         if self.dnsmasq_leases.is_some() {
@@ -359,12 +385,12 @@ fn configure_in_parallel(
         let mut jobs = vec![
             s.spawn(|| configure_router(router)),
             s.spawn(|| internet.ip_batch(&topology::internet_script())),
-            s.spawn(|| device.ip_batch(&topology::host_script(DEVICE_IP))),
-            s.spawn(|| client.ip_batch(&topology::host_script(CLIENT_IP))),
+            s.spawn(|| device.ip_batch(&topology::host_script(DEVICE_IP, DEVICE_IP6))),
+            s.spawn(|| client.ip_batch(&topology::host_script(CLIENT_IP, CLIENT_IP6))),
         ];
         for n in nodes {
             jobs.push(s.spawn(move || {
-                n.ns.ip_batch(&topology::node_script(n.ip))?;
+                n.ns.ip_batch(&topology::node_script(n.ip, n.ip6))?;
                 set_ip_forward(&n.ns)
             }));
         }

@@ -7,11 +7,22 @@
 //! name eth0 netns B`), so no interface ever appears in the host
 //! namespace, not even for a moment. The other scripts then only configure
 //! interfaces that already exist, and can run in parallel.
+//!
+//! The LAN is dual-stack: every LAN host also gets its `fd00:2::/64`
+//! address ([`crate::addresses`]), added `nodad` so nothing waits out
+//! duplicate address detection, and an IPv6 default route via the router.
+//! The router sends no router advertisements (no radvd, and dnsmasq runs
+//! without `--enable-ra`): every IPv6 address and route in the lab is
+//! static, so tests see the same tables every run and a pod that grew a
+//! SLAAC address could only have taken it from something the test did.
+//! Link-local addresses still come up (with DAD) as the kernel makes them.
 
 use std::fmt::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::addresses::{GATEWAY, INTERNET_IP, LAN_PREFIX_LEN, ROUTER_WAN_IP, WAN_PREFIX_LEN};
+use crate::addresses::{
+    GATEWAY, GATEWAY6, INTERNET_IP, LAN6_PREFIX_LEN, LAN_PREFIX_LEN, ROUTER_WAN_IP, WAN_PREFIX_LEN,
+};
 
 /// The LAN bridge in the switch namespace.
 pub const SWITCH_BRIDGE: &str = "sw0";
@@ -100,6 +111,7 @@ pub(crate) fn router_script() -> String {
     format!(
         "link set lo up\n\
          addr add {GATEWAY}/{LAN_PREFIX_LEN} dev eth0\n\
+         addr add {GATEWAY6}/{LAN6_PREFIX_LEN} dev eth0 nodad\n\
          link set eth0 up\n\
          addr add {ROUTER_WAN_IP}/{WAN_PREFIX_LEN} dev {ROUTER_WAN_IF}\n\
          link set {ROUTER_WAN_IF} up\n"
@@ -115,18 +127,28 @@ pub(crate) fn internet_script() -> String {
     )
 }
 
-/// A plain LAN host (device, client): address on eth0, default via router.
-pub(crate) fn host_script(ip: Ipv4Addr) -> String {
+/// A plain LAN host (device, client): addresses on eth0, default routes
+/// via the router for both families.
+pub(crate) fn host_script(ip: Ipv4Addr, ip6: Ipv6Addr) -> String {
     format!(
         "link set lo up\n\
          addr add {ip}/{LAN_PREFIX_LEN} dev eth0\n\
+         addr add {ip6}/{LAN6_PREFIX_LEN} dev eth0 nodad\n\
          link set eth0 up\n\
-         route add default via {GATEWAY}\n"
+         route add default via {GATEWAY}\n\
+         {}",
+        default6()
     )
 }
 
-/// A node as netplan leaves it: eth0 enslaved to br0, the IP on br0.
-pub(crate) fn node_script(ip: Ipv4Addr) -> String {
+/// The IPv6 default route. `::/0` names the family, which a batch line
+/// cannot do with `-6`.
+fn default6() -> String {
+    format!("route add ::/0 via {GATEWAY6}\n")
+}
+
+/// A node as netplan leaves it: eth0 enslaved to br0, the IPs on br0.
+pub(crate) fn node_script(ip: Ipv4Addr, ip6: Ipv6Addr) -> String {
     let mut s = String::from("link set lo up\n");
     add_bridge(&mut s, NODE_BRIDGE);
     let _ = write!(
@@ -134,8 +156,10 @@ pub(crate) fn node_script(ip: Ipv4Addr) -> String {
         "link set {NODE_UPLINK} master {NODE_BRIDGE}\n\
          link set {NODE_UPLINK} up\n\
          addr add {ip}/{LAN_PREFIX_LEN} dev {NODE_BRIDGE}\n\
+         addr add {ip6}/{LAN6_PREFIX_LEN} dev {NODE_BRIDGE} nodad\n\
          route add default via {GATEWAY}\n"
     );
+    s.push_str(&default6());
     s
 }
 
@@ -185,10 +209,15 @@ mod tests {
 
     #[test]
     fn node_ip_lives_on_the_bridge() {
-        let s = node_script(Ipv4Addr::new(192, 168, 2, 11));
+        let s = node_script(
+            Ipv4Addr::new(192, 168, 2, 11),
+            "fd00:2::11".parse().expect("v6"),
+        );
         assert!(s.contains("link set eth0 master br0"));
         assert!(s.contains("addr add 192.168.2.11/24 dev br0"));
+        assert!(s.contains("addr add fd00:2::11/64 dev br0 nodad"));
         assert!(s.contains("route add default via 192.168.2.1"));
+        assert!(s.contains("route add ::/0 via fd00:2::1"));
         // The node IP must never be on the uplink itself.
         assert!(!s.contains("dev eth0"));
     }
@@ -198,5 +227,6 @@ mod tests {
         let nft = router_nft();
         assert!(nft.contains("oifname \"wan0\" masquerade"));
         assert!(router_script().contains("addr add 192.168.2.1/24 dev eth0"));
+        assert!(router_script().contains("addr add fd00:2::1/64 dev eth0 nodad"));
     }
 }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use netns_testkit::cni::{Attachment, CniCommand, CniInvocation, CniNetwork};
 use netns_testkit::probe::{self, MdnsAnswer};
 use netns_testkit::{
-    dns, Lab, LabConfig, Netns, CLIENT_IP, DEVICE_IP, GATEWAY, INTERNET_IP, LAN_BROADCAST,
-    ROUTER_WAN_IP,
+    dns, Lab, LabConfig, Netns, CLIENT_IP, DEVICE_IP, DEVICE_IP6, GATEWAY, GATEWAY6, INTERNET_IP,
+    LAN_BROADCAST, ROUTER_WAN_IP,
 };
 use serde_json::{json, Value};
 
@@ -137,17 +137,19 @@ fn two_node_lab_is_a_working_home_lan() {
         Some(mac_of(&lab.device, "eth0").as_str())
     );
 
-    // IPv6 through the same switch (nodad: no 1-2 s wait for DAD).
-    lab.device
-        .ip_batch("addr add fd00:2::50/64 dev eth0 nodad\n")
-        .expect("v6 on device");
-    lab.client
-        .ip_batch("addr add fd00:2::60/64 dev eth0 nodad\n")
-        .expect("v6 on client");
-    ping(
-        &lab.client,
-        "fd00:2::50".parse::<IpAddr>().expect("v6 literal"),
-    );
+    // IPv6 through the same switch: the lab is dual-stack from the start
+    // (nodad addresses, so no 1-2 s wait for DAD), with no RAs.
+    ping(&lab.client, DEVICE_IP6);
+    ping(&n1.ns, GATEWAY6);
+    ping(&n2.ns, n1.ip6);
+    let v6 = |ns: &Netns| {
+        let out = ns
+            .exec_ok(&["ip", "-6", "route", "show", "default"])
+            .expect("ip -6 route");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(v6(&lab.client).contains(&format!("via {GATEWAY6}")));
+    assert!(v6(&n1.ns).contains(&format!("via {GATEWAY6} dev br0")));
 
     // Unreachable addresses fail, within the timeout.
     let t = Instant::now();
