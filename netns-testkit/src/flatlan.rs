@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use crate::addresses::GATEWAY;
+use crate::addresses::{GATEWAY, GATEWAY6, LAN6_SUBNET};
 use crate::cni::{Attachment, CniNetwork};
 use crate::error::{Error, Result};
 use crate::lab::Lab;
@@ -47,6 +47,41 @@ pub fn plugin_conf(state: &Path, node: usize, ranges: &[&str]) -> Value {
     })
 }
 
+/// Node `n`'s IPv6 slice of the LAN: node1 `fd00:2::1:0/112`, node2
+/// `fd00:2::2:0/112` (the node number's digits, as in
+/// [`crate::node_ip6`]). Like the IPv4 slices, a slice's first and last
+/// addresses are ordinary LAN hosts; only exclusions keep flatlan off.
+pub fn node_slice6(node: usize) -> String {
+    format!("fd00:2::{node}:0/112")
+}
+
+/// The dual-stack flatlan plugin section for `node`: [`plugin_conf`] with
+/// its IPv4 keys moved into `ipam.subnets`, plus the IPv6 prefix with the
+/// node's [`node_slice6`] and the router as IPv6 gateway.
+pub fn plugin_conf_dual(state: &Path, node: usize) -> Value {
+    let mut conf = plugin_conf(state, node, &[]);
+    let mut v4 = json!({});
+    if let Some(ipam) = conf["ipam"].as_object_mut() {
+        for key in ["subnet", "gateway", "ranges", "exclude"] {
+            if let Some(v) = ipam.remove(key) {
+                v4[key] = v;
+            }
+        }
+        ipam.insert(
+            "subnets".to_owned(),
+            json!([
+                v4,
+                {
+                    "subnet": LAN6_SUBNET.to_string(),
+                    "gateway": GATEWAY6.to_string(),
+                    "ranges": [node_slice6(node)],
+                },
+            ]),
+        );
+    }
+    conf
+}
+
 /// A one-plugin conflist around [`plugin_conf`], finding plugins in `bin_dir`.
 pub fn network(state: &Path, node: usize, ranges: &[&str], bin_dir: &Path) -> Result<CniNetwork> {
     let list = json!({
@@ -82,6 +117,10 @@ pub struct Pod {
 impl Pod {
     pub fn ipv4(&self) -> Option<std::net::Ipv4Addr> {
         ipv4_of(&self.result)
+    }
+
+    pub fn ipv6(&self) -> Option<std::net::Ipv6Addr> {
+        ipv6_of(&self.result)
     }
 
     pub fn mac(&self) -> Option<String> {
@@ -122,6 +161,15 @@ pub fn ipv4_of(result: &Value) -> Option<std::net::Ipv4Addr> {
         .next()
 }
 
+/// The first IPv6 address in a CNI result.
+pub fn ipv6_of(result: &Value) -> Option<std::net::Ipv6Addr> {
+    result["ips"]
+        .as_array()?
+        .iter()
+        .filter_map(|ip| ip["address"].as_str()?.split('/').next()?.parse().ok())
+        .next()
+}
+
 /// A sibling binary of the running executable (target/<profile>/NAME).
 pub fn sibling_binary(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe().map_err(|e| Error::io("current_exe", e))?;
@@ -138,5 +186,23 @@ pub fn sibling_binary(name: &str) -> Result<PathBuf> {
             "{} not found: build it first with `cargo build --workspace --bins` (or --release)",
             path.display()
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dual_stack_conf_has_one_subnet_per_family() {
+        let c = plugin_conf_dual(Path::new("/tmp/x"), 2);
+        let ipam = &c["ipam"];
+        assert!(ipam.get("subnet").is_none() && ipam.get("ranges").is_none());
+        assert_eq!(ipam["subnets"][0]["subnet"], "192.168.2.0/24");
+        assert_eq!(ipam["subnets"][0]["ranges"][0], "192.168.2.224/28");
+        assert_eq!(ipam["subnets"][1]["subnet"], "fd00:2::/64");
+        assert_eq!(ipam["subnets"][1]["gateway"], "fd00:2::1");
+        assert_eq!(ipam["subnets"][1]["ranges"][0], "fd00:2::2:0/112");
+        assert_eq!(node_slice6(12), "fd00:2::12:0/112");
     }
 }
