@@ -223,6 +223,16 @@ impl NetConf {
                 )));
             }
         }
+        if let Some(mtu) = self.mtu.filter(|m| *m < 1280) {
+            // The kernel turns IPv6 off on a link below the IPv6 minimum
+            // MTU (RFC 8200 §5); the address add would then fail obscurely.
+            if let Some(s) = self.subnets().iter().find(|s| s.subnet.addr().is_ipv6()) {
+                return Err(Error::InvalidConfig(format!(
+                    "`mtu` {mtu} is below 1280, the IPv6 minimum, but subnet {} is IPv6",
+                    s.subnet
+                )));
+            }
+        }
         let i = &self.ipam;
         if i.subnet.is_none()
             && (i.gateway.is_some() || !i.ranges.is_empty() || !i.exclude.is_empty())
@@ -372,6 +382,31 @@ mod tests {
         assert_eq!(parse(v).unwrap_err().code(), 7);
         let mut v = base();
         v.as_object_mut().unwrap().remove("ipam");
+        assert_eq!(parse(v).unwrap_err().code(), 7);
+    }
+
+    #[test]
+    fn dual_stack_subnets_parse_one_per_family() {
+        let mut v = base();
+        v["ipam"] = serde_json::json!({"subnets": [
+            {"subnet": "192.168.2.0/24", "gateway": "192.168.2.1",
+             "ranges": ["192.168.2.208/28"], "exclude": ["192.168.2.100-192.168.2.199"]},
+            {"subnet": "fd00:2::/64", "gateway": "fd00:2::1", "ranges": ["fd00:2::1:0/112"]}
+        ]});
+        let c = parse(v.clone()).unwrap();
+        let fams: Vec<bool> = c
+            .subnets()
+            .iter()
+            .map(|s| s.subnet.addr().is_ipv4())
+            .collect();
+        assert_eq!(fams, [true, false]);
+        v["mtu"] = 1000.into();
+        let e = parse(v.clone()).unwrap_err();
+        assert_eq!(e.code(), 7);
+        assert!(e.to_string().contains("1280"), "{e}");
+        // Two subnets of one family are refused.
+        v["mtu"] = 1500.into();
+        v["ipam"]["subnets"][1] = v["ipam"]["subnets"][0].clone();
         assert_eq!(parse(v).unwrap_err().code(), 7);
     }
 

@@ -287,7 +287,8 @@ fn allocate(
         locked.state.allocations.push(Allocation {
             ip,
             prefix_len: s.subnet.prefix_len(),
-            mac: MacAddr::from_ip(first_ip(&out)).to_string(),
+            // Filled in below, once every family is allocated.
+            mac: String::new(),
             container_id: att.container_id.clone(),
             ifname: att.ifname.clone(),
             pod: pod.clone(),
@@ -295,6 +296,18 @@ fn allocate(
             since: now,
             adder,
         });
+    }
+    // The pod's MAC follows its IPv4 address whatever the order of
+    // `subnets`; an IPv6-first list must not record a MAC derived from the
+    // IPv6 address, which the pod never has, on any of its allocations.
+    let mac = MacAddr::from_ip(first_ip(&out)).to_string();
+    for a in locked
+        .state
+        .allocations
+        .iter_mut()
+        .filter(|a| a.is_for(&att.container_id, &att.ifname))
+    {
+        a.mac.clone_from(&mac);
     }
     if let Some(k) = &key {
         // The pod holds its addresses again; they are no longer "remembered".

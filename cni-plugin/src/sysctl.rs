@@ -58,8 +58,21 @@ pub fn pod_ipv6_policy(ifname: &str, accept_ra: bool) -> Result<()> {
         let path = format!("{base}/{key}");
         match fs::write(&path, value) {
             Ok(()) => {}
-            // IPv6 disabled in this kernel or namespace: nothing to police.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            // A kernel booted with ipv6.disable=1 has no IPv6 sysctls at
+            // all: nothing to police.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && !std::path::Path::new("/proc/sys/net/ipv6").exists() =>
+            {
+                return Ok(())
+            }
+            // Otherwise a missing `conf/<ifname>` means this thread is not
+            // in the namespace holding the pod's interface. Skipping would
+            // leave SLAAC on in the pod, so refuse instead.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let why = format!("{ifname} is not in the pod's network namespace ({e})");
+                return Err(Error::io("write", path, std::io::Error::new(e.kind(), why)));
+            }
             Err(e) => return Err(Error::io("write", path, e)),
         }
     }
