@@ -5,10 +5,15 @@
 //! child we still own, so the PID cannot have been recycled).
 
 use std::io::{Read, Write};
-use std::process::{Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitid, Id, WaitPidFlag};
+use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
 
@@ -94,10 +99,59 @@ pub(crate) fn run(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> 
     Ok(output)
 }
 
-/// Polls the child until it exits or the deadline passes. Polling (starting
-/// at 100 µs) keeps short commands fast without a waiter thread that could
-/// reap the child behind our back.
-fn wait_deadline(child: &mut std::process::Child, deadline: Instant) -> Option<ExitStatus> {
+/// Waits until the child exits or the deadline passes (then it is killed
+/// and `None` returned).
+///
+/// The wait is a blocking `waitid(WNOWAIT)`, so elapsed times measured
+/// around [`run`] are exact (the CNI bench compares millisecond plugins;
+/// polling would round them up by up to a poll interval). WNOWAIT leaves
+/// the child un-reaped until the watchdog thread is gone, so the
+/// watchdog's SIGKILL can only ever hit our own child, running or zombie,
+/// never a recycled PID.
+fn wait_deadline(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+    let Ok(raw) = i32::try_from(child.id()) else {
+        return poll_deadline(child, deadline);
+    };
+    let pid = Pid::from_raw(raw);
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let watchdog = thread::Builder::new()
+        .name("cmd-watchdog".into())
+        .spawn(move || {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match stop_rx.recv_timeout(left) {
+                Err(mpsc::RecvTimeoutError::Timeout) => kill(pid, Signal::SIGKILL).is_ok(),
+                _ => false,
+            }
+        });
+    let Ok(watchdog) = watchdog else {
+        return poll_deadline(child, deadline);
+    };
+    let waited = loop {
+        match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+            Err(Errno::EINTR) => continue,
+            other => break other,
+        }
+    };
+    let _ = stop_tx.send(());
+    // A watchdog that cannot be joined is treated as having fired.
+    let killed = watchdog.join().unwrap_or(true);
+    if let Err(e) = waited {
+        tracing::warn!(error = %e, "waitid failed; polling instead");
+        return poll_deadline(child, deadline);
+    }
+    match child.wait() {
+        Ok(_) if killed => None,
+        Ok(status) => Some(status),
+        Err(e) => {
+            tracing::warn!(error = %e, "wait failed after waitid; polling instead");
+            poll_deadline(child, deadline)
+        }
+    }
+}
+
+/// The fallback: polls the child (starting at 100 µs) until it exits or
+/// the deadline passes.
+fn poll_deadline(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
     let mut pause = Duration::from_micros(100);
     loop {
         match child.try_wait() {
