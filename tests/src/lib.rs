@@ -6,7 +6,7 @@
 //! in parallel and never touch the host namespace.
 #![forbid(unsafe_code)]
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use netns_testkit::cni::{Attachment, CniNetwork};
@@ -14,7 +14,9 @@ use netns_testkit::{Lab, LabConfig, Netns};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-pub use netns_testkit::flatlan::{node_slice, plugin_conf, SERVICE_CIDR};
+pub use netns_testkit::flatlan::{
+    node_slice, node_slice6, plugin_conf, plugin_conf_dual, SERVICE_CIDR,
+};
 
 /// A binary built by `cargo build --workspace --bins`, found next to the
 /// test executable's directory (target/<profile>/deps/..).
@@ -91,6 +93,13 @@ impl FlatLab {
         CniNetwork::new(list, vec![bin_dir()]).expect("valid conflist")
     }
 
+    /// The node's dual-stack network ([`plugin_conf_dual`]).
+    pub fn network_dual(&self, node: usize) -> CniNetwork {
+        let conf = plugin_conf_dual(self.state.path(), node);
+        let list = json!({"cniVersion": "1.1.0", "name": "lan", "plugins": [conf]});
+        CniNetwork::new(list, vec![bin_dir()]).expect("valid conflist")
+    }
+
     pub fn data_dir(&self, node: usize) -> PathBuf {
         self.state.path().join(format!("node{node}")).join("data")
     }
@@ -160,6 +169,18 @@ pub fn pod_ipv4(result: &Value) -> Ipv4Addr {
             IpAddr::V6(_) => None,
         })
         .unwrap_or_else(|| panic!("no IPv4 address in result {result}"))
+}
+
+/// The pod's IPv6 address from a CNI result.
+pub fn pod_ipv6(result: &Value) -> Ipv6Addr {
+    result["ips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|ip| ip["address"].as_str())
+        .filter_map(|a| a.split('/').next())
+        .find_map(|a| a.parse::<Ipv6Addr>().ok())
+        .unwrap_or_else(|| panic!("no IPv6 address in result {result}"))
 }
 
 /// Link names in a namespace (from `ip -j link`).
