@@ -24,6 +24,12 @@
 
 mod addresses;
 pub mod avahi;
+pub mod bench;
+mod bench_cni;
+mod bench_datapath;
+mod bench_report;
+mod bench_speaker;
+mod bench_stats;
 mod cleanup;
 pub mod cni;
 mod command;

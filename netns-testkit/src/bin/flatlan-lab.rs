@@ -48,6 +48,94 @@ enum Cmd {
         #[arg(long)]
         plugin: Option<std::path::PathBuf>,
     },
+    /// Compare flatlan with the reference bridge + host-local plugins in
+    /// one interleaved run: ADD/DEL latency, bursts, TCP throughput, and
+    /// the speaker's figures. Exits 1 on error, and with --strict also when
+    /// a target is not met.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// The flatlan binary (default: next to flatlan-lab).
+    #[arg(long)]
+    plugin: Option<std::path::PathBuf>,
+    /// Where the reference bridge and host-local plugins are.
+    #[arg(long, default_value = netns_testkit::cni::DEBIAN_CNI_DIR)]
+    reference_dir: std::path::PathBuf,
+    /// The flatlan-speaker binary (default: next to flatlan-lab).
+    #[arg(long)]
+    speaker: Option<std::path::PathBuf>,
+    /// Measured sequential ADD+DEL per plugin.
+    #[arg(long, default_value_t = 200)]
+    iterations: usize,
+    /// Unmeasured ADD+DEL first (default: one per flatlan address).
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// First ADDs on a fresh flatlan store (the synchronous probe).
+    #[arg(long, default_value_t = 5)]
+    cold_trials: usize,
+    /// Concurrent ADDs per burst.
+    #[arg(long, default_value_t = 30)]
+    burst: usize,
+    #[arg(long, default_value_t = 3)]
+    burst_rounds: usize,
+    /// Length of each iperf3 run.
+    #[arg(long, default_value_t = 3)]
+    iperf_seconds: u32,
+    /// iperf3 runs per path (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    iperf_rounds: usize,
+    #[arg(long)]
+    skip_datapath: bool,
+    #[arg(long)]
+    skip_speaker: bool,
+    /// Print the report as JSON on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Exit 1 when any target is not met (for CI gates).
+    #[arg(long)]
+    strict: bool,
+}
+
+impl BenchArgs {
+    fn options(self) -> netns_testkit::bench::BenchOptions {
+        netns_testkit::bench::BenchOptions {
+            plugin: self.plugin,
+            reference_dir: self.reference_dir,
+            speaker: self.speaker,
+            iterations: self.iterations,
+            warmup: self.warmup,
+            cold_trials: self.cold_trials,
+            burst: self.burst,
+            burst_rounds: self.burst_rounds,
+            iperf_seconds: self.iperf_seconds,
+            iperf_rounds: self.iperf_rounds,
+            skip_datapath: self.skip_datapath,
+            skip_speaker: self.skip_speaker,
+        }
+    }
+}
+
+fn bench(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let (json, strict) = (args.json, args.strict);
+    let report = netns_testkit::bench::run(&args.options())?;
+    let text = if json {
+        let mut t = serde_json::to_string_pretty(&report)?;
+        t.push('\n');
+        t
+    } else {
+        report.render()
+    };
+    // A closed stdout must not turn into a panic (release aborts on one).
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+    Ok(if !strict || report.all_targets_met() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn init_logging(verbose: u8) {
@@ -121,6 +209,10 @@ fn main() -> ExitCode {
                 Err(e) => Err(e.into()),
             }
         }
+        Cmd::Bench(args) => match bench(args) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
