@@ -299,3 +299,16 @@ pub fn ipam_ls(node: &Netns, data_dir: &Path) -> Vec<Value> {
         .cloned()
         .unwrap_or_default()
 }
+
+/// The files in a node's store directory, sorted. After cleanup it must be
+/// exactly `lock` and `state.json`: anything else is a leak.
+pub fn store_files(data_dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(data_dir.join("lan"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}

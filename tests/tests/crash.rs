@@ -4,7 +4,7 @@
 //! interface or store file behind, and the store must stay readable.
 
 use flatlan_e2e::{
-    allocation_count, links, pod_veths, run_raw, settle_store, store_state, FlatLab,
+    allocation_count, links, pod_veths, run_raw, settle_store, store_files, store_state, FlatLab,
 };
 use netns_testkit::LabConfig;
 
@@ -16,17 +16,6 @@ const STEPS: &[&str] = &[
     "addresses",
     "routes",
 ];
-
-fn store_files(dir: &std::path::Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir.join("lan"))
-        .map(|rd| {
-            rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
 
 fn crash_then(cleanup: &str) {
     let l = FlatLab::new(LabConfig::new().nodes(1));

@@ -74,10 +74,9 @@ fn fifty_concurrent_adds_get_distinct_addresses_then_500_cycles_leak_nothing() {
     for ns in pods.iter().take(5) {
         assert_eq!(links(ns), ["lo"], "leaked interface in {}", ns.name());
     }
-    let mut files: Vec<String> = std::fs::read_dir(l.data_dir(1).join("lan"))
-        .expect("store dir")
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .collect();
-    files.sort();
-    assert_eq!(files, ["lock", "state.json"], "leaked store files");
+    assert_eq!(
+        flatlan_e2e::store_files(&l.data_dir(1)),
+        ["lock", "state.json"],
+        "leaked store files"
+    );
 }

@@ -84,10 +84,9 @@ fn add_del_cycles_with_random_concurrency_and_interleaved_gc_leak_nothing() {
     for ns in &pods {
         assert_eq!(links(ns), ["lo"], "leaked interface in {}", ns.name());
     }
-    let mut files: Vec<String> = std::fs::read_dir(l.data_dir(1).join("lan"))
-        .expect("store dir")
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .collect();
-    files.sort();
-    assert_eq!(files, ["lock", "state.json"], "leaked store files");
+    assert_eq!(
+        flatlan_e2e::store_files(&l.data_dir(1)),
+        ["lock", "state.json"],
+        "leaked store files"
+    );
 }
