@@ -20,8 +20,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::bench_cni::{
-    burst, exec_baseline, flatlan_network, range_len, reference_network, wait_quiet, BurstResult,
-    Contender, FLATLAN_NOPROBE_RANGE, FLATLAN_RANGE,
+    burst, burst_baseline, exec_baseline, flatlan_network, range_len, reference_network,
+    wait_quiet, BurstResult, Contender, FLATLAN_NOPROBE_RANGE, FLATLAN_RANGE,
 };
 use crate::bench_datapath::{iperf, Overlay, VethPair, OVERLAY_POD2, VETH_B};
 use crate::bench_speaker::speaker_figures;
@@ -267,7 +267,16 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     let fl_burst_ns = Netns::create_many(&names("f"))?;
     let ref_burst_ns = Netns::create_many(&names("r"))?;
     let (mut fl_burst, mut ref_burst) = (BurstResult::default(), BurstResult::default());
+    let (mut base_each, mut base_wall) = (Samples::new(), Samples::new());
     for round in 0..opts.burst_rounds {
+        // What any plugin pays in a burst: just `ip netns exec` x N.
+        burst_baseline(
+            &node,
+            &fl_burst_ns,
+            &baseline_conf,
+            &mut base_each,
+            &mut base_wall,
+        )?;
         let ours_first = round % 2 == 0;
         for ours in [ours_first, !ours_first] {
             if ours {
@@ -292,6 +301,8 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     }
     drop(fl_burst_ns);
     drop(ref_burst_ns);
+    report.exec_baseline_burst_p99_ms = base_each.summary().map(|x| x.p99_ms);
+    report.exec_baseline_burst_wall_ms = base_wall.summary().map(|x| x.p50_ms);
     report.burst = burst_figures(fl_burst);
     report.reference_burst = burst_figures(ref_burst);
 

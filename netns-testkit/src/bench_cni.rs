@@ -289,6 +289,23 @@ pub(crate) fn burst(
     }
 }
 
+/// The burst bound that is not the plugin: `namespaces.len()`
+/// concurrent [`exec_baseline`]s. Records each one and the wall time.
+pub(crate) fn burst_baseline(
+    node: &Netns,
+    namespaces: &[Netns],
+    config: &Value,
+    each: &mut Samples,
+    wall: &mut Samples,
+) -> Result<()> {
+    let (runs, took) = concurrently(namespaces, |ns| exec_baseline(node, ns, config))?;
+    wall.push(took);
+    for r in runs {
+        each.push(r?);
+    }
+    Ok(())
+}
+
 /// Runs `f` on every item at once, each on its own thread, started
 /// together; returns the results in order and the wall time from the
 /// start to the last finish.

@@ -109,6 +109,9 @@ pub struct BenchReport {
     /// That minus the steady-state ADD p50 with the probe off.
     pub probe_added_ms: Option<f64>,
     pub burst_wall_ms: Option<f64>,
+    /// A burst of bare `ip netns exec NODE true`: p99 and median wall time.
+    pub exec_baseline_burst_p99_ms: Option<f64>,
+    pub exec_baseline_burst_wall_ms: Option<f64>,
     pub reference_burst_p99_ms: Option<f64>,
     pub reference_burst_wall_ms: Option<f64>,
     pub reference_burst_duplicates: usize,
@@ -396,6 +399,15 @@ impl BenchReport {
                 "{} / {}",
                 fmt(p(&self.burst.del, |x| x.p99_ms), "ms"),
                 fmt(p(&self.reference_burst.del, |x| x.p99_ms), "ms")
+            ),
+        );
+        line(
+            &mut s,
+            "burst of exec baselines (ip netns exec true): p99 / wall",
+            format!(
+                "{} / {}",
+                fmt(self.exec_baseline_burst_p99_ms, "ms"),
+                fmt(self.exec_baseline_burst_wall_ms, "ms")
             ),
         );
         line(

@@ -93,6 +93,9 @@ struct BenchArgs {
     /// Print the report as JSON on stdout instead of the table.
     #[arg(long)]
     json: bool,
+    /// Also write the JSON report to this file (the table still prints).
+    #[arg(long)]
+    json_file: Option<std::path::PathBuf>,
     /// Exit 1 when any target is not met (for CI gates).
     #[arg(long)]
     strict: bool,
@@ -118,8 +121,13 @@ impl BenchArgs {
 }
 
 fn bench(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let (json, strict) = (args.json, args.strict);
+    let (json, strict, json_file) = (args.json, args.strict, args.json_file.clone());
     let report = netns_testkit::bench::run(&args.options())?;
+    if let Some(path) = json_file {
+        let mut t = serde_json::to_string_pretty(&report)?;
+        t.push('\n');
+        std::fs::write(&path, t).map_err(|e| format!("write {}: {e}", path.display()))?;
+    }
     let text = if json {
         let mut t = serde_json::to_string_pretty(&report)?;
         t.push('\n');
