@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use flatlan_ipam::frame::{ArpOp, ArpPacket, NdpMessage};
 use flatlan_ipam::mac::MacAddr;
-use nix::sys::signal::Signal;
 
 fn mac(s: &str) -> MacAddr {
     s.parse().expect("mac")
@@ -81,7 +80,7 @@ fn announces_v4_and_v6_from_exactly_one_node() {
     let mut responders: Vec<String> = text
         .lines()
         .filter(|l| l.contains("reply from") || l.contains("bytes from"))
-        .filter_map(|l| l.split(|c| c == '[' || c == ']').nth(1).map(str::to_owned))
+        .filter_map(|l| l.split(['[', ']']).nth(1).map(str::to_owned))
         .collect();
     responders.sort();
     responders.dedup();
