@@ -148,7 +148,7 @@ mod tests {
         };
         st.write_atomic(&p).unwrap();
         assert_eq!(Status::read(&p).unwrap(), st);
-        let t = st.render(1500);
+        let t = st.render(1000);
         assert!(t.contains("10.0.0.1"));
         assert!(t.contains("0.5s ago"));
     }
