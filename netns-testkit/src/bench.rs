@@ -8,7 +8,7 @@
 //!    steady-state ADDs skip the conflict probe), the others a few times;
 //! 2. cold first ADDs on fresh flatlan stores: the synchronous probe;
 //! 3. sequential ADD+DEL, rotating flatlan / reference / flatlan without
-//!    probe / `ip netns exec true` every iteration;
+//!    probe / bare `true` exec every iteration;
 //! 4. concurrent bursts, alternating which plugin goes first;
 //! 5. iperf3: flatlan pod → LAN device and → node, bare veth, VXLAN;
 //! 6. the speaker's own bench, if its binary has one.
@@ -269,7 +269,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     let (mut fl_burst, mut ref_burst) = (BurstResult::default(), BurstResult::default());
     let (mut base_each, mut base_wall) = (Samples::new(), Samples::new());
     for round in 0..opts.burst_rounds {
-        // What any plugin pays in a burst: just `ip netns exec` x N.
+        // What any plugin pays in a burst: just N process starts.
         burst_baseline(
             &node,
             &fl_burst_ns,

@@ -1,6 +1,6 @@
 //! The CNI half of `flatlan-lab bench`: flatlan and the reference
 //! `bridge` + `host-local` plugins, configured for the same LAN and
-//! invoked the same way (`ip netns exec NODE plugin`, env + stdin, CNI
+//! invoked the same way (exec'd straight into the node's netns, env + stdin, CNI
 //! 1.0.0), measured interleaved so machine noise hits both alike.
 
 use std::collections::HashMap;
@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::addresses::GATEWAY;
 use crate::bench_stats::Samples;
-use crate::cni::{Attachment, CniCommand, CniInvocation, CniNetwork};
+use crate::cni::{Attachment, CniCommand, CniInvocation, CniNetwork, Launcher};
 use crate::error::{Error, Result};
 use crate::flatlan::{self, ipv4_of};
 use crate::netns::Netns;
@@ -64,6 +64,14 @@ pub(crate) fn flatlan_network(
         json!({ "cniVersion": BENCH_CNI_VERSION, "name": name, "plugins": [conf] }),
         vec![bin_dir.to_path_buf()],
     )
+    .map(direct)
+}
+
+/// Both plugins are exec'd straight into the node's namespace, as a runtime
+/// does, so the comparison is of the plugins, not of `ip netns exec`.
+fn direct(mut net: CniNetwork) -> CniNetwork {
+    net.launcher = Launcher::Direct;
+    net
 }
 
 /// The reference: Debian's `bridge` on the node's br0 (no gateway address
@@ -99,6 +107,7 @@ pub(crate) fn reference_network(state: &Path, cni_dir: &Path) -> Result<CniNetwo
         }),
         vec![cni_dir.to_path_buf()],
     )
+    .map(direct)
 }
 
 /// The attachment a kubelet would pass for pod `name` (CNI_ARGS included,
@@ -160,16 +169,17 @@ impl Contender {
     }
 }
 
-/// `ip netns exec NODE /bin/true` with the same environment and stdin as a
+/// `/bin/true` exec'd into the node the same way, with the environment and stdin of a
 /// plugin: the part of every measured ADD/DEL that is not the plugin.
 pub(crate) fn exec_baseline(node: &Netns, ns: &Netns, config: &Value) -> Result<Duration> {
     let mut inv = CniInvocation::new("/bin/true", CniCommand::Add, config.clone());
+    inv.launcher = Launcher::Direct;
     inv.container_id = "bench-baseline".into();
     inv.netns = Some(ns.path());
     let (out, took) = inv.run_timed(node)?;
     if out.exit_code != 0 {
         return Err(Error::Probe {
-            what: "ip netns exec true".into(),
+            what: "exec true in the node".into(),
             detail: format!("exit {}: {}", out.exit_code, out.stderr.trim()),
         });
     }

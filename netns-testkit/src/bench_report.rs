@@ -94,7 +94,7 @@ pub struct BenchReport {
     pub reference_del_p50_ms: Option<f64>,
     pub del_p95_ms: Option<f64>,
     pub reference_del_p95_ms: Option<f64>,
-    /// `ip netns exec NODE /bin/true` with a plugin's env and stdin.
+    /// `/bin/true` exec'd into the node like the plugins, with their env and stdin.
     pub exec_baseline_p50_ms: Option<f64>,
     /// ADD/DEL p50 minus the exec baseline: the plugins' own time.
     pub add_p50_ms_net_of_exec: Option<f64>,
@@ -109,7 +109,7 @@ pub struct BenchReport {
     /// That minus the steady-state ADD p50 with the probe off.
     pub probe_added_ms: Option<f64>,
     pub burst_wall_ms: Option<f64>,
-    /// A burst of bare `ip netns exec NODE true`: p99 and median wall time.
+    /// A burst of bare `true` execs into the node: p99 and median wall time.
     pub exec_baseline_burst_p99_ms: Option<f64>,
     pub exec_baseline_burst_wall_ms: Option<f64>,
     pub reference_burst_p99_ms: Option<f64>,
@@ -333,7 +333,7 @@ impl BenchReport {
         };
         line(
             &mut s,
-            "exec baseline (ip netns exec NODE true) p50 / p95",
+            "exec baseline (true, exec'd into the node) p50 / p95",
             format!(
                 "{} / {}",
                 fmt(self.exec_baseline_p50_ms, "ms"),
@@ -403,7 +403,7 @@ impl BenchReport {
         );
         line(
             &mut s,
-            "burst of exec baselines (ip netns exec true): p99 / wall",
+            "burst of exec baselines (true): p99 / wall",
             format!(
                 "{} / {}",
                 fmt(self.exec_baseline_burst_p99_ms, "ms"),

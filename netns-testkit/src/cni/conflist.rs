@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
-use super::{CniCommand, CniInvocation, PLUGIN_TIMEOUT};
+use super::{CniCommand, CniInvocation, Launcher, PLUGIN_TIMEOUT};
 use crate::error::{Error, Result};
 use crate::netns::Netns;
 
@@ -42,6 +42,8 @@ pub struct CniNetwork {
     /// ones it declares in `capabilities` as `runtimeConfig`.
     pub capability_args: Map<String, Value>,
     pub timeout: Duration,
+    /// How each plugin process is started; see [`Launcher`].
+    pub launcher: Launcher,
 }
 
 /// (major, minor, patch) of a CNI version string.
@@ -85,6 +87,7 @@ impl CniNetwork {
             path_dirs,
             capability_args: Map::new(),
             timeout: PLUGIN_TIMEOUT,
+            launcher: Launcher::default(),
         })
     }
 
@@ -177,6 +180,7 @@ impl CniNetwork {
         config: Value,
     ) -> Result<CniInvocation> {
         let mut inv = CniInvocation::new(self.find(index)?, command, config);
+        inv.launcher = self.launcher;
         inv.path_dirs = self.path_dirs.clone();
         inv.timeout = self.timeout;
         inv.ifname = String::new();
