@@ -3,11 +3,12 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use flatlan_ipam::frame::{ArpOp, ArpPacket, NdpMessage};
 use flatlan_ipam::mac::MacAddr;
+use nix::sys::signal::Signal;
 
 fn mac(s: &str) -> MacAddr {
     s.parse().expect("mac")
@@ -80,7 +81,7 @@ fn announces_v4_and_v6_from_exactly_one_node() {
     let mut responders: Vec<String> = text
         .lines()
         .filter(|l| l.contains("reply from") || l.contains("bytes from"))
-        .filter_map(|l| l.split(['[', ']']).nth(1).map(str::to_owned))
+        .filter_map(|l| l.split(|c| c == '[' || c == ']').nth(1).map(str::to_owned))
         .collect();
     responders.sort();
     responders.dedup();
@@ -105,5 +106,315 @@ fn announces_v4_and_v6_from_exactly_one_node() {
     assert!(
         st.contains(VIP4) && st.contains("announcing") && st.contains(&owner_mac),
         "{st}"
+    );
+}
+
+/// Starts a 20 ms ping from the client for `secs`; returns the child.
+fn ping_bg(lab: &Lab, vip: &str, secs: u32, v6: bool) -> std::process::Child {
+    let mut args = vec!["ip", "netns", "exec", lab.client.name.as_str(), "ping"];
+    if v6 {
+        args.push("-6");
+    }
+    let w = secs.to_string();
+    args.extend_from_slice(&["-n", "-i", "0.02", "-W", "0.5", "-w", &w, vip]);
+    std::process::Command::new(args[0])
+        .args(&args[1..])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ping")
+}
+
+fn ping_result(child: std::process::Child) -> (u32, Vec<u32>) {
+    let out = child.wait_with_output().expect("ping output");
+    ping_seqs(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn failover_after_kill(v6: bool) {
+    let vip = if v6 { VIP6 } else { VIP4 };
+    let mut lab = Lab::new(3);
+    for i in 0..3 {
+        lab.start(i, &[VIP4, VIP6], "");
+    }
+    let owner = lab.wait_owner(vip, Duration::from_secs(5));
+    // The client must know the VIP first (arp_accept=0 ignores GARP for
+    // unknown IPs; LAB-NOTES).
+    let mut warm = vec!["ping", "-c", "2", "-i", "0.2", "-W", "1", vip];
+    if v6 {
+        warm.insert(1, "-6");
+    }
+    let mut wargs = vec!["ip", "netns", "exec", lab.client.name.as_str()];
+    wargs.extend_from_slice(&warm);
+    let out = sh(&wargs);
+    if !out.status.success() {
+        let logs: Vec<String> = lab
+            .speakers
+            .iter()
+            .flatten()
+            .map(|s| s.log_text())
+            .collect();
+        let n = lab.client.ok(&["ip", "-6", "neigh"]);
+        panic!(
+            "warm-up ping failed: {}\nclient neigh: {n}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            logs.join("\n----\n")
+        );
+    }
+    let ping = ping_bg(&lab, vip, 5, v6);
+    std::thread::sleep(Duration::from_millis(1000));
+    let killed_at = Instant::now();
+    lab.speaker(owner).signal(Signal::SIGKILL);
+    // A crashed machine's kernel stops answering too; after a bare SIGKILL
+    // the VIP would stay on the old owner's `lo` and keep answering until
+    // the GARP moves the client, hiding the failover time.
+    let host = if v6 {
+        format!("{vip}/128")
+    } else {
+        format!("{vip}/32")
+    };
+    lab.nodes[owner].ok(&["ip", "addr", "del", &host, "dev", "lo"]);
+    lab.speaker(owner)
+        .wait(Duration::from_secs(2))
+        .expect("owner died");
+    let (sent, seqs) = ping_result(ping);
+    let gap = longest_gap(&seqs);
+    let outage = Duration::from_millis(20 * u64::from(gap));
+    eprintln!(
+        "failover ({}): {gap} pings lost in a row = {outage:?}; sent {sent}, received {}",
+        if v6 { "v6" } else { "v4" },
+        seqs.len()
+    );
+    assert!(
+        seqs.last().is_some_and(|l| *l + 10 >= sent),
+        "pings did not resume: {seqs:?}"
+    );
+    assert!(outage < Duration::from_secs(3), "outage {outage:?}");
+    let _ = killed_at;
+    // The new owner is one of the survivors and the client's cache has
+    // moved to it.
+    let new_owner = lab.wait_owner(vip, Duration::from_secs(2));
+    assert_ne!(new_owner, owner);
+    let n = if v6 {
+        lab.client
+            .ok(&["ip", "-6", "neigh", "show", vip, "dev", "eth0"])
+    } else {
+        lab.client.ok(&["ip", "neigh", "show", vip, "dev", "eth0"])
+    };
+    assert!(n.contains(&lab.nodes[new_owner].mac("eth0")), "{n}");
+    let m = lab.metrics(new_owner);
+    assert!(
+        flatlan_speaker::metrics::scrape(&m, "flatlan_speaker_failovers_total").unwrap_or(0.0)
+            >= 1.0,
+        "{m}"
+    );
+}
+
+/// The owner crashes (SIGKILL, and its VIP stops answering): the client
+/// pinging every 20 ms resumes against a survivor.
+#[test]
+fn sigkill_failover_v4() {
+    failover_after_kill(false);
+}
+
+/// The same for an IPv6 VIP (NA with O=1 moves the client's cache).
+#[test]
+fn sigkill_failover_v6() {
+    failover_after_kill(true);
+}
+
+/// Link down on the owner: peers declare it dead and a survivor takes
+/// over; the old owner releases (it is no longer eligible).
+#[test]
+fn link_down_failover() {
+    let mut lab = Lab::new(2);
+    lab.start(0, &[VIP4], "");
+    lab.start(1, &[VIP4], "");
+    let owner = lab.wait_owner(VIP4, Duration::from_secs(5));
+    lab.client
+        .ok(&["ping", "-c", "2", "-i", "0.2", "-W", "1", VIP4]);
+    let ping = ping_bg(&lab, VIP4, 4, false);
+    std::thread::sleep(Duration::from_millis(800));
+    lab.nodes[owner].ok(&["ip", "link", "set", "eth0", "down"]);
+    let (sent, seqs) = ping_result(ping);
+    let gap = longest_gap(&seqs);
+    eprintln!(
+        "link-down failover: {gap} pings lost in a row (sent {sent}, received {})",
+        seqs.len()
+    );
+    assert!(
+        seqs.last().is_some_and(|l| *l + 10 >= sent),
+        "pings did not resume"
+    );
+    assert!(gap * 20 < 3000);
+    let other = 1 - owner;
+    assert_eq!(
+        lab.speakers[other]
+            .as_ref()
+            .and_then(|s| s.vip_state(VIP4))
+            .as_deref(),
+        Some("announcing")
+    );
+    // The link comes back: still exactly one owner.
+    lab.nodes[owner].ok(&["ip", "link", "set", "eth0", "up"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    lab.wait_owner(VIP4, Duration::from_secs(3));
+}
+
+/// SIGTERM on the owner hands over make-before-break. Three trials; the
+/// restarted node wins the VIP back (another make-before-break move).
+#[test]
+fn graceful_handoff_loses_at_most_one_ping() {
+    let mut lab = Lab::new(2);
+    lab.start(0, &[VIP4], "");
+    lab.start(1, &[VIP4], "");
+    let mut losses = Vec::new();
+    for _trial in 0..3 {
+        let owner = lab.wait_owner(VIP4, Duration::from_secs(5));
+        lab.client
+            .ok(&["ping", "-c", "2", "-i", "0.2", "-W", "1", VIP4]);
+        let ping = ping_bg(&lab, VIP4, 3, false);
+        std::thread::sleep(Duration::from_millis(1000));
+        lab.speaker(owner).signal(Signal::SIGTERM);
+        let st = lab
+            .speaker(owner)
+            .wait(Duration::from_secs(3))
+            .expect("owner exited");
+        assert!(st.success(), "graceful exit status {st:?}");
+        let (sent, seqs) = ping_result(ping);
+        let lost = sent.saturating_sub(seqs.len() as u32);
+        losses.push(lost);
+        let new_owner = lab.wait_owner(VIP4, Duration::from_secs(2));
+        assert_ne!(new_owner, owner);
+        let log = lab.speakers[owner]
+            .as_ref()
+            .map(|s| s.log_text())
+            .unwrap_or_default();
+        assert!(
+            log.contains("handed_over=true"),
+            "no make-before-break:\n{log}"
+        );
+        lab.start(owner, &[VIP4], "");
+        std::thread::sleep(Duration::from_millis(800));
+    }
+    eprintln!("graceful handoff: lost pings per trial {losses:?}");
+    assert!(losses.iter().all(|l| *l <= 1), "lost pings {losses:?}");
+}
+
+/// Heartbeats with the wrong key, or a correctly signed but stale
+/// "leaving" heartbeat for the owner (a replay from an earlier life), move
+/// no VIP and are counted.
+#[test]
+fn forged_and_replayed_heartbeats_move_nothing() {
+    use flatlan_speaker::wire::{encode, Heartbeat, VipEntry};
+    let mut lab = Lab::new(2);
+    lab.start(0, &[VIP4], "");
+    lab.start(1, &[VIP4], "");
+    let owner = lab.wait_owner(VIP4, Duration::from_secs(5));
+    let other = 1 - owner;
+    let vip: std::net::IpAddr = VIP4.parse().unwrap();
+    // A name that outscores both nodes for the VIP.
+    let intruder = (0..1000)
+        .map(|i| format!("intruder-{i}"))
+        .find(|n| {
+            (0..2).all(|j| {
+                flatlan_speaker::ownership::score(n, vip)
+                    > flatlan_speaker::ownership::score(&Lab::node_name(j), vip)
+            })
+        })
+        .expect("a winning name");
+    let forged = encode(
+        &Heartbeat {
+            node: intruder,
+            nonce: u64::MAX / 2,
+            seq: 1,
+            leaving: false,
+            macs: vec![],
+            vips: vec![VipEntry {
+                addr: vip,
+                owned: true,
+            }],
+        },
+        b"not-the-lab-secret-at-all",
+    )
+    .unwrap();
+    let replay = encode(
+        &Heartbeat {
+            node: Lab::node_name(owner),
+            nonce: 1,
+            seq: 1,
+            leaving: true,
+            macs: vec![],
+            vips: vec![],
+        },
+        SECRET.as_bytes(),
+    )
+    .unwrap();
+    let targets: Vec<String> = (0..2).map(|j| format!("{}:7946", node_ip(j))).collect();
+    lab.client
+        .run(move || {
+            let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp");
+            for _ in 0..20 {
+                for t in &targets {
+                    s.send_to(&forged, t).expect("send");
+                    s.send_to(&replay, t).expect("send");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+        .join()
+        .expect("sender");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        lab.wait_owner(VIP4, Duration::from_secs(1)),
+        owner,
+        "the VIP moved"
+    );
+    let m = lab.metrics(other);
+    let auth =
+        flatlan_speaker::metrics::scrape(&m, "flatlan_speaker_heartbeat_auth_failures_total")
+            .unwrap_or(0.0);
+    let replays = flatlan_speaker::metrics::scrape(&m, "flatlan_speaker_heartbeat_replays_total")
+        .unwrap_or(0.0);
+    assert!(auth >= 20.0 && replays >= 20.0, "{m}");
+    assert!(!lab.speakers[other]
+        .as_ref()
+        .map(|s| s.log_text())
+        .unwrap_or_default()
+        .contains("member is leaving"));
+}
+
+/// A LAN device already holding the VIP: the speaker probes, refuses, and
+/// says why (log, status, metric).
+#[test]
+fn refuses_a_vip_another_device_holds() {
+    let mut lab = Lab::new(1);
+    lab.client
+        .ok(&["ip", "addr", "add", &format!("{VIP4}/24"), "dev", "eth0"]);
+    let client_mac = lab.client.mac("eth0");
+    lab.start(0, &[VIP4], "");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lab.speaker(0).vip_state(VIP4).as_deref() != Some("conflict") {
+        assert!(
+            Instant::now() < deadline,
+            "no conflict reported:\n{}",
+            lab.speaker(0).log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let st = lab.nodes[0].ok(&[BIN, "status"]);
+    assert!(st.contains("conflict") && st.contains(&client_mac), "{st}");
+    let log = lab.speaker(0).log_text();
+    assert!(
+        log.contains("refusing to announce") && log.contains(&client_mac),
+        "{log}"
+    );
+    let m = lab.metrics(0);
+    assert!(
+        flatlan_speaker::metrics::scrape(&m, "flatlan_speaker_conflicts_total").unwrap_or(0.0)
+            >= 1.0
+    );
+    assert_eq!(
+        flatlan_speaker::metrics::scrape(&m, "flatlan_speaker_garps_sent_total"),
+        Some(0.0)
     );
 }

@@ -206,6 +206,11 @@ impl Lab {
                 &ns.name,
             ]);
             switch.ok(&["ip", "link", "set", port, "master", "br0", "up"]);
+            // No DAD on the lab's fresh links: until the link-local address
+            // leaves "tentative", Linux sends no NS at all (ndisc_send_ns
+            // needs a usable link-local source), so IPv6 replies would
+            // stall for the first ~2 s of every test.
+            ns.ok(&["sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0"]);
             ns.ok(&["ip", "addr", "add", &format!("{ip4}/24"), "dev", "eth0"]);
             ns.ok(&[
                 "ip",
