@@ -644,3 +644,228 @@ pub fn announce_frames(vip: IpAddr, link: &Link) -> Vec<Action> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    const OURS: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
+    const CLIENT: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x99]);
+    const MEMBER: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x02]);
+    const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+
+    fn link() -> Link {
+        Link {
+            iface: "eth0".into(),
+            mac: OURS,
+        }
+    }
+
+    fn ann() -> (Announcer, Arc<Metrics>) {
+        let m = Arc::new(Metrics::default());
+        (Announcer::new(Timers::default(), m.clone()), m)
+    }
+
+    fn sent(acts: &[Action]) -> Vec<Vec<u8>> {
+        acts.iter()
+            .filter_map(|a| match a {
+                Action::Send { frame, .. } => Some(frame.as_bytes().to_vec()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn member(m: MacAddr) -> bool {
+        m == MEMBER
+    }
+
+    #[test]
+    fn first_claim_probes_then_announces_both_forms() {
+        let (mut a, m) = ann();
+        let t0 = Instant::now();
+        let acts = a.claim(t0, IpAddr::V4(VIP), link(), None);
+        let f = sent(&acts);
+        assert_eq!(f.len(), 1);
+        let (eth, arp) = ArpPacket::parse_frame(&f[0]).unwrap();
+        assert!(arp.is_probe() && eth.dst.is_broadcast() && arp.tpa == VIP);
+        assert!(!a.is_owned(IpAddr::V4(VIP)));
+        // Second probe half-way, then the claim.
+        assert_eq!(sent(&a.due(t0 + Duration::from_millis(50))).len(), 1);
+        let acts = a.due(t0 + Duration::from_millis(100));
+        assert_eq!(acts[0], Action::Assign(IpAddr::V4(VIP)));
+        let f = sent(&acts);
+        // Golden bytes of the two GARP forms.
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        assert_eq!(
+            hex(&f[0][..42]),
+            concat!(
+                "ffffffffffff",
+                "020000000001",
+                "0806", // broadcast, from us, ARP
+                "0001",
+                "0800",
+                "06",
+                "04",
+                "0001", // Ethernet/IPv4, request
+                "020000000001",
+                "0a000064", // sha, spa = VIP
+                "000000000000",
+                "0a000064", // tha = 0, tpa = VIP
+            )
+        );
+        assert_eq!(
+            hex(&f[1][..42]),
+            concat!(
+                "ffffffffffff",
+                "020000000001",
+                "0806", // broadcast, from us, ARP
+                "0001",
+                "0800",
+                "06",
+                "04",
+                "0002", // Ethernet/IPv4, reply
+                "020000000001",
+                "0a000064", // sha, spa = VIP
+                "020000000001",
+                "0a000064", // tha = sha, tpa = VIP
+            )
+        );
+        assert_eq!(m.garps_sent.get(), 2);
+        // garpCount rounds, then refresh.
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(sent(&a.due(t1 + Duration::from_millis(100))).len(), 2);
+        assert_eq!(sent(&a.due(t1 + Duration::from_millis(200))).len(), 2);
+        assert!(sent(&a.due(t1 + Duration::from_millis(300))).is_empty());
+        assert_eq!(
+            a.next_deadline(),
+            Some(t1 + Duration::from_millis(200) + Timers::default().refresh_interval)
+        );
+    }
+
+    #[test]
+    fn probe_answer_from_a_foreign_mac_refuses() {
+        let (mut a, m) = ann();
+        let t0 = Instant::now();
+        a.claim(t0, IpAddr::V4(VIP), link(), None);
+        // Linux answers a probe: op=2, spa=VIP, to our MAC.
+        let reply = ArpPacket::reply(CLIENT, VIP, OURS, Ipv4Addr::UNSPECIFIED).to_frame();
+        assert!(a.on_frame(t0, "eth0", &reply, &member).is_empty());
+        assert_eq!(a.conflict_mac(IpAddr::V4(VIP)), Some(CLIENT));
+        assert!(a.due(t0 + Duration::from_millis(200)).is_empty());
+        assert!(!a.is_owned(IpAddr::V4(VIP)));
+        assert_eq!(m.conflicts.get(), 1);
+        // Retried later.
+        assert_eq!(sent(&a.due(t0 + Timers::default().conflict_retry)).len(), 1);
+    }
+
+    #[test]
+    fn takeover_skips_the_probe_and_counts_a_failover() {
+        let (mut a, m) = ann();
+        let t0 = Instant::now();
+        let acts = a.claim(
+            t0,
+            IpAddr::V4(VIP),
+            link(),
+            Some(t0 - Duration::from_millis(300)),
+        );
+        assert_eq!(sent(&acts).len(), 2);
+        assert_eq!(m.failovers_total.get(), 1);
+        assert_eq!(m.failover_seconds.count(), 1);
+    }
+
+    fn owned() -> (Announcer, Arc<Metrics>, Instant) {
+        let (mut a, m) = ann();
+        let t0 = Instant::now();
+        a.claim(t0, IpAddr::V4(VIP), link(), Some(t0));
+        (a, m, t0)
+    }
+
+    #[test]
+    fn answers_broadcast_and_our_mac_requests_only() {
+        let (mut a, m, t0) = owned();
+        let asker = Ipv4Addr::new(10, 0, 0, 2);
+        let req = ArpPacket::request(CLIENT, asker, VIP);
+        let f = sent(&a.on_frame(t0, "eth0", &req.to_frame(), &member));
+        assert_eq!(f.len(), 1);
+        let (eth, r) = ArpPacket::parse_frame(&f[0]).unwrap();
+        assert_eq!(eth.dst, CLIENT, "the reply is unicast");
+        assert_eq!(
+            (r.op, r.sha, r.spa, r.tha, r.tpa),
+            (ArpOp::Reply, OURS, VIP, CLIENT, asker)
+        );
+        // Unicast to us: answered (a cache refresh).
+        let mut buf = [0u8; 64];
+        req.write_frame_to(OURS, &mut buf).unwrap();
+        assert_eq!(sent(&a.on_frame(t0, "eth0", &buf[..60], &member)).len(), 1);
+        // Unicast to someone else: not ours to answer.
+        req.write_frame_to(MEMBER, &mut buf).unwrap();
+        assert!(a.on_frame(t0, "eth0", &buf[..60], &member).is_empty());
+        // Other interface or other IP: silent.
+        assert!(a.on_frame(t0, "eth1", &req.to_frame(), &member).is_empty());
+        let other = ArpPacket::request(CLIENT, asker, Ipv4Addr::new(10, 0, 0, 7));
+        assert!(a
+            .on_frame(t0, "eth0", &other.to_frame(), &member)
+            .is_empty());
+        assert_eq!(m.arp_replies_sent.get(), 2);
+        // Released: silent.
+        assert_eq!(
+            a.release(IpAddr::V4(VIP)),
+            vec![Action::Unassign(IpAddr::V4(VIP))]
+        );
+        assert!(a.on_frame(t0, "eth0", &req.to_frame(), &member).is_empty());
+    }
+
+    #[test]
+    fn foreign_garp_raises_an_alarm_but_a_member_does_not() {
+        let (mut a, m, t0) = owned();
+        let g = ArpPacket::gratuitous_reply(MEMBER, VIP).to_frame();
+        assert!(a.on_frame(t0, "eth0", &g, &member).is_empty());
+        assert_eq!(m.foreign_answers.get(), 0);
+        let g = ArpPacket::gratuitous_request(CLIENT, VIP).to_frame();
+        let defend = sent(&a.on_frame(t0, "eth0", &g, &member));
+        assert_eq!(defend.len(), 2, "one defence round");
+        assert_eq!(m.foreign_answers.get(), 1);
+        assert_eq!(
+            a.vips()[&IpAddr::V4(VIP)].foreign.map(|f| f.0),
+            Some(CLIENT)
+        );
+        // Rate-limited defence.
+        assert!(a.on_frame(t0, "eth0", &g, &member).is_empty());
+        assert_eq!(m.foreign_answers.get(), 2);
+    }
+
+    #[test]
+    fn ipv6_unsolicited_na_has_override_and_ns_gets_solicited_na() {
+        let (mut a, m) = ann();
+        let t0 = Instant::now();
+        let vip: Ipv6Addr = "fd00::100".parse().unwrap();
+        let acts = a.claim(t0, IpAddr::V6(vip), link(), Some(t0));
+        assert!(acts.contains(&Action::JoinMulticast {
+            iface: "eth0".into(),
+            mac: solicited_node_multicast_mac(vip)
+        }));
+        let f = sent(&acts);
+        let (eth, msg) = NdpMessage::parse_frame(&f[0]).unwrap();
+        let NdpMessage::Advertisement(na) = msg else {
+            panic!("not an NA")
+        };
+        assert!(na.override_flag && !na.solicited);
+        assert_eq!(na.dst, ALL_NODES);
+        assert_eq!(eth.dst, MacAddr([0x33, 0x33, 0, 0, 0, 1]));
+        assert_eq!(na.target_ll, Some(OURS));
+
+        let client: Ipv6Addr = "fd00::2".parse().unwrap();
+        let ns = NeighborSolicitation::resolve(client, CLIENT, vip)
+            .to_frame(CLIENT, solicited_node_multicast_mac(vip))
+            .unwrap();
+        let f = sent(&a.on_frame(t0, "eth0", &ns, &member));
+        let (eth, msg) = NdpMessage::parse_frame(&f[0]).unwrap();
+        let NdpMessage::Advertisement(na) = msg else {
+            panic!("not an NA")
+        };
+        assert!(na.override_flag && na.solicited);
+        assert_eq!((eth.dst, na.dst, na.target), (CLIENT, client, vip));
+        assert_eq!(m.ns_received.get(), 1);
+    }
+}

@@ -1,5 +1,7 @@
 //! The binary refuses a bad config before doing anything (no root needed).
 
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flatlan-speaker");

@@ -1,6 +1,8 @@
 //! Privileged end-to-end tests: the real `flatlan-speaker` binary in
 //! network namespaces (see `common`). They need root and fail without it.
 
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
 mod common;
 
 use std::time::{Duration, Instant};
@@ -81,7 +83,7 @@ fn announces_v4_and_v6_from_exactly_one_node() {
     let mut responders: Vec<String> = text
         .lines()
         .filter(|l| l.contains("reply from") || l.contains("bytes from"))
-        .filter_map(|l| l.split(|c| c == '[' || c == ']').nth(1).map(str::to_owned))
+        .filter_map(|l| l.split(['[', ']']).nth(1).map(str::to_owned))
         .collect();
     responders.sort();
     responders.dedup();
@@ -162,7 +164,6 @@ fn failover_after_kill(v6: bool) {
     }
     let ping = ping_bg(&lab, vip, 5, v6);
     std::thread::sleep(Duration::from_millis(1000));
-    let killed_at = Instant::now();
     lab.speaker(owner).signal(Signal::SIGKILL);
     // A crashed machine's kernel stops answering too; after a bare SIGKILL
     // the VIP would stay on the old owner's `lo` and keep answering until
@@ -189,7 +190,6 @@ fn failover_after_kill(v6: bool) {
         "pings did not resume: {seqs:?}"
     );
     assert!(outage < Duration::from_secs(3), "outage {outage:?}");
-    let _ = killed_at;
     // The new owner is one of the survivors and the client's cache has
     // moved to it.
     let new_owner = lab.wait_owner(vip, Duration::from_secs(2));

@@ -323,8 +323,6 @@ impl Lab {
     }
 
     pub fn metrics(&self, i: usize) -> String {
-        let out = self.nodes[i].exec(&[BIN, "status", "--json"]);
-        let _ = out;
         // The metrics endpoint listens on 127.0.0.1 inside the node's netns.
         let h = self.nodes[i].run(|| {
             flatlan_speaker::http::get("127.0.0.1:7472".parse().expect("addr"), "/metrics")
