@@ -18,6 +18,18 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// The node agent could not read its Node from the API.
+    #[error("reading Node {node}: {source}")]
+    Kube {
+        node: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
+    /// The Node's spec carries something that is not a CIDR.
+    #[error("Node {node} has podCIDR {cidr:?}, which is not a CIDR")]
+    BadPodCidr { node: String, cidr: String },
+
     /// A system call or helper command failed.
     #[error("{op}: {source}")]
     Sys {

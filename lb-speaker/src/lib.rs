@@ -18,6 +18,7 @@ pub mod http;
 pub mod iface;
 pub mod membership;
 pub mod metrics;
+pub mod node_agent;
 pub mod ownership;
 pub mod packet;
 pub mod status;

@@ -29,6 +29,18 @@ enum Cmd {
         check: bool,
     },
     /// Print each VIP's owner, interface, MAC and last GARP.
+    /// Keep this node's slice of the LAN (the Node's spec.podCIDRs) in the
+    /// node-range file the flatlan CNI plugin reads.
+    NodeAgent {
+        /// This node's name (the DaemonSet passes spec.nodeName).
+        #[arg(long)]
+        node: String,
+        #[arg(long, default_value = "/var/lib/flatlan/node-range.json")]
+        range_file: PathBuf,
+        /// Seconds between reads of the Node.
+        #[arg(long, default_value_t = 30)]
+        interval: u64,
+    },
     Status {
         /// The daemon's metrics/status endpoint.
         #[arg(long, default_value = "127.0.0.1:7472")]
@@ -73,6 +85,17 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::NodeAgent {
+            node,
+            range_file,
+            interval,
+        } => match node_agent(&node, &range_file, interval) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("flatlan-speaker node-agent: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Status { addr, file, json } => {
             let st = match file {
                 Some(f) => Status::read(&f),
@@ -98,4 +121,34 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// In-cluster config (or KUBECONFIG), then sync until SIGTERM or Ctrl-C.
+fn node_agent(
+    node: &str,
+    range_file: &std::path::Path,
+    interval: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let client = kube::Client::try_default().await?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let stop = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        };
+        flatlan_speaker::node_agent::run(
+            client,
+            node,
+            range_file,
+            std::time::Duration::from_secs(interval.max(1)),
+            stop,
+        )
+        .await;
+        Ok(())
+    })
 }
