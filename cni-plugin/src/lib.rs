@@ -75,9 +75,6 @@ fn dispatch(stdin: &[u8], version: &str) -> Result<Option<Value>> {
             })?;
             let pod_ns = netns::open(path)?;
             let mut host = Socket::new()?;
-            if let Some(bridge) = netlink::Netlink::link_by_name(&mut host, &conf.bridge)? {
-                cmd::pin_bridge_mac(&mut host, &bridge);
-            }
             if conf.ensure_br_netfilter {
                 sysctl::ensure_br_netfilter()?;
             }

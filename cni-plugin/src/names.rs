@@ -12,6 +12,16 @@ pub fn host_veth(container_id: &str, ifname: &str) -> String {
 
 pub const PREFIX: &str = "fl";
 
+/// The host end's MAC: the pod's with bit 2 of the first octet flipped
+/// (`0a:58:` becomes `0e:58:`), still locally administered unicast. Known in advance, so ADD need not read it back,
+/// and stable, so a bridge whose MAC was never pinned cannot drift to a
+/// random veth address.
+pub fn host_mac(pod_mac: [u8; 6]) -> [u8; 6] {
+    let mut m = pod_mac;
+    m[0] ^= 0x04;
+    m
+}
+
 /// Whether a link name has the shape of one flatlan made.
 pub fn is_ours(name: &str) -> bool {
     name.len() == PREFIX.len() + 12
@@ -31,6 +41,15 @@ fn fnv1a(a: &str, b: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_mac_is_local_unicast_and_differs_from_the_pod() {
+        let pod = [0x0a, 0x58, 192, 168, 2, 210];
+        let host = host_mac(pod);
+        assert_eq!(host, [0x0e, 0x58, 192, 168, 2, 210]);
+        assert_eq!(host[0] & 0x01, 0, "unicast");
+        assert_eq!(host[0] & 0x02, 0x02, "locally administered");
+    }
 
     #[test]
     fn veth_names_are_stable_short_and_recognisable() {

@@ -44,6 +44,7 @@ pub fn add<H: Netlink, P: Netlink>(
         .host
         .link_by_name(&conf.bridge)?
         .ok_or_else(|| Error::BridgeNotFound(conf.bridge.clone()))?;
+    super::pin_bridge_mac(node.host, &bridge);
     let node_ips = plan::node_ips(conf, &node.host.addresses(bridge.index)?);
     let requested = conf.requested_ips(att.args.get("IP").map(String::as_str))?;
 
@@ -97,6 +98,7 @@ fn steps<H: Netlink, P: Netlink>(
     let host_name = names::host_veth(&att.container_id, &att.ifname);
     let spec = VethSpec {
         host_name: host_name.clone(),
+        host_mac: names::host_mac(mac),
         bridge_index: bridge.index,
         mtu: conf.mtu.unwrap_or(bridge.mtu),
         peer_name: att.ifname.clone(),
@@ -137,13 +139,9 @@ fn steps<H: Netlink, P: Netlink>(
     }
     crate::hook::maybe_abort("routes");
 
-    let host_link = host.link_by_name(&host_name)?;
     let host_if = Interface {
         name: host_name,
-        mac: host_link
-            .and_then(|l| l.mac)
-            .map(|m| MacAddr(m).to_string())
-            .unwrap_or_default(),
+        mac: MacAddr(names::host_mac(mac)).to_string(),
         sandbox: None,
     };
     let pod_if = Interface {

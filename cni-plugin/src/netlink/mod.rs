@@ -31,6 +31,7 @@ pub struct Link {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VethSpec {
     pub host_name: String,
+    pub host_mac: [u8; 6],
     pub bridge_index: u32,
     pub mtu: u32,
     pub peer_name: String,
