@@ -36,6 +36,15 @@ pub trait HostAddrs: Send {
     fn add(&mut self, vip: IpAddr) -> Result<()>;
     /// Removes `vip` from `lo`; absent is fine.
     fn del(&mut self, vip: IpAddr) -> Result<()>;
+    /// Adds several VIPs at once (a claim burst after a failover can move
+    /// hundreds); the default adds them one by one.
+    fn add_many(&mut self, vips: &[IpAddr]) -> Result<()> {
+        vips.iter().try_for_each(|v| self.add(*v))
+    }
+    /// Removes several VIPs; absent ones are fine.
+    fn del_many(&mut self, vips: &[IpAddr]) -> Result<()> {
+        vips.iter().try_for_each(|v| self.del(*v))
+    }
 }
 
 /// Does nothing (`assign: false`, e.g. when kube-proxy handles the VIP).
@@ -98,10 +107,62 @@ impl HostAddrs for LoopbackAssign {
         Ok(())
     }
 
+    fn add_many(&mut self, vips: &[IpAddr]) -> Result<()> {
+        if vips.len() <= 1 {
+            return vips.iter().try_for_each(|v| self.add(*v));
+        }
+        // One `ip -batch` instead of one process per VIP: 1,000 execs
+        // would stall the event loop (and the heartbeats) for seconds.
+        batch(vips.iter().map(|v| {
+            format!(
+                "addr replace {} dev lo{}",
+                host_net(*v),
+                if v.is_ipv6() { " nodad" } else { "" }
+            )
+        }))
+    }
+
+    fn del_many(&mut self, vips: &[IpAddr]) -> Result<()> {
+        // `-force` keeps going past addresses that are not there.
+        let _ = batch(
+            vips.iter()
+                .map(|v| format!("addr del {} dev lo", host_net(*v))),
+        );
+        Ok(())
+    }
+
     fn del(&mut self, vip: IpAddr) -> Result<()> {
         let net = host_net(vip);
         // Fails harmlessly (EADDRNOTAVAIL) when the address is not there.
         let _ = ip(&["addr", "del", net.as_str(), "dev", "lo"])?;
         Ok(())
     }
+}
+
+/// Runs `ip -force -batch -` with one command per line.
+fn batch(lines: impl Iterator<Item = String>) -> Result<()> {
+    use std::io::Write as _;
+    let script: String = lines.map(|l| l + "\n").collect();
+    let mut child = Command::new("ip")
+        .args(["-force", "-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::sys("ip -batch", e))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(|e| Error::sys("ip -batch", e))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Error::sys("ip -batch", e))?;
+    if !out.status.success() {
+        return Err(Error::sys(
+            "ip -batch",
+            std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+        ));
+    }
+    Ok(())
 }

@@ -149,9 +149,8 @@ impl Engine {
         };
         // A previous run may have been SIGKILLed while owning: drop its
         // leftovers so this node does not accept traffic it no longer owns.
-        for v in &cfg.vips {
-            host.del(v.address)?;
-        }
+        let all: Vec<IpAddr> = cfg.vips.iter().map(|v| v.address).collect();
+        host.del_many(&all)?;
         let (frame_tx, frame_rx) = mpsc::channel(1024);
         let nonce = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -223,6 +222,7 @@ impl Engine {
             .flatten()
             .min()
             .unwrap_or(now + Duration::from_secs(1));
+            let mut planned = true;
             tokio::select! {
                 r = udp.recv_from(&mut buf) => {
                     if let Ok((n, from)) = r {
@@ -236,12 +236,15 @@ impl Engine {
                     while let Ok((ifname, frame)) = frames.try_recv() {
                         self.on_frame(Instant::now(), &ifname, &frame);
                     }
+                    // Frames change no membership: re-plan only when a
+                    // timer is due, so an ARP storm costs no hashing.
+                    planned = Instant::now() >= wake;
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {}
                 _ = term.recv() => self.begin_leaving(Instant::now(), "SIGTERM"),
                 _ = int.recv() => self.begin_leaving(Instant::now(), "SIGINT"),
             }
-            if Instant::now() < warmup && self.leaving.is_none() {
+            if !planned || (Instant::now() < warmup && self.leaving.is_none()) {
                 continue;
             }
             if self.step(Instant::now()).await {
@@ -575,6 +578,20 @@ impl Engine {
     }
 
     fn execute(&mut self, acts: Vec<Action>) {
+        // Addresses first, in one batch, so traffic attracted by the
+        // announcements below is accepted.
+        let assign: Vec<IpAddr> = acts
+            .iter()
+            .filter_map(|a| match a {
+                Action::Assign(v) => Some(*v),
+                _ => None,
+            })
+            .collect();
+        if !assign.is_empty() {
+            if let Err(e) = self.host.add_many(&assign) {
+                tracing::error!(count = assign.len(), "assign: {e}");
+            }
+        }
         for a in acts {
             match a {
                 Action::Send { iface, frame } => {
@@ -594,11 +611,7 @@ impl Engine {
                         tracing::warn!(%iface, "send: {e}");
                     }
                 }
-                Action::Assign(vip) => {
-                    if let Err(e) = self.host.add(vip) {
-                        tracing::error!(%vip, "assign: {e}");
-                    }
-                }
+                Action::Assign(_) => {}
                 Action::Unassign(vip) => {
                     if let Err(e) = self.host.del(vip) {
                         tracing::error!(%vip, "unassign: {e}");

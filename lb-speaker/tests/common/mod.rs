@@ -333,6 +333,18 @@ impl Lab {
 
 /// Captures every frame on `eth0` of `ns` for `dur`.
 pub fn capture(ns: &Ns, dur: Duration) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
+    let h = capture_timed(ns, dur);
+    std::thread::spawn(move || {
+        h.join()
+            .expect("capture")
+            .into_iter()
+            .map(|(_, f)| f)
+            .collect()
+    })
+}
+
+/// Like [`capture`], with each frame's arrival time.
+pub fn capture_timed(ns: &Ns, dur: Duration) -> std::thread::JoinHandle<Vec<(Instant, Vec<u8>)>> {
     ns.run(move || {
         let idx = nix::net::if_::if_nametoindex("eth0").expect("eth0");
         let sock = flatlan_speaker::packet::PacketSocket::open(idx, 0x0003).expect("AF_PACKET");
@@ -341,7 +353,7 @@ pub fn capture(ns: &Ns, dur: Duration) -> std::thread::JoinHandle<Vec<Vec<u8>>> 
         let end = Instant::now() + dur;
         while Instant::now() < end {
             match sock.recv(&mut buf) {
-                Ok(Some(n)) => out.push(buf[..n].to_vec()),
+                Ok(Some(n)) => out.push((Instant::now(), buf[..n].to_vec())),
                 Ok(None) => {}
                 Err(_) => std::thread::sleep(Duration::from_millis(2)),
             }
