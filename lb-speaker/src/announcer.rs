@@ -284,8 +284,46 @@ impl Announcer {
         }
         self.metrics.announcements.inc();
         // The first round goes out now, not at the next tick: it is what
-        // moves the clients.
-        out.extend(self.due(now));
+        // moves the clients. Only this VIP's round: calling `due` here
+        // would recurse through every other VIP whose probe also ended.
+        out.extend(self.round(now, vip));
+        out
+    }
+
+    /// Sends one announcement round for an owned VIP if it is due.
+    fn round(&mut self, now: Instant, vip: IpAddr) -> Vec<Action> {
+        let Some(st) = self.vips.get_mut(&vip) else {
+            return Vec::new();
+        };
+        let Phase::Owned {
+            since,
+            rounds_left,
+            next,
+        } = st.phase
+        else {
+            return Vec::new();
+        };
+        if now < next {
+            return Vec::new();
+        }
+        let out = announce_frames(vip, &st.link);
+        self.metrics.count_announce(vip);
+        st.last_announce = Some(now);
+        if let Some(from) = st.failover_from.take() {
+            let took = now.saturating_duration_since(from);
+            self.metrics.failover_seconds.observe(took.as_secs_f64());
+            tracing::info!(%vip, latency_ms = took.as_millis() as u64, "failover: announced");
+        }
+        let (rounds_left, next) = if rounds_left > 1 {
+            (rounds_left - 1, now + self.timers.garp_interval)
+        } else {
+            (0, now + self.timers.refresh_interval)
+        };
+        st.phase = Phase::Owned {
+            since,
+            rounds_left,
+            next,
+        };
         out
     }
 
@@ -312,6 +350,7 @@ impl Announcer {
     /// Re-announces every owned VIP (on `iface`, or all if `None`) with a
     /// full burst: the link came back, or a partition healed.
     pub fn reannounce(&mut self, now: Instant, iface: Option<&str>) -> Vec<Action> {
+        // Only timers change here; `due` then sends the first round.
         let count = self.timers.garp_count;
         for st in self.vips.values_mut() {
             if iface.is_some_and(|i| i != st.link.iface) {
@@ -370,33 +409,7 @@ impl Announcer {
                         out.extend(probe_frames(vip, &st.link));
                     }
                 }
-                Phase::Owned {
-                    since,
-                    rounds_left,
-                    next,
-                } => {
-                    if now < next {
-                        continue;
-                    }
-                    out.extend(announce_frames(vip, &st.link));
-                    self.metrics.count_announce(vip);
-                    st.last_announce = Some(now);
-                    if let Some(from) = st.failover_from.take() {
-                        let took = now.saturating_duration_since(from);
-                        self.metrics.failover_seconds.observe(took.as_secs_f64());
-                        tracing::info!(%vip, latency_ms = took.as_millis() as u64, "failover: announced");
-                    }
-                    let (rounds_left, next) = if rounds_left > 1 {
-                        (rounds_left - 1, now + self.timers.garp_interval)
-                    } else {
-                        (0, now + self.timers.refresh_interval)
-                    };
-                    st.phase = Phase::Owned {
-                        since,
-                        rounds_left,
-                        next,
-                    };
-                }
+                Phase::Owned { .. } => out.extend(self.round(now, vip)),
                 Phase::Conflict { retry_at, .. } => {
                     if now >= retry_at {
                         out.extend(self.start_probe(now, vip));
@@ -867,5 +880,23 @@ mod tests {
         assert!(na.override_flag && na.solicited);
         assert_eq!((eth.dst, na.dst, na.target), (CLIENT, client, vip));
         assert_eq!(m.ns_received.get(), 1);
+    }
+
+    #[test]
+    fn many_probes_ending_together_announce_each_vip_once() {
+        let (mut a, m) = ann();
+        let t0 = Instant::now();
+        for i in 0..1000u32 {
+            a.claim(
+                t0,
+                IpAddr::V4(Ipv4Addr::from(0x0a4e_0000 + i)),
+                link(),
+                None,
+            );
+        }
+        let acts = a.due(t0 + Duration::from_millis(100));
+        assert_eq!(sent(&acts).len(), 2000);
+        assert_eq!(m.garps_sent.get(), 2000);
+        assert_eq!(a.owned().count(), 1000);
     }
 }
