@@ -38,6 +38,8 @@ pub struct Check {
 pub struct Report {
     pub header: String,
     pub pods: Vec<String>,
+    /// How the L2 load-balancer part is set up (empty if it did not run).
+    pub speaker: Vec<String>,
     pub checks: Vec<Check>,
 }
 
@@ -56,6 +58,12 @@ impl Report {
         for p in &self.pods {
             let _ = writeln!(s, "  {p}");
         }
+        if !self.speaker.is_empty() {
+            let _ = writeln!(s, "\nL2 load balancer:");
+            for l in &self.speaker {
+                let _ = writeln!(s, "  {l}");
+            }
+        }
         let _ = writeln!(s, "\nchecks:");
         for c in &self.checks {
             let mark = if c.ok { "PASS" } else { "FAIL" };
@@ -69,7 +77,7 @@ impl Report {
         s
     }
 
-    fn check(&mut self, name: impl Into<String>, f: impl FnOnce() -> Result<String>) {
+    pub(crate) fn check(&mut self, name: impl Into<String>, f: impl FnOnce() -> Result<String>) {
         let started = Instant::now();
         let (ok, detail) = match f() {
             Ok(d) => (true, d),
@@ -234,5 +242,12 @@ pub fn run(opts: &DemoOptions) -> Result<Report> {
             Ok(String::new())
         });
     }
+    // The L2 load balancer on the same lab, once the pods are gone: the
+    // speaker needs nothing from the CNI side, only the nodes' br0.
+    crate::demo_speaker::run(
+        &lab,
+        flatlan::sibling_binary("flatlan-speaker"),
+        &mut report,
+    );
     Ok(report)
 }

@@ -34,6 +34,7 @@ mod cleanup;
 pub mod cni;
 mod command;
 pub mod demo;
+mod demo_speaker;
 pub mod dns;
 mod dnsmasq;
 mod error;
