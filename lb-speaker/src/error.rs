@@ -72,6 +72,10 @@ pub enum Error {
     /// The status endpoint or file could not be read.
     #[error("status: {0}")]
     Status(String),
+
+    /// The bench could not build its lab or take a measurement.
+    #[error("bench: {0}")]
+    Bench(String),
 }
 
 impl Error {

@@ -11,6 +11,7 @@
 
 pub mod announcer;
 pub mod assign;
+pub mod bench;
 pub mod config;
 pub mod engine;
 pub mod error;

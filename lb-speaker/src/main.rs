@@ -28,7 +28,6 @@ enum Cmd {
         #[arg(long)]
         check: bool,
     },
-    /// Print each VIP's owner, interface, MAC and last GARP.
     /// Keep this node's slice of the LAN (the Node's spec.podCIDRs) in the
     /// node-range file the flatlan CNI plugin reads.
     NodeAgent {
@@ -41,6 +40,7 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         interval: u64,
     },
+    /// Print each VIP's owner, interface, MAC and last GARP.
     Status {
         /// The daemon's metrics/status endpoint.
         #[arg(long, default_value = "127.0.0.1:7472")]
@@ -49,6 +49,17 @@ enum Cmd {
         #[arg(long)]
         file: Option<PathBuf>,
         /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure failover, handoff, first GARP, ARP reply latency and RSS
+    /// in network namespaces of its own (root).
+    Bench {
+        /// Crash and graceful-handoff trials, each.
+        #[arg(long, default_value_t = 20)]
+        trials: usize,
+        /// Print one JSON object (what `flatlan-lab bench` reads) instead
+        /// of the Markdown table.
         #[arg(long)]
         json: bool,
     },
@@ -96,6 +107,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Bench { trials, json } => bench(trials, json),
         Cmd::Status { addr, file, json } => {
             let st = match file {
                 Some(f) => Status::read(&f),
@@ -119,6 +131,33 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// Measures this very binary (the daemons it spawns are `current_exe`).
+fn bench(trials: usize, json: bool) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("flatlan-speaker bench: cannot find my own binary: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut opts = flatlan_speaker::bench::BenchOptions::new(exe);
+    opts.trials = trials;
+    match flatlan_speaker::bench::run(&opts) {
+        Ok(r) => {
+            if json {
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            } else {
+                print!("{}", r.render_markdown());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("flatlan-speaker bench: {e}");
+            ExitCode::FAILURE
         }
     }
 }
