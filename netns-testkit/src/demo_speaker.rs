@@ -260,7 +260,8 @@ fn link_mac(node: &Node, dev: &str) -> Result<String> {
         })
 }
 
-/// The MAC `ns` has cached for the VIP on its `eth0`.
+/// The MAC `ns` (the client or the router) has cached for the VIP on
+/// its LAN interface, `eth0`.
 fn neighbour_mac(ns: &crate::netns::Netns) -> Result<Option<String>> {
     Ok(arp_neighbors(ns, "eth0")?
         .into_iter()
@@ -472,6 +473,30 @@ pub(crate) fn run(lab: &Lab, bin: Result<PathBuf>, report: &mut Report) {
             let replies = text.lines().filter(|l| l.contains("reply from")).count();
             Ok(format!(
                 "`arping -c 3 -I eth0 {VIP}`: {replies} replies, all from {want} ({})",
+                sp.name(o)
+            ))
+        },
+    );
+
+    report.check(
+        "speaker: the router's ARP entry for the VIP is the owner's br0 MAC",
+        || {
+            let o = owner.ok_or_else(no_owner)?;
+            let want = link_mac(sp.node(o)?, "br0")?;
+            // The router resolves the VIP like any LAN host would when it
+            // has traffic for it (replies to the internet come back this way).
+            let r = ping(&lab.router, VIP.into(), 2, Duration::from_secs(10))?;
+            let got = neighbour_mac(&lab.router)?;
+            if got.as_deref() != Some(want.as_str()) {
+                return Err(Error::Probe {
+                    what: format!("router's neighbour entry for {VIP}"),
+                    detail: format!("{got:?}, but {} owns it with {want}", sp.name(o)),
+                });
+            }
+            Ok(format!(
+                "{}/{} replies; router eth0: {VIP} lladdr {want} ({})",
+                r.received,
+                r.transmitted,
                 sp.name(o)
             ))
         },
