@@ -136,6 +136,9 @@ fn probe_lan(
         .iter()
         .zip(outcomes)
         .filter_map(|(ip, o)| match o {
+            // The MAC flatlan itself gives a pod with this address: one of
+            // our own pods (a racing ADD), never a foreign LAN host.
+            ProbeOutcome::InUse { mac, .. } if mac == MacAddr::from_ip(*ip) => None,
             ProbeOutcome::InUse { mac, .. } => Some((*ip, mac)),
             ProbeOutcome::Free => None,
         })
@@ -176,6 +179,11 @@ pub fn probe_ahead(conf: &NetConf, node_ips: &[IpAddr]) -> Result<usize> {
     let mut locked = store(conf)?.lock()?;
     locked.state.ahead_started = None;
     for ip in &candidates {
+        // An ADD may have taken the address while we probed it; its own
+        // pod then answered. That is us, not a conflict, and not "free".
+        if locked.state.allocations.iter().any(|a| a.ip == *ip) {
+            continue;
+        }
         match conflicts.iter().find(|(c, _)| c == ip) {
             Some((_, mac)) => locked.state.quarantine_ip(
                 *ip,
