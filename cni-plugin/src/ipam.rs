@@ -136,9 +136,6 @@ fn probe_lan(
         .iter()
         .zip(outcomes)
         .filter_map(|(ip, o)| match o {
-            // The MAC flatlan itself gives a pod with this address: one of
-            // our own pods (a racing ADD), never a foreign LAN host.
-            ProbeOutcome::InUse { mac, .. } if mac == MacAddr::from_ip(*ip) => None,
             ProbeOutcome::InUse { mac, .. } => Some((*ip, mac)),
             ProbeOutcome::Free => None,
         })
@@ -174,14 +171,19 @@ pub fn probe_ahead(conf: &NetConf, node_ips: &[IpAddr]) -> Result<usize> {
         locked.commit()?;
         return Ok(0);
     }
+    let started = now_secs();
     let conflicts = probe_lan(&conf.bridge, &candidates, probe.ahead_config())?;
     let now = now_secs();
     let mut locked = store(conf)?.lock()?;
     locked.state.ahead_started = None;
     for ip in &candidates {
-        // An ADD may have taken the address while we probed it; its own
-        // pod then answered. That is us, not a conflict, and not "free".
-        if locked.state.allocations.iter().any(|a| a.ip == *ip) {
+        // An ADD may have taken the address while we probed it, and its pod
+        // answered; the pod may even be DELeted again by now (its release
+        // marks the address verified). Either way the answer was ours: no
+        // conflict, and no verdict on a foreign host either.
+        let allocated = locked.state.allocations.iter().any(|a| a.ip == *ip);
+        let released_meanwhile = locked.state.verified.get(ip).is_some_and(|t| *t >= started);
+        if allocated || released_meanwhile {
             continue;
         }
         match conflicts.iter().find(|(c, _)| c == ip) {
