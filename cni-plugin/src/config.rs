@@ -47,6 +47,9 @@ pub struct NetConf {
     pub prev_result: Option<Value>,
     #[serde(default, rename = "cni.dev/valid-attachments")]
     pub valid_attachments: Option<Vec<ValidAttachment>>,
+    /// The shorthand and the `subnets` list, merged once at parse time.
+    #[serde(skip)]
+    resolved_subnets: Vec<SubnetConf>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -187,7 +190,7 @@ impl NetConf {
         // "line 1 column 263" is not.
         let value: Value =
             serde_json::from_slice(stdin).map_err(|e| Error::Decode(e.to_string()))?;
-        let conf: NetConf = serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut conf: NetConf = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
             if path.is_empty() || path == "." {
@@ -196,6 +199,7 @@ impl NetConf {
                 Error::InvalidConfig(format!("{path}: {inner}"))
             }
         })?;
+        conf.resolved_subnets = conf.merge_subnets();
         conf.validate()?;
         Ok(conf)
     }
@@ -301,7 +305,12 @@ impl NetConf {
         Ok(())
     }
 
-    pub fn subnets(&self) -> Vec<SubnetConf> {
+    /// One LAN subnet per configured family, shorthand included.
+    pub fn subnets(&self) -> &[SubnetConf] {
+        &self.resolved_subnets
+    }
+
+    fn merge_subnets(&self) -> Vec<SubnetConf> {
         let i = &self.ipam;
         let single = i.subnet.map(|subnet| SubnetConf {
             subnet,

@@ -26,31 +26,41 @@ pub fn store(conf: &NetConf) -> Result<Store> {
     Ok(Store::new(&conf.ipam.data_dir, &conf.name)?)
 }
 
-/// This node's pool for one LAN subnet. Gateways and node IPs are always
-/// excluded, whatever the ranges say.
-pub fn pool(conf: &NetConf, s: &SubnetConf, node_ips: &[IpAddr]) -> Result<Pool> {
-    let mut ranges = s.ranges.clone();
-    if ranges.is_empty() {
-        if let Some(path) = &conf.ipam.range_file {
-            let nr = NodeRange::load(path)?;
-            ranges = nr
-                .ranges
-                .into_iter()
-                .filter(|r| r.is_ipv4() == s.subnet.addr().is_ipv4())
-                .collect();
-            if ranges.is_empty() {
-                return Err(Error::InvalidConfig(format!(
-                    "node range file {} has no range in subnet {}",
-                    path.display(),
-                    s.subnet
-                )));
-            }
+/// This node's pools, one per LAN subnet. Subnets without explicit
+/// `ranges` take the node agent's range file, read once here. Gateways and
+/// node IPs are always excluded, whatever the ranges say.
+pub fn pools<'c>(conf: &'c NetConf, node_ips: &[IpAddr]) -> Result<Vec<(&'c SubnetConf, Pool)>> {
+    let from_file = match &conf.ipam.range_file {
+        Some(path) if conf.subnets().iter().any(|s| s.ranges.is_empty()) => {
+            Some((path, NodeRange::load(path)?.ranges))
         }
-    }
-    let mut exclude = s.exclude.clone();
-    exclude.extend(s.gateway.map(IpRange::single));
-    exclude.extend(node_ips.iter().copied().map(IpRange::single));
-    Ok(Pool::new(s.subnet, &ranges, &exclude)?)
+        _ => None,
+    };
+    conf.subnets()
+        .iter()
+        .map(|s| {
+            let v4 = s.subnet.addr().is_ipv4();
+            let ranges: Vec<IpRange> = match (&from_file, s.ranges.is_empty()) {
+                (Some((path, file)), true) => {
+                    let r: Vec<IpRange> =
+                        file.iter().copied().filter(|r| r.is_ipv4() == v4).collect();
+                    if r.is_empty() {
+                        return Err(Error::InvalidConfig(format!(
+                            "node range file {} has no range in subnet {}",
+                            path.display(),
+                            s.subnet
+                        )));
+                    }
+                    r
+                }
+                _ => s.ranges.clone(),
+            };
+            let mut exclude = s.exclude.clone();
+            exclude.extend(s.gateway.map(IpRange::single));
+            exclude.extend(node_ips.iter().copied().map(IpRange::single));
+            Ok((s, Pool::new(s.subnet, &ranges, &exclude)?))
+        })
+        .collect()
 }
 
 /// What [`allocate`] took, and what still needs a conflict probe.
@@ -80,8 +90,9 @@ pub fn allocate_checked(
     bridge: &str,
 ) -> Result<(Vec<Assigned>, bool)> {
     let probe = &conf.ipam.probe;
+    let pools = pools(conf, node_ips)?;
     for _ in 0..=MAX_CONFLICTS {
-        let a = allocate(conf, att, node_ips, requested)?;
+        let a = allocate(conf, att, &pools, requested)?;
         if !probe.enabled || a.unverified.is_empty() {
             return Ok((a.assigned, a.want_ahead));
         }
@@ -89,7 +100,11 @@ pub fn allocate_checked(
         let conflicts = match probe_lan(bridge, &a.unverified, probe.sync_config()) {
             Ok(c) => c,
             Err(e) => {
-                release(conf, &att.container_id, &att.ifname)?;
+                // The probe's failure is what the runtime must see; a failed
+                // release only adds a log line (DEL or GC frees it later).
+                if let Err(r) = release(conf, &att.container_id, &att.ifname) {
+                    warn!("releasing after a failed probe: {r}");
+                }
                 return Err(e);
             }
         };
@@ -202,23 +217,15 @@ pub fn probe_ahead(conf: &NetConf, node_ips: &[IpAddr]) -> Result<usize> {
     Ok(candidates.len())
 }
 
-fn pools(conf: &NetConf, node_ips: &[IpAddr]) -> Result<Vec<(SubnetConf, Pool)>> {
-    conf.subnets()
-        .into_iter()
-        .map(|s| pool(conf, &s, node_ips).map(|p| (s, p)))
-        .collect()
-}
-
 /// Allocates one address per configured subnet, durably, before any link
 /// exists: a crash after this point leaves a store entry that DEL or GC
 /// frees, never an interface with an address the store does not know.
 fn allocate(
     conf: &NetConf,
     att: &Attachment,
-    node_ips: &[IpAddr],
+    pools: &[(&SubnetConf, Pool)],
     requested: &[IpAddr],
 ) -> Result<Allocated> {
-    let pools = pools(conf, node_ips)?;
     for ip in requested {
         if !pools.iter().any(|(s, _)| s.subnet.contains(ip)) {
             return Err(flatlan_ipam::Error::RequestedOutsideRange {
@@ -260,7 +267,7 @@ fn allocate(
     let mut out = Vec::new();
     let mut unverified = Vec::new();
     let mut want_ahead = false;
-    for (s, pool) in &pools {
+    for (s, pool) in pools {
         let v4 = s.subnet.addr().is_ipv4();
         let state = &locked.state;
         let sticky = key

@@ -73,6 +73,9 @@ fn dispatch(stdin: &[u8], version: &str) -> Result<Option<Value>> {
                 var: "CNI_NETNS",
                 reason: "required for ADD".into(),
             })?;
+            // Everything the runtime sent is validated before the first
+            // change to the node (the sysctl below).
+            let requested = conf.requested_ips(att.args.get("IP").map(String::as_str))?;
             let pod_ns = netns::open(path)?;
             let mut host = Socket::new()?;
             if conf.ensure_br_netfilter {
@@ -93,7 +96,7 @@ fn dispatch(stdin: &[u8], version: &str) -> Result<Option<Value>> {
                     Socket::new()
                 })
             };
-            let added = cmd::add::add(&conf, att, node, prepare_pod)?;
+            let added = cmd::add::add(&conf, att, &requested, node, prepare_pod)?;
             if added.probe_ahead {
                 spawn_probe_ahead(stdin);
             }

@@ -34,9 +34,12 @@ pub struct Added {
     pub probe_ahead: bool,
 }
 
+/// `requested` comes from [`NetConf::requested_ips`], parsed by the caller
+/// before anything on the node changes.
 pub fn add<H: Netlink, P: Netlink>(
     conf: &NetConf,
     att: &Attachment,
+    requested: &[std::net::IpAddr],
     node: Node<'_, H>,
     open_pod: impl FnOnce(&File) -> Result<P>,
 ) -> Result<Added> {
@@ -46,14 +49,13 @@ pub fn add<H: Netlink, P: Netlink>(
         .ok_or_else(|| Error::BridgeNotFound(conf.bridge.clone()))?;
     super::pin_bridge_mac(node.host, &bridge);
     let node_ips = plan::node_ips(conf, &node.host.addresses(bridge.index)?);
-    let requested = conf.requested_ips(att.args.get("IP").map(String::as_str))?;
 
     let mut undo = Vec::new();
     let out = steps(
         conf,
         att,
         &node_ips,
-        &requested,
+        requested,
         &bridge,
         node.host,
         node.pod_ns,
@@ -153,4 +155,132 @@ fn steps<H: Netlink, P: Netlink>(
         result: plan::result(host_if, pod_if, &assigned, &pod_plan),
         probe_ahead,
     })
+}
+
+/// ADD against the recording fake: the order of operations and the undo
+/// stack, without root.
+#[cfg(test)]
+mod tests {
+    use std::fs::File;
+
+    use super::*;
+    use crate::netlink::fake::Fake;
+
+    fn conf(dir: &std::path::Path) -> NetConf {
+        std::fs::write(dir.join("boot_id"), "b1\n").unwrap();
+        let v = serde_json::json!({
+            "cniVersion": "1.1.0", "name": "lan", "type": "flatlan",
+            "serviceCIDRs": ["10.43.0.0/16"],
+            "ipam": {"subnet": "192.168.2.0/24", "gateway": "192.168.2.1",
+                     "ranges": ["192.168.2.210-192.168.2.211"],
+                     "dataDir": dir.join("data"), "bootIdPath": dir.join("boot_id"),
+                     "probe": {"enabled": false}}
+        });
+        NetConf::parse(v.to_string().as_bytes()).unwrap()
+    }
+
+    fn att() -> Attachment {
+        Attachment {
+            container_id: "c1".into(),
+            netns: Some("/run/netns/p".into()),
+            ifname: "eth0".into(),
+            args: Default::default(),
+        }
+    }
+
+    /// A node with br0 at 192.168.2.11, and a pod fake that gets an eth0
+    /// (the kernel would create it with the veth) and may fail on `fail_on`.
+    fn run(dir: &std::path::Path, fail_on: Option<&str>) -> (Result<Added>, Fake) {
+        let conf = conf(dir);
+        let mut host = Fake::with_bridge("br0");
+        let br = host.links["br0"].index;
+        host.addrs.push((br, "192.168.2.11/24".parse().unwrap()));
+        let mut pod = Fake::default();
+        pod.insert("eth0", Some("veth"));
+        pod.fail_on = fail_on.map(str::to_string);
+        let ns = File::open("/dev/null").unwrap();
+        let r = add(
+            &conf,
+            &att(),
+            &[],
+            Node {
+                host: &mut host,
+                pod_ns: &ns,
+            },
+            |_| Ok(pod),
+        );
+        (r, host)
+    }
+
+    #[test]
+    fn success_creates_the_veth_then_addresses_and_routes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, host) = run(dir.path(), None);
+        let added = r.unwrap();
+        let veth = names::host_veth("c1", "eth0");
+        assert_eq!(host.log, [format!("create_veth {veth} peer eth0")]);
+        let j = added.result.to_json("1.1.0");
+        assert_eq!(j["ips"][0]["address"], "192.168.2.210/24");
+        assert_eq!(j["routes"][1]["dst"], "10.43.0.0/16");
+        assert_eq!(j["routes"][1]["gw"], "192.168.2.11");
+        assert_eq!(j["interfaces"][0]["mac"], "0e:58:c0:a8:02:d2");
+        let state = flatlan_ipam::Store::new(&dir.path().join("data"), "lan")
+            .unwrap()
+            .peek()
+            .unwrap();
+        assert_eq!(state.allocations.len(), 1);
+    }
+
+    #[test]
+    fn a_failure_in_the_pod_undoes_the_veth_and_the_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, host) = run(dir.path(), Some("add_route"));
+        let e = r.err().expect("ADD must fail");
+        assert_eq!(e.code(), crate::error::code::NETLINK, "{e}");
+        let veth = names::host_veth("c1", "eth0");
+        assert_eq!(
+            host.log,
+            [
+                format!("create_veth {veth} peer eth0"),
+                format!("delete_link {veth}")
+            ],
+            "the veth is removed in reverse order"
+        );
+        let state = flatlan_ipam::Store::new(&dir.path().join("data"), "lan")
+            .unwrap()
+            .peek()
+            .unwrap();
+        assert!(state.allocations.is_empty(), "the address is released");
+    }
+
+    #[test]
+    fn an_existing_host_veth_is_reported_and_not_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = conf(dir.path());
+        let mut host = Fake::with_bridge("br0");
+        host.insert(&names::host_veth("c1", "eth0"), Some("veth"));
+        let ns = File::open("/dev/null").unwrap();
+        let r = add(
+            &conf,
+            &att(),
+            &[],
+            Node {
+                host: &mut host,
+                pod_ns: &ns,
+            },
+            |_| Ok(Fake::default()),
+        );
+        let e = r.err().expect("ADD must fail");
+        assert_eq!(e.code(), crate::error::code::INTERFACE_EXISTS, "{e}");
+        assert!(
+            !host.log.iter().any(|l| l.starts_with("delete_link")),
+            "someone else's veth survives: {:?}",
+            host.log
+        );
+        let state = flatlan_ipam::Store::new(&dir.path().join("data"), "lan")
+            .unwrap()
+            .peek()
+            .unwrap();
+        assert!(state.allocations.is_empty());
+    }
 }

@@ -56,10 +56,7 @@ pub fn check<H: Netlink, P: Netlink>(
     let assigned: Vec<Assigned> = allocs
         .iter()
         .filter_map(|a| {
-            let s = conf
-                .subnets()
-                .into_iter()
-                .find(|s| s.subnet.contains(&a.ip))?;
+            let s = conf.subnets().iter().find(|s| s.subnet.contains(&a.ip))?;
             Some(Assigned {
                 address: ipnet::IpNet::new(a.ip, a.prefix_len).ok()?,
                 gateway: s.gateway,

@@ -33,18 +33,18 @@ pub fn gc(conf: &NetConf, host: &mut impl Netlink) -> Result<()> {
     freed.extend(locked.state.gc(&valid, now));
     locked.commit()?;
 
+    // Veths of valid attachments, and of allocations GC kept (an ADD still
+    // running), stay.
     let keep: HashSet<String> = valid
         .iter()
+        .map(|(c, i)| names::host_veth(c, i))
         .chain(
             locked
                 .state
                 .allocations
                 .iter()
-                .map(|a| (a.container_id.clone(), a.ifname.clone()))
-                .collect::<Vec<_>>()
-                .iter(),
+                .map(|a| names::host_veth(&a.container_id, &a.ifname)),
         )
-        .map(|(c, i)| names::host_veth(c, i))
         .collect();
     let bridge = host.link_by_name(&conf.bridge)?;
     let mut removed = 0;

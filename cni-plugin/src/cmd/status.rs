@@ -28,10 +28,8 @@ pub fn status(conf: &NetConf, host: &mut impl Netlink) -> Result<()> {
         ));
     }
     let node_ips = crate::plan::node_ips(conf, &host.addresses(bridge.index)?);
-    for s in conf.subnets() {
-        if let Err(e) = ipam::pool(conf, &s, &node_ips) {
-            return not_ready(e.to_string());
-        }
+    if let Err(e) = ipam::pools(conf, &node_ips) {
+        return not_ready(e.to_string());
     }
     if let Err(e) = ipam::store(conf)?.lock() {
         return not_ready(format!("allocation store unusable: {e}"));
