@@ -33,11 +33,12 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("allocation store {path} is corrupt ({reason}); it was moved aside to {moved_to} and a fresh store was started")]
+    #[error("allocation store {path} is corrupt ({reason}); {action}")]
     Corrupt {
         path: PathBuf,
         reason: String,
-        moved_to: PathBuf,
+        /// What happened to it, or what the operator can do.
+        action: String,
     },
 
     #[error("node range file {path}: {reason}")]

@@ -303,7 +303,7 @@ impl Store {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
                 path: self.dir.join(STATE),
                 reason: e.to_string(),
-                moved_to: PathBuf::new(),
+                action: "the next CNI command moves it aside and starts afresh".into(),
             }),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(State::default()),
             Err(e) => Err(Error::io("read", self.dir.join(STATE), e)),
@@ -330,7 +330,10 @@ impl Store {
                     Some(Error::Corrupt {
                         path,
                         reason: e.to_string(),
-                        moved_to,
+                        action: format!(
+                            "it was moved aside to {} and a fresh store was started",
+                            moved_to.display()
+                        ),
                     }),
                 ))
             }
