@@ -26,9 +26,10 @@ fn is_stale(name: &str, filter: Option<&str>) -> bool {
 /// Namespaces of live processes are never touched, so this is safe to run
 /// while other tests are building labs.
 ///
-/// Processes still running inside a stale namespace (an avahi-daemon whose
-/// parent test died) were started by the testkit; they are killed by PID,
-/// because a namespace lives on, unnamed, as long as a process is in it.
+/// Testkit daemons still running inside a stale namespace (an avahi-daemon
+/// whose parent test died) are killed by PID, since a namespace lives on,
+/// unnamed, as long as a process is in it. Any other process there is left
+/// alone and logged.
 ///
 /// Returns the names of the namespaces removed.
 pub fn cleanup_stale(prefix_filter: Option<&str>) -> Result<Vec<String>> {
@@ -62,7 +63,17 @@ pub fn cleanup_stale(prefix_filter: Option<&str>) -> Result<Vec<String>> {
     Ok(removed)
 }
 
-/// SIGKILLs every process whose network namespace is the one bound at
+/// Process names (`/proc/PID/comm`) of what the lab, the demo and the bench
+/// start inside their namespaces.
+const TESTKIT_DAEMONS: &[&str] = &[
+    "avahi-daemon",
+    "dnsmasq",
+    "iperf3",
+    "flatlan-speaker",
+    "flatlan",
+];
+
+/// SIGKILLs the testkit daemons whose network namespace is the one bound at
 /// `ns_path` (what `ip netns pids` finds, without a process).
 fn kill_processes_in(ns_path: &Path) {
     let Ok(target) = std::fs::metadata(ns_path) else {
@@ -83,7 +94,15 @@ fn kill_processes_in(ns_path: &Path) {
             continue;
         };
         if ns.ino() == target.ino() && ns.dev() == target.dev() {
-            tracing::info!(pid, ns = %ns_path.display(), "killing process left in stale namespace");
+            let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            let comm = comm.trim();
+            // Only the daemons the testkit itself starts are ended; anything
+            // else (someone's `ip netns exec bash`) is left alone and named.
+            if !TESTKIT_DAEMONS.contains(&comm) {
+                tracing::warn!(pid, comm, ns = %ns_path.display(), "not ours to kill; left running");
+                continue;
+            }
+            tracing::info!(pid, comm, ns = %ns_path.display(), "killing testkit daemon left in stale namespace");
             if let Err(e) = kill(Pid::from_raw(pid), Signal::SIGKILL) {
                 tracing::warn!(pid, error = %e, "cannot kill");
             }

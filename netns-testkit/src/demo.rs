@@ -110,7 +110,7 @@ pub fn run(opts: &DemoOptions) -> Result<Report> {
         .map(PathBuf::from)
         .ok_or_else(|| Error::InvalidConfig(format!("bad plugin path {}", plugin.display())))?;
     let lab = LabConfig::new().nodes(2).with_avahi_device(true).build()?;
-    let state = ScratchDir::new("demo")?;
+    let state = ScratchDir::new(&format!("{}-demo", lab.name_prefix()))?;
     flatlan::init_state(state.path(), 2)?;
 
     let mut report = Report {

@@ -290,7 +290,7 @@ fn concurrent_labs_do_not_interfere() {
 #[test]
 fn lab_dropped_during_a_panic_leaves_nothing() {
     setup();
-    let mut seen: Option<(String, u32)> = None;
+    let mut seen: Option<(String, u32, usize)> = None;
     let result = catch_unwind(AssertUnwindSafe(|| {
         let lab = LabConfig::new()
             .nodes(1)
@@ -303,12 +303,18 @@ fn lab_dropped_during_a_panic_leaves_nothing() {
             .into_iter()
             .find(|(name, _)| *name == "avahi")
             .map_or(0, |(_, pid)| pid);
-        seen = Some((lab.name_prefix().to_owned(), avahi_pid));
-        assert!(our_namespaces(lab.name_prefix()).len() >= 5);
+        // Counted here, asserted outside: a failed assert in here would be
+        // swallowed by catch_unwind as if it were the deliberate panic.
+        let built = our_namespaces(lab.name_prefix()).len();
+        seen = Some((lab.name_prefix().to_owned(), avahi_pid, built));
         panic!("deliberate panic with a live lab");
     }));
     assert!(result.is_err(), "the closure panicked");
-    let (prefix, avahi_pid) = seen.expect("lab was built");
+    let (prefix, avahi_pid, built) = seen.expect("lab was built");
+    assert!(
+        built >= 5,
+        "the lab had only {built} namespaces before the panic"
+    );
     let left = our_namespaces(&prefix);
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
     assert_ne!(
@@ -451,14 +457,16 @@ fn netns_run_spawn_and_exec_stay_inside() {
     let ns = Netns::new("basics").expect("netns");
     assert!(ns.path().exists());
     // A socket made in `run` belongs to the namespace: its loopback is not
-    // the host's, so a host connection never reaches it.
+    // another namespace's, so a connection from a second namespace never
+    // reaches it. (The probe runs in a namespace of ours, never the host's.)
     let server = probe::tcp_serve(&ns, "127.0.0.1:0".parse().expect("addr")).expect("serve");
     let addr = server.local_addr();
-    let _ = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+    let other = Netns::new("basics2").expect("second netns");
+    let _ = probe::tcp_request(&other, addr, b"x", Duration::from_millis(200));
     std::thread::sleep(Duration::from_millis(50));
     assert!(
         server.peers().is_empty(),
-        "host reached the namespace's loopback"
+        "another namespace reached this namespace's loopback"
     );
     let reply = probe::tcp_request(&ns, addr, b"hi", Duration::from_secs(2)).expect("echo inside");
     assert_eq!(reply.reply, b"hi");

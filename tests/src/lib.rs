@@ -207,7 +207,10 @@ pub fn store_state(data_dir: &Path) -> Value {
     let p = data_dir.join("lan").join("state.json");
     match std::fs::read(&p) {
         Ok(b) => serde_json::from_slice(&b).expect("store is valid JSON"),
-        Err(_) => json!({"allocations": []}),
+        // No store yet is an empty store; any other error must not read as
+        // "nothing leaked".
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => json!({"allocations": []}),
+        Err(e) => panic!("reading {}: {e}", p.display()),
     }
 }
 
@@ -252,7 +255,22 @@ pub fn run_raw(node: &Netns, env: &[(&str, &str)], stdin: &[u8]) -> RawRun {
     if let Some(mut i) = child.stdin.take() {
         let _ = i.write_all(stdin);
     }
-    let out = child.wait_with_output().expect("wait flatlan");
+    // A hung plugin must fail the test, not hang CI.
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+        Ok(out) => out.expect("wait flatlan"),
+        Err(_) => {
+            // Still unreaped, so this PID is the child we started.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("flatlan did not finish within 30 s");
+        }
+    };
     RawRun {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -311,4 +329,17 @@ pub fn store_files(data_dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     v.sort();
     v
+}
+
+/// The pod interface's MAC from a CNI result; panics if absent, so two
+/// missing fields can never compare equal.
+pub fn pod_mac(result: &Value) -> String {
+    result["interfaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i.get("sandbox").is_some())
+        .and_then(|i| i["mac"].as_str())
+        .unwrap_or_else(|| panic!("no pod interface in {result}"))
+        .to_owned()
 }

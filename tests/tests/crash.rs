@@ -46,12 +46,26 @@ fn crash_then(cleanup: &str) {
             "step {step}: expected death by SIGKILL, got {:?} {}",
             run.code, run.stdout
         );
-        // The store must be intact whatever the moment of death.
+        // The store must be intact whatever the moment of death, and the
+        // crash must have left something to clean up, or the checks below
+        // would pass without DEL or GC doing anything.
         let state = store_state(&l.data_dir(1));
         assert!(
             state["allocations"].is_array(),
             "step {step}: store unreadable: {state}"
         );
+        assert_eq!(
+            allocation_count(&l.data_dir(1)),
+            1,
+            "step {step}: nothing was allocated"
+        );
+        let veth_step = STEPS
+            .iter()
+            .position(|s| *s == "veth")
+            .unwrap_or(usize::MAX);
+        if i >= veth_step {
+            assert_eq!(pod_veths(node).len(), 1, "step {step}: no veth to clean up");
+        }
 
         match cleanup {
             "DEL" => {

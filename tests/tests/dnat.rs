@@ -107,7 +107,7 @@ fn without_bridge_netfilter_status_is_not_ready_and_add_repairs_it() {
     let net = l.network_with(1, |c| c["ensureBrNetfilter"] = false.into());
     let err = net.status(node).expect_err("STATUS must report not-ready");
     let msg = err.to_string();
-    assert!(msg.contains("50") || msg.contains("not ready"), "{msg}");
+    assert_eq!(err.cni_code(), Some(50), "{msg}");
     assert!(msg.contains("bridge-nf-call-iptables"), "{msg}");
 
     // With the default (ensureBrNetfilter: true) STATUS turns the hook on.
@@ -150,4 +150,14 @@ fn clusterip_breaks_without_bridge_netfilter() {
         r.is_err(),
         "expected the asymmetric reply to break the connection, got {r:?}"
     );
+    // The same request works once the hook is on: the failure above came
+    // from the asymmetric reply, not from a broken server, rule or pod.
+    for n in 1..=2 {
+        l.node_ns(n)
+            .exec_ok(&["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"])
+            .expect("sysctl");
+    }
+    let reply = tcp_request(&client.ns, SocketAddr::new(cluster_ip.into(), 80), b"x", T)
+        .expect("with bridge-nf on, the same ClusterIP request completes");
+    assert_eq!(reply.reply, b"x");
 }

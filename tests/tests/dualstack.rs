@@ -7,7 +7,8 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use flatlan_e2e::{
-    allocation_count, bin_dir, ipam_ls, plugin_conf_dual, pod_ipv4, pod_ipv6, settle_store, FlatLab,
+    allocation_count, bin_dir, ipam_ls, plugin_conf_dual, pod_ipv4, pod_ipv6, pod_mac,
+    settle_store, FlatLab,
 };
 use netns_testkit::cni::CniNetwork;
 use netns_testkit::probe::{arp_neighbors, ping};
@@ -63,17 +64,6 @@ fn sysctl(ns: &Netns, key: &str) -> String {
         .exec_ok(&["cat", &format!("/proc/sys/net/ipv6/conf/{key}")])
         .expect("read sysctl");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn pod_mac(result: &Value) -> String {
-    result["interfaces"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|i| i.get("sandbox").is_some())
-        .and_then(|i| i["mac"].as_str())
-        .unwrap_or_else(|| panic!("no pod interface in {result}"))
-        .to_owned()
 }
 
 /// Inside node `node`'s `fd00:2::N:0/112` slice ([`flatlan_e2e::node_slice6`]).

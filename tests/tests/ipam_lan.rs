@@ -79,7 +79,7 @@ fn a_pod_gets_its_address_and_mac_back_across_restarts_and_reboots() {
     let node = l.node_ns(1);
     let _other = l.pod(1, "other");
     let ha = l.pod(1, "homeassistant");
-    let (ip, mac) = (ha.ip, ha.result["interfaces"][1]["mac"].clone());
+    let (ip, mac) = (ha.ip, flatlan_e2e::pod_mac(&ha.result));
     net.del(node, &ha.att, Some(&ha.result)).expect("DEL");
     // Someone else starts in between; the freed address stays reserved for
     // its owner while other addresses are free.
@@ -87,10 +87,7 @@ fn a_pod_gets_its_address_and_mac_back_across_restarts_and_reboots() {
 
     let again = l.pod_as(&net, 1, "ha-2", "homeassistant");
     assert_eq!(again.ip, ip, "same pod identity, same address");
-    assert_eq!(
-        again.result["interfaces"][1]["mac"], mac,
-        "and the same MAC"
-    );
+    assert_eq!(flatlan_e2e::pod_mac(&again.result), mac, "and the same MAC");
 
     // A node reboot (new boot ID) reclaims the allocation; the identity
     // still gets its address back.
@@ -101,7 +98,7 @@ fn a_pod_gets_its_address_and_mac_back_across_restarts_and_reboots() {
         .expect("pod gone");
     let after_reboot = l.pod_as(&net, 1, "ha-3", "homeassistant");
     assert_eq!(after_reboot.ip, ip, "same address after a reboot");
-    assert_eq!(after_reboot.result["interfaces"][1]["mac"], mac);
+    assert_eq!(flatlan_e2e::pod_mac(&after_reboot.result), mac);
     settle_store(&l.data_dir(1));
 }
 
