@@ -78,6 +78,40 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The VIP this action is about: for a frame, the address it claims,
+    /// probes or answers for (ARP sender or target, NDP target). `None` for
+    /// multicast membership, which is per group MAC, not per VIP.
+    pub fn vip(&self) -> Option<IpAddr> {
+        match self {
+            Action::Assign(v) | Action::Unassign(v) => Some(*v),
+            Action::Send { frame, .. } => frame_vip(frame.as_bytes()),
+            Action::JoinMulticast { .. } | Action::LeaveMulticast { .. } => None,
+        }
+    }
+}
+
+/// The address an ARP or NDP frame is about, as [`Action::vip`] describes.
+fn frame_vip(frame: &[u8]) -> Option<IpAddr> {
+    match flatlan_ipam::frame::ether::peek_ethertype(frame) {
+        Some(EtherType::ARP) => {
+            let (_, arp) = ArpPacket::parse_frame(frame).ok()?;
+            // A probe's sender is 0.0.0.0; what it asks about is the target.
+            let about = if arp.spa.is_unspecified() {
+                arp.tpa
+            } else {
+                arp.spa
+            };
+            Some(IpAddr::V4(about))
+        }
+        Some(EtherType::IPV6) => {
+            let (_, msg) = NdpMessage::parse_frame(frame).ok()?;
+            Some(IpAddr::V6(msg.target()))
+        }
+        _ => None,
+    }
+}
+
 /// Sends frames: the seam between the pure announcer and `AF_PACKET`.
 pub trait FrameSink {
     /// Sends one frame on `iface`.
@@ -880,6 +914,28 @@ mod tests {
         assert!(na.override_flag && na.solicited);
         assert_eq!((eth.dst, na.dst, na.target), (CLIENT, client, vip));
         assert_eq!(m.ns_received.get(), 1);
+    }
+
+    #[test]
+    fn every_frame_names_its_vip() {
+        let v4 = IpAddr::V4(VIP);
+        let v6: IpAddr = "fd00::100".parse().unwrap();
+        for vip in [v4, v6] {
+            let frames: Vec<Action> = probe_frames(vip, &link())
+                .into_iter()
+                .chain(announce_frames(vip, &link()))
+                .collect();
+            assert!(!frames.is_empty());
+            for a in frames {
+                assert_eq!(a.vip(), Some(vip), "{a:?}");
+            }
+        }
+        // An ARP reply for an owned VIP names the VIP, not the asker.
+        let (mut a, _, t0) = owned();
+        let req = ArpPacket::request(CLIENT, Ipv4Addr::new(10, 0, 0, 2), VIP).to_frame();
+        let acts = a.on_frame(t0, "eth0", &req, &member);
+        assert_eq!(acts.len(), 1);
+        assert_eq!(acts[0].vip(), Some(v4));
     }
 
     #[test]

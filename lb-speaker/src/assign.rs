@@ -34,17 +34,33 @@ pub trait HostAddrs: Send {
     fn prepare_iface(&mut self, iface: &str) -> Result<()>;
     /// Adds `vip` to `lo`.
     fn add(&mut self, vip: IpAddr) -> Result<()>;
-    /// Removes `vip` from `lo`; absent is fine.
+    /// Removes `vip` from `lo`; absent is fine (see [`is_absent`]).
     fn del(&mut self, vip: IpAddr) -> Result<()>;
     /// Adds several VIPs at once (a claim burst after a failover can move
-    /// hundreds); the default adds them one by one.
-    fn add_many(&mut self, vips: &[IpAddr]) -> Result<()> {
-        vips.iter().try_for_each(|v| self.add(*v))
+    /// hundreds) and returns the ones that could not be added: the caller
+    /// must not announce those. The default adds them one by one.
+    fn add_many(&mut self, vips: &[IpAddr]) -> Vec<(IpAddr, Error)> {
+        vips.iter()
+            .filter_map(|v| self.add(*v).err().map(|e| (*v, e)))
+            .collect()
     }
-    /// Removes several VIPs; absent ones are fine.
-    fn del_many(&mut self, vips: &[IpAddr]) -> Result<()> {
-        vips.iter().try_for_each(|v| self.del(*v))
+    /// Removes several VIPs and returns the ones that could not be removed
+    /// (absent ones are fine and not returned). One failure does not stop
+    /// the others.
+    fn del_many(&mut self, vips: &[IpAddr]) -> Vec<(IpAddr, Error)> {
+        vips.iter()
+            .filter_map(|v| self.del(*v).err().map(|e| (*v, e)))
+            .collect()
     }
+}
+
+/// True if `ip addr del` failed only because the address was not there:
+/// EADDRNOTAVAIL, which iproute2 prints as the errno text on older kernels
+/// and as the kernel's extack message ("Address not found") on newer ones.
+/// Any other failure may leave the VIP on `lo` and must be reported.
+pub fn is_absent(msg: &str) -> bool {
+    msg.contains("Cannot assign requested address")
+        || msg.to_ascii_lowercase().contains("address not found")
 }
 
 /// Does nothing (`assign: false`, e.g. when kube-proxy handles the VIP).
@@ -107,42 +123,82 @@ impl HostAddrs for LoopbackAssign {
         Ok(())
     }
 
-    fn add_many(&mut self, vips: &[IpAddr]) -> Result<()> {
+    fn add_many(&mut self, vips: &[IpAddr]) -> Vec<(IpAddr, Error)> {
         if vips.len() <= 1 {
-            return vips.iter().try_for_each(|v| self.add(*v));
+            return vips
+                .iter()
+                .filter_map(|v| self.add(*v).err().map(|e| (*v, e)))
+                .collect();
         }
         // One `ip -batch` instead of one process per VIP: 1,000 execs
         // would stall the event loop (and the heartbeats) for seconds.
-        batch(vips.iter().map(|v| {
-            format!(
-                "addr replace {} dev lo{}",
-                host_net(*v),
-                if v.is_ipv6() { " nodad" } else { "" }
-            )
-        }))
+        let lines: Vec<String> = vips
+            .iter()
+            .map(|v| {
+                format!(
+                    "addr replace {} dev lo{}",
+                    host_net(*v),
+                    if v.is_ipv6() { " nodad" } else { "" }
+                )
+            })
+            .collect();
+        per_vip(vips, batch(&lines), |_| false)
     }
 
-    fn del_many(&mut self, vips: &[IpAddr]) -> Result<()> {
-        // `-force` keeps going past addresses that are not there.
-        let _ = batch(
-            vips.iter()
-                .map(|v| format!("addr del {} dev lo", host_net(*v))),
-        );
-        Ok(())
+    fn del_many(&mut self, vips: &[IpAddr]) -> Vec<(IpAddr, Error)> {
+        let lines: Vec<String> = vips
+            .iter()
+            .map(|v| format!("addr del {} dev lo", host_net(*v)))
+            .collect();
+        per_vip(vips, batch(&lines), is_absent)
     }
 
     fn del(&mut self, vip: IpAddr) -> Result<()> {
         let net = host_net(vip);
-        // Fails harmlessly (EADDRNOTAVAIL) when the address is not there.
-        let _ = ip(&["addr", "del", net.as_str(), "dev", "lo"])?;
-        Ok(())
+        let args = ["addr", "del", net.as_str(), "dev", "lo"];
+        let out = ip(&args)?;
+        let msg = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        if out.status.success() || is_absent(&msg) {
+            return Ok(());
+        }
+        Err(Error::sys(
+            format!("ip {}", args.join(" ")),
+            std::io::Error::other(msg),
+        ))
     }
 }
 
-/// Runs `ip -force -batch -` with one command per line.
-fn batch(lines: impl Iterator<Item = String>) -> Result<()> {
+/// Maps a batch's outcome onto the VIPs, one per line: the failed ones,
+/// less those `ok` accepts. If the batch could not run at all, every VIP
+/// failed.
+fn per_vip(
+    vips: &[IpAddr],
+    outcome: Result<Vec<(usize, String)>>,
+    ok: impl Fn(&str) -> bool,
+) -> Vec<(IpAddr, Error)> {
+    let op = |v: &IpAddr, msg: String| {
+        Error::sys(
+            format!("ip -batch: {}", host_net(*v)),
+            std::io::Error::other(msg),
+        )
+    };
+    match outcome {
+        Ok(failed) => failed
+            .into_iter()
+            .filter(|(_, msg)| !ok(msg))
+            .filter_map(|(line, msg)| vips.get(line).map(|v| (*v, op(v, msg))))
+            .collect(),
+        Err(e) => vips.iter().map(|v| (*v, op(v, e.to_string()))).collect(),
+    }
+}
+
+/// Runs `ip -force -batch -` with one command per line and returns the
+/// failed lines (0-based) with what ip printed for each. `-force` keeps
+/// going past a failed line, so every other line still takes effect and
+/// only the returned ones need handling.
+fn batch(lines: &[String]) -> Result<Vec<(usize, String)>> {
     use std::io::Write as _;
-    let script: String = lines.map(|l| l + "\n").collect();
+    let script: String = lines.iter().map(|l| format!("{l}\n")).collect();
     let mut child = Command::new("ip")
         .args(["-force", "-batch", "-"])
         .stdin(std::process::Stdio::piped())
@@ -158,11 +214,68 @@ fn batch(lines: impl Iterator<Item = String>) -> Result<()> {
     let out = child
         .wait_with_output()
         .map_err(|e| Error::sys("ip -batch", e))?;
-    if !out.status.success() {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let failed = failed_lines(&stderr);
+    if !out.status.success() && failed.is_empty() {
+        // Failed without naming a line: we cannot tell what took effect.
         return Err(Error::sys(
             "ip -batch",
-            std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+            std::io::Error::other(stderr.trim().to_owned()),
         ));
     }
-    Ok(())
+    Ok(failed)
+}
+
+/// Parses `ip -force -batch` stderr: each failed command's messages come
+/// first, then `Command failed -:N` (N counts lines from 1).
+fn failed_lines(stderr: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut msgs: Vec<&str> = Vec::new();
+    for l in stderr.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        match l
+            .strip_prefix("Command failed -:")
+            .and_then(|n| n.trim().parse::<usize>().ok())
+        {
+            Some(n) if n >= 1 => {
+                out.push((n - 1, msgs.join("; ")));
+                msgs.clear();
+            }
+            _ => msgs.push(l),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_errors_map_to_their_lines() {
+        // What iproute2 6.1 prints for `addr del` of absent v4 and v6
+        // addresses and of a missing device, lines 1, 3 and 4.
+        let stderr = "Error: ipv4: Address not found.\nCommand failed -:1\n\
+                      Error: ipv6: address not found.\nCommand failed -:3\n\
+                      Cannot find device \"nosuch\"\nCommand failed -:4\n";
+        let f = failed_lines(stderr);
+        assert_eq!(f.iter().map(|(l, _)| *l).collect::<Vec<_>>(), vec![0, 2, 3]);
+        assert!(is_absent(&f[0].1) && is_absent(&f[1].1));
+        assert!(!is_absent(&f[2].1));
+        assert!(is_absent(
+            "RTNETLINK answers: Cannot assign requested address"
+        ));
+        assert!(!is_absent("RTNETLINK answers: Operation not permitted"));
+
+        let vips: Vec<IpAddr> = ["10.0.0.1", "10.0.0.2", "fd00::3", "10.0.0.4"]
+            .iter()
+            .map(|v| v.parse().unwrap())
+            .collect();
+        let left = per_vip(&vips, Ok(f), is_absent);
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].0, vips[3]);
+        assert!(left[0].1.to_string().contains("nosuch"));
+        // A batch that could not run at all fails every VIP.
+        let all = per_vip(&vips, Err(Error::Bench("x".into())), is_absent);
+        assert_eq!(all.len(), 4);
+    }
 }

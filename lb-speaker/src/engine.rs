@@ -150,7 +150,9 @@ impl Engine {
         // A previous run may have been SIGKILLed while owning: drop its
         // leftovers so this node does not accept traffic it no longer owns.
         let all: Vec<IpAddr> = cfg.vips.iter().map(|v| v.address).collect();
-        host.del_many(&all)?;
+        for (vip, e) in host.del_many(&all) {
+            tracing::warn!(%vip, "cannot remove a leftover VIP from lo: {e}");
+        }
         let (frame_tx, frame_rx) = mpsc::channel(1024);
         let nonce = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -578,20 +580,7 @@ impl Engine {
     }
 
     fn execute(&mut self, acts: Vec<Action>) {
-        // Addresses first, in one batch, so traffic attracted by the
-        // announcements below is accepted.
-        let assign: Vec<IpAddr> = acts
-            .iter()
-            .filter_map(|a| match a {
-                Action::Assign(v) => Some(*v),
-                _ => None,
-            })
-            .collect();
-        if !assign.is_empty() {
-            if let Err(e) = self.host.add_many(&assign) {
-                tracing::error!(count = assign.len(), "assign: {e}");
-            }
-        }
+        let acts = assign_or_release(&mut self.announcer, &mut *self.host, &self.metrics, acts);
         for a in acts {
             match a {
                 Action::Send { iface, frame } => {
@@ -614,7 +603,7 @@ impl Engine {
                 Action::Assign(_) => {}
                 Action::Unassign(vip) => {
                     if let Err(e) = self.host.del(vip) {
-                        tracing::error!(%vip, "unassign: {e}");
+                        tracing::warn!(%vip, "cannot remove the VIP from lo: {e}");
                     }
                 }
                 Action::JoinMulticast { iface, mac } => self.membership_op(&iface, mac, true),
@@ -773,6 +762,49 @@ impl Engine {
     }
 }
 
+/// Carries out the `Assign`s among `acts` first, in one batch, so traffic
+/// attracted by the announcements is accepted, and returns what is left to
+/// do. A VIP that could not be added to `lo` is not announced: an announced
+/// VIP the kernel does not accept draws the LAN's traffic to a node that
+/// drops it. Its frames are dropped and it is released (the next turn
+/// claims it again, so a passing failure heals by itself).
+fn assign_or_release(
+    announcer: &mut Announcer,
+    host: &mut dyn HostAddrs,
+    metrics: &Metrics,
+    mut acts: Vec<Action>,
+) -> Vec<Action> {
+    let assign: Vec<IpAddr> = acts
+        .iter()
+        .filter_map(|a| match a {
+            Action::Assign(v) => Some(*v),
+            _ => None,
+        })
+        .collect();
+    if assign.is_empty() {
+        return acts;
+    }
+    let failed: BTreeSet<IpAddr> = host
+        .add_many(&assign)
+        .into_iter()
+        .map(|(vip, e)| {
+            tracing::error!(%vip, "cannot add the VIP to lo: {e}; not announcing it");
+            vip
+        })
+        .collect();
+    if failed.is_empty() {
+        return acts;
+    }
+    metrics.assign_failures.add(failed.len() as u64);
+    acts.retain(|a| {
+        !matches!(a, Action::Send { .. }) || !a.vip().is_some_and(|v| failed.contains(&v))
+    });
+    for vip in &failed {
+        acts.extend(announcer.release(*vip));
+    }
+    acts
+}
+
 /// Runs static mode: validates nothing more (the caller passed a valid
 /// config), starts the engine and runs it to completion.
 pub fn run_static(cfg: Config) -> Result<()> {
@@ -784,4 +816,71 @@ pub fn run_static(cfg: Config) -> Result<()> {
         let (engine, frames) = Engine::start(cfg).await?;
         engine.run(frames).await
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::announcer::Link;
+    use crate::config::Timers;
+
+    /// Accepts every VIP but `bad`.
+    struct FailOne {
+        bad: IpAddr,
+        added: Vec<IpAddr>,
+    }
+
+    impl HostAddrs for FailOne {
+        fn prepare_iface(&mut self, _: &str) -> Result<()> {
+            Ok(())
+        }
+        fn add(&mut self, vip: IpAddr) -> Result<()> {
+            if vip == self.bad {
+                return Err(Error::sys(
+                    "ip addr replace",
+                    std::io::Error::other("EPERM"),
+                ));
+            }
+            self.added.push(vip);
+            Ok(())
+        }
+        fn del(&mut self, _: IpAddr) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_vip_that_cannot_be_added_is_neither_announced_nor_owned() {
+        let metrics = Arc::new(Metrics::default());
+        let mut ann = Announcer::new(Timers::default(), metrics.clone());
+        let good: IpAddr = "10.0.0.1".parse().unwrap();
+        let bad: IpAddr = "10.0.0.2".parse().unwrap();
+        let link = Link {
+            iface: "eth0".into(),
+            mac: MacAddr([2, 0, 0, 0, 0, 1]),
+        };
+        let now = Instant::now();
+        // Takeovers own at once: Assign and the first GARP round together.
+        let mut acts = ann.claim(now, good, link.clone(), Some(now));
+        acts.extend(ann.claim(now, bad, link, Some(now)));
+        let mut host = FailOne {
+            bad,
+            added: Vec::new(),
+        };
+        let left = assign_or_release(&mut ann, &mut host, &metrics, acts);
+        assert_eq!(host.added, vec![good]);
+        let frames: Vec<Option<IpAddr>> = left
+            .iter()
+            .filter(|a| matches!(a, Action::Send { .. }))
+            .map(Action::vip)
+            .collect();
+        assert_eq!(
+            frames,
+            vec![Some(good), Some(good)],
+            "GARPs for the good VIP only"
+        );
+        assert!(left.contains(&Action::Unassign(bad)));
+        assert!(ann.is_owned(good) && !ann.is_claimed(bad));
+        assert_eq!(metrics.assign_failures.get(), 1);
+    }
 }

@@ -91,6 +91,9 @@ pub struct Metrics {
     pub conflicts: Counter,
     /// Foreign claims seen for a VIP we announce.
     pub foreign_answers: Counter,
+    /// Claims released unannounced because the VIP could not be added to
+    /// `lo`.
+    pub assign_failures: Counter,
 }
 
 impl Metrics {
@@ -106,7 +109,7 @@ impl Metrics {
     /// gauges the engine supplies.
     pub fn render(&self, owned: usize, members: usize) -> String {
         let mut s = String::with_capacity(2048);
-        let counters: [(&str, &str, &Counter); 15] = [
+        let counters: [(&str, &str, &Counter); 16] = [
             (
                 "announcements",
                 "VIP claims that started announcing",
@@ -173,6 +176,11 @@ impl Metrics {
                 "foreign_answers",
                 "foreign claims seen for an announced VIP",
                 &self.foreign_answers,
+            ),
+            (
+                "assign_failures",
+                "claims released unannounced: the VIP could not be added to lo",
+                &self.assign_failures,
             ),
         ];
         for (name, help, c) in counters {
