@@ -20,7 +20,9 @@
 //! receiving interface, so a VIP on `lo` is answered by the speaker alone.
 //! The sysctls are runtime settings; a host that re-applies sysctl.d files
 //! (systemd-sysctl) may revert them, so deployments should also ship them
-//! in `/etc/sysctl.d/` (STYLE "Pitfalls").
+//! in `/etc/sysctl.d/` (STYLE "Pitfalls"). The speaker remembers the values
+//! it replaced and puts them back on a clean exit, so stopping it leaves
+//! the interface as it found it.
 
 use std::net::IpAddr;
 use std::process::Command;
@@ -30,8 +32,14 @@ use crate::error::{Error, Result};
 /// The host operations `assign` needs, behind a trait so the engine can be
 /// run with a recorder (or with `assign: false`).
 pub trait HostAddrs: Send {
-    /// Sets `arp_ignore`/`arp_announce` on the announcing interface.
+    /// Sets `arp_ignore`/`arp_announce` on the announcing interface and
+    /// remembers the values it replaced, for [`Self::restore_ifaces`]. The
+    /// engine calls it once per interface (again only if the interface was
+    /// recreated, whose fresh values are then the ones to restore).
     fn prepare_iface(&mut self, iface: &str) -> Result<()>;
+    /// Puts back the sysctl values [`Self::prepare_iface`] replaced (clean
+    /// exit, once nothing is assigned any more).
+    fn restore_ifaces(&mut self) {}
     /// Adds `vip` to `lo`.
     fn add(&mut self, vip: IpAddr) -> Result<()>;
     /// Removes `vip` from `lo`; absent is fine (see [`is_absent`]).
@@ -82,7 +90,10 @@ impl HostAddrs for NoAssign {
 /// The real thing: iproute2 for the address, `/proc/sys` for sysctls (both
 /// act on the caller's network namespace).
 #[derive(Debug, Default)]
-pub struct LoopbackAssign;
+pub struct LoopbackAssign {
+    /// Sysctl path and the value it had before we set it.
+    saved: std::collections::BTreeMap<String, String>,
+}
 
 fn host_net(vip: IpAddr) -> String {
     match vip {
@@ -102,9 +113,23 @@ impl HostAddrs for LoopbackAssign {
     fn prepare_iface(&mut self, iface: &str) -> Result<()> {
         for (key, val) in [("arp_ignore", "1"), ("arp_announce", "2")] {
             let path = format!("/proc/sys/net/ipv4/conf/{iface}/{key}");
+            let old = std::fs::read_to_string(&path)
+                .map_err(|e| Error::sys(format!("read {path}"), e))?;
             std::fs::write(&path, val).map_err(|e| Error::sys(format!("write {path}"), e))?;
+            self.saved.insert(path, old.trim().to_owned());
         }
         Ok(())
+    }
+
+    fn restore_ifaces(&mut self) {
+        for (path, old) in std::mem::take(&mut self.saved) {
+            match std::fs::write(&path, &old) {
+                Ok(()) => tracing::debug!(%path, %old, "sysctl restored"),
+                // The interface is gone: nothing left to restore.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(%path, %old, "cannot restore sysctl: {e}"),
+            }
+        }
     }
 
     fn add(&mut self, vip: IpAddr) -> Result<()> {

@@ -105,9 +105,12 @@ fn instant_to_unix_ms(t: Instant) -> u64 {
 }
 
 impl Engine {
-    /// Sets everything up (interfaces, sockets, sysctls, the metrics
-    /// endpoint) before announcing anything, so a failure here leaves the
-    /// system untouched apart from the sysctls of the announcing interface.
+    /// Sets up what does not depend on owning anything (interfaces, the
+    /// heartbeat socket, the metrics endpoint) and removes leftover VIPs
+    /// from `lo`. The packet sockets and the `arp_ignore`/`arp_announce`
+    /// sysctls of an interface are set later, on the first claim on it
+    /// (`ensure_sockets`), so a failure here leaves the system
+    /// untouched apart from those leftovers being gone.
     pub async fn start(cfg: Config) -> Result<(Engine, mpsc::Receiver<(String, Vec<u8>)>)> {
         let metrics = Arc::new(Metrics::default());
         let shared = Arc::new(Shared {
@@ -143,7 +146,7 @@ impl Engine {
             tokio::spawn(crate::http::serve(l, shared.clone()));
         }
         let mut host: Box<dyn HostAddrs> = if cfg.assign {
-            Box::new(LoopbackAssign)
+            Box::new(LoopbackAssign::default())
         } else {
             Box::new(NoAssign)
         };
@@ -256,8 +259,24 @@ impl Engine {
         // Final word: nothing owned any more.
         self.send_heartbeat().await;
         self.publish(Instant::now());
+        self.restore_host();
         tracing::info!("speaker stopped");
         Ok(())
+    }
+
+    /// On a clean exit: puts back the interface sysctls we changed, but
+    /// only once no VIP is left on `lo`. With `arp_ignore` back at 0 the
+    /// kernel would answer ARP for a leftover VIP on the LAN and draw its
+    /// traffic here.
+    fn restore_host(&mut self) {
+        let left = self.host.del_many(&self.vips);
+        if left.is_empty() {
+            self.host.restore_ifaces();
+            return;
+        }
+        for (vip, e) in left {
+            tracing::warn!(%vip, "cannot remove the VIP from lo: {e}; keeping arp_ignore/arp_announce");
+        }
     }
 
     fn begin_leaving(&mut self, now: Instant, why: &str) {

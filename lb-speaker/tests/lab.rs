@@ -260,6 +260,16 @@ fn link_down_failover() {
     lab.wait_owner(VIP4, Duration::from_secs(3));
 }
 
+/// `arp_ignore arp_announce` of eth0 in `ns`.
+fn arp_sysctls(ns: &Ns) -> String {
+    let get = |k: &str| ns.ok(&["cat", &format!("/proc/sys/net/ipv4/conf/eth0/{k}")]);
+    format!(
+        "{} {}",
+        get("arp_ignore").trim(),
+        get("arp_announce").trim()
+    )
+}
+
 /// SIGTERM on the owner hands over make-before-break. Three trials; the
 /// restarted node wins the VIP back (another make-before-break move).
 #[test]
@@ -274,12 +284,18 @@ fn graceful_handoff_loses_at_most_one_ping() {
             .ok(&["ping", "-c", "2", "-i", "0.2", "-W", "1", VIP4]);
         let ping = ping_bg(&lab, VIP4, 3, false);
         std::thread::sleep(Duration::from_millis(1000));
+        assert_eq!(arp_sysctls(&lab.nodes[owner]), "1 2", "set while owning");
         lab.speaker(owner).signal(Signal::SIGTERM);
         let st = lab
             .speaker(owner)
             .wait(Duration::from_secs(3))
             .expect("owner exited");
         assert!(st.success(), "graceful exit status {st:?}");
+        // A clean exit puts back what the speaker changed, and leaves no
+        // VIP on lo.
+        assert_eq!(arp_sysctls(&lab.nodes[owner]), "0 0", "restored on exit");
+        let lo = lab.nodes[owner].ok(&["ip", "-4", "addr", "show", "dev", "lo"]);
+        assert!(!lo.contains(VIP4), "VIP left on lo:\n{lo}");
         let (sent, seqs) = ping_result(ping);
         let lost = sent.saturating_sub(seqs.len() as u32);
         losses.push(lost);
