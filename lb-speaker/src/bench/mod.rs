@@ -16,6 +16,12 @@
 //! - **ARP reply latency**: request-to-reply round trip from the client
 //!   over `AF_PACKET`.
 //! - **RSS with 1,000 VIPs**, once all are announced.
+//!
+//! A trial that measures nothing (pings never resume, no GARP seen) is a
+//! failure, not a missing sample: it is counted (`failed_trials`) and enters
+//! the percentiles as its trial's timeout, the longest outage the trial
+//! could observe (a lower bound on the real one). Dropping it would make
+//! the p95 look better exactly when the speaker did worst.
 
 mod lab;
 
@@ -31,6 +37,21 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use lab::{join, Lab, CLIENT_IP, VIP4};
+
+/// How long the client pings in a crash or handoff trial, in seconds.
+const PING_SECS: u32 = 3;
+/// From the start of the pings to the kill.
+const BEFORE_KILL: Duration = Duration::from_millis(800);
+/// A crash trial without recovery counts as this: the rest of the ping
+/// window after the kill.
+const CRASH_TIMEOUT_MS: f64 = (PING_SECS * 1000 - BEFORE_KILL.as_millis() as u32) as f64;
+/// How long the client listens for the first GARP.
+const GARP_CAPTURE: Duration = Duration::from_secs(3);
+/// From opening the capture to spawning the daemon.
+const GARP_LEAD: Duration = Duration::from_millis(100);
+/// A GARP trial that saw no GARP counts as this: the capture window left
+/// after the spawn.
+const GARP_TIMEOUT_MS: f64 = (GARP_CAPTURE.as_millis() - GARP_LEAD.as_millis()) as f64;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -66,11 +87,20 @@ pub struct BenchReport {
     pub first_garp_ms: Option<f64>,
     pub arp_reply_p99_ms: Option<f64>,
     pub rss_mb_1000_vips: Option<f64>,
-    /// Every crash trial, ms from SIGKILL to the first reply after it.
+    /// Trials that measured nothing (all figures): see the module doc.
+    pub failed_trials: usize,
+    /// Crash trials where the pings never resumed; in the failover
+    /// percentiles as `CRASH_TIMEOUT_MS` (2.2 s) each.
+    pub failover_failed_trials: usize,
+    /// Start trials where no GARP was seen; in `first_garp_ms` as
+    /// `GARP_TIMEOUT_MS` (2.9 s) each.
+    pub first_garp_failed_trials: usize,
+    /// Every crash trial that recovered, ms from SIGKILL to the first reply
+    /// after it (failed trials are only counted, above).
     pub failover_ms: Vec<f64>,
     /// Lost 20 ms pings per graceful handoff.
     pub handoff_lost_pings: Vec<u32>,
-    /// Every start-to-first-GARP trial, ms.
+    /// Every start-to-first-GARP trial that saw one, ms.
     pub first_garp_samples_ms: Vec<f64>,
     pub arp_reply_p50_ms: Option<f64>,
     pub arp_replies: usize,
@@ -90,6 +120,19 @@ pub fn percentile(v: &[f64], p: f64) -> Option<f64> {
     v.sort_by(f64::total_cmp);
     let i = ((v.len() - 1) as f64 * p.clamp(0.0, 1.0)).round() as usize;
     v.get(i).copied()
+}
+
+/// The `p`-quantile of a figure's trials: the measured `samples`, and
+/// `failed` trials counted as `timeout` each (they lasted at least that).
+pub fn percentile_with_failures(
+    samples: &[f64],
+    failed: usize,
+    timeout: f64,
+    p: f64,
+) -> Option<f64> {
+    let mut all = samples.to_vec();
+    all.resize(samples.len() + failed, timeout);
+    percentile(&all, p)
 }
 
 /// What a `ping -D` printed.
@@ -186,8 +229,8 @@ fn crash_trial(lab: &mut Lab) -> Result<Option<f64>> {
     // The client must know the VIP first: arp_accept=0 ignores a GARP for
     // an address it has no entry for.
     lab.client.ok(&["ping", "-c", "1", "-W", "1", VIP4])?;
-    let ping = ping_bg(lab, 3)?;
-    thread::sleep(Duration::from_millis(800));
+    let ping = ping_bg(lab, PING_SECS)?;
+    thread::sleep(BEFORE_KILL);
     let killed_at = unix_now();
     lab.speaker(owner)?.signal(Signal::SIGKILL)?;
     lab.nodes[owner].ok(&["ip", "addr", "del", &format!("{VIP4}/32"), "dev", "lo"])?;
@@ -204,8 +247,8 @@ fn crash_trial(lab: &mut Lab) -> Result<Option<f64>> {
 fn handoff_trial(lab: &mut Lab) -> Result<u32> {
     let owner = lab.wait_owner(VIP4, Duration::from_secs(10))?;
     lab.client.ok(&["ping", "-c", "1", "-W", "1", VIP4])?;
-    let ping = ping_bg(lab, 3)?;
-    thread::sleep(Duration::from_millis(800));
+    let ping = ping_bg(lab, PING_SECS)?;
+    thread::sleep(BEFORE_KILL);
     lab.speaker(owner)?.signal(Signal::SIGTERM)?;
     lab.speaker(owner)?.wait(Duration::from_secs(3));
     let run = ping_wait(ping)?;
@@ -217,11 +260,9 @@ fn handoff_trial(lab: &mut Lab) -> Result<u32> {
 /// Spawn to the first GARP for the VIP the client captures, in ms.
 fn first_garp_trial(opts: &BenchOptions) -> Result<Option<f64>> {
     let mut lab = Lab::new(&opts.speaker, 1)?;
-    let cap = lab
-        .client
-        .run(|| capture_first_garp(Duration::from_secs(3)));
+    let cap = lab.client.run(|| capture_first_garp(GARP_CAPTURE));
     // The capture socket must be open before the daemon starts.
-    thread::sleep(Duration::from_millis(100));
+    thread::sleep(GARP_LEAD);
     let t0 = Instant::now();
     lab.start(0, &[VIP4])?;
     Ok(join(cap)?.map(|t| t.duration_since(t0).as_secs_f64() * 1000.0))
@@ -327,14 +368,19 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     lab.start(0, &[VIP4])?;
     lab.start(1, &[VIP4])?;
     for i in 0..opts.trials {
-        if let Some(ms) = crash_trial(&mut lab)? {
-            r.failover_ms.push(ms);
+        let got = crash_trial(&mut lab)?;
+        match got {
+            Some(ms) => r.failover_ms.push(ms),
+            None => r.failover_failed_trials += 1,
         }
         eprintln!(
-            "crash trial {}/{}: {:?}",
+            "crash trial {}/{}: {}",
             i + 1,
             opts.trials,
-            r.failover_ms.last()
+            got.map_or_else(
+                || format!("FAILED: no reply after the kill (counted as {CRASH_TIMEOUT_MS} ms)"),
+                |ms| format!("{ms:.0} ms")
+            )
         );
     }
     for i in 0..opts.trials {
@@ -347,16 +393,34 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         );
     }
     drop(lab);
-    r.failover_p50_ms = percentile(&r.failover_ms, 0.5);
-    r.failover_p95_ms = percentile(&r.failover_ms, 0.95);
+    let failover = |p| {
+        percentile_with_failures(
+            &r.failover_ms,
+            r.failover_failed_trials,
+            CRASH_TIMEOUT_MS,
+            p,
+        )
+    };
+    r.failover_p50_ms = failover(0.5);
+    r.failover_p95_ms = failover(0.95);
 
     for _ in 0..opts.garp_trials {
-        if let Some(ms) = first_garp_trial(opts)? {
-            r.first_garp_samples_ms.push(ms);
+        match first_garp_trial(opts)? {
+            Some(ms) => r.first_garp_samples_ms.push(ms),
+            None => r.first_garp_failed_trials += 1,
         }
     }
-    r.first_garp_ms = percentile(&r.first_garp_samples_ms, 0.5);
-    eprintln!("first GARP ms: {:?}", r.first_garp_samples_ms);
+    r.first_garp_ms = percentile_with_failures(
+        &r.first_garp_samples_ms,
+        r.first_garp_failed_trials,
+        GARP_TIMEOUT_MS,
+        0.5,
+    );
+    r.failed_trials = r.failover_failed_trials + r.first_garp_failed_trials;
+    eprintln!(
+        "first GARP ms: {:?}, failed (no GARP seen): {}",
+        r.first_garp_samples_ms, r.first_garp_failed_trials
+    );
 
     let mut lab = Lab::new(&opts.speaker, 1)?;
     lab.start(0, &[VIP4])?;
@@ -409,6 +473,14 @@ fn ms(v: Option<f64>) -> String {
     v.map_or_else(|| "n/a".into(), |v| format!("{v:.0} ms"))
 }
 
+/// The table's note on failed trials of one figure, if any.
+fn failed(n: usize, timeout_ms: f64) -> String {
+    if n == 0 {
+        return String::new();
+    }
+    format!(", {n} failed, counted as {timeout_ms:.0} ms")
+}
+
 impl BenchReport {
     /// A Markdown table for docs/BENCHMARKS.md.
     pub fn render_markdown(&self) -> String {
@@ -420,8 +492,9 @@ impl BenchReport {
         let _ = writeln!(s, "| metric | value | target |\n|---|---|---|");
         let _ = writeln!(
             s,
-            "| failover after owner crash, kill to first client reply (n={}) | p50 {}, p95 {} | p95 ≤ 1 s |",
-            self.failover_ms.len(),
+            "| failover after owner crash, kill to first client reply (n={}{}) | p50 {}, p95 {} | p95 ≤ 1 s |",
+            self.failover_ms.len() + self.failover_failed_trials,
+            failed(self.failover_failed_trials, CRASH_TIMEOUT_MS),
             ms(self.failover_p50_ms),
             ms(self.failover_p95_ms)
         );
@@ -432,8 +505,9 @@ impl BenchReport {
         );
         let _ = writeln!(
             s,
-            "| start to first GARP (n={}) | p50 {} | ≤ 100 ms |",
-            self.first_garp_samples_ms.len(),
+            "| start to first GARP (n={}{}) | p50 {} | ≤ 100 ms |",
+            self.first_garp_samples_ms.len() + self.first_garp_failed_trials,
+            failed(self.first_garp_failed_trials, GARP_TIMEOUT_MS),
             ms(self.first_garp_ms)
         );
         let us =
@@ -455,6 +529,7 @@ impl BenchReport {
             mb(self.rss_mb_1000_vips),
             mb(self.rss_mb_1_vip)
         );
+        let _ = writeln!(s, "\nfailed trials: {}", self.failed_trials);
         s
     }
 }
@@ -471,6 +546,26 @@ mod tests {
         assert_eq!(percentile(&v, 1.0), Some(20.0));
         assert_eq!(percentile(&[], 0.5), None);
         assert_eq!(percentile(&[f64::NAN, 3.0], 0.5), Some(3.0));
+    }
+
+    #[test]
+    fn a_failed_trial_counts_as_its_timeout() {
+        // 18 good trials and 2 that never recovered (10 %): the p95 is the
+        // timeout, not the p95 of the survivors.
+        let v: Vec<f64> = (1..=18).map(|x| f64::from(x) * 10.0).collect();
+        assert_eq!(percentile(&v, 0.95), Some(170.0));
+        assert_eq!(
+            percentile_with_failures(&v, 2, CRASH_TIMEOUT_MS, 0.95),
+            Some(CRASH_TIMEOUT_MS)
+        );
+        assert_eq!(
+            percentile_with_failures(&v, 0, CRASH_TIMEOUT_MS, 0.95),
+            Some(170.0)
+        );
+        // Nothing but failures still yields a figure: the timeout.
+        assert_eq!(percentile_with_failures(&[], 2, 2900.0, 0.5), Some(2900.0));
+        assert_eq!(percentile_with_failures(&[], 0, 2900.0, 0.5), None);
+        assert_eq!(CRASH_TIMEOUT_MS, 2200.0);
     }
 
     #[test]
@@ -516,5 +611,16 @@ mod tests {
         assert_eq!(v["failover_p50_ms"], 350.0);
         assert!(v["first_garp_ms"].is_null());
         assert!(r.render_markdown().contains("p50 350 ms"));
+        assert_eq!(v["failed_trials"], 0);
+        let r = BenchReport {
+            failover_ms: vec![300.0; 19],
+            failover_failed_trials: 1,
+            failed_trials: 1,
+            ..BenchReport::default()
+        };
+        let md = r.render_markdown();
+        assert!(md.contains("(n=20, 1 failed, counted as 2200 ms)"), "{md}");
+        assert!(md.contains("failed trials: 1"), "{md}");
+        assert_eq!(serde_json::to_value(&r).unwrap()["failed_trials"], 1);
     }
 }
