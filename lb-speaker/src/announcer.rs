@@ -1,7 +1,7 @@
 //! The announcer: a pure state machine per VIP that decides which frames to
 //! send (STYLE rules 9 and 10). It never touches a socket; it returns
-//! [`Action`]s that the engine carries out through a [`FrameSink`], so every
-//! behaviour below is unit-tested without root.
+//! [`Action`]s that the engine carries out, so every behaviour below is
+//! unit-tested without root.
 //!
 //! Claiming a VIP:
 //! 1. **Probe** (first claim only, RFC 5227 §2.1.1 for IPv4, RFC 4862 §5.4
@@ -112,26 +112,6 @@ fn frame_vip(frame: &[u8]) -> Option<IpAddr> {
     }
 }
 
-/// Sends frames: the seam between the pure announcer and `AF_PACKET`.
-pub trait FrameSink {
-    /// Sends one frame on `iface`.
-    fn send(&mut self, iface: &str, frame: &[u8]) -> std::io::Result<()>;
-}
-
-/// A sink that records frames, for tests.
-#[derive(Debug, Default)]
-pub struct RecordingSink {
-    /// What was sent, in order.
-    pub sent: Vec<(String, Vec<u8>)>,
-}
-
-impl FrameSink for RecordingSink {
-    fn send(&mut self, iface: &str, frame: &[u8]) -> std::io::Result<()> {
-        self.sent.push((iface.to_owned(), frame.to_vec()));
-        Ok(())
-    }
-}
-
 /// Where a VIP is announced from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
@@ -155,8 +135,6 @@ pub enum Phase {
     },
     /// Announcing and answering.
     Owned {
-        /// Since when.
-        since: Instant,
         /// Announcement rounds still to send.
         rounds_left: u32,
         /// When the next round (or refresh) is due.
@@ -305,7 +283,6 @@ impl Announcer {
         };
         st.probed = true;
         st.phase = Phase::Owned {
-            since: now,
             rounds_left: self.timers.garp_count,
             next: now,
         };
@@ -329,12 +306,7 @@ impl Announcer {
         let Some(st) = self.vips.get_mut(&vip) else {
             return Vec::new();
         };
-        let Phase::Owned {
-            since,
-            rounds_left,
-            next,
-        } = st.phase
-        else {
+        let Phase::Owned { rounds_left, next } = st.phase else {
             return Vec::new();
         };
         if now < next {
@@ -353,11 +325,7 @@ impl Announcer {
         } else {
             (0, now + self.timers.refresh_interval)
         };
-        st.phase = Phase::Owned {
-            since,
-            rounds_left,
-            next,
-        };
+        st.phase = Phase::Owned { rounds_left, next };
         out
     }
 
@@ -723,6 +691,26 @@ mod tests {
             .collect()
     }
 
+    /// The first 42 bytes, in hex, of a broadcast GARP from `OURS` for
+    /// `VIP` with ARP opcode `op` and target hardware address `tha`.
+    fn garp_hex(op: &str, tha: &str) -> String {
+        [
+            "ffffffffffff",
+            "020000000001",
+            "0806", // broadcast, from us, ARP
+            "0001",
+            "0800",
+            "06",
+            "04", // Ethernet/IPv4
+            op,
+            "020000000001",
+            "0a000064", // sha, spa = VIP
+            tha,
+            "0a000064", // tpa = VIP
+        ]
+        .concat()
+    }
+
     fn member(m: MacAddr) -> bool {
         m == MEMBER
     }
@@ -742,42 +730,11 @@ mod tests {
         let acts = a.due(t0 + Duration::from_millis(100));
         assert_eq!(acts[0], Action::Assign(IpAddr::V4(VIP)));
         let f = sent(&acts);
-        // Golden bytes of the two GARP forms.
+        // Golden bytes of the two GARP forms: a request with tha = 0, and
+        // a reply with tha = sha.
         let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-        assert_eq!(
-            hex(&f[0][..42]),
-            concat!(
-                "ffffffffffff",
-                "020000000001",
-                "0806", // broadcast, from us, ARP
-                "0001",
-                "0800",
-                "06",
-                "04",
-                "0001", // Ethernet/IPv4, request
-                "020000000001",
-                "0a000064", // sha, spa = VIP
-                "000000000000",
-                "0a000064", // tha = 0, tpa = VIP
-            )
-        );
-        assert_eq!(
-            hex(&f[1][..42]),
-            concat!(
-                "ffffffffffff",
-                "020000000001",
-                "0806", // broadcast, from us, ARP
-                "0001",
-                "0800",
-                "06",
-                "04",
-                "0002", // Ethernet/IPv4, reply
-                "020000000001",
-                "0a000064", // sha, spa = VIP
-                "020000000001",
-                "0a000064", // tha = sha, tpa = VIP
-            )
-        );
+        assert_eq!(hex(&f[0][..42]), garp_hex("0001", "000000000000"));
+        assert_eq!(hex(&f[1][..42]), garp_hex("0002", "020000000001"));
         assert_eq!(m.garps_sent.get(), 2);
         // garpCount rounds, then refresh.
         let t1 = t0 + Duration::from_millis(100);

@@ -391,10 +391,7 @@ impl Engine {
             }
             if now.saturating_duration_since(since) >= self.cfg.timers.handoff_timeout {
                 tracing::warn!("handoff timeout: releasing the remaining VIPs");
-                for v in self.vips.clone() {
-                    let acts = self.announcer.release(v);
-                    self.execute(acts);
-                }
+                self.release_all();
                 return true;
             }
         }
@@ -772,8 +769,8 @@ impl Engine {
         }
     }
 
-    /// Releases everything without waiting (used on fatal errors).
-    pub fn release_all(&mut self) {
+    /// Releases everything without waiting (the handoff timed out).
+    fn release_all(&mut self) {
         for v in self.vips.clone() {
             let acts = self.announcer.release(v);
             self.execute(acts);

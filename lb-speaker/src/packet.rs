@@ -1,5 +1,5 @@
-//! A raw `AF_PACKET` socket bound to one interface: the real [`FrameSink`]
-//! and the frame source for the engine.
+//! A raw `AF_PACKET` socket bound to one interface: where the engine sends
+//! the announcer's frames and receives the LAN's.
 //!
 //! This is the crate's only `unsafe`: nix 0.30 has no safe constructor for
 //! `sockaddr_ll` (needed by `bind`) nor a wrapper for
@@ -68,11 +68,6 @@ impl PacketSocket {
         // owns its OwnedFd exclusively and only closes it on drop, which
         // AsyncFd performs after deregistering.
         unsafe { tokio::io::unix::AsyncFd::register(self).map_err(io::Error::from) }
-    }
-
-    /// The interface index.
-    pub fn ifindex(&self) -> u32 {
-        self.ifindex
     }
 
     fn membership(&self, mac: MacAddr, add: bool) -> io::Result<()> {
