@@ -119,7 +119,7 @@ impl Error {
                     code::ADDRESS_UNAVAILABLE
                 }
                 I::Io { .. } | I::Corrupt { .. } => code::STORE,
-                I::Probe(_) | I::Frame(_) => code::PROBE,
+                I::Probe(_) => code::PROBE,
             },
             Error::InterfaceExists(_) => code::INTERFACE_EXISTS,
             Error::Netlink { .. } => code::NETLINK,

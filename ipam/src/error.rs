@@ -46,9 +46,6 @@ pub enum Error {
 
     #[error(transparent)]
     Probe(#[from] crate::probe::ProbeError),
-
-    #[error(transparent)]
-    Frame(#[from] crate::frame::FrameError),
 }
 
 impl Error {

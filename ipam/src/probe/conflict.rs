@@ -2,7 +2,7 @@
 //! listen, and classify what comes back.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::{FrameSocket, ProbeConfig, ProbeError};
 use crate::frame::ether::peek_ethertype;
@@ -140,20 +140,32 @@ fn run<S: FrameSocket + ?Sized>(
                 sock.send(frame)?;
             }
         }
-        let offset = if round + 1 == cfg.probes {
+        let last = round + 1 == cfg.probes;
+        let offset = if last {
             cfg.interval
                 .saturating_mul(u32::from(round))
                 .saturating_add(cfg.wait)
         } else {
             cfg.interval.saturating_mul(u32::from(round) + 1)
         };
-        let deadline = start + offset;
+        // The schedule counts from the start, but a descheduled thread or a
+        // slow send must not eat the listening time after the last probe:
+        // that is when the answers arrive.
+        let far = Instant::now() + Duration::from_secs(3600);
+        let mut deadline = start.checked_add(offset).unwrap_or(far);
+        if last {
+            deadline = deadline.max(Instant::now().checked_add(cfg.wait).unwrap_or(far));
+        }
         loop {
             let now = Instant::now();
             let Some(remaining) = deadline
                 .checked_duration_since(now)
                 .filter(|d| !d.is_zero())
             else {
+                // Time is up, but what is already queued still counts.
+                while let Some(n) = sock.recv_timeout(&mut buf, Duration::ZERO)? {
+                    classify(&buf[..n.min(buf.len())], ours, candidates, outcomes);
+                }
                 break;
             };
             let Some(n) = sock.recv_timeout(&mut buf, remaining)? else {

@@ -53,6 +53,9 @@ pub enum ProbeError {
         #[source]
         source: std::io::Error,
     },
+    /// The interface has no (or an all-zero) hardware address.
+    #[error("interface {0:?} has no MAC address to probe from")]
+    NoMac(String),
     /// The address cannot be probed (unspecified, multicast, broadcast…).
     #[error("cannot probe {addr}: {reason}")]
     InvalidCandidate { addr: IpAddr, reason: &'static str },

@@ -31,10 +31,11 @@
 
 use std::io::IoSliceMut;
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
     bind, recvmsg, send, setsockopt, socket, sockopt, AddressFamily, LinkAddr, MsgFlags, SockFlag,
     SockProtocol, SockType,
@@ -122,7 +123,12 @@ impl PacketSocket {
             }
         };
         let ifindex = u32::try_from(link.ifindex()).map_err(|_| sys("ifindex")(Errno::ERANGE))?;
+        // Probing from 00:00:00:00:00:00 would draw answers nobody can
+        // route back to us; refuse rather than probe blind.
         let mac = MacAddr(link.addr().unwrap_or_default());
+        if mac.is_zero() {
+            return Err(ProbeError::NoMac(ifname.to_owned()));
+        }
         tracing::debug!(ifname, ifindex, %mac, "opened AF_PACKET socket");
         Ok(PacketSocket {
             fd,
@@ -147,20 +153,23 @@ impl PacketSocket {
         }
     }
 
-    /// One `recvmsg`; `Some(len)` if it returned a frame the filter wants,
-    /// `None` if nothing was queued, the timeout expired, or the frame was
-    /// dropped by the filter.
-    fn recv_wanted(&self, buf: &mut [u8], flags: MsgFlags) -> Result<Option<usize>, ProbeError> {
+    /// One non-blocking `recvmsg`.
+    fn recv_once(&self, buf: &mut [u8]) -> Result<Recv, ProbeError> {
         let (n, from) = {
             let mut iov = [IoSliceMut::new(buf)];
-            match recvmsg::<LinkAddr>(self.fd.as_raw_fd(), &mut iov, None, flags) {
+            match recvmsg::<LinkAddr>(self.fd.as_raw_fd(), &mut iov, None, MsgFlags::MSG_DONTWAIT) {
                 Ok(msg) => (msg.bytes, msg.address),
-                Err(Errno::EAGAIN) | Err(Errno::EINTR) => return Ok(None),
+                Err(Errno::EAGAIN) => return Ok(Recv::Empty),
+                Err(Errno::EINTR) => return Ok(Recv::Unwanted),
                 Err(e) => return Err(self.err("recvmsg")(e)),
             }
         };
         let n = n.min(buf.len());
-        Ok(self.wanted(from.as_ref(), &buf[..n]).then_some(n))
+        Ok(if self.wanted(from.as_ref(), &buf[..n]) {
+            Recv::Wanted(n)
+        } else {
+            Recv::Unwanted
+        })
     }
 
     fn wanted(&self, from: Option<&LinkAddr>, frame: &[u8]) -> bool {
@@ -189,12 +198,14 @@ fn find_link(ifname: &str) -> Result<LinkAddr, ProbeError> {
         .ok_or_else(|| ProbeError::NoSuchInterface(ifname.to_owned()))
 }
 
-/// How long before a deadline [`PacketSocket::recv_timeout`] stops
-/// trusting `SO_RCVTIMEO`: two jiffies at HZ=100, the coarsest common
-/// kernel tick.
-const COARSE_MARGIN: Duration = Duration::from_millis(20);
-/// Sleep between non-blocking reads in the last [`COARSE_MARGIN`].
-const FINE_STEP: Duration = Duration::from_millis(1);
+/// What one non-blocking read found.
+enum Recv {
+    Wanted(usize),
+    /// A frame the filter drops (our own, another interface, another
+    /// ethertype): keep reading, the queue may hold more.
+    Unwanted,
+    Empty,
+}
 
 /// `SO_SNDTIMEO` for probe sockets.
 const SEND_TIMEOUT: Duration = Duration::from_millis(100);
@@ -224,38 +235,32 @@ impl FrameSocket for PacketSocket {
 
     /// Waits for a wanted frame until `timeout` has passed.
     ///
-    /// nix is built without its `poll` feature, so the only safe timed
-    /// wait on the fd is `SO_RCVTIMEO`, which the kernel rounds up to
-    /// jiffies plus one: measured +4..7 ms at HZ=250 (a 1 ms timeout
-    /// sleeps 8 ms), up to +20 ms at HZ=100. That would stretch an 80 ms
-    /// probe by 10 %. So the wait is hybrid: block with `SO_RCVTIMEO` until
-    /// `COARSE_MARGIN` (20 ms) before the deadline, then finish with non-blocking
-    /// reads between 1 ms sleeps (`nanosleep` is hrtimer-precise). A frame
-    /// arriving in that last stretch is seen within a millisecond. With the
-    /// `poll` feature this would become a single `poll()`.
+    /// Everything already queued is read first, without sleeping: the
+    /// socket sees all of the bridge's traffic, and an answer queued behind
+    /// unwanted frames must not miss its deadline. Then one `poll()` waits
+    /// for more (millisecond resolution, rounded up, so a deadline is never
+    /// cut short).
     fn recv_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<Option<usize>, ProbeError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now().checked_add(timeout);
         loop {
-            // Whatever is queued already, without blocking.
-            if let Some(n) = self.recv_wanted(buf, MsgFlags::MSG_DONTWAIT)? {
-                return Ok(Some(n));
+            match self.recv_once(buf)? {
+                Recv::Wanted(n) => return Ok(Some(n)),
+                Recv::Unwanted => continue,
+                Recv::Empty => {}
             }
-            let remaining = deadline.saturating_duration_since(Instant::now());
+            let remaining = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::MAX,
+            };
             if remaining.is_zero() {
                 return Ok(None);
             }
-            if remaining > COARSE_MARGIN {
-                setsockopt(
-                    &self.fd,
-                    sockopt::ReceiveTimeout,
-                    &timeval(remaining - COARSE_MARGIN),
-                )
-                .map_err(self.err("setsockopt(SO_RCVTIMEO)"))?;
-                if let Some(n) = self.recv_wanted(buf, MsgFlags::empty())? {
-                    return Ok(Some(n));
-                }
-            } else {
-                std::thread::sleep(remaining.min(FINE_STEP));
+            let ms = remaining.as_micros().div_ceil(1000);
+            let wait = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, wait) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => return Err(self.err("poll")(e)),
             }
         }
     }
