@@ -408,8 +408,13 @@ impl Engine {
             }
         };
         let mut came_back = Vec::new();
+        let mut recreated = Vec::new();
         for (name, i) in &fresh {
             let was = self.ifaces.get(name);
+            if was.is_some_and(|w| w.index != i.index || w.mac != i.mac) {
+                recreated.push(name.clone());
+                continue;
+            }
             if i.running && was.is_some_and(|w| !w.running) {
                 came_back.push(name.clone());
             }
@@ -425,6 +430,31 @@ impl Engine {
         // Interfaces that vanished or were recreated lose their sockets.
         self.sockets
             .retain(|name, s| fresh.get(name).is_some_and(|i| i.index == s.ifindex));
+        // One that vanished comes back as a new device, with default
+        // sysctls: prepare it again then.
+        self.prepared.retain(|name| fresh.contains_key(name));
+        // A VIP claimed on a recreated interface (or one whose MAC changed)
+        // would stay "owned" with no socket and a stale MAC: deaf to ARP/NS
+        // while peers think it is served. Release it (after dropping the old
+        // sockets, so there is nothing to leave), and forget the interface
+        // was prepared: a new device starts with default sysctls. The
+        // reconcile that follows claims it again on the new device, which
+        // opens fresh sockets, sets the sysctls and announces the new MAC.
+        for name in recreated {
+            tracing::warn!(iface = %name, "interface recreated or its MAC changed: claiming its VIPs again");
+            self.prepared.remove(&name);
+            let on_it: Vec<IpAddr> = self
+                .announcer
+                .vips()
+                .iter()
+                .filter(|(_, s)| s.link.iface == name && !matches!(s.phase, Phase::Idle))
+                .map(|(v, _)| *v)
+                .collect();
+            for vip in on_it {
+                let acts = self.announcer.release(vip);
+                self.execute(acts);
+            }
+        }
         self.ifaces = fresh;
     }
 

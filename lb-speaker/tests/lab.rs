@@ -434,3 +434,63 @@ fn refuses_a_vip_another_device_holds() {
         Some(0.0)
     );
 }
+
+/// The owner's eth0 is deleted and recreated (new ifindex, new MAC), as a
+/// veth or VLAN re-setup does. The speaker must not keep announcing a VIP
+/// on the old device's socket: it claims it again on the new one, with the
+/// new MAC and the sysctls set anew.
+#[test]
+fn recreated_interface_is_claimed_again() {
+    let mut lab = Lab::new(1);
+    lab.start(0, &[VIP4], "");
+    lab.wait_owner(VIP4, Duration::from_secs(5));
+    let old_mac = lab.nodes[0].mac("eth0");
+    assert_eq!(arp_sysctls(&lab.nodes[0]), "1 2");
+
+    // Recreate the node's end of the link, in the lab's own namespaces.
+    let node = lab.nodes[0].name.clone();
+    lab.switch.ok(&["ip", "link", "del", "p0"]);
+    lab.switch.ok(&[
+        "ip", "link", "add", "p0", "type", "veth", "peer", "name", "eth0", "netns", &node,
+    ]);
+    lab.switch
+        .ok(&["ip", "link", "set", "p0", "master", "br0", "up"]);
+    let ip = format!("{}/24", node_ip(0));
+    lab.nodes[0].ok(&["ip", "addr", "add", &ip, "dev", "eth0"]);
+    lab.nodes[0].ok(&["ip", "link", "set", "eth0", "up"]);
+    let new_mac = lab.nodes[0].mac("eth0");
+    assert_ne!(old_mac, new_mac);
+
+    let announced_mac = |lab: &mut Lab| {
+        lab.speaker(0).status().and_then(|s| {
+            s["vips"]
+                .as_array()?
+                .iter()
+                .find(|v| v["vip"] == VIP4 && v["state"] == "announcing")
+                .and_then(|v| v["mac"].as_str().map(str::to_owned))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while announced_mac(&mut lab).as_deref() != Some(new_mac.as_str()) {
+        assert!(
+            Instant::now() < deadline,
+            "VIP not announced with the new MAC {new_mac}: {:?}\n{}",
+            lab.speaker(0).status(),
+            lab.speaker(0).log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        arp_sysctls(&lab.nodes[0]),
+        "1 2",
+        "sysctls set on the new device"
+    );
+    // The client, with its old entry gone, resolves the VIP to the new MAC.
+    lab.client.ok(&["ip", "neigh", "flush", "dev", "eth0"]);
+    lab.client
+        .ok(&["ping", "-c", "2", "-i", "0.2", "-W", "1", VIP4]);
+    assert_eq!(
+        neigh_mac(&lab.client, VIP4).as_deref(),
+        Some(new_mac.as_str())
+    );
+}
