@@ -193,9 +193,7 @@ impl NeighborSolicitation {
     /// The Ethernet destination for a multicast `dst`; `None` for a unicast
     /// destination, whose MAC the caller must know.
     pub fn multicast_eth_dst(&self) -> Option<MacAddr> {
-        self.dst
-            .is_multicast()
-            .then(|| ipv6_multicast_mac(self.dst))
+        multicast_eth_dst(self.dst)
     }
 
     /// Checks the RFC 4861 §7.1.1 rules that concern the fields.
@@ -225,32 +223,17 @@ impl NeighborSolicitation {
         eth_dst: MacAddr,
         buf: &mut [u8],
     ) -> Result<usize, FrameError> {
-        self.validate()?;
-        ensure_room(buf, frame_len(self.source_ll.is_some()))?;
-        let body = Body {
-            icmp_type: ICMP_NS,
-            flags: 0,
-            target: self.target,
-            ll: self.source_ll.map(|m| (OPT_SOURCE_LL, m)),
-        };
-        Ok(write_unchecked(
-            eth_src, eth_dst, self.src, self.dst, &body, buf,
-        ))
+        self.wire(eth_src, eth_dst)?.write(buf)
     }
 
     /// The whole Ethernet frame, on the stack. `eth_dst` is usually
     /// [`Self::multicast_eth_dst`].
     pub fn to_frame(&self, eth_src: MacAddr, eth_dst: MacAddr) -> Result<Frame, FrameError> {
-        self.validate()?;
-        let body = Body {
-            icmp_type: ICMP_NS,
-            flags: 0,
-            target: self.target,
-            ll: self.source_ll.map(|m| (OPT_SOURCE_LL, m)),
-        };
-        Ok(Frame::build(|buf| {
-            write_unchecked(eth_src, eth_dst, self.src, self.dst, &body, buf)
-        }))
+        Ok(self.wire(eth_src, eth_dst)?.to_frame())
+    }
+
+    fn wire(&self, eth_src: MacAddr, eth_dst: MacAddr) -> Result<Wire, FrameError> {
+        Wire::of(&NdpMessage::Solicitation(*self), eth_src, eth_dst)
     }
 }
 
@@ -290,9 +273,7 @@ impl NeighborAdvertisement {
 
     /// The Ethernet destination for a multicast `dst`.
     pub fn multicast_eth_dst(&self) -> Option<MacAddr> {
-        self.dst
-            .is_multicast()
-            .then(|| ipv6_multicast_mac(self.dst))
+        multicast_eth_dst(self.dst)
     }
 
     fn flags(&self) -> u8 {
@@ -325,83 +306,121 @@ impl NeighborAdvertisement {
         eth_dst: MacAddr,
         buf: &mut [u8],
     ) -> Result<usize, FrameError> {
-        self.validate()?;
-        ensure_room(buf, frame_len(self.target_ll.is_some()))?;
-        let body = self.body();
-        Ok(write_unchecked(
-            eth_src, eth_dst, self.src, self.dst, &body, buf,
-        ))
+        self.wire(eth_src, eth_dst)?.write(buf)
     }
 
     /// The whole Ethernet frame, on the stack.
     pub fn to_frame(&self, eth_src: MacAddr, eth_dst: MacAddr) -> Result<Frame, FrameError> {
-        self.validate()?;
-        let body = self.body();
-        Ok(Frame::build(|buf| {
-            write_unchecked(eth_src, eth_dst, self.src, self.dst, &body, buf)
-        }))
+        Ok(self.wire(eth_src, eth_dst)?.to_frame())
     }
 
-    fn body(&self) -> Body {
-        Body {
-            icmp_type: ICMP_NA,
-            flags: self.flags(),
-            target: self.target,
-            ll: self.target_ll.map(|m| (OPT_TARGET_LL, m)),
-        }
+    fn wire(&self, eth_src: MacAddr, eth_dst: MacAddr) -> Result<Wire, FrameError> {
+        Wire::of(&NdpMessage::Advertisement(*self), eth_src, eth_dst)
     }
 }
 
-/// The part of NS and NA after the IPv6 header.
-struct Body {
-    icmp_type: u8,
-    flags: u8,
-    target: Ipv6Addr,
-    ll: Option<(u8, MacAddr)>,
+/// The Ethernet destination of a multicast IPv6 `dst`, `None` if unicast.
+fn multicast_eth_dst(dst: Ipv6Addr) -> Option<MacAddr> {
+    dst.is_multicast().then(|| ipv6_multicast_mac(dst))
 }
 
-/// Writes Ethernet + IPv6 + ICMPv6; `buf` must hold `frame_len(..)` bytes.
-fn write_unchecked(
+/// Everything that goes on the wire for an NS or NA, already validated.
+/// NS and NA share one layout and differ only in a few of these fields, so
+/// both reduce to a `Wire` and one writer assembles the frame: there is a
+/// single place where the layout (and its checksum) can go wrong, and the
+/// golden tests pin it for both.
+struct Wire {
     eth_src: MacAddr,
     eth_dst: MacAddr,
     src: Ipv6Addr,
     dst: Ipv6Addr,
-    body: &Body,
-    buf: &mut [u8],
-) -> usize {
-    let eth = EthernetHeader {
-        dst: eth_dst,
-        src: eth_src,
-        ethertype: EtherType::IPV6,
-    };
-    let ip_at = eth.write_unchecked(buf);
-    let icmp_at = ip_at + IP6_HEADER_LEN;
-    let icmp_len = NDP_OPTIONS_OFFSET + if body.ll.is_some() { LL_OPTION_LEN } else { 0 };
-    let end = icmp_at + icmp_len;
+    icmp_type: u8,
+    /// The first byte of the flags/reserved word (0 for an NS).
+    flags: u8,
+    target: Ipv6Addr,
+    /// The link-layer option: its type and the address it carries.
+    ll: Option<(u8, MacAddr)>,
+}
 
-    let ip = &mut buf[ip_at..icmp_at];
-    ip[IP6_VTF_OFFSET..IP6_PLEN_OFFSET].copy_from_slice(&[0x60, 0, 0, 0]);
-    // icmp_len is 24 or 32.
-    ip[IP6_PLEN_OFFSET..IP6_NEXT_HEADER_OFFSET].copy_from_slice(&(icmp_len as u16).to_be_bytes());
-    ip[IP6_NEXT_HEADER_OFFSET] = NEXT_HEADER_ICMPV6;
-    ip[IP6_HOP_LIMIT_OFFSET] = NDP_HOP_LIMIT;
-    ip[IP6_SRC_OFFSET..IP6_DST_OFFSET].copy_from_slice(&src.octets());
-    ip[IP6_DST_OFFSET..IP6_HEADER_LEN].copy_from_slice(&dst.octets());
-
-    let icmp = &mut buf[icmp_at..end];
-    icmp[ICMP_TYPE_OFFSET] = body.icmp_type;
-    icmp[ICMP_CODE_OFFSET] = 0;
-    icmp[ICMP_CHECKSUM_OFFSET..NDP_FLAGS_OFFSET].fill(0);
-    icmp[NDP_FLAGS_OFFSET..NDP_TARGET_OFFSET].copy_from_slice(&[body.flags, 0, 0, 0]);
-    icmp[NDP_TARGET_OFFSET..NDP_OPTIONS_OFFSET].copy_from_slice(&body.target.octets());
-    if let Some((kind, mac)) = body.ll {
-        icmp[NDP_OPTIONS_OFFSET] = kind;
-        icmp[NDP_OPTIONS_OFFSET + 1] = 1; // length in units of 8 octets
-        icmp[NDP_OPTIONS_OFFSET + 2..NDP_OPTIONS_OFFSET + LL_OPTION_LEN].copy_from_slice(&mac.0);
+impl Wire {
+    /// Validates `msg` and lays out its fields. The only per-message
+    /// decisions (type, flags, which link-layer option) are made here, in
+    /// one place; an NS has no flags (the word is reserved, RFC 4861 §4.3).
+    fn of(msg: &NdpMessage, eth_src: MacAddr, eth_dst: MacAddr) -> Result<Wire, FrameError> {
+        let (src, dst, icmp_type, flags, ll) = match msg {
+            NdpMessage::Solicitation(ns) => {
+                ns.validate()?;
+                let ll = ns.source_ll.map(|m| (OPT_SOURCE_LL, m));
+                (ns.src, ns.dst, ICMP_NS, 0, ll)
+            }
+            NdpMessage::Advertisement(na) => {
+                na.validate()?;
+                let ll = na.target_ll.map(|m| (OPT_TARGET_LL, m));
+                (na.src, na.dst, ICMP_NA, na.flags(), ll)
+            }
+        };
+        Ok(Wire {
+            eth_src,
+            eth_dst,
+            src,
+            dst,
+            icmp_type,
+            flags,
+            target: msg.target(),
+            ll,
+        })
     }
-    let cksum = icmpv6_checksum(src, dst, icmp);
-    icmp[ICMP_CHECKSUM_OFFSET..NDP_FLAGS_OFFSET].copy_from_slice(&cksum.to_be_bytes());
-    end
+
+    /// Writes into a caller buffer, checking its size first.
+    fn write(&self, buf: &mut [u8]) -> Result<usize, FrameError> {
+        ensure_room(buf, frame_len(self.ll.is_some()))?;
+        Ok(self.write_unchecked(buf))
+    }
+
+    /// Builds on the stack; [`FRAME_CAPACITY`](super::FRAME_CAPACITY)
+    /// always fits (asserted at compile time next to `frame_len`).
+    fn to_frame(&self) -> Frame {
+        Frame::build(|buf| self.write_unchecked(buf))
+    }
+
+    /// Writes Ethernet + IPv6 + ICMPv6; `buf` must hold `frame_len(..)` bytes.
+    fn write_unchecked(&self, buf: &mut [u8]) -> usize {
+        let eth = EthernetHeader {
+            dst: self.eth_dst,
+            src: self.eth_src,
+            ethertype: EtherType::IPV6,
+        };
+        let ip_at = eth.write_unchecked(buf);
+        let icmp_at = ip_at + IP6_HEADER_LEN;
+        let icmp_len = NDP_OPTIONS_OFFSET + if self.ll.is_some() { LL_OPTION_LEN } else { 0 };
+        let end = icmp_at + icmp_len;
+
+        let ip = &mut buf[ip_at..icmp_at];
+        ip[IP6_VTF_OFFSET..IP6_PLEN_OFFSET].copy_from_slice(&[0x60, 0, 0, 0]);
+        // icmp_len is 24 or 32.
+        ip[IP6_PLEN_OFFSET..IP6_NEXT_HEADER_OFFSET]
+            .copy_from_slice(&(icmp_len as u16).to_be_bytes());
+        ip[IP6_NEXT_HEADER_OFFSET] = NEXT_HEADER_ICMPV6;
+        ip[IP6_HOP_LIMIT_OFFSET] = NDP_HOP_LIMIT;
+        ip[IP6_SRC_OFFSET..IP6_DST_OFFSET].copy_from_slice(&self.src.octets());
+        ip[IP6_DST_OFFSET..IP6_HEADER_LEN].copy_from_slice(&self.dst.octets());
+
+        let icmp = &mut buf[icmp_at..end];
+        icmp[ICMP_TYPE_OFFSET] = self.icmp_type;
+        icmp[ICMP_CODE_OFFSET] = 0;
+        icmp[ICMP_CHECKSUM_OFFSET..NDP_FLAGS_OFFSET].fill(0);
+        icmp[NDP_FLAGS_OFFSET..NDP_TARGET_OFFSET].copy_from_slice(&[self.flags, 0, 0, 0]);
+        icmp[NDP_TARGET_OFFSET..NDP_OPTIONS_OFFSET].copy_from_slice(&self.target.octets());
+        if let Some((kind, mac)) = self.ll {
+            icmp[NDP_OPTIONS_OFFSET] = kind;
+            icmp[NDP_OPTIONS_OFFSET + 1] = 1; // length in units of 8 octets
+            icmp[NDP_OPTIONS_OFFSET + 2..NDP_OPTIONS_OFFSET + LL_OPTION_LEN]
+                .copy_from_slice(&mac.0);
+        }
+        let cksum = icmpv6_checksum(self.src, self.dst, icmp);
+        icmp[ICMP_CHECKSUM_OFFSET..NDP_FLAGS_OFFSET].copy_from_slice(&cksum.to_be_bytes());
+        end
+    }
 }
 
 impl NdpMessage {
