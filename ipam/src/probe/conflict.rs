@@ -113,10 +113,11 @@ pub fn probe_many<S: FrameSocket + ?Sized>(
         .map(|&c| probe_frame(ours, c))
         .collect::<Result<Vec<Frame>, ProbeError>>()?;
 
-    let groups = Memberships::join(sock, candidates);
-    let result = run(sock, candidates, &frames, cfg, &mut outcomes);
-    groups.leave(sock);
-    result?;
+    {
+        // Left when this scope ends, whether `run` returns, fails or panics.
+        let _groups = Memberships::join(sock, candidates);
+        run(sock, candidates, &frames, cfg, &mut outcomes)?;
+    }
 
     Ok(outcomes
         .into_iter()
@@ -284,17 +285,23 @@ fn classify_ndp(
     }
 }
 
-/// The solicited-node groups joined for a probe, left afterwards.
-struct Memberships {
+/// The solicited-node groups joined for a probe. They are left on drop, so
+/// no exit from the probe (an error, a panic in a socket implementation)
+/// leaves the interface subscribed: on a real socket a stale membership
+/// keeps the NIC passing that group's traffic up, and makes the next join
+/// of the same group fail with `EADDRINUSE`.
+struct Memberships<'s, S: FrameSocket + ?Sized> {
+    sock: &'s S,
+    /// The targets whose groups were joined (the trait takes targets).
     joined: Vec<Ipv6Addr>,
 }
 
-impl Memberships {
+impl<'s, S: FrameSocket + ?Sized> Memberships<'s, S> {
     /// Joins each distinct solicited-node group once (two candidates with
     /// the same low 24 bits share a group). A failure only loses the
     /// simultaneous-DAD check, not the main one (answers go to ff02::1,
     /// which every IPv6 interface receives), so it is logged, not fatal.
-    fn join<S: FrameSocket + ?Sized>(sock: &S, candidates: &[IpAddr]) -> Self {
+    fn join(sock: &'s S, candidates: &[IpAddr]) -> Self {
         let mut joined: Vec<Ipv6Addr> = Vec::new();
         let mut groups: Vec<Ipv6Addr> = Vec::new();
         for c in candidates {
@@ -314,12 +321,16 @@ impl Memberships {
                 }
             }
         }
-        Memberships { joined }
+        Memberships { sock, joined }
     }
+}
 
-    fn leave<S: FrameSocket + ?Sized>(self, sock: &S) {
-        for v6 in self.joined {
-            if let Err(e) = sock.leave_solicited_node(v6) {
+impl<S: FrameSocket + ?Sized> Drop for Memberships<'_, S> {
+    /// Best effort: no verdict depends on it, and on a real socket the
+    /// kernel drops whatever we fail to leave when the socket closes.
+    fn drop(&mut self) {
+        for v6 in self.joined.drain(..) {
+            if let Err(e) = self.sock.leave_solicited_node(v6) {
                 tracing::debug!(target_addr = %v6, error = %e, "leaving solicited-node group");
             }
         }
