@@ -10,9 +10,10 @@ use flatlan_ipam::frame::{
 };
 use flatlan_ipam::mac::MacAddr;
 use flatlan_ipam::probe::{
-    probe_ipv4, probe_ipv6, probe_many, Evidence, FakeSocket, FrameSocket, ProbeConfig, ProbeError,
+    probe_ipv4, probe_ipv6, probe_many, Evidence, FakeSocket, GroupEvent, ProbeConfig, ProbeError,
     ProbeOutcome,
 };
+use GroupEvent::{Join, Leave};
 
 const OURS: MacAddr = MacAddr([0x0a, 0x58, 0x0a, 0x63, 0x00, 0x01]);
 const OTHER: MacAddr = MacAddr([0x00, 0x11, 0x22, 0x33, 0x44, 0x55]);
@@ -71,6 +72,11 @@ fn silence_means_free_after_the_full_schedule() {
     for f in &sent {
         assert_eq!(&f[..], &ArpPacket::probe(OURS, V4).to_frame()[..]);
     }
+    assert_eq!(
+        s.group_events(),
+        Vec::<GroupEvent>::new(),
+        "an IPv4 probe joins no IPv6 group"
+    );
 }
 
 #[test]
@@ -203,8 +209,10 @@ fn ipv6_na_means_in_use_and_dad_ns_is_what_we_send() {
     let (hdr, msg) = NdpMessage::parse_frame(&sent[0]).expect("our NS parses");
     assert_eq!(hdr.dst, solicited_node_multicast_mac(t));
     assert_eq!(msg, NdpMessage::Solicitation(NeighborSolicitation::dad(t)));
-    // The group was joined for the probe and left afterwards.
-    assert!(s.joined().is_empty());
+    // fd99::5's solicited-node group was joined for the probe, then left.
+    let group = v6("ff02::1:ff00:5");
+    assert_eq!(s.group_events(), [Join(group), Leave(group)]);
+    assert_eq!(s.joined(), Vec::<Ipv6Addr>::new());
 }
 
 #[test]
@@ -276,7 +284,11 @@ fn probe_many_interleaves_and_costs_one_schedule() {
     );
     // Round 1: five probes; round 2: only the three undecided ones.
     assert_eq!(s.sent().len(), 5 + 3);
-    assert!(s.joined().is_empty());
+    // One group per IPv6 candidate, all joined before the first probe and
+    // left after the verdict; none for the IPv4 ones.
+    let (g6, g7) = (v6("ff02::1:ff00:6"), v6("ff02::1:ff00:7"));
+    assert_eq!(s.group_events(), [Join(g6), Join(g7), Leave(g6), Leave(g7)]);
+    assert_eq!(s.joined(), Vec::<Ipv6Addr>::new());
 }
 
 #[test]
@@ -295,36 +307,18 @@ fn probe_many_returns_early_when_everything_is_taken() {
 
 #[test]
 fn shared_solicited_node_group_is_joined_once() {
-    // Same low 24 bits, so the same group: a second join would fail with
-    // EADDRINUSE on a real socket.
-    struct Counting(FakeSocket, std::sync::Mutex<Vec<Ipv6Addr>>);
-    impl FrameSocket for Counting {
-        fn send(&self, f: &[u8]) -> Result<(), ProbeError> {
-            self.0.send(f)
-        }
-        fn recv_timeout(&self, b: &mut [u8], t: Duration) -> Result<Option<usize>, ProbeError> {
-            self.0.recv_timeout(b, t)
-        }
-        fn mac(&self) -> MacAddr {
-            self.0.mac()
-        }
-        fn ifindex(&self) -> u32 {
-            self.0.ifindex()
-        }
-        fn join_solicited_node(&self, t: Ipv6Addr) -> Result<(), ProbeError> {
-            self.1.lock().expect("not poisoned").push(t);
-            Ok(())
-        }
-    }
-    let c = Counting(sock(), Default::default());
+    // Same low 24 bits, so the same group: a second join fails with
+    // EADDRINUSE on a real socket, and on the fake, which logs it.
+    let s = sock();
     let out = probe_many(
-        &c,
+        &s,
         &[IpAddr::V6(v6("fd99::1:5")), IpAddr::V6(v6("fd98::1:5"))],
         CFG,
     )
     .expect("probe runs");
     assert!(out.iter().all(ProbeOutcome::is_free));
-    assert_eq!(c.1.lock().expect("not poisoned").len(), 1);
+    let group = v6("ff02::1:ff01:5");
+    assert_eq!(s.group_events(), [Join(group), Leave(group)]);
 }
 
 #[test]
@@ -372,7 +366,22 @@ fn send_failure_is_an_error_and_groups_are_left() {
         matches!(err, ProbeError::Socket { op: "send", .. }),
         "{err}"
     );
-    assert!(s.joined().is_empty());
+    let group = v6("ff02::1:ff00:5");
+    assert_eq!(s.group_events(), [Join(group), Leave(group)]);
+}
+
+#[test]
+fn groups_are_left_when_the_socket_panics() {
+    let s = sock();
+    // Expect a "socket blew up" panic message in the test output.
+    s.respond_with(|_| panic!("socket blew up"));
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        probe_ipv6(&s, v6("fd99::5"), CFG)
+    }));
+    assert!(unwound.is_err(), "the panic propagates to the caller");
+    let group = v6("ff02::1:ff00:5");
+    assert_eq!(s.group_events(), [Join(group), Leave(group)]);
+    assert_eq!(s.joined(), Vec::<Ipv6Addr>::new());
 }
 
 #[test]

@@ -1,17 +1,18 @@
 //! An in-memory [`FrameSocket`] for tests without root or namespaces.
 //!
-//! It records what is sent, delivers injected frames after a chosen delay,
-//! and can simulate LAN hosts that answer ARP probes and DAD solicitations
-//! the way the Linux kernel does (reply unicast to the prober for ARP; NA to
-//! ff02::1 with S=0 for DAD). Public so that the CNI plugin's and speaker's
-//! tests can use it too.
+//! It records what is sent and which solicited-node groups are joined and
+//! left, delivers injected frames after a chosen delay, and can simulate
+//! LAN hosts that answer ARP probes and DAD solicitations the way the Linux
+//! kernel does (reply unicast to the prober for ARP; NA to ff02::1 with S=0
+//! for DAD). Public so that the CNI plugin's and speaker's tests can use it
+//! too.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::{FrameSocket, ProbeError};
-use crate::frame::{ArpOp, ArpPacket, NdpMessage, NeighborAdvertisement};
+use crate::frame::{solicited_node_multicast, ArpOp, ArpPacket, NdpMessage, NeighborAdvertisement};
 use crate::mac::MacAddr;
 
 type Responder = Box<dyn FnMut(&[u8]) -> Vec<(Duration, Vec<u8>)> + Send>;
@@ -30,8 +31,20 @@ struct State {
     seq: u64,
     hosts: Vec<Host>,
     responders: Vec<Responder>,
-    joined: Vec<Ipv6Addr>,
+    /// Solicited-node groups currently joined.
+    groups: Vec<Ipv6Addr>,
+    group_events: Vec<GroupEvent>,
     fail_send: bool,
+}
+
+/// One call to join or leave a solicited-node group, with the group
+/// address (ff02::1:ffXX:XXXX) it concerns, whether or not it succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupEvent {
+    /// [`FrameSocket::join_solicited_node`].
+    Join(Ipv6Addr),
+    /// [`FrameSocket::leave_solicited_node`].
+    Leave(Ipv6Addr),
 }
 
 #[derive(Clone, Copy)]
@@ -63,6 +76,15 @@ impl FakeSocket {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The error a real socket reports for a refused join or leave.
+    fn group_error(&self, group: Ipv6Addr, errno: i32) -> ProbeError {
+        ProbeError::Multicast {
+            group,
+            ifindex: self.ifindex,
+            source: std::io::Error::from_raw_os_error(errno),
+        }
+    }
+
     /// Simulates a LAN host owning `ip` at `mac` that answers probes for it
     /// after `delay`.
     pub fn add_host(&self, ip: IpAddr, mac: MacAddr, delay: Duration) {
@@ -85,9 +107,16 @@ impl FakeSocket {
         self.state().sent.clone()
     }
 
-    /// The targets whose solicited-node groups are currently joined.
+    /// The solicited-node groups currently joined.
     pub fn joined(&self) -> Vec<Ipv6Addr> {
-        self.state().joined.clone()
+        self.state().groups.clone()
+    }
+
+    /// Every join and leave so far, in order. Tests compare this with the
+    /// exact groups expected: "nothing is joined now" alone would also hold
+    /// for a probe that never joined anything.
+    pub fn group_events(&self) -> Vec<GroupEvent> {
+        self.state().group_events.clone()
     }
 
     /// Makes every later `send` fail, as on an interface that went down.
@@ -207,13 +236,28 @@ impl FrameSocket for FakeSocket {
         self.ifindex
     }
 
+    /// Fails like the kernel does on a second join of the same group
+    /// (`EADDRINUSE`), so a probe that joins a shared group twice is caught.
     fn join_solicited_node(&self, target: Ipv6Addr) -> Result<(), ProbeError> {
-        self.state().joined.push(target);
+        let group = solicited_node_multicast(target);
+        let mut st = self.state();
+        st.group_events.push(GroupEvent::Join(group));
+        if st.groups.contains(&group) {
+            return Err(self.group_error(group, libc::EADDRINUSE));
+        }
+        st.groups.push(group);
         Ok(())
     }
 
+    /// Fails like the kernel does for a group not joined (`EADDRNOTAVAIL`).
     fn leave_solicited_node(&self, target: Ipv6Addr) -> Result<(), ProbeError> {
-        self.state().joined.retain(|t| *t != target);
+        let group = solicited_node_multicast(target);
+        let mut st = self.state();
+        st.group_events.push(GroupEvent::Leave(group));
+        let Some(i) = st.groups.iter().position(|g| *g == group) else {
+            return Err(self.group_error(group, libc::EADDRNOTAVAIL));
+        };
+        st.groups.swap_remove(i);
         Ok(())
     }
 }

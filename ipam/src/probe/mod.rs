@@ -18,7 +18,7 @@ pub mod fake;
 pub mod packet_socket;
 
 pub use conflict::{probe_ipv4, probe_ipv6, probe_many, Evidence, ProbeOutcome};
-pub use fake::FakeSocket;
+pub use fake::{FakeSocket, GroupEvent};
 pub use packet_socket::PacketSocket;
 
 use std::net::{IpAddr, Ipv6Addr};
