@@ -21,6 +21,7 @@ use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use flatlan_ipam::frame::{solicited_node_multicast_mac, ArpPacket, NeighborSolicitation};
@@ -264,43 +265,79 @@ fn batch_probe_costs_one_schedule() {
     );
 }
 
+/// Sets the flag when dropped, so a thread polling it stops however the
+/// scope that owns the guard is left, by a panic too.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// How long B's prober may take to start, and how long it keeps sending
+/// before deciding A is stuck. Both are far beyond the few milliseconds
+/// they take; they only turn a failure into a message instead of a hang.
+const B_START: Duration = Duration::from_secs(10);
+const B_WATCHDOG: Duration = Duration::from_secs(30);
+
 /// Another host probing the same address at the same moment (RFC 5227
 /// §2.1.1): both must treat it as in use. B's prober runs its own
 /// PacketSocket in namespace B.
+///
+/// No wait here is unbounded: B reports on a channel that it is sending
+/// (or, by dropping it, that it died first), and B's loop stops when A is
+/// done, when A panics (the guard), or after B_WATCHDOG.
 #[test]
 fn simultaneous_probes_from_another_host_are_detected() {
     let lab = Lab::new();
     let target4 = Ipv4Addr::new(10, 99, 0, 9);
     let target6 = Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, 9);
-    let stop = AtomicBool::new(false);
-    let started = std::sync::Barrier::new(2);
+    let stop = &AtomicBool::new(false);
+    let (started, started_rx) = mpsc::channel::<()>();
+    let netns_b = lab.b.as_str();
     let (v4, v6) = std::thread::scope(|s| {
-        s.spawn(|| {
-            in_netns(&lab.b, || {
+        // Stops B when this closure ends, with A's verdicts or by a panic
+        // anywhere in it; only then does the scope join B.
+        let _stop_b = SetOnDrop(stop);
+        s.spawn(move || {
+            in_netns(netns_b, move || {
                 let sock = PacketSocket::open("vb").expect("open AF_PACKET on vb");
                 let arp = ArpPacket::probe(MAC_B, target4).to_frame();
                 let ns = NeighborSolicitation::dad(target6)
                     .to_frame(MAC_B, solicited_node_multicast_mac(target6))
                     .expect("valid NS");
-                started.wait();
+                // If the test already gave up on us, there is no one to tell.
+                let _ = started.send(());
+                let t = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
+                    assert!(
+                        t.elapsed() < B_WATCHDOG,
+                        "prober A did not finish within {B_WATCHDOG:?}; B stops sending"
+                    );
                     sock.send(&arp).expect("send ARP probe");
                     sock.send(&ns).expect("send DAD NS");
                     std::thread::sleep(Duration::from_millis(5));
                 }
             })
         });
-        started.wait();
-        let result = in_netns(&lab.a, || {
+        match started_rx.recv_timeout(B_START) {
+            Ok(()) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                panic!("prober B failed before it started sending (its panic is above)")
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("prober B did not start sending within {B_START:?}")
+            }
+        }
+        in_netns(&lab.a, || {
             let sock = PacketSocket::open("va").expect("open AF_PACKET on va");
             let cfg = ProbeConfig::FAST;
             (
                 probe_ipv4(&sock, target4, cfg).expect("probe runs"),
                 probe_ipv6(&sock, target6, cfg).expect("probe runs"),
             )
-        });
-        stop.store(true, Ordering::Relaxed);
-        result
+        })
     });
     assert_eq!(in_use(&v4), (MAC_B, Evidence::SimultaneousArpProbe));
     assert_eq!(in_use(&v6), (MAC_B, Evidence::SimultaneousDad));
