@@ -349,6 +349,14 @@ impl Announcer {
         out
     }
 
+    /// Drops the state of a VIP that left the configuration; a claimed one
+    /// must be released first, so this never silences an announced VIP.
+    pub fn forget(&mut self, vip: IpAddr) {
+        if !self.is_claimed(vip) {
+            self.vips.remove(&vip);
+        }
+    }
+
     /// Re-announces every owned VIP (on `iface`, or all if `None`) with a
     /// full burst: the link came back, or a partition healed.
     pub fn reannounce(&mut self, now: Instant, iface: Option<&str>) -> Vec<Action> {

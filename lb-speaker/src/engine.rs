@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -36,6 +37,7 @@ use crate::membership::{Event, Membership};
 use crate::metrics::Metrics;
 use crate::ownership::owners;
 use crate::packet::PacketSocket;
+use crate::reload;
 use crate::status::{Status, VipStatus};
 use crate::wire::{self, Heartbeat, ReplayGuard, VipEntry};
 
@@ -66,7 +68,13 @@ impl Drop for IfaceSockets {
 /// The running speaker.
 pub struct Engine {
     cfg: Config,
+    /// The file SIGHUP re-reads, if any.
+    config_path: Option<PathBuf>,
+    /// The VIPs we decide about: the configured ones, plus dropped ones
+    /// (`retiring`) until they are handed over or released.
     vips: Vec<IpAddr>,
+    /// VIPs dropped by a reload and still claimed here.
+    retiring: BTreeSet<IpAddr>,
     metrics: Arc<Metrics>,
     shared: Arc<Shared>,
     membership: Membership,
@@ -188,6 +196,8 @@ impl Engine {
             heartbeat_now: true,
             last_owned: BTreeSet::new(),
             cfg,
+            config_path: None,
+            retiring: BTreeSet::new(),
         };
         Ok((engine, frame_rx))
     }
@@ -196,6 +206,7 @@ impl Engine {
     pub async fn run(mut self, mut frames: mpsc::Receiver<(String, Vec<u8>)>) -> Result<()> {
         let mut term = signal(SignalKind::terminate()).map_err(|e| Error::sys("SIGTERM", e))?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::sys("SIGINT", e))?;
+        let mut hup = signal(SignalKind::hangup()).map_err(|e| Error::sys("SIGHUP", e))?;
         let udp = self.udp.clone();
         let mut buf = vec![0u8; 65_536];
         tracing::info!(node = %self.cfg.node_name, vips = self.vips.len(), "speaker ready");
@@ -248,6 +259,7 @@ impl Engine {
                 _ = tokio::time::sleep_until(wake.into()) => {}
                 _ = term.recv() => self.begin_leaving(Instant::now(), "SIGTERM"),
                 _ = int.recv() => self.begin_leaving(Instant::now(), "SIGINT"),
+                _ = hup.recv() => self.reload(Instant::now()),
             }
             if !planned || (Instant::now() < warmup && self.leaving.is_none()) {
                 continue;
@@ -276,6 +288,78 @@ impl Engine {
         }
         for (vip, e) in left {
             tracing::warn!(%vip, "cannot remove the VIP from lo: {e}; keeping arp_ignore/arp_announce");
+        }
+    }
+
+    /// Sets the file SIGHUP re-reads.
+    pub fn with_config_path(mut self, path: PathBuf) -> Self {
+        self.config_path = Some(path);
+        self
+    }
+
+    /// SIGHUP: re-reads the config file. A file that does not validate
+    /// changes nothing (the running config stays, whole).
+    fn reload(&mut self, now: Instant) {
+        let Some(path) = self.config_path.clone() else {
+            tracing::warn!("SIGHUP: no config file to re-read");
+            return;
+        };
+        match Config::load(&path) {
+            Ok(new) => self.apply_config(now, &new),
+            Err(e) => {
+                self.metrics.config_reload_failures.inc();
+                tracing::error!(path = %path.display(), "reload refused, the running config stays: {e}");
+            }
+        }
+    }
+
+    /// Applies what of `new` a running speaker can take (see
+    /// [`crate::reload`]): new VIPs are claimed in the next turn, dropped
+    /// ones handed over or released.
+    pub fn apply_config(&mut self, now: Instant, new: &Config) {
+        let plan = reload::plan(&self.cfg, new);
+        for field in &plan.needs_restart {
+            tracing::warn!(
+                field,
+                "changed in the config file: takes effect after a restart"
+            );
+        }
+        self.cfg = reload::apply(&self.cfg, new);
+        for v in &plan.added {
+            self.retiring.remove(v);
+            if !self.vips.contains(v) {
+                self.vips.push(*v);
+            }
+        }
+        self.retiring.extend(plan.removed.iter().copied());
+        self.metrics.config_reloads.inc();
+        // Peers learn our new eligible set at once rather than within an
+        // interval: that is what lets the VIP's owner be agreed on quickly.
+        self.heartbeat_now = true;
+        self.next_status = now;
+        tracing::info!(
+            added = plan.added.len(),
+            removed = plan.removed.len(),
+            "config reloaded"
+        );
+    }
+
+    /// Forgets dropped VIPs once nothing here claims them any more.
+    fn retire(&mut self) {
+        let done: Vec<IpAddr> = self
+            .retiring
+            .iter()
+            .copied()
+            .filter(|v| !self.announcer.is_claimed(*v))
+            .collect();
+        for v in done {
+            self.retiring.remove(&v);
+            self.vips.retain(|x| *x != v);
+            self.desired.remove(&v);
+            self.handover_since.remove(&v);
+            self.successor_seen.remove(&v);
+            self.announcer.forget(v);
+            tracing::info!(vip = %v, "VIP removed from the config: no longer handled");
         }
     }
 
@@ -366,6 +450,9 @@ impl Engine {
             self.poll_ifaces(now);
         }
         self.reconcile(now);
+        if !self.retiring.is_empty() {
+            self.retire();
+        }
         let acts = self.announcer.due(now);
         self.execute(acts);
 
@@ -492,7 +579,7 @@ impl Engine {
                     let Some(i) = mine.get(&vip).cloned() else {
                         continue;
                     };
-                    if let Err(e) = self.ensure_sockets(&i) {
+                    if let Err(e) = self.ensure_sockets(&i, vip.is_ipv6()) {
                         tracing::error!(%vip, iface = %i.name, "cannot open packet socket: {e}");
                         continue;
                     }
@@ -556,30 +643,34 @@ impl Engine {
         self.desired = desired;
     }
 
-    fn ensure_sockets(&mut self, i: &IfaceInfo) -> Result<()> {
+    /// Prepares `i` for claiming a VIP of the family `v6` says: sysctls,
+    /// the ARP socket, and the IPv6 socket once an IPv6 VIP is claimed on it
+    /// (a reload may add the first one to a running speaker).
+    fn ensure_sockets(&mut self, i: &IfaceInfo, v6: bool) -> Result<()> {
         if self.cfg.assign && !self.prepared.contains(&i.name) {
             self.host.prepare_iface(&i.name)?;
             self.prepared.insert(i.name.clone());
         }
         if !self.sockets.contains_key(&i.name) {
             let arp = Arc::new(self.open(i, ETH_P_ARP)?);
-            let mut readers = vec![self.reader(i.name.clone(), arp.clone())];
-            let v6 = if self.cfg.vips.iter().any(|v| v.address.is_ipv6()) {
-                let s = Arc::new(self.open(i, ETH_P_IPV6)?);
-                readers.push(self.reader(i.name.clone(), s.clone()));
-                Some(s)
-            } else {
-                None
-            };
+            let readers = vec![self.reader(i.name.clone(), arp.clone())];
             self.sockets.insert(
                 i.name.clone(),
                 IfaceSockets {
                     ifindex: i.index,
                     arp,
-                    v6,
+                    v6: None,
                     readers,
                 },
             );
+        }
+        if v6 && self.sockets.get(&i.name).is_some_and(|s| s.v6.is_none()) {
+            let s = Arc::new(self.open(i, ETH_P_IPV6)?);
+            let reader = self.reader(i.name.clone(), s.clone());
+            if let Some(e) = self.sockets.get_mut(&i.name) {
+                e.v6 = Some(s);
+                e.readers.push(reader);
+            }
         }
         Ok(())
     }
@@ -852,15 +943,16 @@ fn assign_or_release(
 }
 
 /// Runs static mode: validates nothing more (the caller passed a valid
-/// config), starts the engine and runs it to completion.
-pub fn run_static(cfg: Config) -> Result<()> {
+/// config, read from `path`, which SIGHUP re-reads), starts the engine and
+/// runs it to completion.
+pub fn run_static(cfg: Config, path: PathBuf) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::sys("tokio runtime", e))?;
     rt.block_on(async move {
         let (engine, frames) = Engine::start(cfg).await?;
-        engine.run(frames).await
+        engine.with_config_path(path).run(frames).await
     })
 }
 

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod node_agent;
 pub mod ownership;
 pub mod packet;
+pub mod reload;
 pub mod status;
 pub mod wire;
 

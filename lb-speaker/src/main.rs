@@ -88,7 +88,7 @@ fn main() -> ExitCode {
                 println!("config ok: {} VIPs", cfg.vips.len());
                 return ExitCode::SUCCESS;
             }
-            match flatlan_speaker::engine::run_static(cfg) {
+            match flatlan_speaker::engine::run_static(cfg, config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("flatlan-speaker: {e}");

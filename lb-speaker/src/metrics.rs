@@ -94,6 +94,10 @@ pub struct Metrics {
     /// Claims released unannounced because the VIP could not be added to
     /// `lo`.
     pub assign_failures: Counter,
+    /// Config reloads applied (SIGHUP).
+    pub config_reloads: Counter,
+    /// Config reloads refused: the file did not validate.
+    pub config_reload_failures: Counter,
 }
 
 impl Metrics {
@@ -109,7 +113,7 @@ impl Metrics {
     /// gauges the engine supplies.
     pub fn render(&self, owned: usize, members: usize) -> String {
         let mut s = String::with_capacity(2048);
-        let counters: [(&str, &str, &Counter); 16] = [
+        let counters: [(&str, &str, &Counter); 18] = [
             (
                 "announcements",
                 "VIP claims that started announcing",
@@ -181,6 +185,16 @@ impl Metrics {
                 "assign_failures",
                 "claims released unannounced: the VIP could not be added to lo",
                 &self.assign_failures,
+            ),
+            (
+                "config_reloads",
+                "config reloads applied",
+                &self.config_reloads,
+            ),
+            (
+                "config_reload_failures",
+                "config reloads refused because the file did not validate",
+                &self.config_reload_failures,
             ),
         ];
         for (name, help, c) in counters {
