@@ -22,6 +22,9 @@
 //! statusFile: /run/flatlan-speaker/status.json
 //! ```
 //!
+//! SIGHUP re-reads the file; what a running speaker takes from it is in
+//! [`crate::reload`].
+//!
 //! Parsing and validation are one pure step ([`Config::from_yaml`]) that
 //! runs before the daemon touches the system (STYLE rule 2): a bad file is
 //! rejected as a whole, with the offending field's path in the message
@@ -122,7 +125,11 @@ impl Default for Timers {
             garp_count: 3,
             garp_interval: Duration::from_millis(100),
             refresh_interval: Duration::from_secs(30),
-            probe_timeout: Duration::from_millis(100),
+            // The CNI plugin's probe window (2 probes, 60 ms of listening):
+            // wired hosts answer an ARP probe within a few ms. A device
+            // that answers later (Wi-Fi power save) is still caught while
+            // we own the VIP, as a foreign claim.
+            probe_timeout: Duration::from_millis(60),
             handoff_timeout: hb * 5,
             conflict_retry: Duration::from_secs(10),
         }

@@ -35,7 +35,10 @@ pub struct SpeakerFigures {
     pub note: String,
     pub failover_p50_ms: Option<f64>,
     pub failover_p95_ms: Option<f64>,
+    /// Config to first GARP on a running speaker (a VIP added by SIGHUP).
     pub first_garp_ms: Option<f64>,
+    /// Start to first GARP (a starting daemon listens for peers first).
+    pub start_to_first_garp_ms: Option<f64>,
     pub arp_reply_p99_ms: Option<f64>,
     pub rss_mb_1000_vips: Option<f64>,
 }
@@ -70,6 +73,7 @@ impl SpeakerFigures {
             failover_p50_ms: get("failover_p50_ms"),
             failover_p95_ms: get("failover_p95_ms"),
             first_garp_ms: get("first_garp_ms"),
+            start_to_first_garp_ms: get("start_to_first_garp_ms"),
             arp_reply_p99_ms: get("arp_reply_p99_ms"),
             rss_mb_1000_vips: get("rss_mb_1000_vips"),
         }

@@ -324,6 +324,17 @@ impl Lab {
         Ok(())
     }
 
+    /// Rewrites node `i`'s config with `vips` and sends SIGHUP; returns
+    /// when the signal is sent.
+    pub(super) fn reconfigure(&mut self, i: usize, vips: &[&str]) -> Result<()> {
+        let config = self.dir.join(format!("config-{i}.yaml"));
+        fs::write(&config, self.config_text(i, vips)).map_err(|e| Error::File {
+            path: config.display().to_string(),
+            source: e,
+        })?;
+        self.speaker(i)?.signal(nix::sys::signal::Signal::SIGHUP)
+    }
+
     pub(super) fn speaker(&mut self, i: usize) -> Result<&mut Speaker> {
         self.speakers
             .get_mut(i)

@@ -11,8 +11,13 @@
 //!   the time from the kill to the first reply after the outage, with the
 //!   ping interval (20 ms) as resolution.
 //! - **Graceful handoff**: lost pings when the owner gets SIGTERM.
+//! - **Config to first GARP**: a running speaker is given one more VIP
+//!   (config rewritten, SIGHUP, as a Service getting an address will do);
+//!   from the signal to the first GARP for it the client captures. This is
+//!   the probe window plus the speaker's reaction.
 //! - **Start to first GARP**: from spawning the daemon to the first GARP
-//!   the client captures.
+//!   the client captures: a starting daemon first listens two heartbeat
+//!   intervals for live peers, so it never claims a VIP a peer owns.
 //! - **ARP reply latency**: request-to-reply round trip from the client
 //!   over `AF_PACKET`.
 //! - **RSS with 1,000 VIPs**, once all are announced.
@@ -52,6 +57,10 @@ const GARP_LEAD: Duration = Duration::from_millis(100);
 /// A GARP trial that saw no GARP counts as this: the capture window left
 /// after the spawn.
 const GARP_TIMEOUT_MS: f64 = (GARP_CAPTURE.as_millis() - GARP_LEAD.as_millis()) as f64;
+/// How long the client listens for the GARP of a VIP added by a reload.
+const RELOAD_CAPTURE: Duration = Duration::from_secs(1);
+/// A reload trial that saw no GARP counts as this.
+const RELOAD_TIMEOUT_MS: f64 = (RELOAD_CAPTURE.as_millis() - GARP_LEAD.as_millis()) as f64;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -62,17 +71,21 @@ pub struct BenchOptions {
     pub trials: usize,
     /// Start-to-first-GARP trials (each builds a fresh lab).
     pub garp_trials: usize,
+    /// Config-to-first-GARP trials (one running speaker, one new VIP each).
+    pub reload_trials: usize,
     /// ARP requests for the reply latency.
     pub arp_requests: usize,
 }
 
 impl BenchOptions {
-    /// The defaults: 20 trials, 5 GARP trials, 200 ARP requests.
+    /// The defaults: 20 trials, 5 start and 20 reload GARP trials, 200 ARP
+    /// requests.
     pub fn new(speaker: PathBuf) -> Self {
         BenchOptions {
             speaker,
             trials: 20,
             garp_trials: 5,
+            reload_trials: 20,
             arp_requests: 200,
         }
     }
@@ -84,6 +97,7 @@ impl BenchOptions {
 pub struct BenchReport {
     pub failover_p50_ms: Option<f64>,
     pub failover_p95_ms: Option<f64>,
+    /// Config to first GARP on a running speaker, p50 (see the module doc).
     pub first_garp_ms: Option<f64>,
     pub arp_reply_p99_ms: Option<f64>,
     pub rss_mb_1000_vips: Option<f64>,
@@ -92,16 +106,25 @@ pub struct BenchReport {
     /// Crash trials where the pings never resumed; in the failover
     /// percentiles as `CRASH_TIMEOUT_MS` (2.2 s) each.
     pub failover_failed_trials: usize,
-    /// Start trials where no GARP was seen; in `first_garp_ms` as
-    /// `GARP_TIMEOUT_MS` (2.9 s) each.
-    pub first_garp_failed_trials: usize,
     /// Every crash trial that recovered, ms from SIGKILL to the first reply
     /// after it (failed trials are only counted, above).
     pub failover_ms: Vec<f64>,
     /// Lost 20 ms pings per graceful handoff.
     pub handoff_lost_pings: Vec<u32>,
-    /// Every start-to-first-GARP trial that saw one, ms.
+    /// Config to first GARP, p95.
+    pub first_garp_p95_ms: Option<f64>,
+    /// Every config-to-first-GARP trial that saw one, ms.
     pub first_garp_samples_ms: Vec<f64>,
+    /// Reload trials where no GARP was seen; in the percentiles as
+    /// `RELOAD_TIMEOUT_MS` each.
+    pub first_garp_failed_trials: usize,
+    /// Start to first GARP (a starting daemon), p50.
+    pub start_to_first_garp_ms: Option<f64>,
+    /// Every start-to-first-GARP trial that saw one, ms.
+    pub start_garp_samples_ms: Vec<f64>,
+    /// Start trials where no GARP was seen; in `start_to_first_garp_ms` as
+    /// `GARP_TIMEOUT_MS` (2.9 s) each.
+    pub start_garp_failed_trials: usize,
     pub arp_reply_p50_ms: Option<f64>,
     pub arp_replies: usize,
     pub arp_requests: usize,
@@ -260,7 +283,10 @@ fn handoff_trial(lab: &mut Lab) -> Result<u32> {
 /// Spawn to the first GARP for the VIP the client captures, in ms.
 fn first_garp_trial(opts: &BenchOptions) -> Result<Option<f64>> {
     let mut lab = Lab::new(&opts.speaker, 1)?;
-    let cap = lab.client.run(|| capture_first_garp(GARP_CAPTURE));
+    let vip = parse_v4(VIP4)?;
+    let cap = lab
+        .client
+        .run(move || capture_first_garp(vip, GARP_CAPTURE));
     // The capture socket must be open before the daemon starts.
     thread::sleep(GARP_LEAD);
     let t0 = Instant::now();
@@ -268,9 +294,50 @@ fn first_garp_trial(opts: &BenchOptions) -> Result<Option<f64>> {
     Ok(join(cap)?.map(|t| t.duration_since(t0).as_secs_f64() * 1000.0))
 }
 
-fn vip4() -> Result<Ipv4Addr> {
-    VIP4.parse()
-        .map_err(|_| Error::Bench(format!("bad VIP {VIP4}")))
+/// One running speaker; each trial adds a VIP it has never probed (config
+/// rewritten, SIGHUP) and times the signal to the first GARP for it.
+fn reload_trials(opts: &BenchOptions, r: &mut BenchReport) -> Result<()> {
+    let mut lab = Lab::new(&opts.speaker, 1)?;
+    lab.start(0, &[VIP4])?;
+    lab.wait_owner(VIP4, Duration::from_secs(10))?;
+    let mut vips = vec![VIP4.to_owned()];
+    for i in 0..opts.reload_trials {
+        let new = format!("10.77.0.{}", 120 + i % 100);
+        let vip = parse_v4(&new)?;
+        vips.push(new);
+        let refs: Vec<&str> = vips.iter().map(String::as_str).collect();
+        let cap = lab
+            .client
+            .run(move || capture_first_garp(vip, RELOAD_CAPTURE));
+        thread::sleep(GARP_LEAD);
+        let t0 = Instant::now();
+        lab.reconfigure(0, &refs)?;
+        match join(cap)? {
+            Some(t) => r
+                .first_garp_samples_ms
+                .push(t.duration_since(t0).as_secs_f64() * 1000.0),
+            None => r.first_garp_failed_trials += 1,
+        }
+    }
+    let p = |q| {
+        percentile_with_failures(
+            &r.first_garp_samples_ms,
+            r.first_garp_failed_trials,
+            RELOAD_TIMEOUT_MS,
+            q,
+        )
+    };
+    r.first_garp_ms = p(0.5);
+    r.first_garp_p95_ms = p(0.95);
+    eprintln!(
+        "config to first GARP ms: {:?}, failed (no GARP seen): {}",
+        r.first_garp_samples_ms, r.first_garp_failed_trials
+    );
+    Ok(())
+}
+
+fn parse_v4(s: &str) -> Result<Ipv4Addr> {
+    s.parse().map_err(|_| Error::Bench(format!("bad VIP {s}")))
 }
 
 fn eth0() -> Result<crate::iface::IfaceInfo> {
@@ -279,9 +346,8 @@ fn eth0() -> Result<crate::iface::IfaceInfo> {
         .ok_or_else(|| Error::Bench("no eth0 in the client namespace".into()))
 }
 
-/// The arrival time of the first GARP for the VIP on `eth0`.
-fn capture_first_garp(dur: Duration) -> Result<Option<Instant>> {
-    let vip = vip4()?;
+/// The arrival time of the first GARP for `vip` on `eth0`.
+fn capture_first_garp(vip: Ipv4Addr, dur: Duration) -> Result<Option<Instant>> {
     let sock = crate::packet::PacketSocket::open(eth0()?.index, 0x0806)
         .map_err(|e| Error::sys("AF_PACKET socket", e))?;
     let mut buf = [0u8; 2048];
@@ -306,7 +372,7 @@ fn capture_first_garp(dur: Duration) -> Result<Option<Instant>> {
 
 /// ARP request-to-reply round trips (ms) from the client's eth0.
 fn arp_round_trips(requests: usize) -> Result<Vec<f64>> {
-    let vip = vip4()?;
+    let vip = parse_v4(VIP4)?;
     let me: Ipv4Addr = CLIENT_IP
         .parse()
         .map_err(|_| Error::Bench(format!("bad client IP {CLIENT_IP}")))?;
@@ -406,21 +472,23 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
 
     for _ in 0..opts.garp_trials {
         match first_garp_trial(opts)? {
-            Some(ms) => r.first_garp_samples_ms.push(ms),
-            None => r.first_garp_failed_trials += 1,
+            Some(ms) => r.start_garp_samples_ms.push(ms),
+            None => r.start_garp_failed_trials += 1,
         }
     }
-    r.first_garp_ms = percentile_with_failures(
-        &r.first_garp_samples_ms,
-        r.first_garp_failed_trials,
+    r.start_to_first_garp_ms = percentile_with_failures(
+        &r.start_garp_samples_ms,
+        r.start_garp_failed_trials,
         GARP_TIMEOUT_MS,
         0.5,
     );
-    r.failed_trials = r.failover_failed_trials + r.first_garp_failed_trials;
     eprintln!(
-        "first GARP ms: {:?}, failed (no GARP seen): {}",
-        r.first_garp_samples_ms, r.first_garp_failed_trials
+        "start to first GARP ms: {:?}, failed (no GARP seen): {}",
+        r.start_garp_samples_ms, r.start_garp_failed_trials
     );
+    reload_trials(opts, &mut r)?;
+    r.failed_trials =
+        r.failover_failed_trials + r.start_garp_failed_trials + r.first_garp_failed_trials;
 
     let mut lab = Lab::new(&opts.speaker, 1)?;
     lab.start(0, &[VIP4])?;
@@ -505,10 +573,18 @@ impl BenchReport {
         );
         let _ = writeln!(
             s,
-            "| start to first GARP (n={}{}) | p50 {} | ≤ 100 ms |",
+            "| config to first GARP, running speaker, SIGHUP to the client's capture (n={}{}) | p50 {}, p95 {} | ≤ 100 ms |",
             self.first_garp_samples_ms.len() + self.first_garp_failed_trials,
-            failed(self.first_garp_failed_trials, GARP_TIMEOUT_MS),
-            ms(self.first_garp_ms)
+            failed(self.first_garp_failed_trials, RELOAD_TIMEOUT_MS),
+            ms(self.first_garp_ms),
+            ms(self.first_garp_p95_ms)
+        );
+        let _ = writeln!(
+            s,
+            "| start to first GARP, a starting daemon (n={}{}) | p50 {} | (listens 2 heartbeats first) |",
+            self.start_garp_samples_ms.len() + self.start_garp_failed_trials,
+            failed(self.start_garp_failed_trials, GARP_TIMEOUT_MS),
+            ms(self.start_to_first_garp_ms)
         );
         let us =
             |v: Option<f64>| v.map_or_else(|| "n/a".into(), |v| format!("{:.0} µs", v * 1000.0));
