@@ -91,7 +91,8 @@ fn single<S: FrameSocket + ?Sized>(
 /// plugin probes its next few candidates together and takes the first
 /// free one without serial waits. Candidates found in use get no further
 /// probes, and the call returns early once every candidate is in use.
-/// Duplicate candidates are allowed and get the same verdict.
+/// Duplicate candidates are allowed and get the same verdict. The call must
+/// be the only receiver on `sock` while it runs (see [`FrameSocket`]).
 pub fn probe_many<S: FrameSocket + ?Sized>(
     sock: &S,
     candidates: &[IpAddr],

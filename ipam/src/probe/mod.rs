@@ -69,9 +69,22 @@ pub enum ProbeError {
 
 /// A raw Ethernet socket bound to one interface.
 ///
-/// `&self` everywhere so a socket can be shared between a sender and a
-/// receiver thread (the speaker does this); implementations synchronise
-/// internally.
+/// Every method takes `&self`, so one thread can send while another
+/// receives on the same socket. The trait itself promises no thread
+/// safety (it has no `Send`/`Sync` bound, and a test double may be
+/// `!Sync`); [`PacketSocket`] and [`FakeSocket`] are both `Send + Sync`,
+/// which is checked at compile time below. The fake locks a mutex;
+/// [`PacketSocket`] locks nothing: each call is one system call on one
+/// file descriptor, and the kernel sends and dequeues whole frames, so
+/// concurrent calls never see or write half a frame.
+///
+/// What sharing does not give: each received frame goes to exactly one
+/// [`Self::recv_timeout`] caller, so two threads receiving on one socket
+/// split the traffic and each misses answers meant for it. A probe must be
+/// the only receiver on its socket while it runs; concurrent probes need a
+/// socket each (every `AF_PACKET` socket gets its own copy of each frame).
+/// Two concurrent probes for the same IPv6 target on one socket would also
+/// share one solicited-node membership, which the first to finish leaves.
 pub trait FrameSocket {
     /// Sends one whole Ethernet frame (header included, FCS excluded).
     fn send(&self, frame: &[u8]) -> Result<(), ProbeError>;
@@ -104,6 +117,14 @@ pub trait FrameSocket {
         Ok(())
     }
 }
+
+// The sharing described on `FrameSocket`, held to: both implementations
+// can be used from several threads.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<PacketSocket>();
+    assert_send_sync::<FakeSocket>();
+};
 
 impl<T: FrameSocket + ?Sized> FrameSocket for &T {
     fn send(&self, frame: &[u8]) -> Result<(), ProbeError> {
