@@ -44,6 +44,12 @@ pub enum Error {
     #[error("node range file {path}: {reason}")]
     RangeFile { path: PathBuf, reason: String },
 
+    #[error("invalid MAC address {input:?}: expected six colon-separated hex octets like aa:bb:cc:dd:ee:ff")]
+    InvalidMac {
+        /// The rejected input, truncated to 64 characters so logs stay sane.
+        input: String,
+    },
+
     #[error(transparent)]
     Probe(#[from] crate::probe::ProbeError),
 }
