@@ -36,6 +36,14 @@ fn sock() -> FakeSocket {
     FakeSocket::new(OURS, 7)
 }
 
+/// The probe joined exactly the solicited-node `group`, then left it.
+#[track_caller]
+fn assert_joined_then_left(s: &FakeSocket, group: &str) {
+    let group = v6(group);
+    assert_eq!(s.group_events(), [Join(group), Leave(group)]);
+    assert_eq!(s.joined(), Vec::<Ipv6Addr>::new());
+}
+
 fn in_use(o: &ProbeOutcome) -> (MacAddr, Evidence) {
     match o {
         ProbeOutcome::InUse { mac, evidence, .. } => (*mac, *evidence),
@@ -210,9 +218,7 @@ fn ipv6_na_means_in_use_and_dad_ns_is_what_we_send() {
     assert_eq!(hdr.dst, solicited_node_multicast_mac(t));
     assert_eq!(msg, NdpMessage::Solicitation(NeighborSolicitation::dad(t)));
     // fd99::5's solicited-node group was joined for the probe, then left.
-    let group = v6("ff02::1:ff00:5");
-    assert_eq!(s.group_events(), [Join(group), Leave(group)]);
-    assert_eq!(s.joined(), Vec::<Ipv6Addr>::new());
+    assert_joined_then_left(&s, "ff02::1:ff00:5");
 }
 
 #[test]
@@ -317,8 +323,7 @@ fn shared_solicited_node_group_is_joined_once() {
     )
     .expect("probe runs");
     assert!(out.iter().all(ProbeOutcome::is_free));
-    let group = v6("ff02::1:ff01:5");
-    assert_eq!(s.group_events(), [Join(group), Leave(group)]);
+    assert_joined_then_left(&s, "ff02::1:ff01:5");
 }
 
 #[test]
@@ -366,8 +371,7 @@ fn send_failure_is_an_error_and_groups_are_left() {
         matches!(err, ProbeError::Socket { op: "send", .. }),
         "{err}"
     );
-    let group = v6("ff02::1:ff00:5");
-    assert_eq!(s.group_events(), [Join(group), Leave(group)]);
+    assert_joined_then_left(&s, "ff02::1:ff00:5");
 }
 
 #[test]
@@ -379,9 +383,7 @@ fn groups_are_left_when_the_socket_panics() {
         probe_ipv6(&s, v6("fd99::5"), CFG)
     }));
     assert!(unwound.is_err(), "the panic propagates to the caller");
-    let group = v6("ff02::1:ff00:5");
-    assert_eq!(s.group_events(), [Join(group), Leave(group)]);
-    assert_eq!(s.joined(), Vec::<Ipv6Addr>::new());
+    assert_joined_then_left(&s, "ff02::1:ff00:5");
 }
 
 #[test]
