@@ -145,6 +145,13 @@ impl Engine {
                     .map_err(|e| Error::sys("join heartbeat multicast group", e))?;
                 udp.set_multicast_loop_v4(false)
                     .map_err(|e| Error::sys("IP_MULTICAST_LOOP", e))?;
+                // Send by the node address's interface, not by the routing
+                // table: without a default route (a LAN with no gateway) the
+                // kernel has no route for 239/8 and every heartbeat fails
+                // (ENETUNREACH); with several NICs it could pick another.
+                socket2::SockRef::from(&udp)
+                    .set_multicast_if_v4(&local)
+                    .map_err(|e| Error::sys("IP_MULTICAST_IF", e))?;
             }
         }
         if let Some(addr) = cfg.metrics_addr {

@@ -266,6 +266,11 @@ impl Lab {
 
     pub fn start(&mut self, i: usize, vips: &[&str], extra: &str) {
         let text = self.config_text(i, vips, extra);
+        self.start_text(i, &text);
+    }
+
+    /// Starts node `i`'s speaker with a config file of exactly `text`.
+    pub fn start_text(&mut self, i: usize, text: &str) {
         let config = self.dir.path().join(format!("config-{i}.yaml"));
         fs::File::create(&config)
             .and_then(|mut f| f.write_all(text.as_bytes()))
