@@ -75,6 +75,8 @@ pub struct Engine {
     vips: Vec<IpAddr>,
     /// VIPs dropped by a reload and still claimed here.
     retiring: BTreeSet<IpAddr>,
+    /// Heartbeat destinations whose last send failed.
+    send_failing: BTreeSet<SocketAddr>,
     metrics: Arc<Metrics>,
     shared: Arc<Shared>,
     membership: Membership,
@@ -205,6 +207,7 @@ impl Engine {
             cfg,
             config_path: None,
             retiring: BTreeSet::new(),
+            send_failing: BTreeSet::new(),
         };
         Ok((engine, frame_rx))
     }
@@ -811,15 +814,26 @@ impl Engine {
                 return;
             }
         };
-        for p in &self.cfg.peers {
-            if let Err(e) = self.udp.send_to(&bytes, p).await {
-                tracing::debug!(peer = %p, "heartbeat send: {e}");
-            }
-        }
+        let mut dests = self.cfg.peers.clone();
         if self.cfg.multicast {
-            let group = SocketAddr::new(IpAddr::V4(MULTICAST_GROUP), self.cfg.listen.port());
-            if let Err(e) = self.udp.send_to(&bytes, group).await {
-                tracing::debug!("heartbeat multicast: {e}");
+            dests.push(SocketAddr::new(
+                IpAddr::V4(MULTICAST_GROUP),
+                self.cfg.listen.port(),
+            ));
+        }
+        for p in dests {
+            let r = self.udp.send_to(&bytes, p).await;
+            // Said once per outage, not ten times a second: a peer we
+            // cannot reach is a peer that will also claim our VIPs.
+            match r {
+                Err(e) if self.send_failing.insert(p) => {
+                    tracing::warn!(peer = %p, "cannot send heartbeats: {e}");
+                }
+                Err(_) => {}
+                Ok(_) if self.send_failing.remove(&p) => {
+                    tracing::info!(peer = %p, "heartbeats are sent again");
+                }
+                Ok(_) => {}
             }
         }
         self.metrics.heartbeats_sent.inc();
