@@ -211,7 +211,7 @@ pub fn wait_avahi_ready(
     services: &[MdnsService],
     timeout: Duration,
 ) -> Result<()> {
-    let deadline = std::time::Instant::now() + timeout;
+    let deadline = crate::process::deadline_after(timeout);
     handle.wait_for_log(AVAHI_READY, timeout)?;
     for s in services {
         let left = deadline.saturating_duration_since(std::time::Instant::now());

@@ -5,8 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::RwLock;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -15,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::addresses::GATEWAY;
 use crate::bench_stats::Samples;
+use crate::cleanup::processes_in;
 use crate::cni::{Attachment, CniCommand, CniInvocation, CniNetwork, Launcher};
 use crate::error::{Error, Result};
 use crate::flatlan::{self, ipv4_of};
@@ -190,37 +190,17 @@ pub(crate) fn exec_baseline(node: &Netns, ns: &Netns, config: &Value) -> Result<
 /// probe-ahead), so one measurement does not compete with the previous
 /// one's leftovers. Returns how many were seen at first.
 pub(crate) fn wait_quiet(ns: &Netns, timeout: Duration) -> usize {
-    let deadline = Instant::now() + timeout;
-    let first = processes_in(&ns.path());
+    let deadline = crate::process::deadline_after(timeout);
+    let first = processes_in(&ns.path()).len();
     let mut n = first;
     while n > 0 && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(20));
-        n = processes_in(&ns.path());
+        n = processes_in(&ns.path()).len();
     }
     if n > 0 {
         tracing::warn!(ns = ns.name(), n, "processes still running in the node");
     }
     first
-}
-
-/// Number of processes whose network namespace is the one bound at `path`.
-fn processes_in(path: &PathBuf) -> usize {
-    let Ok(target) = std::fs::metadata(path) else {
-        return 0;
-    };
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    procs
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|s| s.parse::<u32>().is_ok())
-        })
-        .filter_map(|e| std::fs::metadata(e.path().join("ns/net")).ok())
-        .filter(|m| m.ino() == target.ino() && m.dev() == target.dev())
-        .count()
 }
 
 /// What one concurrent burst produced.

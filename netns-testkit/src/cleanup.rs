@@ -73,15 +73,16 @@ const TESTKIT_DAEMONS: &[&str] = &[
     "flatlan",
 ];
 
-/// SIGKILLs the testkit daemons whose network namespace is the one bound at
-/// `ns_path` (what `ip netns pids` finds, without a process).
-fn kill_processes_in(ns_path: &Path) {
+/// The processes (PID, `comm`) whose network namespace is the one bound at
+/// `ns_path`: what `ip netns pids` finds, without running a process.
+pub(crate) fn processes_in(ns_path: &Path) -> Vec<(i32, String)> {
     let Ok(target) = std::fs::metadata(ns_path) else {
-        return;
+        return Vec::new();
     };
     let Ok(procs) = std::fs::read_dir("/proc") else {
-        return;
+        return Vec::new();
     };
+    let mut out = Vec::new();
     for entry in procs.filter_map(|e| e.ok()) {
         let Some(pid) = entry
             .file_name()
@@ -95,17 +96,24 @@ fn kill_processes_in(ns_path: &Path) {
         };
         if ns.ino() == target.ino() && ns.dev() == target.dev() {
             let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-            let comm = comm.trim();
-            // Only the daemons the testkit itself starts are ended; anything
-            // else (someone's `ip netns exec bash`) is left alone and named.
-            if !TESTKIT_DAEMONS.contains(&comm) {
-                tracing::warn!(pid, comm, ns = %ns_path.display(), "not ours to kill; left running");
-                continue;
-            }
-            tracing::info!(pid, comm, ns = %ns_path.display(), "killing testkit daemon left in stale namespace");
-            if let Err(e) = kill(Pid::from_raw(pid), Signal::SIGKILL) {
-                tracing::warn!(pid, error = %e, "cannot kill");
-            }
+            out.push((pid, comm.trim().to_owned()));
+        }
+    }
+    out
+}
+
+/// SIGKILLs the testkit daemons in the network namespace bound at `ns_path`.
+fn kill_processes_in(ns_path: &Path) {
+    for (pid, comm) in processes_in(ns_path) {
+        // Only the daemons the testkit itself starts are ended; anything
+        // else (someone's `ip netns exec bash`) is left alone and named.
+        if !TESTKIT_DAEMONS.contains(&comm.as_str()) {
+            tracing::warn!(pid, comm, ns = %ns_path.display(), "not ours to kill; left running");
+            continue;
+        }
+        tracing::info!(pid, comm, ns = %ns_path.display(), "killing testkit daemon left in stale namespace");
+        if let Err(e) = kill(Pid::from_raw(pid), Signal::SIGKILL) {
+            tracing::warn!(pid, error = %e, "cannot kill");
         }
     }
 }

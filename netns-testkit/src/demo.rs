@@ -207,7 +207,10 @@ pub fn run(opts: &DemoOptions) -> Result<Report> {
         (
             format!("pod {} -> its own node 192.168.2.11", ha.name),
             &ha.ns,
-            Ok(lab.nodes[0].ip.into()),
+            lab.nodes
+                .first()
+                .map(|n| n.ip.into())
+                .ok_or_else(|| Error::InvalidConfig("the demo lab has no node".into())),
         ),
         (
             format!(

@@ -139,7 +139,7 @@ impl<'a> Speakers<'a> {
 
     /// Waits until exactly one running speaker announces the VIP.
     fn wait_owner(&mut self, timeout: Duration) -> Result<usize> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::process::deadline_after(timeout);
         loop {
             let mut owners = Vec::new();
             for i in 0..self.procs.len() {

@@ -14,10 +14,20 @@ use crate::netns::Netns;
 pub const SERVICE_CIDR: &str = "10.43.0.0/16";
 pub const NETWORK_NAME: &str = "lan";
 
-/// Node `n`'s slice of the LAN: node1 .208/28, node2 .224/28, as k3s
-/// `--cluster-cidr=192.168.2.208/27` with `--node-cidr-mask-size=28` gives.
+/// Node `n`'s slice of the LAN: node1 .208/28, node2 .224/28, node3
+/// .240/28, as k3s `--cluster-cidr=192.168.2.208/27` with
+/// `--node-cidr-mask-size=28` gives. Nodes are numbered from 1, and the
+/// LAN's /24 has room for three slices above the router's DHCP pool.
+///
+/// # Panics
+/// For a node outside 1..=3: a wrong slice would silently overlap another
+/// node's or leave the LAN.
 pub fn node_slice(node: usize) -> String {
-    format!("192.168.2.{}/28", 208 + 16 * (node.saturating_sub(1)))
+    assert!(
+        (1..=3).contains(&node),
+        "node_slice: lab nodes are numbered 1..=3, got {node}"
+    );
+    format!("192.168.2.{}/28", 208 + 16 * (node - 1))
 }
 
 /// The flatlan plugin section for `node`. `state` is the lab's scratch
@@ -152,8 +162,8 @@ pub fn attach(lab: &Lab, net: &CniNetwork, node: usize, name: &str) -> Result<Po
     })
 }
 
-/// The first IPv4 address in a CNI result.
-pub fn ipv4_of(result: &Value) -> Option<std::net::Ipv4Addr> {
+/// The first address of type `T` in a CNI result's `ips`.
+fn first_ip<T: std::str::FromStr>(result: &Value) -> Option<T> {
     result["ips"]
         .as_array()?
         .iter()
@@ -161,13 +171,14 @@ pub fn ipv4_of(result: &Value) -> Option<std::net::Ipv4Addr> {
         .next()
 }
 
+/// The first IPv4 address in a CNI result.
+pub fn ipv4_of(result: &Value) -> Option<std::net::Ipv4Addr> {
+    first_ip(result)
+}
+
 /// The first IPv6 address in a CNI result.
 pub fn ipv6_of(result: &Value) -> Option<std::net::Ipv6Addr> {
-    result["ips"]
-        .as_array()?
-        .iter()
-        .filter_map(|ip| ip["address"].as_str()?.split('/').next()?.parse().ok())
-        .next()
+    first_ip(result)
 }
 
 /// A sibling binary of the running executable (target/<profile>/NAME).

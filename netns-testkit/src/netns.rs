@@ -97,6 +97,12 @@ impl Netns {
         command::run_ok(self.exec_command(argv), None, DEFAULT_TIMEOUT)
     }
 
+    /// The MAC address of link `dev` in this namespace, as `ip` prints it.
+    pub fn link_mac(&self, dev: &str) -> Result<String> {
+        let out = self.exec_ok(&["cat", &format!("/sys/class/net/{dev}/address")])?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
     /// Feeds `script` to `ip -n NAME -batch -`: many link/addr/route
     /// changes for the price of one process.
     pub fn ip_batch(&self, script: &str) -> Result<()> {

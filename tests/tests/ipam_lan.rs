@@ -9,10 +9,7 @@ use netns_testkit::probe::{arp_neighbors, ping};
 use netns_testkit::{LabConfig, DEVICE_IP};
 
 fn mac_of(ns: &netns_testkit::Netns, dev: &str) -> String {
-    let out = ns
-        .exec_ok(&["cat", &format!("/sys/class/net/{dev}/address")])
-        .expect("mac");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    ns.link_mac(dev).expect("link MAC")
 }
 
 #[test]
