@@ -122,10 +122,40 @@ impl Pool {
                 _ => a,
             };
             let hi = upto.map_or(b, |u| u.min(b));
-            // An empty `lo..=hi` (lo > hi) yields nothing, which is what we want.
-            (lo..=hi).filter(move |v| !contains(&self.exclude, *v))
+            // Whole exclusions are stepped over, not tested one address at
+            // a time: an IPv6 exclusion can cover 2^64 addresses, and
+            // filtering those would hang ADD before the scan cap applies.
+            free_spans(&self.exclude, lo, hi).flat_map(|(x, y)| x..=y)
         })
     }
+}
+
+/// The maximal spans of `lo..=hi` outside `exclude` (sorted, merged), in
+/// order. Empty when `lo > hi`.
+fn free_spans(
+    exclude: &[(u128, u128)],
+    lo: u128,
+    hi: u128,
+) -> impl Iterator<Item = (u128, u128)> + '_ {
+    let mut next = Some(lo);
+    let mut ex = exclude.iter().copied().peekable();
+    std::iter::from_fn(move || loop {
+        let start = next.filter(|s| *s <= hi)?;
+        while ex.next_if(|&(_, e)| e < start).is_some() {}
+        match ex.peek().copied() {
+            // `start` is excluded: resume after the exclusion.
+            Some((s, e)) if s <= start => next = e.checked_add(1),
+            // Free up to the next exclusion, which begins inside the span.
+            Some((s, _)) if s <= hi => {
+                next = Some(s);
+                return Some((start, s - 1));
+            }
+            _ => {
+                next = None;
+                return Some((start, hi));
+            }
+        }
+    })
 }
 
 fn merge(mut v: Vec<(u128, u128)>) -> Vec<(u128, u128)> {
@@ -198,6 +228,43 @@ mod tests {
         let r: Vec<IpRange> = vec!["192.168.3.10-192.168.3.20".parse().unwrap()];
         let err = Pool::new("192.168.2.0/24".parse().unwrap(), &r, &[]).unwrap_err();
         assert!(matches!(err, Error::RangeOutsideSubnet { .. }), "{err}");
+    }
+
+    /// Found with the `cni_config` fuzz target (a libFuzzer timeout): the
+    /// config validated, then walking its pool never ended, because
+    /// exclusions covering most of a /64 were filtered one address at a time.
+    #[test]
+    fn huge_ipv6_exclusions_are_stepped_over() {
+        let p = pool("fd00:2::/64", &["fd00:2::/64"], &["fd00:2::/64"]);
+        assert_eq!(p.usable_count(), 0);
+        assert_eq!(p.candidates_after(None).next(), None);
+        let p = pool(
+            "fd00:2::/64",
+            &["fd00:2::/64"],
+            &["fd00:2::/65", "fd00:2::8000:0:0:1"],
+        );
+        let got: Vec<String> = p
+            .candidates_after(None)
+            .take(2)
+            .map(|ip| ip.to_string())
+            .collect();
+        assert_eq!(got, ["fd00:2:0:0:8000::", "fd00:2::8000:0:0:2"]);
+        let cur = "fd00:2::ffff:ffff:ffff:ffff".parse().unwrap();
+        let first = p.candidates_after(Some(cur)).next().unwrap();
+        assert_eq!(first.to_string(), "fd00:2:0:0:8000::");
+        assert_eq!(p.usable_count(), MAX_SCAN);
+    }
+
+    #[test]
+    fn free_spans_skip_exclusions() {
+        let ex = [(2, 3), (6, 6), (9, 20)];
+        let got: Vec<(u128, u128)> = free_spans(&ex, 0, 10).collect();
+        assert_eq!(got, [(0, 1), (4, 5), (7, 8)]);
+        assert_eq!(free_spans(&ex, 3, 3).count(), 0);
+        assert_eq!(free_spans(&ex, 5, 4).count(), 0);
+        assert_eq!(free_spans(&[(0, u128::MAX)], 0, u128::MAX).count(), 0);
+        let all: Vec<(u128, u128)> = free_spans(&[(0, 9)], 0, u128::MAX).collect();
+        assert_eq!(all, [(10, u128::MAX)]);
     }
 
     #[test]
