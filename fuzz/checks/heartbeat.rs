@@ -1,0 +1,61 @@
+//! The `heartbeat` check: shared by `fuzz/fuzz_targets/heartbeat.rs` and the
+//! corpus replay in `lb-speaker/tests/fuzz_corpus.rs`.
+//!
+//! Input: one heartbeat datagram signed with [`KEY`]. Each input is decoded
+//! twice: as given, and re-signed (its last 32 bytes replaced by the right
+//! HMAC), so that mutations get past the tag to the parser proper.
+
+use flatlan_speaker::wire::{decode, encode, ReplayGuard, MIN_LEN, TAG_LEN};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// The fuzzing key; the corpus seeds are signed with it.
+pub const KEY: &[u8] = b"flatlan-fuzz-key";
+
+pub fn check(data: &[u8]) {
+    let raw = decode(data, KEY);
+    if let Some(signed) = resign(data) {
+        check_signed(&signed);
+        if raw.is_ok() {
+            assert_eq!(
+                signed, data,
+                "a datagram with a good tag re-signs to itself"
+            );
+        }
+    } else {
+        assert!(raw.is_err());
+    }
+    if let Ok(hb) = raw {
+        assert_eq!(encode(&hb, KEY).expect("a decoded heartbeat encodes"), data);
+    }
+}
+
+/// `data` with its tag replaced by HMAC-SHA256(KEY, everything before it).
+pub fn resign(data: &[u8]) -> Option<Vec<u8>> {
+    let body_len = data.len().checked_sub(TAG_LEN)?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(KEY).expect("HMAC takes any key");
+    mac.update(&data[..body_len]);
+    let mut out = data[..body_len].to_vec();
+    out.extend_from_slice(&mac.finalize().into_bytes());
+    Some(out)
+}
+
+fn check_signed(signed: &[u8]) {
+    let Ok(hb) = decode(signed, KEY) else {
+        return;
+    };
+    assert!(signed.len() >= MIN_LEN);
+    // The encoding is canonical: encode(decode(x)) == x, byte for byte.
+    assert_eq!(
+        encode(&hb, KEY).expect("a decoded heartbeat encodes"),
+        signed
+    );
+    // Any other key is refused.
+    assert!(decode(signed, b"another-key").is_err());
+    assert!(!hb.node.is_empty() && hb.node.len() <= flatlan_speaker::wire::MAX_NAME);
+    assert!(hb.macs.len() <= flatlan_speaker::wire::MAX_MACS);
+    // A heartbeat is accepted once per (nonce, seq).
+    let mut guard = ReplayGuard::new();
+    guard.check(&hb).expect("first sight is accepted");
+    assert!(guard.check(&hb).is_err(), "a replay is refused");
+}

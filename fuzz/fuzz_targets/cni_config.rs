@@ -1,0 +1,8 @@
+//! cargo-fuzz target `cni_config`; the check itself is in `fuzz/checks/cni_config.rs`,
+//! which the workspace tests also run over the committed corpus.
+#![no_main]
+
+#[path = "../checks/cni_config.rs"]
+mod check;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| check::check(data));
