@@ -181,8 +181,27 @@ pub fn ipv6_of(result: &Value) -> Option<std::net::Ipv6Addr> {
     first_ip(result)
 }
 
-/// A sibling binary of the running executable (target/<profile>/NAME).
+/// Overrides which `flatlan` plugin binary the lab runs (an absolute
+/// path): CI runs tests against the static build `scripts/build-release`
+/// ships, not only the workspace's dynamic one.
+pub const PLUGIN_ENV: &str = "FLATLAN_PLUGIN";
+
+/// A sibling binary of the running executable (target/<profile>/NAME);
+/// for `flatlan`, [`PLUGIN_ENV`] wins when set.
 pub fn sibling_binary(name: &str) -> Result<PathBuf> {
+    if name == "flatlan" {
+        if let Some(p) = std::env::var_os(PLUGIN_ENV) {
+            let p = PathBuf::from(p);
+            return if p.is_absolute() && p.exists() {
+                Ok(p)
+            } else {
+                Err(Error::InvalidConfig(format!(
+                    "{PLUGIN_ENV}={} is not an absolute path to an existing file",
+                    p.display()
+                )))
+            };
+        }
+    }
     let exe = std::env::current_exe().map_err(|e| Error::io("current_exe", e))?;
     let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
     // Test executables live one level down, in target/<profile>/deps.

@@ -19,8 +19,22 @@ pub use netns_testkit::flatlan::{
 };
 
 /// A binary built by `cargo build --workspace --bins`, found next to the
-/// test executable's directory (target/<profile>/deps/..).
+/// test executable's directory (target/<profile>/deps/..). For `flatlan`,
+/// `FLATLAN_PLUGIN` (an absolute path) wins: CI runs some suites against
+/// the static plugin `scripts/build-release` ships.
 pub fn bin(name: &str) -> PathBuf {
+    if name == "flatlan" {
+        if let Some(p) = std::env::var_os(netns_testkit::flatlan::PLUGIN_ENV) {
+            let p = PathBuf::from(p);
+            assert!(
+                p.is_absolute() && p.exists(),
+                "{}={} is not an absolute path to an existing file",
+                netns_testkit::flatlan::PLUGIN_ENV,
+                p.display()
+            );
+            return p;
+        }
+    }
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe
         .parent()
