@@ -45,6 +45,7 @@ mod netns;
 pub mod probe;
 mod process;
 mod scratch;
+pub mod speaker_fleet;
 mod topology;
 
 pub use addresses::*;
