@@ -4,11 +4,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::evidence::{sighting, Evidence, Sighting};
 use super::{FrameSocket, ProbeConfig, ProbeError};
-use crate::frame::ether::peek_ethertype;
 use crate::frame::{
-    solicited_node_multicast, solicited_node_multicast_mac, ArpOp, ArpPacket, EtherType, Frame,
-    NdpMessage, NeighborSolicitation,
+    solicited_node_multicast, solicited_node_multicast_mac, ArpPacket, Frame, NeighborSolicitation,
 };
 use crate::mac::MacAddr;
 
@@ -34,25 +33,6 @@ impl ProbeOutcome {
     pub fn is_free(&self) -> bool {
         matches!(self, ProbeOutcome::Free)
     }
-}
-
-/// What convinced the probe that an address is in use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Evidence {
-    /// An ARP reply from the address (the usual answer to a probe).
-    ArpReply,
-    /// An ARP request (announcement, gratuitous ARP or ordinary request)
-    /// whose sender IP is the address: RFC 5227 §2.1.1 counts any ARP
-    /// packet with that sender address.
-    ArpSender,
-    /// Another host's ARP probe for the same address: both hosts are
-    /// choosing it right now (RFC 5227 §2.1.1), so both must back off.
-    SimultaneousArpProbe,
-    /// A Neighbor Advertisement for the address (RFC 4862 §5.4.4).
-    NeighborAdvertisement,
-    /// Another host's DAD solicitation for the same address (RFC 4862
-    /// §5.4.3).
-    SimultaneousDad,
 }
 
 /// Probes one IPv4 address with RFC 5227 ARP probes.
@@ -210,27 +190,19 @@ fn probe_frame(ours: MacAddr, candidate: IpAddr) -> Result<Frame, ProbeError> {
 }
 
 /// Decides, for one received frame, which undecided candidates it proves
-/// to be in use. Frames from our own MAC are ignored: they are our probes
-/// coming back (a hairpinning bridge, a reflecting switch port), not a
-/// second host.
+/// to be in use (see [`sighting`]).
 fn classify(
     frame: &[u8],
     ours: MacAddr,
     candidates: &[IpAddr],
     outcomes: &mut [Option<ProbeOutcome>],
 ) {
-    let verdict: Option<(IpAddr, MacAddr, Evidence)> = match peek_ethertype(frame) {
-        Some(EtherType::ARP) => ArpPacket::parse_frame(frame)
-            .ok()
-            .filter(|(hdr, p)| hdr.src != ours && p.sha != ours)
-            .and_then(|(_, p)| classify_arp(&p, candidates)),
-        Some(EtherType::IPV6) => NdpMessage::parse_frame(frame)
-            .ok()
-            .filter(|(hdr, _)| hdr.src != ours)
-            .and_then(|(hdr, m)| classify_ndp(hdr.src, &m, ours)),
-        _ => None,
-    };
-    let Some((addr, mac, evidence)) = verdict else {
+    let Some(Sighting {
+        addr,
+        mac,
+        evidence,
+    }) = sighting(frame, ours)
+    else {
         return;
     };
     let seen_at = SystemTime::now();
@@ -243,46 +215,6 @@ fn classify(
                 evidence,
             });
         }
-    }
-}
-
-/// RFC 5227 §2.1.1: in use if any ARP packet has the candidate as sender
-/// IP, or is another host's probe (sender IP 0) for it. An ordinary request
-/// *for* the candidate from a configured host is not evidence: someone
-/// merely looking for it does not mean it exists.
-fn classify_arp(p: &ArpPacket, candidates: &[IpAddr]) -> Option<(IpAddr, MacAddr, Evidence)> {
-    let spa = IpAddr::V4(p.spa);
-    if !p.spa.is_unspecified() && candidates.contains(&spa) {
-        let evidence = match p.op {
-            ArpOp::Reply => Evidence::ArpReply,
-            ArpOp::Request => Evidence::ArpSender,
-        };
-        return Some((spa, p.sha, evidence));
-    }
-    let tpa = IpAddr::V4(p.tpa);
-    if p.is_probe() && candidates.contains(&tpa) {
-        return Some((tpa, p.sha, Evidence::SimultaneousArpProbe));
-    }
-    None
-}
-
-/// RFC 4862 §5.4.3-5.4.4: an NA for the target means it is in use; an NS
-/// from `::` for it is another host's simultaneous DAD. An NS from a real
-/// source is address resolution by someone else and proves nothing.
-fn classify_ndp(
-    eth_src: MacAddr,
-    m: &NdpMessage,
-    ours: MacAddr,
-) -> Option<(IpAddr, MacAddr, Evidence)> {
-    match m {
-        NdpMessage::Advertisement(na) => {
-            let mac = na.target_ll.unwrap_or(eth_src);
-            (mac != ours).then_some((IpAddr::V6(na.target), mac, Evidence::NeighborAdvertisement))
-        }
-        NdpMessage::Solicitation(ns) if ns.is_dad() => {
-            Some((IpAddr::V6(ns.target), eth_src, Evidence::SimultaneousDad))
-        }
-        NdpMessage::Solicitation(_) => None,
     }
 }
 

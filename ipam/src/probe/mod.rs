@@ -11,13 +11,17 @@
 //! The probe logic in [`conflict`] is written against the [`FrameSocket`]
 //! trait: [`packet_socket::PacketSocket`] is the real `AF_PACKET`
 //! implementation, [`fake::FakeSocket`] an in-memory one for tests without
-//! root (STYLE rule 9).
+//! root (STYLE rule 9). What a received
+//! frame proves is decided by the pure [`evidence`] classifier, which the
+//! speaker shares.
 
 pub mod conflict;
+pub mod evidence;
 pub mod fake;
 pub mod packet_socket;
 
-pub use conflict::{probe_ipv4, probe_ipv6, probe_many, Evidence, ProbeOutcome};
+pub use conflict::{probe_ipv4, probe_ipv6, probe_many, ProbeOutcome};
+pub use evidence::{sighting, Evidence, Sighting};
 pub use fake::{FakeSocket, GroupEvent};
 pub use packet_socket::PacketSocket;
 
