@@ -29,6 +29,12 @@
 //!    ours nor a member's, or an NA for it with another link-layer address,
 //!    raises an alarm (log, metric, status) and is defended with one
 //!    announcement round at most every 10 s (RFC 5227 §2.4 (b)).
+//!
+//! What counts as an answer to the probe (1) or a foreign claim (5) is
+//! decided by flatlan-ipam's probe classifier
+//! ([`flatlan_ipam::probe::evidence`]), the rules the CNI plugin's probe
+//! applies; this module adds what only a speaker knows: which interface the
+//! VIP is on, and that other speakers' MACs are not foreign.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -41,6 +47,7 @@ use flatlan_ipam::frame::{
     NeighborAdvertisement, NeighborSolicitation,
 };
 use flatlan_ipam::mac::MacAddr;
+use flatlan_ipam::probe::evidence::{arp_sighting, ndp_sighting, Evidence, Sighting};
 
 use crate::config::Timers;
 use crate::metrics::Metrics;
@@ -496,37 +503,23 @@ impl Announcer {
         arp: ArpPacket,
         is_member: &dyn Fn(MacAddr) -> bool,
     ) -> Vec<Action> {
-        // Who is this about? The claimed address (spa) or the asked-for one.
+        // Who is this about? The claimed address (spa) or, for a probe, the
+        // one being chosen (tpa): the address the classifier sights.
         let about = if arp.spa.is_unspecified() {
             arp.tpa
         } else {
             arp.spa
         };
-        let claims = IpAddr::V4(about);
         let asks = IpAddr::V4(arp.tpa);
-        let mut out = Vec::new();
-
-        // Someone else asserting the address (reply, GARP, probe answer)?
-        if let Some(st) = self.vips.get(&claims) {
-            let foreign = st.link.iface == iface
-                && arp.sha != st.link.mac
-                && !arp.spa.is_unspecified()
-                && !is_member(arp.sha);
-            match st.phase {
-                Phase::Probing { .. } if foreign => self.conflict(now, claims, arp.sha, "ARP"),
-                Phase::Probing { .. }
-                    if arp.is_probe() && arp.sha != st.link.mac && !is_member(arp.sha) =>
-                {
-                    // RFC 5227 §2.1.1: a simultaneous probe from another
-                    // host is a conflict too.
-                    self.conflict(now, claims, arp.sha, "simultaneous probe")
-                }
-                Phase::Owned { .. } if foreign => {
-                    out.extend(self.foreign(now, claims, arp.sha, "ARP"));
-                }
-                _ => {}
-            }
-        }
+        // Someone else asserting the address (reply, GARP, probe answer)
+        // or probing for it too?
+        let mut out = self.watch(
+            now,
+            iface,
+            IpAddr::V4(about),
+            |ours| arp_sighting(&eth, &arp, ours),
+            is_member,
+        );
 
         // A request we should answer?
         if arp.op == ArpOp::Request && !arp.is_gratuitous() {
@@ -564,64 +557,99 @@ impl Announcer {
         is_member: &dyn Fn(MacAddr) -> bool,
     ) -> Vec<Action> {
         let vip = IpAddr::V6(msg.target());
+        let out = self.watch(
+            now,
+            iface,
+            vip,
+            |ours| ndp_sighting(&eth, &msg, ours),
+            is_member,
+        );
+        // What is left is answering an NS for a VIP we own.
+        let NdpMessage::Solicitation(ns) = msg else {
+            return out;
+        };
         let Some(st) = self.vips.get(&vip) else {
+            return out;
+        };
+        if st.link.iface != iface
+            || eth.src == st.link.mac
+            || !matches!(st.phase, Phase::Owned { .. })
+        {
+            return out;
+        }
+        // An NS is never a claim, so `out` is empty here.
+        self.metrics.ns_received.inc();
+        let IpAddr::V6(v6) = vip else {
+            return out;
+        };
+        let na = NeighborAdvertisement::solicited_reply(v6_src(v6), st.link.mac, v6, ns.src);
+        let dst = if ns.is_dad() {
+            ipv6_multicast_mac(ALL_NODES)
+        } else {
+            ns.source_ll.unwrap_or(eth.src)
+        };
+        match na.to_frame(st.link.mac, dst) {
+            Ok(frame) => {
+                self.metrics.na_sent.inc();
+                vec![Action::Send {
+                    iface: iface.to_owned(),
+                    frame,
+                }]
+            }
+            Err(e) => {
+                tracing::debug!(%vip, "cannot build NA: {e}");
+                out
+            }
+        }
+    }
+
+    /// Another device using or claiming `about`, judged by the IPAM probe's
+    /// rules ([`flatlan_ipam::probe::evidence`]; `sight` runs them for the
+    /// VIP's own MAC, whose frames are never evidence). While the VIP is
+    /// probed, any evidence refuses it: an answer to our probe, or another
+    /// host probing for it at the same moment (RFC 5227 §2.1.1, RFC 4862
+    /// §5.4.3). While it is owned, a claim (reply, announcement, NA)
+    /// raises the alarm; a probe for it is answered instead (by the
+    /// caller). Evidence from another interface is about another link, and
+    /// members' MACs are not foreign: speakers claim VIPs from each other.
+    fn watch(
+        &mut self,
+        now: Instant,
+        iface: &str,
+        about: IpAddr,
+        sight: impl FnOnce(MacAddr) -> Option<Sighting>,
+        is_member: &dyn Fn(MacAddr) -> bool,
+    ) -> Vec<Action> {
+        let Some(st) = self.vips.get(&about) else {
             return Vec::new();
         };
-        if st.link.iface != iface || eth.src == st.link.mac {
+        if st.link.iface != iface {
             return Vec::new();
         }
-        match msg {
-            NdpMessage::Advertisement(na) => {
-                let mac = na.target_ll.unwrap_or(eth.src);
-                if mac == st.link.mac || is_member(mac) {
-                    return Vec::new();
-                }
-                match st.phase {
-                    Phase::Probing { .. } => {
-                        self.conflict(now, vip, mac, "NA");
-                        Vec::new()
-                    }
-                    Phase::Owned { .. } => self.foreign(now, vip, mac, "NA"),
-                    _ => Vec::new(),
-                }
+        let Some(s) = sight(st.link.mac).filter(|s| s.addr == about && !is_member(s.mac)) else {
+            return Vec::new();
+        };
+        match st.phase {
+            Phase::Probing { .. } => {
+                self.conflict(now, about, s.mac, how(s.evidence));
+                Vec::new()
             }
-            NdpMessage::Solicitation(ns) => {
-                let owned = matches!(st.phase, Phase::Owned { .. });
-                if let Phase::Probing { .. } = st.phase {
-                    if ns.is_dad() && !is_member(eth.src) {
-                        self.conflict(now, vip, eth.src, "simultaneous DAD");
-                    }
-                    return Vec::new();
-                }
-                if !owned {
-                    return Vec::new();
-                }
-                self.metrics.ns_received.inc();
-                let IpAddr::V6(v6) = vip else {
-                    return Vec::new();
-                };
-                let na =
-                    NeighborAdvertisement::solicited_reply(v6_src(v6), st.link.mac, v6, ns.src);
-                let dst = if ns.is_dad() {
-                    ipv6_multicast_mac(ALL_NODES)
-                } else {
-                    ns.source_ll.unwrap_or(eth.src)
-                };
-                match na.to_frame(st.link.mac, dst) {
-                    Ok(frame) => {
-                        self.metrics.na_sent.inc();
-                        vec![Action::Send {
-                            iface: iface.to_owned(),
-                            frame,
-                        }]
-                    }
-                    Err(e) => {
-                        tracing::debug!(%vip, "cannot build NA: {e}");
-                        Vec::new()
-                    }
-                }
+            Phase::Owned { .. } if s.evidence.is_claim() => {
+                self.foreign(now, about, s.mac, how(s.evidence))
             }
+            _ => Vec::new(),
         }
+    }
+}
+
+/// How a conflict was seen, for the log.
+fn how(e: Evidence) -> &'static str {
+    match e {
+        Evidence::ArpReply => "ARP reply",
+        Evidence::ArpSender => "ARP",
+        Evidence::SimultaneousArpProbe => "simultaneous probe",
+        Evidence::NeighborAdvertisement => "NA",
+        Evidence::SimultaneousDad => "simultaneous DAD",
     }
 }
 
@@ -769,6 +797,55 @@ mod tests {
         assert_eq!(m.conflicts.get(), 1);
         // Retried later.
         assert_eq!(sent(&a.due(t0 + Timers::default().conflict_retry)).len(), 1);
+    }
+
+    /// What refuses a probed VIP is the IPAM probe's evidence, from a
+    /// non-member on the VIP's interface.
+    #[test]
+    fn probe_conflicts_follow_the_ipam_probe_rules() {
+        let v4 = IpAddr::V4(VIP);
+        let probing = || {
+            let (mut a, m) = ann();
+            a.claim(Instant::now(), v4, link(), None);
+            (a, m)
+        };
+        let refused = |frame: &[u8], iface: &str| {
+            let (mut a, m) = probing();
+            a.on_frame(Instant::now(), iface, frame, &member);
+            (a.conflict_mac(v4), m.conflicts.get())
+        };
+        // Another host probing for it at the same moment (RFC 5227 §2.1.1).
+        let probe = ArpPacket::probe(CLIENT, VIP).to_frame();
+        assert_eq!(refused(&probe, "eth0"), (Some(CLIENT), 1));
+        // ... but not on another link, and not another speaker.
+        assert_eq!(refused(&probe, "eth1"), (None, 0));
+        let member_probe = ArpPacket::probe(MEMBER, VIP).to_frame();
+        assert_eq!(refused(&member_probe, "eth0"), (None, 0));
+        // Someone asking for the VIP proves nothing.
+        let ask = ArpPacket::request(CLIENT, Ipv4Addr::new(10, 0, 0, 2), VIP).to_frame();
+        assert_eq!(refused(&ask, "eth0"), (None, 0));
+
+        let vip: Ipv6Addr = "fd00::100".parse().unwrap();
+        let refused6 = |frame: &[u8]| {
+            let (mut a, _) = ann();
+            a.claim(Instant::now(), IpAddr::V6(vip), link(), None);
+            a.on_frame(Instant::now(), "eth0", frame, &member);
+            a.conflict_mac(IpAddr::V6(vip))
+        };
+        let group = solicited_node_multicast_mac(vip);
+        let na = NeighborAdvertisement::unsolicited(vip, CLIENT, vip)
+            .to_frame(CLIENT, ipv6_multicast_mac(ALL_NODES))
+            .unwrap();
+        assert_eq!(refused6(&na), Some(CLIENT));
+        let dad = NeighborSolicitation::dad(vip)
+            .to_frame(CLIENT, group)
+            .unwrap();
+        assert_eq!(refused6(&dad), Some(CLIENT));
+        let client: Ipv6Addr = "fd00::2".parse().unwrap();
+        let resolve = NeighborSolicitation::resolve(client, CLIENT, vip)
+            .to_frame(CLIENT, group)
+            .unwrap();
+        assert_eq!(refused6(&resolve), None);
     }
 
     #[test]
