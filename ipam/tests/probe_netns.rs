@@ -404,3 +404,110 @@ fn measure_fast_profile() {
     );
     assert!(used[10] < Duration::from_millis(10));
 }
+
+/// Reads `sock` until `last` says a frame was the last one wanted, or for
+/// at most 5 s; returns everything read.
+fn read_until(sock: &PacketSocket, last: impl Fn(&[u8]) -> bool) -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    let mut buf = [0u8; 2048];
+    let end = Instant::now() + Duration::from_secs(5);
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        let Some(n) = sock.recv_timeout(&mut buf, left).expect("recv") else {
+            break;
+        };
+        frames.push(buf[..n].to_vec());
+        if last(&buf[..n]) {
+            break;
+        }
+    }
+    frames
+}
+
+/// The kernel filter (SO_ATTACH_FILTER) of the NDP socket: of IPv6, only
+/// Neighbor Solicitations and Advertisements reach userspace. B sends, from
+/// its own packet socket so the bytes are exactly these, a UDP packet, an
+/// ICMPv6 echo request, a Router Solicitation and an NS behind a Hop-by-Hop
+/// header, then a plain NS. A must see the NS and none of the others. The
+/// userspace filter lets any IPv6 frame through, so only the BPF program
+/// can have dropped them (and whatever else B's kernel sends: MLD reports
+/// and Router Solicitations when vb comes up).
+#[test]
+fn ndp_socket_receives_only_neighbor_solicitations_and_advertisements() {
+    use flatlan_ipam::frame::ether::HEADER_LEN;
+    use flatlan_ipam::frame::ndp::{IP6_HEADER_LEN, IP6_NEXT_HEADER_OFFSET, IP6_PLEN_OFFSET};
+    use flatlan_ipam::frame::{EtherType, NdpMessage};
+
+    let lab = Lab::new();
+    let target = Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0x77, 1);
+    let ns = NeighborSolicitation::dad(target)
+        .to_frame(MAC_B, solicited_node_multicast_mac(target))
+        .expect("valid NS")
+        .to_vec();
+    let next_header = HEADER_LEN + IP6_NEXT_HEADER_OFFSET;
+    let icmp_type = HEADER_LEN + IP6_HEADER_LEN;
+    let edit = |at: usize, value: u8| {
+        let mut f = ns.clone();
+        f[at] = value;
+        f
+    };
+    // The same NS behind an 8-byte Hop-by-Hop header (next header 58,
+    // length 0, PadN of 4): valid IPv6, and filtered on purpose.
+    let mut hop_by_hop = ns.clone();
+    hop_by_hop[next_header] = 0;
+    let plen = HEADER_LEN + IP6_PLEN_OFFSET;
+    let len = u16::from_be_bytes([ns[plen], ns[plen + 1]]) + 8;
+    hop_by_hop[plen..plen + 2].copy_from_slice(&len.to_be_bytes());
+    hop_by_hop.splice(icmp_type..icmp_type, [58, 0, 1, 4, 0, 0, 0, 0]);
+    let others = [
+        edit(next_header, 17),
+        edit(icmp_type, 128),
+        edit(icmp_type, 133),
+        hop_by_hop,
+    ];
+    let is_ours = |f: &[u8]| NdpMessage::parse_frame(f).is_ok_and(|(_, m)| m.target() == target);
+
+    let (ready, ready_rx) = mpsc::channel::<()>();
+    let (ndp_only, arp_and_ndp, arp_only) = std::thread::scope(|s| {
+        let a = s.spawn(|| {
+            in_netns(&lab.a, || {
+                let ndp = PacketSocket::open_filtered("va", &[EtherType::IPV6]).expect("open");
+                let both = PacketSocket::open("va").expect("open");
+                let arp = PacketSocket::open_filtered("va", &[EtherType::ARP]).expect("open");
+                ready.send(()).expect("the test waits for A");
+                let ndp_frames = read_until(&ndp, is_ours);
+                let both_frames = read_until(&both, is_ours);
+                let mut arp_frames = Vec::new();
+                let mut buf = [0u8; 2048];
+                while let Some(n) = arp.try_recv(&mut buf).expect("recv") {
+                    arp_frames.push(buf[..n].to_vec());
+                }
+                (ndp_frames, both_frames, arp_frames)
+            })
+        });
+        if ready_rx.recv_timeout(B_START).is_ok() {
+            in_netns(&lab.b, || {
+                let sock = PacketSocket::open("vb").expect("open AF_PACKET on vb");
+                for f in others.iter().chain([&ns]) {
+                    sock.send(f).expect("send");
+                }
+            });
+        }
+        match a.join() {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    });
+
+    for frames in [&ndp_only, &arp_and_ndp] {
+        assert!(frames.iter().any(|f| is_ours(f)), "our NS never arrived");
+        for f in frames {
+            assert!(!others.contains(f), "a filtered frame arrived: {f:02x?}");
+            assert_eq!(f[12..14], EtherType::IPV6.0.to_be_bytes(), "{f:02x?}");
+            assert_eq!(f[next_header], 58, "{f:02x?}");
+            assert!(matches!(f[icmp_type], 135 | 136), "{f:02x?}");
+        }
+    }
+    for f in &arp_only {
+        assert_eq!(f[12..14], EtherType::ARP.0.to_be_bytes(), "{f:02x?}");
+    }
+}

@@ -10,11 +10,12 @@
 //!
 //! The probe logic in [`conflict`] is written against the [`FrameSocket`]
 //! trait: [`packet_socket::PacketSocket`] is the real `AF_PACKET`
-//! implementation, [`fake::FakeSocket`] an in-memory one for tests without
-//! root (STYLE rule 9). What a received
+//! implementation (with its kernel filter in [`bpf`]), [`fake::FakeSocket`]
+//! an in-memory one for tests without root (STYLE rule 9). What a received
 //! frame proves is decided by the pure [`evidence`] classifier, which the
 //! speaker shares.
 
+pub mod bpf;
 pub mod conflict;
 pub mod evidence;
 pub mod fake;
@@ -56,6 +57,14 @@ pub enum ProbeError {
         ifindex: u32,
         #[source]
         source: std::io::Error,
+    },
+    /// The interface name no longer has the index the caller looked up: it
+    /// was deleted and created again in between.
+    #[error("interface {ifname:?} has index {found}, not {expected}: it was recreated")]
+    InterfaceChanged {
+        ifname: String,
+        expected: u32,
+        found: u32,
     },
     /// The interface has no (or an all-zero) hardware address.
     #[error("interface {0:?} has no MAC address to probe from")]

@@ -1,29 +1,42 @@
 //! The real [`FrameSocket`]: an `AF_PACKET`/`SOCK_RAW` socket bound to one
-//! interface, written entirely with nix's safe wrappers (no `unsafe`).
+//! interface, written entirely with safe wrappers (nix, socket2; no
+//! `unsafe`). The CNI plugin probes with it; the speaker announces, answers
+//! and watches with it from its tokio loop, through
+//! `super::async_socket::AsyncPacketSocket` (feature `tokio`), which needs
+//! sends that never block ([`PacketSocket::set_nonblocking`]) and reads
+//! that never wait ([`PacketSocket::try_recv`]).
 //!
 //! * **Binding without unsafe.** nix 0.30 has no safe constructor for a
 //!   `sockaddr_ll`, but `getifaddrs()` returns one per interface (family
-//!   `AF_PACKET`, with the index, hardware type and MAC filled in). Binding
-//!   to it works because the kernel's `packet_bind` keeps the socket's own
-//!   protocol when `sll_protocol` is 0. Sends then use plain `send()` on
-//!   the bound socket, which the kernel routes to the bound interface.
-//! * **Filtering in userspace, without BPF.** The socket is opened for
-//!   `ETH_P_ALL` (nix has no `ETH_P_ARP` protocol constant, and one socket
-//!   serves ARP and NDP), so [`PacketSocket::recv_timeout`] drops frames
-//!   whose EtherType is not wanted, frames the host itself sent
-//!   (`PACKET_OUTGOING`, including our own probes) and frames from other
-//!   interfaces that were queued between `socket()` and `bind()`. A probe
-//!   lasts tens of milliseconds, so the extra copies are negligible; a
-//!   long-lived speaker listener may want a BPF filter later.
+//!   `AF_PACKET`, with the index, hardware type and MAC filled in, protocol
+//!   0). Binding to it works because the kernel's `packet_bind` keeps the
+//!   socket's own protocol when `sll_protocol` is 0. Sends then use plain
+//!   `send()` on the bound socket, which the kernel routes to the bound
+//!   interface. Callers that looked the interface up earlier (the speaker)
+//!   pass the index they saw, and [`PacketSocket::open_checked`] refuses a
+//!   name that now has another index (the interface was recreated) before
+//!   binding to it.
+//! * **Filtering in the kernel.** A socket for one EtherType is opened for
+//!   that protocol (socket2, as nix has no `ETH_P_ARP`), one for several
+//!   for `ETH_P_ALL`. Either way the classic BPF program of [`super::bpf`]
+//!   is attached before `bind`, so of IPv6 only Neighbor Solicitations and
+//!   Advertisements reach userspace, not the host's whole IPv6 traffic.
+//! * **Filtering in userspace.** [`PacketSocket::try_recv`] still drops
+//!   frames the host itself sent (`PACKET_OUTGOING`, including our own
+//!   probes) and frames from other interfaces: a packet socket receives
+//!   from every interface between `socket()` and `bind()`, and those frames
+//!   stay queued. The EtherType is checked again too, which costs nothing.
 //! * **Multicast reception for DAD.** To see another host's simultaneous
 //!   DAD probe, sent to `target`'s solicited-node group
-//!   (33:33:ff:xx:xx:xx), the NIC must accept that MAC. We join the IPv6
+//!   (33:33:ff:xx:xx:xx), the NIC must accept that MAC; the speaker needs
+//!   the same for the NS asking for a VIP it announces. We join the IPv6
 //!   group with `IPV6_JOIN_GROUP` on a UDPv6 socket owned by this socket,
 //!   instead of `PACKET_ADD_MEMBERSHIP`/`PACKET_MR_MULTICAST`: std exposes
 //!   it safely, the membership lives exactly as long as the probe (the
 //!   socket closes or leaves), and, unlike a packet-level membership, the
 //!   kernel sends an MLD report, so MLD-snooping switches forward the group
-//!   to us at all, which RFC 4862 §5.4.2 requires of a DAD-ing node anyway.
+//!   to us at all, which RFC 4862 §5.4.2 requires of a DAD-ing node anyway
+//!   (and RFC 4861 §7.2.1 of a node answering for an address).
 //!   `PACKET_MR_PROMISC` was rejected: it needs raw `setsockopt` (unsafe)
 //!   and flips the whole NIC into promiscuous mode. The main check needs
 //!   none of this: answers to DAD go to ff02::1, which every IPv6-enabled
@@ -31,18 +44,16 @@
 
 use std::io::IoSliceMut;
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{
-    bind, recvmsg, send, setsockopt, socket, sockopt, AddressFamily, LinkAddr, MsgFlags, SockFlag,
-    SockProtocol, SockType,
-};
+use nix::sys::socket::{bind, recvmsg, send, setsockopt, sockopt, LinkAddr, MsgFlags};
 use nix::sys::time::TimeVal;
 
-use super::{FrameSocket, ProbeError};
+use super::{bpf, FrameSocket, ProbeError};
 use crate::frame::ether::peek_ethertype;
 use crate::frame::{solicited_node_multicast, EtherType};
 use crate::mac::MacAddr;
@@ -52,6 +63,8 @@ const PACKET_OUTGOING: u8 = 4;
 /// `ARPHRD_ETHER` (linux/if_arp.h); veth, bridge, macvlan and VLAN
 /// interfaces all report it.
 const ARPHRD_ETHER: u16 = 1;
+/// `ETH_P_ALL` (linux/if_ether.h): every protocol.
+const ETH_P_ALL: u16 = 0x0003;
 
 /// An `AF_PACKET` raw socket bound to one interface.
 pub struct PacketSocket {
@@ -77,7 +90,7 @@ impl std::fmt::Debug for PacketSocket {
 }
 
 impl PacketSocket {
-    /// Opens a socket on `ifname` receiving ARP and IPv6 frames.
+    /// Opens a socket on `ifname` receiving ARP and NDP (NS/NA) frames.
     ///
     /// The socket belongs to the network namespace of the calling thread:
     /// to probe inside a pod or test namespace, call this on a dedicated
@@ -87,8 +100,30 @@ impl PacketSocket {
         Self::open_filtered(ifname, &[EtherType::ARP, EtherType::IPV6])
     }
 
-    /// Opens a socket on `ifname` receiving only the given EtherTypes.
+    /// Opens a socket on `ifname` receiving only the given EtherTypes;
+    /// [`EtherType::IPV6`] means Neighbor Solicitations and Advertisements
+    /// only (see [`super::bpf`]).
     pub fn open_filtered(ifname: &str, ethertypes: &[EtherType]) -> Result<Self, ProbeError> {
+        Self::open_inner(ifname, None, ethertypes)
+    }
+
+    /// [`Self::open_filtered`] for a caller that looked the interface up
+    /// earlier: fails with [`ProbeError::InterfaceChanged`], before
+    /// binding, if `ifname` no longer has index `ifindex`.
+    pub fn open_checked(
+        ifname: &str,
+        ifindex: u32,
+        ethertypes: &[EtherType],
+    ) -> Result<Self, ProbeError> {
+        Self::open_inner(ifname, Some(ifindex), ethertypes)
+    }
+
+    fn open_inner(
+        ifname: &str,
+        expect_ifindex: Option<u32>,
+        ethertypes: &[EtherType],
+    ) -> Result<Self, ProbeError> {
+        let filter = bpf::program(ethertypes)?;
         let link = find_link(ifname)?;
         if link.hatype() != ARPHRD_ETHER {
             return Err(ProbeError::NotEthernet {
@@ -103,13 +138,39 @@ impl PacketSocket {
                 source,
             }
         };
-        let fd = socket(
-            AddressFamily::Packet,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::EthAll,
+        let ifindex = u32::try_from(link.ifindex()).map_err(|_| sys("ifindex")(Errno::ERANGE))?;
+        if let Some(expected) = expect_ifindex.filter(|e| *e != ifindex) {
+            return Err(ProbeError::InterfaceChanged {
+                ifname: ifname.to_owned(),
+                expected,
+                found: ifindex,
+            });
+        }
+        // Probing from 00:00:00:00:00:00 would draw answers nobody can
+        // route back to us; refuse rather than probe blind.
+        let mac = MacAddr(link.addr().unwrap_or_default());
+        if mac.is_zero() {
+            return Err(ProbeError::NoMac(ifname.to_owned()));
+        }
+
+        let mut wanted = ethertypes.to_vec();
+        wanted.sort_unstable_by_key(|t| t.0);
+        wanted.dedup();
+        let protocol = match wanted.as_slice() {
+            [one] => one.0,
+            _ => ETH_P_ALL,
+        };
+        // socket2 sets SOCK_CLOEXEC.
+        let sock = socket2::Socket::new(
+            socket2::Domain::PACKET,
+            socket2::Type::RAW,
+            Some(socket2::Protocol::from(i32::from(protocol.to_be()))),
         )
-        .map_err(sys("socket(AF_PACKET)"))?;
+        .map_err(|e| sys("socket(AF_PACKET)")(errno(&e)))?;
+        // Before bind: nothing the filter rejects is queued after this.
+        sock.attach_filter(&bpf::to_sock_filters(&filter))
+            .map_err(|e| sys("setsockopt(SO_ATTACH_FILTER)")(errno(&e)))?;
+        let fd = OwnedFd::from(sock);
         bind(fd.as_raw_fd(), &link).map_err(sys("bind"))?;
         // A probe must never hang on a full transmit queue.
         setsockopt(&fd, sockopt::SendTimeout, &timeval(SEND_TIMEOUT))
@@ -122,20 +183,13 @@ impl PacketSocket {
                 None
             }
         };
-        let ifindex = u32::try_from(link.ifindex()).map_err(|_| sys("ifindex")(Errno::ERANGE))?;
-        // Probing from 00:00:00:00:00:00 would draw answers nobody can
-        // route back to us; refuse rather than probe blind.
-        let mac = MacAddr(link.addr().unwrap_or_default());
-        if mac.is_zero() {
-            return Err(ProbeError::NoMac(ifname.to_owned()));
-        }
-        tracing::debug!(ifname, ifindex, %mac, "opened AF_PACKET socket");
+        tracing::debug!(ifname, ifindex, %mac, ?wanted, "opened AF_PACKET socket");
         Ok(PacketSocket {
             fd,
             ifname: ifname.to_owned(),
             ifindex,
             mac,
-            ethertypes: ethertypes.to_vec(),
+            ethertypes: wanted,
             mcast,
         })
     }
@@ -143,6 +197,31 @@ impl PacketSocket {
     /// The interface name.
     pub fn ifname(&self) -> &str {
         &self.ifname
+    }
+
+    /// Switches `O_NONBLOCK`. An event loop wants it: a send then fails
+    /// with `EAGAIN` on a full transmit queue instead of blocking the loop
+    /// for up to the send timeout. Receiving never blocks either way
+    /// ([`Self::try_recv`] uses `MSG_DONTWAIT`).
+    pub fn set_nonblocking(&self, on: bool) -> Result<(), ProbeError> {
+        let flags = fcntl(&self.fd, FcntlArg::F_GETFL).map_err(self.err("fcntl(F_GETFL)"))?;
+        let mut flags = OFlag::from_bits_retain(flags);
+        flags.set(OFlag::O_NONBLOCK, on);
+        fcntl(&self.fd, FcntlArg::F_SETFL(flags)).map_err(self.err("fcntl(F_SETFL)"))?;
+        Ok(())
+    }
+
+    /// Reads the next wanted frame into `buf` (truncating if needed)
+    /// without waiting: `Ok(None)` once nothing is queued. Unwanted frames
+    /// (see the module docs) are read and skipped.
+    pub fn try_recv(&self, buf: &mut [u8]) -> Result<Option<usize>, ProbeError> {
+        loop {
+            match self.recv_once(buf)? {
+                Recv::Wanted(n) => return Ok(Some(n)),
+                Recv::Unwanted => continue,
+                Recv::Empty => return Ok(None),
+            }
+        }
     }
 
     fn err(&self, op: &'static str) -> impl Fn(Errno) -> ProbeError + '_ {
@@ -183,6 +262,27 @@ impl PacketSocket {
         }
         peek_ethertype(frame).is_some_and(|t| self.ethertypes.contains(&t))
     }
+}
+
+/// The socket, for an event loop to wait on (`poll`, tokio's `AsyncFd`).
+/// Reading from it other than through [`PacketSocket::try_recv`] bypasses
+/// the userspace filter.
+impl AsFd for PacketSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// What tokio's `AsyncFd` takes (see `super::async_socket`).
+impl AsRawFd for PacketSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// The errno of a failed socket2 or tokio call (always an OS error there).
+pub(super) fn errno(e: &std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
 /// The `AF_PACKET` address `getifaddrs` reports for `ifname`.
@@ -235,18 +335,17 @@ impl FrameSocket for PacketSocket {
 
     /// Waits for a wanted frame until `timeout` has passed.
     ///
-    /// Everything already queued is read first, without sleeping: the
-    /// socket sees all of the bridge's traffic, and an answer queued behind
-    /// unwanted frames must not miss its deadline. Then one `poll()` waits
+    /// Everything already queued is read first, without sleeping: on a
+    /// busy bridge the socket sees every ARP packet and NS/NA on the LAN
+    /// (and our own frames), and an answer queued behind those must not
+    /// miss its deadline. Then one `poll()` waits
     /// for more (millisecond resolution, rounded up, so a deadline is never
     /// cut short).
     fn recv_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<Option<usize>, ProbeError> {
         let deadline = Instant::now().checked_add(timeout);
         loop {
-            match self.recv_once(buf)? {
-                Recv::Wanted(n) => return Ok(Some(n)),
-                Recv::Unwanted => continue,
-                Recv::Empty => {}
+            if let Some(n) = self.try_recv(buf)? {
+                return Ok(Some(n));
             }
             let remaining = match deadline {
                 Some(d) => d.saturating_duration_since(Instant::now()),
