@@ -1,7 +1,11 @@
 //! Everything flatlan knows about addresses on the LAN: pools and ranges,
 //! pure allocation, the crash-safe on-disk store, and (in later modules)
 //! ARP/NDP frames and conflict probes. Both binaries use it.
-#![forbid(unsafe_code)]
+//!
+//! `unsafe` is denied (workspace lint) and allowed in one module,
+//! `probe::async_socket` (feature `tokio`), for tokio's registration of a
+//! raw socket, which tokio offers only as an `unsafe fn`.
+#![deny(unsafe_code)]
 
 pub mod alloc;
 pub mod error;

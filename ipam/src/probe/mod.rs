@@ -15,12 +15,16 @@
 //! frame proves is decided by the pure [`evidence`] classifier, which the
 //! speaker shares.
 
+#[cfg(feature = "tokio")]
+pub mod async_socket;
 pub mod bpf;
 pub mod conflict;
 pub mod evidence;
 pub mod fake;
 pub mod packet_socket;
 
+#[cfg(feature = "tokio")]
+pub use async_socket::AsyncPacketSocket;
 pub use conflict::{probe_ipv4, probe_ipv6, probe_many, ProbeOutcome};
 pub use evidence::{sighting, Evidence, Sighting};
 pub use fake::{FakeSocket, GroupEvent};
