@@ -19,7 +19,8 @@
 //!    GARP is easily lost (MetalLB #123). IPv6 sends an unsolicited NA to
 //!    ff02::1 with Override=1 (RFC 4861 §7.2.6: without O a receiver keeps
 //!    its cached, now wrong, link-layer address) and joins the VIP's
-//!    solicited-node multicast group, where NS for it arrive.
+//!    solicited-node multicast group, where NS for it arrive (RFC 4861
+//!    §7.2.1).
 //! 3. **Answer**: ARP requests for owned VIPs get a unicast reply, but only
 //!    requests sent to broadcast or to our MAC (a request to another MAC is
 //!    not for us, RFC 826). NS get a solicited NA with O=1 (RFC 4861 §7.2.4).
@@ -69,31 +70,33 @@ pub enum Action {
     Assign(IpAddr),
     /// Stop accepting traffic for the VIP.
     Unassign(IpAddr),
-    /// Receive frames sent to this multicast MAC on the interface.
-    JoinMulticast {
+    /// Receive the NS for an IPv6 VIP: join its solicited-node multicast
+    /// group on the interface (VIPs whose low 24 bits match share one).
+    JoinSolicitedNode {
         /// Interface name.
         iface: String,
-        /// Group MAC.
-        mac: MacAddr,
+        /// The VIP.
+        vip: Ipv6Addr,
     },
-    /// Stop receiving that multicast MAC.
-    LeaveMulticast {
+    /// Undo [`Action::JoinSolicitedNode`] for this VIP.
+    LeaveSolicitedNode {
         /// Interface name.
         iface: String,
-        /// Group MAC.
-        mac: MacAddr,
+        /// The VIP.
+        vip: Ipv6Addr,
     },
 }
 
 impl Action {
     /// The VIP this action is about: for a frame, the address it claims,
-    /// probes or answers for (ARP sender or target, NDP target). `None` for
-    /// multicast membership, which is per group MAC, not per VIP.
+    /// probes or answers for (ARP sender or target, NDP target).
     pub fn vip(&self) -> Option<IpAddr> {
         match self {
             Action::Assign(v) | Action::Unassign(v) => Some(*v),
             Action::Send { frame, .. } => frame_vip(frame.as_bytes()),
-            Action::JoinMulticast { .. } | Action::LeaveMulticast { .. } => None,
+            Action::JoinSolicitedNode { vip, .. } | Action::LeaveSolicitedNode { vip, .. } => {
+                Some(IpAddr::V6(*vip))
+            }
         }
     }
 }
@@ -295,9 +298,9 @@ impl Announcer {
         };
         let mut out = vec![Action::Assign(vip)];
         if let IpAddr::V6(v6) = vip {
-            out.push(Action::JoinMulticast {
+            out.push(Action::JoinSolicitedNode {
                 iface: st.link.iface.clone(),
-                mac: solicited_node_multicast_mac(v6),
+                vip: v6,
             });
         }
         self.metrics.announcements.inc();
@@ -347,9 +350,9 @@ impl Announcer {
         if let Phase::Owned { .. } = was {
             out.push(Action::Unassign(vip));
             if let IpAddr::V6(v6) = vip {
-                out.push(Action::LeaveMulticast {
+                out.push(Action::LeaveSolicitedNode {
                     iface: st.link.iface.clone(),
-                    mac: solicited_node_multicast_mac(v6),
+                    vip: v6,
                 });
             }
         }
@@ -930,9 +933,9 @@ mod tests {
         let t0 = Instant::now();
         let vip: Ipv6Addr = "fd00::100".parse().unwrap();
         let acts = a.claim(t0, IpAddr::V6(vip), link(), Some(t0));
-        assert!(acts.contains(&Action::JoinMulticast {
+        assert!(acts.contains(&Action::JoinSolicitedNode {
             iface: "eth0".into(),
-            mac: solicited_node_multicast_mac(vip)
+            vip
         }));
         let f = sent(&acts);
         let (eth, msg) = NdpMessage::parse_frame(&f[0]).unwrap();

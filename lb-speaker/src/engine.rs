@@ -16,13 +16,12 @@
 //! find the VIP here), or at `handoffTimeout`, then exit.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flatlan_ipam::mac::MacAddr;
-use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
@@ -36,34 +35,17 @@ use crate::iface::{self, IfaceInfo};
 use crate::membership::{Event, Membership};
 use crate::metrics::Metrics;
 use crate::ownership::owners;
-use crate::packet::PacketSocket;
 use crate::reload;
+use crate::sockets::IfaceSockets;
 use crate::status::{Status, VipStatus};
 use crate::wire::{self, Heartbeat, ReplayGuard, VipEntry};
 
-const ETH_P_ARP: u16 = 0x0806;
-const ETH_P_IPV6: u16 = 0x86dd;
 /// How often interfaces are re-read (link up/down, address changes).
 const IFACE_POLL: Duration = Duration::from_millis(200);
 /// How often the status document is refreshed even without changes.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 /// How long departed members are remembered (takeover detection, MACs).
 const DEPARTED_KEEP: Duration = Duration::from_secs(600);
-
-struct IfaceSockets {
-    ifindex: u32,
-    arp: Arc<AsyncFd<PacketSocket>>,
-    v6: Option<Arc<AsyncFd<PacketSocket>>>,
-    readers: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for IfaceSockets {
-    fn drop(&mut self) {
-        for r in &self.readers {
-            r.abort();
-        }
-    }
-}
 
 /// The running speaker.
 pub struct Engine {
@@ -662,68 +644,15 @@ impl Engine {
             self.prepared.insert(i.name.clone());
         }
         if !self.sockets.contains_key(&i.name) {
-            let arp = Arc::new(self.open(i, ETH_P_ARP)?);
-            let readers = vec![self.reader(i.name.clone(), arp.clone())];
-            self.sockets.insert(
-                i.name.clone(),
-                IfaceSockets {
-                    ifindex: i.index,
-                    arp,
-                    v6: None,
-                    readers,
-                },
-            );
+            let s = IfaceSockets::open(i, &self.frame_tx)?;
+            self.sockets.insert(i.name.clone(), s);
         }
-        if v6 && self.sockets.get(&i.name).is_some_and(|s| s.v6.is_none()) {
-            let s = Arc::new(self.open(i, ETH_P_IPV6)?);
-            let reader = self.reader(i.name.clone(), s.clone());
-            if let Some(e) = self.sockets.get_mut(&i.name) {
-                e.v6 = Some(s);
-                e.readers.push(reader);
+        if v6 {
+            if let Some(s) = self.sockets.get_mut(&i.name) {
+                s.ensure_v6(i, &self.frame_tx)?;
             }
         }
         Ok(())
-    }
-
-    fn open(&self, i: &IfaceInfo, ethertype: u16) -> Result<AsyncFd<PacketSocket>> {
-        let s = PacketSocket::open(i.index, ethertype)
-            .map_err(|e| Error::sys(format!("AF_PACKET socket on {}", i.name), e))?;
-        s.into_async()
-            .map_err(|e| Error::sys("register packet socket", e))
-    }
-
-    fn reader(
-        &self,
-        ifname: String,
-        sock: Arc<AsyncFd<PacketSocket>>,
-    ) -> tokio::task::JoinHandle<()> {
-        let tx = self.frame_tx.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 2048];
-            loop {
-                let Ok(mut guard) = sock.readable().await else {
-                    return;
-                };
-                loop {
-                    match guard.get_inner().recv(&mut buf) {
-                        Ok(Some(n)) => {
-                            if tx.send((ifname.clone(), buf[..n].to_vec())).await.is_err() {
-                                return;
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            guard.clear_ready();
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::warn!(iface = %ifname, "packet socket: {e}");
-                            return;
-                        }
-                    }
-                }
-            }
-        })
     }
 
     fn execute(&mut self, acts: Vec<Action>) {
@@ -735,15 +664,7 @@ impl Engine {
                         tracing::debug!(%iface, "no socket to send on");
                         continue;
                     };
-                    // Send on the socket of the frame's ethertype, so the
-                    // kernel tags the skb with the right protocol.
-                    let is_v6 = flatlan_ipam::frame::ether::peek_ethertype(frame.as_bytes())
-                        == Some(flatlan_ipam::frame::EtherType::IPV6);
-                    let sock = match (&s.v6, is_v6) {
-                        (Some(v6), true) => v6,
-                        _ => &s.arp,
-                    };
-                    if let Err(e) = sock.get_ref().send(frame.as_bytes()) {
+                    if let Err(e) = s.send(frame.as_bytes()) {
                         tracing::warn!(%iface, "send: {e}");
                     }
                 }
@@ -753,23 +674,19 @@ impl Engine {
                         tracing::warn!(%vip, "cannot remove the VIP from lo: {e}");
                     }
                 }
-                Action::JoinMulticast { iface, mac } => self.membership_op(&iface, mac, true),
-                Action::LeaveMulticast { iface, mac } => self.membership_op(&iface, mac, false),
+                Action::JoinSolicitedNode { iface, vip } => self.membership_op(&iface, vip, true),
+                Action::LeaveSolicitedNode { iface, vip } => self.membership_op(&iface, vip, false),
             }
         }
     }
 
-    fn membership_op(&self, iface: &str, mac: MacAddr, join: bool) {
-        let Some(s) = self.sockets.get(iface).and_then(|s| s.v6.as_ref()) else {
+    fn membership_op(&mut self, iface: &str, vip: Ipv6Addr, join: bool) {
+        let Some(s) = self.sockets.get_mut(iface) else {
             return;
         };
-        let r = if join {
-            s.get_ref().join(mac)
-        } else {
-            s.get_ref().leave(mac)
-        };
+        let r = if join { s.join(vip) } else { s.leave(vip) };
         if let Err(e) = r {
-            tracing::warn!(%iface, %mac, join, "multicast membership: {e}");
+            tracing::warn!(%iface, %vip, join, "multicast membership: {e}");
         }
     }
 

@@ -38,6 +38,11 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A raw (`AF_PACKET`) socket could not be opened or used; the message
+    /// names the interface and the system call.
+    #[error(transparent)]
+    Socket(#[from] flatlan_ipam::probe::ProbeError),
+
     /// A heartbeat is shorter than its own length fields say.
     #[error("heartbeat truncated")]
     Truncated,

@@ -6,8 +6,10 @@
 //! [`ownership`], [`announcer`]); the [`engine`] only feeds them with time,
 //! heartbeats and frames, and carries out what they decide.
 //!
-//! `unsafe` is denied crate-wide (workspace lint) and allowed in exactly one
-//! module, [`packet`], for the `AF_PACKET` socket calls nix does not wrap.
+//! The crate has no `unsafe`: its raw sockets are flatlan-ipam's
+//! `AF_PACKET` [`flatlan_ipam::probe::PacketSocket`] (see [`sockets`]),
+//! and its frames flatlan-ipam's pure builders and parsers.
+#![forbid(unsafe_code)]
 
 pub mod announcer;
 pub mod assign;
@@ -21,8 +23,8 @@ pub mod membership;
 pub mod metrics;
 pub mod node_agent;
 pub mod ownership;
-pub mod packet;
 pub mod reload;
+pub mod sockets;
 pub mod status;
 pub mod wire;
 

@@ -36,7 +36,8 @@ use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use flatlan_ipam::frame::{ArpOp, ArpPacket};
+use flatlan_ipam::frame::{ArpOp, ArpPacket, EtherType};
+use flatlan_ipam::probe::{FrameSocket, PacketSocket};
 use nix::sys::signal::Signal;
 use serde::Serialize;
 
@@ -340,21 +341,19 @@ fn parse_v4(s: &str) -> Result<Ipv4Addr> {
     s.parse().map_err(|_| Error::Bench(format!("bad VIP {s}")))
 }
 
-fn eth0() -> Result<crate::iface::IfaceInfo> {
-    crate::iface::discover()?
-        .remove("eth0")
-        .ok_or_else(|| Error::Bench("no eth0 in the client namespace".into()))
+/// An ARP socket on the client namespace's `eth0`.
+fn eth0_arp() -> Result<PacketSocket> {
+    Ok(PacketSocket::open_filtered("eth0", &[EtherType::ARP])?)
 }
 
 /// The arrival time of the first GARP for `vip` on `eth0`.
 fn capture_first_garp(vip: Ipv4Addr, dur: Duration) -> Result<Option<Instant>> {
-    let sock = crate::packet::PacketSocket::open(eth0()?.index, 0x0806)
-        .map_err(|e| Error::sys("AF_PACKET socket", e))?;
+    let sock = eth0_arp()?;
     let mut buf = [0u8; 2048];
     let end = Instant::now() + dur;
     while Instant::now() < end {
-        match sock.recv(&mut buf) {
-            Ok(Some(n)) => {
+        match sock.try_recv(&mut buf)? {
+            Some(n) => {
                 let now = Instant::now();
                 if let Ok((_, a)) = ArpPacket::parse_frame(&buf[..n]) {
                     if a.is_gratuitous() && a.spa == vip {
@@ -362,9 +361,8 @@ fn capture_first_garp(vip: Ipv4Addr, dur: Duration) -> Result<Option<Instant>> {
                     }
                 }
             }
-            Ok(None) => {}
-            // Non-blocking socket: poll at 1 ms, which bounds the error.
-            Err(_) => thread::sleep(Duration::from_millis(1)),
+            // Nothing queued: poll at 1 ms, which bounds the error.
+            None => thread::sleep(Duration::from_millis(1)),
         }
     }
     Ok(None)
@@ -376,18 +374,16 @@ fn arp_round_trips(requests: usize) -> Result<Vec<f64>> {
     let me: Ipv4Addr = CLIENT_IP
         .parse()
         .map_err(|_| Error::Bench(format!("bad client IP {CLIENT_IP}")))?;
-    let eth0 = eth0()?;
-    let sock = crate::packet::PacketSocket::open(eth0.index, 0x0806)
-        .map_err(|e| Error::sys("AF_PACKET socket", e))?;
-    let req = ArpPacket::request(eth0.mac, me, vip).to_frame();
+    let sock = eth0_arp()?;
+    let req = ArpPacket::request(sock.mac(), me, vip).to_frame();
     let mut buf = [0u8; 256];
     let mut out = Vec::new();
     for _ in 0..requests {
         let t = Instant::now();
-        sock.send(&req).map_err(|e| Error::sys("send ARP", e))?;
+        sock.send(&req)?;
         while t.elapsed() < Duration::from_millis(100) {
-            match sock.recv(&mut buf) {
-                Ok(Some(n)) => {
+            match sock.try_recv(&mut buf)? {
+                Some(n) => {
                     if let Ok((_, a)) = ArpPacket::parse_frame(&buf[..n]) {
                         if a.op == ArpOp::Reply && a.spa == vip {
                             out.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -395,10 +391,9 @@ fn arp_round_trips(requests: usize) -> Result<Vec<f64>> {
                         }
                     }
                 }
-                Ok(None) => {}
                 // Spin (yielding) rather than sleep: a sleep would be the
                 // measurement's resolution.
-                Err(_) => thread::yield_now(),
+                None => thread::yield_now(),
             }
         }
         thread::sleep(Duration::from_millis(5));

@@ -336,7 +336,7 @@ impl Lab {
     }
 }
 
-/// Captures every frame on `eth0` of `ns` for `dur`.
+/// Captures the ARP and NDP (NS/NA) frames on `eth0` of `ns` for `dur`.
 pub fn capture(ns: &Ns, dur: Duration) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
     let h = capture_timed(ns, dur);
     std::thread::spawn(move || {
@@ -351,16 +351,14 @@ pub fn capture(ns: &Ns, dur: Duration) -> std::thread::JoinHandle<Vec<Vec<u8>>> 
 /// Like [`capture`], with each frame's arrival time.
 pub fn capture_timed(ns: &Ns, dur: Duration) -> std::thread::JoinHandle<Vec<(Instant, Vec<u8>)>> {
     ns.run(move || {
-        let idx = nix::net::if_::if_nametoindex("eth0").expect("eth0");
-        let sock = flatlan_speaker::packet::PacketSocket::open(idx, 0x0003).expect("AF_PACKET");
+        use flatlan_ipam::probe::{FrameSocket, PacketSocket};
+        let sock = PacketSocket::open("eth0").expect("AF_PACKET on eth0");
         let mut out = Vec::new();
         let mut buf = [0u8; 2048];
         let end = Instant::now() + dur;
-        while Instant::now() < end {
-            match sock.recv(&mut buf) {
-                Ok(Some(n)) => out.push((Instant::now(), buf[..n].to_vec())),
-                Ok(None) => {}
-                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            if let Some(n) = sock.recv_timeout(&mut buf, left).expect("capture") {
+                out.push((Instant::now(), buf[..n].to_vec()));
             }
         }
         out

@@ -1,0 +1,200 @@
+//! The engine's raw sockets on one interface: flatlan-ipam's `AF_PACKET`
+//! socket (the one the IPAM probe uses), registered with tokio
+//! ([`AsyncPacketSocket`]), each with a reader task that forwards received
+//! frames to the engine's loop.
+//!
+//! An interface gets an ARP socket on the first claim on it, and an NDP
+//! socket once an IPv6 VIP is claimed there. The NDP socket's kernel filter
+//! lets only Neighbor Solicitations and Advertisements through (see
+//! `flatlan_ipam::probe::bpf`), which is all the announcer reads, so the
+//! host's IPv6 traffic is not copied into the speaker.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv6Addr;
+use std::sync::Arc;
+
+use flatlan_ipam::frame::ether::peek_ethertype;
+use flatlan_ipam::frame::{solicited_node_multicast, EtherType};
+use flatlan_ipam::probe::{AsyncPacketSocket, FrameSocket, PacketSocket};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::error::Result;
+use crate::iface::IfaceInfo;
+
+/// Frames from the reader tasks: (interface name, whole Ethernet frame).
+pub type FrameTx = mpsc::Sender<(String, Vec<u8>)>;
+
+type Sock = Arc<AsyncPacketSocket>;
+
+/// The sockets of one interface; dropping it stops the readers and closes
+/// the sockets, which also ends their multicast memberships.
+pub struct IfaceSockets {
+    /// The interface index the sockets are bound to.
+    pub ifindex: u32,
+    arp: Sock,
+    v6: Option<Sock>,
+    readers: Vec<JoinHandle<()>>,
+    groups: Groups,
+}
+
+impl Drop for IfaceSockets {
+    fn drop(&mut self) {
+        for r in &self.readers {
+            r.abort();
+        }
+    }
+}
+
+/// The joined solicited-node groups and the owned VIPs that need each.
+/// Distinct VIPs may share a group (same low 24 bits), and the kernel
+/// refuses a second join of a group on one socket (`EADDRINUSE`) and drops
+/// it on the first leave, so the count is kept here.
+#[derive(Debug, Default)]
+struct Groups(BTreeMap<Ipv6Addr, BTreeSet<Ipv6Addr>>);
+
+impl Groups {
+    /// True if no VIP has `vip`'s group yet: it must be joined first.
+    fn first(&self, vip: Ipv6Addr) -> bool {
+        !self.0.contains_key(&solicited_node_multicast(vip))
+    }
+
+    /// Records that `vip` has its group.
+    fn add(&mut self, vip: Ipv6Addr) {
+        self.0
+            .entry(solicited_node_multicast(vip))
+            .or_default()
+            .insert(vip);
+    }
+
+    /// Forgets `vip`; true if it was the last VIP of its group, which
+    /// must be left now.
+    fn remove(&mut self, vip: Ipv6Addr) -> bool {
+        let group = solicited_node_multicast(vip);
+        let Some(vips) = self.0.get_mut(&group) else {
+            return false;
+        };
+        if !vips.remove(&vip) || !vips.is_empty() {
+            return false;
+        }
+        self.0.remove(&group);
+        true
+    }
+}
+
+impl IfaceSockets {
+    /// Opens the ARP socket on `i` and starts its reader.
+    pub fn open(i: &IfaceInfo, tx: &FrameTx) -> Result<IfaceSockets> {
+        let arp = open(i, EtherType::ARP)?;
+        let readers = vec![reader(i.name.clone(), arp.clone(), tx.clone())];
+        Ok(IfaceSockets {
+            ifindex: i.index,
+            arp,
+            v6: None,
+            readers,
+            groups: Groups::default(),
+        })
+    }
+
+    /// Opens the NDP socket on `i` unless it is open already.
+    pub fn ensure_v6(&mut self, i: &IfaceInfo, tx: &FrameTx) -> Result<()> {
+        if self.v6.is_none() {
+            let s = open(i, EtherType::IPV6)?;
+            self.readers
+                .push(reader(i.name.clone(), s.clone(), tx.clone()));
+            self.v6 = Some(s);
+        }
+        Ok(())
+    }
+
+    /// Sends a whole frame on the socket of its EtherType, so the kernel
+    /// tags the skb with the right protocol.
+    pub fn send(&self, frame: &[u8]) -> Result<()> {
+        let sock = match (&self.v6, peek_ethertype(frame)) {
+            (Some(v6), Some(EtherType::IPV6)) => v6,
+            _ => &self.arp,
+        };
+        Ok(sock.get_ref().send(frame)?)
+    }
+
+    /// Starts receiving the NS for `vip`: joins its solicited-node group
+    /// (which also sends an MLD report, so snooping switches forward the
+    /// group here) unless another owned VIP already did. No-op without an
+    /// NDP socket.
+    pub fn join(&mut self, vip: Ipv6Addr) -> Result<()> {
+        let Some(v6) = &self.v6 else {
+            return Ok(());
+        };
+        if self.groups.first(vip) {
+            v6.get_ref().join_solicited_node(vip)?;
+        }
+        self.groups.add(vip);
+        Ok(())
+    }
+
+    /// Undoes [`Self::join`] for `vip`; the group is left when no other
+    /// VIP needs it.
+    pub fn leave(&mut self, vip: Ipv6Addr) -> Result<()> {
+        match &self.v6 {
+            Some(v6) if self.groups.remove(vip) => Ok(v6.get_ref().leave_solicited_node(vip)?),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Opens a socket on `i` for `ethertype`, registered with tokio. The index
+/// check catches an interface recreated since `i` was read: its VIPs are
+/// claimed again on the new device at the next interface poll.
+fn open(i: &IfaceInfo, ethertype: EtherType) -> Result<Sock> {
+    let s = PacketSocket::open_checked(&i.name, i.index, &[ethertype])?;
+    Ok(Arc::new(AsyncPacketSocket::new(s)?))
+}
+
+/// Forwards every frame `sock` receives to the engine until the engine is
+/// gone or the socket fails.
+fn reader(ifname: String, sock: Sock, tx: FrameTx) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            match sock.recv(&mut buf).await {
+                Ok(n) => {
+                    if tx.send((ifname.clone(), buf[..n].to_vec())).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(iface = %ifname, "packet socket: {e}");
+                    return;
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v6(s: &str) -> Ipv6Addr {
+        s.parse().expect("literal")
+    }
+
+    #[test]
+    fn vips_sharing_a_group_join_it_once_and_leave_it_last() {
+        let mut g = Groups::default();
+        // Same low 24 bits: one group, ff02::1:ff00:100.
+        let (a, b, c) = (v6("fd00::100"), v6("fd01::100"), v6("fd00::200"));
+        assert!(g.first(a));
+        g.add(a);
+        assert!(!g.first(b));
+        g.add(b);
+        assert!(g.first(c));
+        g.add(c);
+        assert!(!g.remove(a), "b still needs the group");
+        assert!(!g.remove(a), "a second leave changes nothing");
+        assert!(g.remove(b));
+        assert!(g.remove(c));
+        // A VIP whose join failed was never added: its leave is a no-op.
+        assert!(!g.remove(v6("fd00::300")));
+    }
+}
