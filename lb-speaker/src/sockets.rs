@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use flatlan_ipam::frame::ether::peek_ethertype;
 use flatlan_ipam::frame::{solicited_node_multicast, EtherType};
-use flatlan_ipam::probe::{AsyncPacketSocket, FrameSocket, PacketSocket};
+use flatlan_ipam::probe::{AsyncPacketSocket, FrameSocket, PacketSocket, ProbeError};
+use nix::errno::Errno;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -161,6 +162,16 @@ fn reader(ifname: String, sock: Sock, tx: FrameTx) -> JoinHandle<()> {
                     if tx.send((ifname.clone(), buf[..n].to_vec())).await.is_err() {
                         return;
                     }
+                }
+                // A link going down reports ENETDOWN once (the kernel's
+                // packet_notifier), and the socket receives again when the
+                // link is back: keep reading, or the speaker would stay deaf
+                // to ARP and NS on this interface after a link flap.
+                Err(ProbeError::Socket {
+                    source: Errno::ENETDOWN,
+                    ..
+                }) => {
+                    tracing::info!(iface = %ifname, "link down; still listening for when it is back");
                 }
                 Err(e) => {
                     tracing::warn!(iface = %ifname, "packet socket: {e}");

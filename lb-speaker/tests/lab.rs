@@ -435,15 +435,21 @@ fn refuses_a_vip_another_device_holds() {
     );
 }
 
+/// A lab of one node, which owns [`VIP4`].
+fn one_node_owning_vip4() -> Lab {
+    let mut lab = Lab::new(1);
+    lab.start(0, &[VIP4], "");
+    lab.wait_owner(VIP4, Duration::from_secs(5));
+    lab
+}
+
 /// The owner's eth0 is deleted and recreated (new ifindex, new MAC), as a
 /// veth or VLAN re-setup does. The speaker must not keep announcing a VIP
 /// on the old device's socket: it claims it again on the new one, with the
 /// new MAC and the sysctls set anew.
 #[test]
 fn recreated_interface_is_claimed_again() {
-    let mut lab = Lab::new(1);
-    lab.start(0, &[VIP4], "");
-    lab.wait_owner(VIP4, Duration::from_secs(5));
+    let mut lab = one_node_owning_vip4();
     let old_mac = lab.nodes[0].mac("eth0");
     assert_eq!(arp_sysctls(&lab.nodes[0]), "1 2");
 
@@ -492,5 +498,32 @@ fn recreated_interface_is_claimed_again() {
     assert_eq!(
         neigh_mac(&lab.client, VIP4).as_deref(),
         Some(new_mac.as_str())
+    );
+}
+
+/// The owner's link goes down and comes back: the VIP is announced again
+/// and the speaker still answers ARP requests on that link. (A packet
+/// socket reports ENETDOWN once when its link goes down; a reader that
+/// gave up on that error left the speaker deaf on the link for good.)
+#[test]
+fn answers_arp_after_a_link_flap() {
+    let mut lab = one_node_owning_vip4();
+    let mac0 = lab.nodes[0].mac("eth0");
+    lab.nodes[0].ok(&["ip", "link", "set", "eth0", "down"]);
+    std::thread::sleep(Duration::from_millis(500));
+    lab.nodes[0].ok(&["ip", "link", "set", "eth0", "up"]);
+    lab.wait_owner(VIP4, Duration::from_secs(5));
+    // arping asks by broadcast whatever the client's cache says, and the
+    // node's kernel does not answer for a VIP on lo (arp_ignore): a reply
+    // can only come from the speaker.
+    let arping = lab
+        .client
+        .exec(&["arping", "-c", "3", "-w", "3", "-I", "eth0", VIP4]);
+    let text = String::from_utf8_lossy(&arping.stdout).to_lowercase();
+    assert!(
+        text.lines()
+            .any(|l| (l.contains("reply from") || l.contains("bytes from")) && l.contains(&mac0)),
+        "no ARP reply from the owner after the link flap:\n{text}\n{}",
+        lab.speaker(0).log_text()
     );
 }
