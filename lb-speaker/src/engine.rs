@@ -59,6 +59,13 @@ pub struct Engine {
     retiring: BTreeSet<IpAddr>,
     /// Heartbeat destinations whose last send failed.
     send_failing: BTreeSet<SocketAddr>,
+    /// No new claims before this: after start, or after a link comes
+    /// back, we first listen for live peers (see `listen`).
+    listen_until: Instant,
+    /// The view `desired` was computed from; ownership is rehashed only
+    /// when it changes (a SHA-256 per VIP and member).
+    owner_view: Vec<(String, BTreeSet<IpAddr>)>,
+    owner_vips: Vec<IpAddr>,
     metrics: Arc<Metrics>,
     shared: Arc<Shared>,
     membership: Membership,
@@ -190,6 +197,9 @@ impl Engine {
             config_path: None,
             retiring: BTreeSet::new(),
             send_failing: BTreeSet::new(),
+            listen_until: now,
+            owner_view: Vec::new(),
+            owner_vips: Vec::new(),
         };
         Ok((engine, frame_rx))
     }
@@ -202,9 +212,7 @@ impl Engine {
         let udp = self.udp.clone();
         let mut buf = vec![0u8; 65_536];
         tracing::info!(node = %self.cfg.node_name, vips = self.vips.len(), "speaker ready");
-        // A short listen before the first decision: learning the current
-        // members first avoids claiming (and probing) VIPs a live peer owns.
-        let warmup = Instant::now() + self.cfg.timers.heartbeat_interval * 2;
+        self.listen(Instant::now());
         loop {
             let now = Instant::now();
             let wake = [
@@ -216,7 +224,7 @@ impl Engine {
                     .map(|t| t + Duration::from_millis(1)),
                 self.announcer.next_deadline(),
                 self.leaving.map(|t| t + self.cfg.timers.handoff_timeout),
-                (now < warmup).then_some(warmup),
+                (now < self.listen_until).then_some(self.listen_until),
                 self.handover_since
                     .values()
                     .map(|t| *t + self.cfg.timers.handoff_timeout)
@@ -253,7 +261,7 @@ impl Engine {
                 _ = int.recv() => self.begin_leaving(Instant::now(), "SIGINT"),
                 _ = hup.recv() => self.reload(Instant::now()),
             }
-            if !planned || (Instant::now() < warmup && self.leaving.is_none()) {
+            if !planned {
                 continue;
             }
             if self.step(Instant::now()).await {
@@ -353,6 +361,17 @@ impl Engine {
             self.announcer.forget(v);
             tracing::info!(vip = %v, "VIP removed from the config: no longer handled");
         }
+    }
+
+    /// Claims nothing new for two heartbeat intervals, while heartbeats go
+    /// out and come in: learning the live members first avoids claiming
+    /// (as a probe-less takeover, if we had declared them dead) VIPs a live
+    /// peer owns. At start, and when a link comes back: a node whose cable
+    /// was out has declared every peer dead and would otherwise take over
+    /// all their VIPs at once, then hand them back seconds later.
+    fn listen(&mut self, now: Instant) {
+        self.listen_until = now + self.cfg.timers.heartbeat_interval * 2;
+        self.heartbeat_now = true;
     }
 
     fn begin_leaving(&mut self, now: Instant, why: &str) {
@@ -501,10 +520,13 @@ impl Engine {
                 tracing::warn!(iface = %name, "link is down");
             }
         }
-        for name in came_back {
-            tracing::info!(iface = %name, "link is back: re-announcing");
-            let acts = self.announcer.reannounce(now, Some(&name));
-            self.execute(acts);
+        let mut acts = Vec::new();
+        for name in &came_back {
+            tracing::info!(iface = %name, "link is back: re-announcing, listening for peers");
+            acts.extend(self.announcer.reannounce(now, Some(name)));
+        }
+        if !came_back.is_empty() {
+            self.listen(now);
         }
         // Interfaces that vanished or were recreated lose their sockets.
         self.sockets
@@ -530,11 +552,11 @@ impl Engine {
                 .map(|(v, _)| *v)
                 .collect();
             for vip in on_it {
-                let acts = self.announcer.release(vip);
-                self.execute(acts);
+                acts.extend(self.announcer.release(vip));
             }
         }
         self.ifaces = fresh;
+        self.execute(acts);
     }
 
     fn reconcile(&mut self, now: Instant) {
@@ -548,8 +570,23 @@ impl Engine {
         if self.leaving.is_none() {
             view.push((self.cfg.node_name.clone(), mine.keys().copied().collect()));
         }
-        let desired = owners(&view, &self.vips);
+        // Rehash only when the view changed: with 1,000 VIPs and three
+        // members every turn would cost 3,000 SHA-256s, and turns come with
+        // every heartbeat and interface poll.
+        let rehashed = view != self.owner_view || self.vips != self.owner_vips;
+        if rehashed {
+            self.desired = owners(&view, &self.vips);
+            self.owner_view = view;
+            self.owner_vips = self.vips.clone();
+        }
+        let handovers = self.handover_since.len();
+        let desired = std::mem::take(&mut self.desired);
         let me = self.cfg.node_name.clone();
+        let listening = now < self.listen_until;
+        // One batch per turn: a failover can move hundreds of VIPs, and
+        // each `execute` may start an `ip` process, on this one loop that
+        // also sends the heartbeats.
+        let mut batch = Vec::new();
         for vip in self.vips.clone() {
             let want = desired.get(&vip) == Some(&me);
             // A "conflict" with a MAC that turned out to be another
@@ -561,13 +598,12 @@ impl Engine {
                 .is_some_and(|m| self.membership.is_member_mac(m))
             {
                 tracing::info!(%vip, "the conflicting MAC belongs to a member: retrying");
-                let acts = self.announcer.release(vip);
-                self.execute(acts);
+                batch.extend(self.announcer.release(vip));
             }
             if want {
                 self.handover_since.remove(&vip);
                 self.successor_seen.remove(&vip);
-                if !self.announcer.is_claimed(vip) {
+                if !listening && !self.announcer.is_claimed(vip) {
                     let Some(i) = mine.get(&vip).cloned() else {
                         continue;
                     };
@@ -593,7 +629,7 @@ impl Engine {
                         },
                         takeover,
                     );
-                    self.execute(acts);
+                    batch.extend(acts);
                 }
                 continue;
             }
@@ -628,11 +664,16 @@ impl Engine {
                     handed_over = succ_announces, "releasing");
                 self.handover_since.remove(&vip);
                 self.successor_seen.remove(&vip);
-                let acts = self.announcer.release(vip);
-                self.execute(acts);
+                batch.extend(self.announcer.release(vip));
             }
         }
         self.desired = desired;
+        // The status shows owners, members and handovers: publish as soon
+        // as they change, so nobody reads a settled fleet that is not.
+        if rehashed || !batch.is_empty() || self.handover_since.len() != handovers {
+            self.next_status = now;
+        }
+        self.execute(batch);
     }
 
     /// Prepares `i` for claiming a VIP of the family `v6` says: sysctls,
@@ -656,7 +697,13 @@ impl Engine {
     }
 
     fn execute(&mut self, acts: Vec<Action>) {
-        let acts = assign_or_release(&mut self.announcer, &mut *self.host, &self.metrics, acts);
+        let acts = assign_or_release(
+            &mut self.announcer,
+            &mut *self.host,
+            &self.metrics,
+            net_assignments(acts),
+        );
+        let mut unassign = Vec::new();
         for a in acts {
             match a {
                 Action::Send { iface, frame } => {
@@ -669,14 +716,15 @@ impl Engine {
                     }
                 }
                 Action::Assign(_) => {}
-                Action::Unassign(vip) => {
-                    if let Err(e) = self.host.del(vip) {
-                        tracing::warn!(%vip, "cannot remove the VIP from lo: {e}");
-                    }
-                }
+                Action::Unassign(vip) => unassign.push(vip),
                 Action::JoinSolicitedNode { iface, vip } => self.membership_op(&iface, vip, true),
                 Action::LeaveSolicitedNode { iface, vip } => self.membership_op(&iface, vip, false),
             }
+        }
+        // After the frames: a VIP stops being answered before the kernel
+        // stops accepting its traffic.
+        for (vip, e) in self.host.del_many(&unassign) {
+            tracing::warn!(%vip, "cannot remove the VIP from lo: {e}");
         }
     }
 
@@ -837,6 +885,27 @@ impl Engine {
     }
 }
 
+/// Keeps, for each VIP, only its last `Assign` or `Unassign` in `acts`: a
+/// batch may release and claim the same VIP (an interface recreated, a
+/// conflict retried), and since assigns run first and unassigns last, an
+/// earlier `Unassign` would otherwise undo a later `Assign`.
+fn net_assignments(acts: Vec<Action>) -> Vec<Action> {
+    let mut last: BTreeMap<IpAddr, usize> = BTreeMap::new();
+    for (i, a) in acts.iter().enumerate() {
+        if let Action::Assign(v) | Action::Unassign(v) = a {
+            last.insert(*v, i);
+        }
+    }
+    acts.into_iter()
+        .enumerate()
+        .filter(|(i, a)| match a {
+            Action::Assign(v) | Action::Unassign(v) => last.get(v) == Some(i),
+            _ => true,
+        })
+        .map(|(_, a)| a)
+        .collect()
+}
+
 /// Carries out the `Assign`s among `acts` first, in one batch, so traffic
 /// attracted by the announcements is accepted, and returns what is left to
 /// do. A VIP that could not be added to `lo` is not announced: an announced
@@ -923,6 +992,22 @@ mod tests {
         fn del(&mut self, _: IpAddr) -> Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn only_the_last_assignment_of_a_vip_in_a_batch_counts() {
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let acts = vec![
+            Action::Unassign(a),
+            Action::Assign(b),
+            Action::Assign(a),
+            Action::Unassign(b),
+        ];
+        assert_eq!(
+            net_assignments(acts),
+            vec![Action::Assign(a), Action::Unassign(b)]
+        );
     }
 
     #[test]
