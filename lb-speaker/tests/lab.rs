@@ -76,17 +76,7 @@ fn announces_v4_and_v6_from_exactly_one_node() {
         neigh_mac(&lab.client, VIP4).as_deref(),
         Some(owner_mac.as_str())
     );
-    let arping = lab
-        .client
-        .exec(&["arping", "-c", "3", "-w", "3", "-I", "eth0", VIP4]);
-    let text = String::from_utf8_lossy(&arping.stdout).to_lowercase();
-    let mut responders: Vec<String> = text
-        .lines()
-        .filter(|l| l.contains("reply from") || l.contains("bytes from"))
-        .filter_map(|l| l.split(['[', ']']).nth(1).map(str::to_owned))
-        .collect();
-    responders.sort();
-    responders.dedup();
+    let (responders, text) = arp_responders(&lab.client, VIP4, "3");
     assert_eq!(
         responders,
         vec![owner_mac.clone()],

@@ -24,19 +24,8 @@ fn rewrite(lab: &mut Lab, i: usize, vips: &[&str]) {
 }
 
 /// The distinct MACs that answer an arping for `vip` from the client.
-fn arp_responders(lab: &Lab, vip: &str) -> Vec<String> {
-    let out = lab
-        .client
-        .exec(&["arping", "-c", "2", "-w", "2", "-I", "eth0", vip]);
-    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
-    let mut r: Vec<String> = text
-        .lines()
-        .filter(|l| l.contains("reply from") || l.contains("bytes from"))
-        .filter_map(|l| l.split(['[', ']']).nth(1).map(str::to_owned))
-        .collect();
-    r.sort();
-    r.dedup();
-    r
+fn responders(lab: &Lab, vip: &str) -> Vec<String> {
+    arp_responders(&lab.client, vip, "2").0
 }
 
 fn on_lo(ns: &Ns, vip: &str) -> bool {
@@ -75,7 +64,7 @@ fn sighup_adds_and_drops_vips_and_refuses_a_bad_file() {
     let owner_b = lab.wait_owner(VIP_B, Duration::from_secs(5));
     lab.wait_owner(VIP6_B, Duration::from_secs(5));
     let owner_mac = lab.nodes[owner_b].mac("eth0");
-    assert_eq!(arp_responders(&lab, VIP_B), vec![owner_mac.clone()]);
+    assert_eq!(responders(&lab, VIP_B), vec![owner_mac.clone()]);
     lab.client
         .ok(&["ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", VIP6_B]);
     assert!(on_lo(&lab.nodes[owner_b], VIP_B));
@@ -105,7 +94,7 @@ fn sighup_adds_and_drops_vips_and_refuses_a_bad_file() {
         ),
         Some(1.0)
     );
-    assert_eq!(arp_responders(&lab, VIP_B), vec![owner_mac]);
+    assert_eq!(responders(&lab, VIP_B), vec![owner_mac]);
 
     // Dropped on every node: nobody answers, it leaves lo and the status.
     rewrite(&mut lab, 0, &[VIP4]);
@@ -117,7 +106,7 @@ fn sighup_adds_and_drops_vips_and_refuses_a_bad_file() {
         assert!(!on_lo(&lab.nodes[i], VIP_B), "node {i} still has {VIP_B}");
         assert!(!on_lo(&lab.nodes[i], VIP6_B), "node {i} still has {VIP6_B}");
     }
-    assert!(arp_responders(&lab, VIP_B).is_empty());
+    assert!(responders(&lab, VIP_B).is_empty());
 
     // Dropped on its owner only (the file must keep one VIP): the peer that
     // still has it takes over.
@@ -128,9 +117,6 @@ fn sighup_adds_and_drops_vips_and_refuses_a_bad_file() {
         l.speaker(owner).vip_state(VIP4).is_none()
             && l.speaker(next).vip_state(VIP4).as_deref() == Some("announcing")
     });
-    assert_eq!(
-        arp_responders(&lab, VIP4),
-        vec![lab.nodes[next].mac("eth0")]
-    );
+    assert_eq!(responders(&lab, VIP4), vec![lab.nodes[next].mac("eth0")]);
     assert!(!on_lo(&lab.nodes[owner], VIP4));
 }

@@ -410,3 +410,18 @@ pub fn neigh_mac(ns: &Ns, ip: &str) -> Option<String> {
 pub fn is_ip(s: &str) -> bool {
     s.parse::<IpAddr>().is_ok()
 }
+
+/// The distinct MACs that answer an `arping` for `vip` from the client,
+/// and arping's output (for failure messages).
+pub fn arp_responders(client: &Ns, vip: &str, count: &str) -> (Vec<String>, String) {
+    let out = client.exec(&["arping", "-c", count, "-w", count, "-I", "eth0", vip]);
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    let mut r: Vec<String> = text
+        .lines()
+        .filter(|l| l.contains("reply from") || l.contains("bytes from"))
+        .filter_map(|l| l.split(['[', ']']).nth(1).map(str::to_owned))
+        .collect();
+    r.sort();
+    r.dedup();
+    (r, text)
+}
