@@ -8,27 +8,21 @@
 //! handles drop (stopping whatever still runs) before the lab deletes the
 //! namespaces.
 
-use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
-
 use crate::demo::Report;
 use crate::error::{Error, Result};
-use crate::lab::{Lab, Node};
-use crate::names::validate_label;
+use crate::lab::Lab;
 use crate::probe::{arp_neighbors, ping};
 use crate::process::ProcHandle;
-use crate::scratch::ScratchDir;
+use crate::speaker_fleet::{arping, FleetOptions, SpeakerFleet};
 
 /// The demo's VIP: on the LAN, outside the router's DHCP pool and outside
 /// both nodes' pod slices (.208/28, .224/28).
 pub const VIP: Ipv4Addr = Ipv4Addr::new(192, 168, 2, 240);
-/// The heartbeat key the demo's speakers share (>= 16 bytes).
-const SECRET: &str = "flatlan-lab-demo-secret-0123456789";
 const HEARTBEAT_MS: u64 = 100;
 const DEAD_AFTER: u32 = 3;
 /// The client pings every 20 ms, so a lost ping is 20 ms of outage.
@@ -46,218 +40,47 @@ const EXIT: Duration = Duration::from_secs(5);
 /// tolerating scheduling hiccups on a busy machine. The target is 0.
 const GRACEFUL_MAX_LOST: u32 = 10;
 
-/// The speakers on the lab's nodes, by node position (0 = node1).
-struct Speakers<'a> {
-    lab: &'a Lab,
-    bin: PathBuf,
-    dir: ScratchDir,
-    procs: Vec<Option<ProcHandle>>,
-}
-
-impl<'a> Speakers<'a> {
-    fn new(lab: &'a Lab, bin: PathBuf) -> Result<Self> {
-        let dir = ScratchDir::new(&format!("{}-speaker", lab.name_prefix()))?;
-        Ok(Speakers {
-            lab,
-            bin,
-            dir,
-            procs: lab.nodes.iter().map(|_| None).collect(),
+/// The speakers' view of the VIP: the positions of the running speakers
+/// that announce it.
+fn announcers(sp: &mut SpeakerFleet) -> Vec<usize> {
+    let vip = IpAddr::V4(VIP);
+    let running: Vec<usize> = (0..sp.len()).filter(|i| sp.is_running(*i)).collect();
+    running
+        .into_iter()
+        .filter(|i| {
+            sp.status(*i)
+                .ok()
+                .and_then(|st| st.vips.get(&vip).cloned())
+                .is_some_and(|v| v.state == "announcing")
         })
-    }
+        .collect()
+}
 
-    fn node(&self, i: usize) -> Result<&'a Node> {
-        self.lab
-            .nodes
-            .get(i)
-            .ok_or_else(|| Error::InvalidConfig(format!("lab has no node at position {i}")))
-    }
-
-    fn name(&self, i: usize) -> String {
-        self.node(i)
-            .map(|n| format!("node{}", n.index))
-            .unwrap_or_else(|_| format!("node?{i}"))
-    }
-
-    fn status_path(&self, i: usize) -> PathBuf {
-        self.dir
-            .path()
-            .join(format!("status-{}.json", self.name(i)))
-    }
-
-    fn start(&mut self, i: usize) -> Result<()> {
-        let node = self.node(i)?;
-        let peers: Vec<String> = self
-            .lab
-            .nodes
-            .iter()
-            .filter(|n| n.index != node.index)
-            .map(|n| format!("\"{}:7946\"", n.ip))
-            .collect();
-        let name = self.name(i);
-        validate_label(&name)?;
-        let status = self.status_path(i);
-        let yaml = config_yaml(&name, node.ip, &peers, node.bridge, &status);
-        let config = self.dir.write(&format!("{name}.yaml"), &yaml)?;
-        // A killed speaker's last status file still says "announcing";
-        // the restarted one must not be mistaken for an owner before it
-        // has written its own.
-        let _ = std::fs::remove_file(&status);
-        let bin = self.bin.to_string_lossy().into_owned();
-        let config = config.to_string_lossy().into_owned();
-        let mut h = node
-            .ns
-            .spawn(&[bin.as_str(), "static", "--config", config.as_str()])?;
-        let ready = h.wait_for_log("speaker ready", START);
-        // Keep the handle even on error: dropping it stops the process.
-        self.procs[i] = Some(h);
-        ready
-    }
-
-    fn running(&mut self, i: usize) -> bool {
-        self.procs
-            .get_mut(i)
-            .and_then(Option::as_mut)
-            .is_some_and(ProcHandle::is_running)
-    }
-
-    /// This node's view of the VIP from its status file: (state, MAC).
-    fn vip_state(&self, i: usize) -> Option<(String, Option<String>)> {
-        let text = std::fs::read(self.status_path(i)).ok()?;
-        let v: serde_json::Value = serde_json::from_slice(&text).ok()?;
-        let vip = VIP.to_string();
-        v["vips"]
-            .as_array()?
-            .iter()
-            .find(|e| e["vip"].as_str() == Some(vip.as_str()))
-            .map(|e| {
-                (
-                    e["state"].as_str().unwrap_or_default().to_owned(),
-                    e["mac"].as_str().map(str::to_owned),
-                )
-            })
-    }
-
-    /// Waits until exactly one running speaker announces the VIP.
-    fn wait_owner(&mut self, timeout: Duration) -> Result<usize> {
-        let deadline = crate::process::deadline_after(timeout);
-        loop {
-            let mut owners = Vec::new();
-            for i in 0..self.procs.len() {
-                if self.running(i) && self.vip_state(i).is_some_and(|(s, _)| s == "announcing") {
-                    owners.push(i);
-                }
-            }
-            if let [one] = owners.as_slice() {
-                return Ok(*one);
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::Probe {
-                    what: format!("waiting for one owner of {VIP}"),
-                    detail: format!(
-                        "owners after {timeout:?}: {:?}\n{}",
-                        owners.iter().map(|i| self.name(*i)).collect::<Vec<_>>(),
-                        self.logs()
-                    ),
-                });
-            }
-            thread::sleep(Duration::from_millis(20));
+/// Waits until exactly one running speaker announces the VIP.
+fn wait_owner(sp: &mut SpeakerFleet, timeout: Duration) -> Result<usize> {
+    let deadline = crate::process::deadline_after(timeout);
+    loop {
+        let owners = announcers(sp);
+        if let [one] = owners.as_slice() {
+            return Ok(*one);
         }
-    }
-
-    fn signal(&mut self, i: usize, sig: Signal) -> Result<()> {
-        match self.procs.get_mut(i).and_then(Option::as_mut) {
-            Some(h) => h.kill(sig),
-            None => Err(Error::InvalidConfig(format!(
-                "no speaker on {}",
-                self.name(i)
-            ))),
+        if Instant::now() >= deadline {
+            return Err(Error::Probe {
+                what: format!("waiting for one owner of {VIP}"),
+                detail: format!(
+                    "owners after {timeout:?}: {:?}\n{}",
+                    owners.iter().map(|i| sp.name(*i)).collect::<Vec<_>>(),
+                    sp.log_tails(8)
+                ),
+            });
         }
-    }
-
-    fn wait_exit(&mut self, i: usize, timeout: Duration) -> Result<std::process::ExitStatus> {
-        let name = self.name(i);
-        self.procs
-            .get_mut(i)
-            .and_then(Option::as_mut)
-            .and_then(|h| h.wait_timeout(timeout))
-            .ok_or_else(|| Error::Timeout {
-                what: format!("the speaker on {name} to exit"),
-                timeout,
-            })
-    }
-
-    fn log(&self, i: usize) -> String {
-        self.procs
-            .get(i)
-            .and_then(Option::as_ref)
-            .map(ProcHandle::log)
-            .unwrap_or_default()
-    }
-
-    /// The last lines of every speaker's log, for failed checks.
-    fn logs(&self) -> String {
-        let mut s = String::new();
-        for i in 0..self.procs.len() {
-            let log = self.log(i);
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(8)..];
-            let _ = writeln!(s, "--- {} speaker log (tail) ---", self.name(i));
-            for l in tail {
-                let _ = writeln!(s, "        {l}");
-            }
-        }
-        s
-    }
-
-    /// Stops every speaker still running: SIGTERM (a graceful leave), then
-    /// the handle's drop SIGKILLs what did not exit in time and reaps it.
-    fn stop_all(&mut self) {
-        for i in 0..self.procs.len() {
-            let _ = self.signal(i, Signal::SIGTERM);
-        }
-        for h in self.procs.iter_mut().flatten() {
-            let _ = h.wait_timeout(EXIT);
-        }
-        self.procs.iter_mut().for_each(|p| *p = None);
+        thread::sleep(Duration::from_millis(20));
     }
 }
 
-impl Drop for Speakers<'_> {
-    fn drop(&mut self) {
-        self.stop_all();
-    }
-}
-
-/// The static-mode config of one demo node (the schema of
-/// lb-speaker/src/config.rs).
-fn config_yaml(name: &str, ip: Ipv4Addr, peers: &[String], iface: &str, status: &Path) -> String {
-    format!(
-        "node: {{ name: {name}, address: {ip} }}\n\
-         listen: \"0.0.0.0:7946\"\n\
-         peers: [{peers}]\n\
-         secret: \"{SECRET}\"\n\
-         vips:\n  - address: \"{VIP}\"\n    interface: {iface}\n\
-         heartbeatInterval: {HEARTBEAT_MS}ms\n\
-         deadAfter: {DEAD_AFTER}\n\
-         statusFile: \"{status}\"\n",
-        peers = peers.join(", "),
-        status = status.display(),
-    )
-}
-
-/// The MAC of `dev` in `ns` (`ip -br link`: name, state, MAC, flags).
-fn link_mac(node: &Node, dev: &str) -> Result<String> {
-    let out = node
-        .ns
-        .exec_ok(&["ip", "-br", "link", "show", "dev", dev])?;
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .nth(2)
-        .map(str::to_owned)
-        .ok_or_else(|| Error::Probe {
-            what: format!("MAC of {dev} in {}", node.ns.name()),
-            detail: "no MAC in `ip -br link` output".into(),
-        })
+/// The br0 MAC of the node at position `i`.
+fn br0_mac(sp: &SpeakerFleet, i: usize) -> Result<String> {
+    sp.node(i)?.ns.link_mac("br0")
 }
 
 /// The MAC `ns` (the client or the router) has cached for the VIP on
@@ -343,20 +166,6 @@ impl PingRun {
     }
 }
 
-/// The distinct responder MACs in iputils `arping` output, lower case
-/// ("Unicast reply from 192.168.2.240 [AA:BB:..]  0.6ms").
-fn arping_responders(out: &str) -> Vec<String> {
-    let mut macs: Vec<String> = out
-        .lines()
-        .filter(|l| l.contains("reply from"))
-        .filter_map(|l| l.split(['[', ']']).nth(1))
-        .map(str::to_lowercase)
-        .collect();
-    macs.sort();
-    macs.dedup();
-    macs
-}
-
 /// A ping from the LAN client to the VIP every 20 ms for `secs`, in the
 /// background.
 fn ping_background(lab: &Lab, secs: u32) -> Result<ProcHandle> {
@@ -399,7 +208,17 @@ pub(crate) fn run(lab: &Lab, bin: Result<PathBuf>, report: &mut Report) {
             return;
         }
     };
-    let mut sp = match Speakers::new(lab, bin) {
+    let fleet = SpeakerFleet::with_options(
+        lab,
+        bin,
+        vec![IpAddr::V4(VIP)],
+        FleetOptions {
+            heartbeat_ms: HEARTBEAT_MS,
+            dead_after: DEAD_AFTER,
+            assign: true,
+        },
+    );
+    let mut sp = match fleet {
         Ok(s) => s,
         Err(e) => {
             report.check("speaker: scratch directory", || Err(e));
@@ -416,12 +235,15 @@ pub(crate) fn run(lab: &Lab, bin: Result<PathBuf>, report: &mut Report) {
         format!("speaker: node1 and node2 elect one owner of {VIP}"),
         || {
             let started = Instant::now();
-            for i in 0..sp.procs.len() {
-                sp.start(i)?;
-            }
-            let o = sp.wait_owner(OWNER)?;
+            sp.start_all(START)?;
+            let o = wait_owner(&mut sp, OWNER)?;
             owner = Some(o);
-            let mac = sp.vip_state(o).and_then(|(_, m)| m).unwrap_or_default();
+            let mac = sp
+                .status(o)?
+                .vips
+                .get(&IpAddr::V4(VIP))
+                .and_then(|v| v.mac.clone())
+                .unwrap_or_default();
             Ok(format!(
                 "{} announces it on br0 as {mac}, {:.0?} after the speakers started",
                 sp.name(o),
@@ -434,7 +256,7 @@ pub(crate) fn run(lab: &Lab, bin: Result<PathBuf>, report: &mut Report) {
         "speaker: client pings the VIP; its ARP entry is the owner's br0 MAC",
         || {
             let o = owner.ok_or_else(no_owner)?;
-            let want = link_mac(sp.node(o)?, "br0")?;
+            let want = br0_mac(&sp, o)?;
             let r = ping(&lab.client, VIP.into(), 3, Duration::from_secs(10))?;
             let got = neighbour_mac(&lab.client)?;
             if got.as_deref() != Some(want.as_str()) {
@@ -456,23 +278,22 @@ pub(crate) fn run(lab: &Lab, bin: Result<PathBuf>, report: &mut Report) {
         format!("speaker: arping {VIP} from the client: exactly one responder"),
         || {
             let o = owner.ok_or_else(no_owner)?;
-            let want = link_mac(sp.node(o)?, "br0")?;
-            let vip = VIP.to_string();
-            let out = lab.client.exec_timeout(
-                &["arping", "-c", "3", "-w", "5", "-I", "eth0", vip.as_str()],
-                Duration::from_secs(15),
+            let want = br0_mac(&sp, o)?;
+            let r = arping(
+                &lab.client,
+                "eth0",
+                IpAddr::V4(VIP),
+                &["-c", "3", "-w", "5"],
             )?;
-            let text = String::from_utf8_lossy(&out.stdout);
-            let macs = arping_responders(&text);
-            if macs != [want.clone()] {
+            if r.macs != [want.clone()] {
                 return Err(Error::Probe {
                     what: "arping responders".into(),
-                    detail: format!("{macs:?}, expected only {want}; output:\n{text}"),
+                    detail: format!("{:?}, expected only {want}", r.macs),
                 });
             }
-            let replies = text.lines().filter(|l| l.contains("reply from")).count();
             Ok(format!(
-                "`arping -c 3 -I eth0 {VIP}`: {replies} replies, all from {want} ({})",
+                "`arping -b -c 3 -I eth0 {VIP}`: {} replies, all from {want} ({})",
+                r.replies,
                 sp.name(o)
             ))
         },
@@ -482,7 +303,7 @@ pub(crate) fn run(lab: &Lab, bin: Result<PathBuf>, report: &mut Report) {
         "speaker: the router's ARP entry for the VIP is the owner's br0 MAC",
         || {
             let o = owner.ok_or_else(no_owner)?;
-            let want = link_mac(sp.node(o)?, "br0")?;
+            let want = br0_mac(&sp, o)?;
             // The router resolves the VIP like any LAN host would when it
             // has traffic for it (replies to the internet come back this way).
             let r = ping(&lab.router, VIP.into(), 2, Duration::from_secs(10))?;
@@ -510,22 +331,19 @@ pub(crate) fn run(lab: &Lab, bin: Result<PathBuf>, report: &mut Report) {
             const SECS: u32 = 6;
             let pinger = ping_background(lab, SECS)?;
             thread::sleep(Duration::from_secs(1));
-            sp.signal(old, Signal::SIGKILL)?;
+            sp.crash(old)?;
             // A dead machine neither answers nor forwards: pull its cable,
             // and take the VIP off its `lo` as a crash would (a SIGKILLed
             // speaker leaves it there, and the node would keep answering
             // pings for it until the GARP moves the client, hiding the
             // failover time; lb-speaker/tests/lab.rs does the same).
             let vip_host = format!("{VIP}/32");
-            old_node
-                .ns
-                .exec_ok(&["ip", "link", "set", old_node.uplink, "down"])?;
+            sp.set_uplink(old, false)?;
             old_node
                 .ns
                 .exec_ok(&["ip", "addr", "del", vip_host.as_str(), "dev", "lo"])?;
-            sp.wait_exit(old, EXIT)?;
             let run = ping_finish(pinger, SECS)?;
-            let new = sp.wait_owner(OWNER)?;
+            let new = wait_owner(&mut sp, OWNER)?;
             owner = Some(new);
             if new == old {
                 return Err(Error::Probe {
@@ -542,11 +360,11 @@ pub(crate) fn run(lab: &Lab, bin: Result<PathBuf>, report: &mut Report) {
                         run.received(),
                         run.sent,
                         run.replies.last().map(|r| r.0),
-                        sp.logs()
+                        sp.log_tails(8)
                     ),
                 });
             }
-            let want = link_mac(sp.node(new)?, "br0")?;
+            let want = br0_mac(&sp, new)?;
             let got = neighbour_mac(&lab.client)?;
             if got.as_deref() != Some(want.as_str()) {
                 return Err(Error::Probe {
@@ -576,25 +394,23 @@ pub(crate) fn run(lab: &Lab, bin: Result<PathBuf>, report: &mut Report) {
             // may win the VIP back (rendezvous hashing), itself a
             // make-before-break move; let that settle first.
             let cur = owner.ok_or_else(no_owner)?;
-            for i in 0..sp.procs.len() {
-                if !sp.running(i) {
-                    let n = sp.node(i)?;
-                    n.ns.exec_ok(&["ip", "link", "set", n.uplink, "up"])?;
-                    sp.start(i)?;
+            for i in 0..sp.len() {
+                if !sp.is_running(i) {
+                    sp.set_uplink(i, true)?;
+                    sp.start(i, START)?;
                 }
             }
             // Two heartbeats of listening, the takeover, then the status
             // file; 2 s covers it with room to spare.
             thread::sleep(Duration::from_secs(2));
-            let from = sp.wait_owner(OWNER)?;
+            let from = wait_owner(&mut sp, OWNER)?;
             owner = Some(from);
             const SECS: u32 = 4;
             let pinger = ping_background(lab, SECS)?;
             thread::sleep(Duration::from_secs(1));
-            sp.signal(from, Signal::SIGTERM)?;
-            let st = sp.wait_exit(from, EXIT)?;
+            let st = sp.terminate(from, EXIT)?;
             let run = ping_finish(pinger, SECS)?;
-            let to = sp.wait_owner(OWNER)?;
+            let to = wait_owner(&mut sp, OWNER)?;
             owner = Some(to);
             let (lost, sent) = (run.lost(), run.sent);
             let handed_over = sp.log(from).contains("handed_over=true");
@@ -613,14 +429,14 @@ pub(crate) fn run(lab: &Lab, bin: Result<PathBuf>, report: &mut Report) {
             if to == from || !st.success() || !handed_over || lost > GRACEFUL_MAX_LOST {
                 return Err(Error::Probe {
                     what: "graceful handoff".into(),
-                    detail: format!("{detail}\n{}", sp.logs()),
+                    detail: format!("{detail}\n{}", sp.log_tails(8)),
                 });
             }
             Ok(detail)
         },
     );
 
-    sp.stop_all();
+    sp.stop_all(EXIT);
 }
 
 fn no_owner() -> Error {
@@ -656,31 +472,5 @@ mod tests {
         // Without -D there are no timestamps, and no made-up silence.
         let plain = PingRun::parse("64 bytes from x: icmp_seq=1\n64 bytes from x: icmp_seq=3\n");
         assert_eq!(plain.longest_silence_ms(), 0.0);
-    }
-
-    #[test]
-    fn counts_distinct_arping_responders() {
-        let out = "ARPING 192.168.2.240 from 192.168.2.60 eth0\n\
-                   Unicast reply from 192.168.2.240 [0A:58:C0:A8:02:0B]  0.6ms\n\
-                   Unicast reply from 192.168.2.240 [0A:58:C0:A8:02:0B]  0.5ms\n\
-                   Sent 2 probes (1 broadcast(s))\nReceived 2 response(s)\n";
-        assert_eq!(arping_responders(out), vec!["0a:58:c0:a8:02:0b"]);
-        let two = format!("{out}Unicast reply from 192.168.2.240 [AA:BB:CC:DD:EE:FF]  1ms\n");
-        assert_eq!(arping_responders(&two).len(), 2);
-    }
-
-    #[test]
-    fn config_names_vip_peers_and_status() {
-        let y = config_yaml(
-            "node1",
-            Ipv4Addr::new(192, 168, 2, 11),
-            &["\"192.168.2.12:7946\"".to_owned()],
-            "br0",
-            Path::new("/tmp/s.json"),
-        );
-        assert!(y.contains("name: node1, address: 192.168.2.11"));
-        assert!(y.contains("peers: [\"192.168.2.12:7946\"]"));
-        assert!(y.contains("- address: \"192.168.2.240\"\n    interface: br0"));
-        assert!(y.contains("statusFile: \"/tmp/s.json\""));
     }
 }

@@ -449,11 +449,20 @@ impl<'a> SpeakerFleet<'a> {
         out
     }
 
+    /// Everything speaker `i` logged (empty if it never ran).
+    pub fn log(&self, i: usize) -> String {
+        self.procs
+            .get(i)
+            .and_then(Option::as_ref)
+            .map(ProcHandle::log)
+            .unwrap_or_default()
+    }
+
     /// The last `lines` lines of every speaker's log, for failure messages.
     pub fn log_tails(&self, lines: usize) -> String {
         let mut s = String::new();
-        for (i, p) in self.procs.iter().enumerate() {
-            let log = p.as_ref().map(ProcHandle::log).unwrap_or_default();
+        for i in 0..self.procs.len() {
+            let log = self.log(i);
             let all: Vec<&str> = log.lines().collect();
             let _ = writeln!(s, "--- {} speaker log (tail) ---", self.name(i));
             for l in &all[all.len().saturating_sub(lines)..] {
@@ -553,22 +562,6 @@ fn parse_addresses(json: &[u8]) -> Result<BTreeSet<IpAddr>> {
         }
     }
     Ok(out)
-}
-
-/// The MAC of `dev` in `ns`, lower case.
-pub fn link_mac(ns: &Netns, dev: &str) -> Result<String> {
-    let out = ns.exec_ok(&["ip", "-j", "link", "show", "dev", dev])?;
-    let v: Value = serde_json::from_slice(&out.stdout).map_err(|source| Error::Json {
-        what: "parse `ip -j link` output".to_owned(),
-        source,
-    })?;
-    v[0]["address"]
-        .as_str()
-        .map(str::to_ascii_lowercase)
-        .ok_or_else(|| Error::Probe {
-            what: format!("MAC of {dev} in {}", ns.name()),
-            detail: format!("no address in {v}"),
-        })
 }
 
 /// What one `arping` run saw.

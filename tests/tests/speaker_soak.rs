@@ -634,10 +634,7 @@ fn soak(mut options: FleetOptions) {
     let mut macs = BTreeMap::new();
     for i in 0..fleet.len() {
         let n = fleet.node(i).expect("node");
-        macs.insert(
-            fleet.name(i),
-            speaker_fleet::link_mac(&n.ns, n.bridge).expect("br0 MAC"),
-        );
+        macs.insert(fleet.name(i), n.ns.link_mac(n.bridge).expect("br0 MAC"));
     }
     let names: BTreeSet<String> = (0..fleet.len()).map(|i| fleet.name(i)).collect();
     let mut soak = Soak {
