@@ -119,14 +119,7 @@ impl BenchOptions {
 /// Runs the whole bench and returns the report (targets evaluated).
 pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     opts.validate()?;
-    let plugin = match &opts.plugin {
-        Some(p) => p.clone(),
-        None => flatlan::sibling_binary("flatlan")?,
-    };
-    let bin_dir = plugin
-        .parent()
-        .map(PathBuf::from)
-        .ok_or_else(|| Error::InvalidConfig(format!("bad plugin path {}", plugin.display())))?;
+    let bin_dir = flatlan::plugin_dir(opts.plugin.as_deref())?;
     let speaker = match &opts.speaker {
         Some(p) => Some(p.clone()),
         None => flatlan::sibling_binary("flatlan-speaker").ok(),

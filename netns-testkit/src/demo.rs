@@ -101,14 +101,7 @@ fn ip(p: &Pod) -> Result<IpAddr> {
 /// Builds the lab, attaches four pods on two nodes, runs the checks and
 /// tears everything down (also on error). Returns the report.
 pub fn run(opts: &DemoOptions) -> Result<Report> {
-    let plugin = match &opts.plugin {
-        Some(p) => p.clone(),
-        None => flatlan::sibling_binary("flatlan")?,
-    };
-    let bin_dir = plugin
-        .parent()
-        .map(PathBuf::from)
-        .ok_or_else(|| Error::InvalidConfig(format!("bad plugin path {}", plugin.display())))?;
+    let bin_dir = flatlan::plugin_dir(opts.plugin.as_deref())?;
     let lab = LabConfig::new().nodes(2).with_avahi_device(true).build()?;
     let state = ScratchDir::new(&format!("{}-demo", lab.name_prefix()))?;
     flatlan::init_state(state.path(), 2)?;

@@ -181,6 +181,19 @@ pub fn ipv6_of(result: &Value) -> Option<std::net::Ipv6Addr> {
     first_ip(result)
 }
 
+/// The directory of the flatlan plugin to run (`given`, or the one next to
+/// this executable): the `CNI_PATH` entry that holds it.
+pub fn plugin_dir(given: Option<&Path>) -> Result<PathBuf> {
+    let plugin = match given {
+        Some(p) => p.to_path_buf(),
+        None => sibling_binary("flatlan")?,
+    };
+    plugin
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| Error::InvalidConfig(format!("bad plugin path {}", plugin.display())))
+}
+
 /// Overrides which `flatlan` plugin binary the lab runs (an absolute
 /// path): CI runs tests against the static build `scripts/build-release`
 /// ships, not only the workspace's dynamic one.

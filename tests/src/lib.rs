@@ -171,29 +171,13 @@ pub struct Pod {
 
 /// The pod's IPv4 address from a CNI result.
 pub fn pod_ipv4(result: &Value) -> Ipv4Addr {
-    result["ips"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|ip| ip["address"].as_str())
-        .filter_map(|a| a.split('/').next())
-        .filter_map(|a| a.parse::<IpAddr>().ok())
-        .find_map(|ip| match ip {
-            IpAddr::V4(v4) => Some(v4),
-            IpAddr::V6(_) => None,
-        })
+    netns_testkit::flatlan::ipv4_of(result)
         .unwrap_or_else(|| panic!("no IPv4 address in result {result}"))
 }
 
 /// The pod's IPv6 address from a CNI result.
 pub fn pod_ipv6(result: &Value) -> Ipv6Addr {
-    result["ips"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|ip| ip["address"].as_str())
-        .filter_map(|a| a.split('/').next())
-        .find_map(|a| a.parse::<Ipv6Addr>().ok())
+    netns_testkit::flatlan::ipv6_of(result)
         .unwrap_or_else(|| panic!("no IPv6 address in result {result}"))
 }
 
@@ -330,6 +314,21 @@ pub fn ipam_ls(node: &Netns, data_dir: &Path) -> Vec<Value> {
         .as_array()
         .cloned()
         .unwrap_or_default()
+}
+
+/// Asserts that `ipam ls` on the node lists `ip` as quarantined, with the
+/// MAC of the device that answered the probe.
+pub fn assert_quarantined(node: &Netns, data_dir: &Path, ip: IpAddr, mac: &str) {
+    let rows = ipam_ls(node, data_dir);
+    let q = rows
+        .iter()
+        .find(|r| r["ip"] == ip.to_string())
+        .unwrap_or_else(|| panic!("{ip} not listed: {rows:?}"));
+    assert!(
+        q["state"].as_str().unwrap_or("").starts_with("quarantined"),
+        "{q}"
+    );
+    assert_eq!(q["mac"], mac, "{q}");
 }
 
 /// The files in a node's store directory, sorted. After cleanup it must be

@@ -7,8 +7,8 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use flatlan_e2e::{
-    allocation_count, bin_dir, ipam_ls, plugin_conf_dual, pod_ipv4, pod_ipv6, pod_mac,
-    settle_store, FlatLab,
+    allocation_count, assert_quarantined, bin_dir, ipam_ls, plugin_conf_dual, pod_ipv4, pod_ipv6,
+    pod_mac, settle_store, FlatLab,
 };
 use netns_testkit::cni::CniNetwork;
 use netns_testkit::probe::{arp_neighbors, ping};
@@ -269,16 +269,7 @@ fn an_ipv6_address_held_by_a_lan_device_is_skipped_and_quarantined() {
     assert!(in_slice(v6, 1) && LAN6_SUBNET.contains(&v6), "{v6}");
     ping(&l.lab.client, v6.into(), 1, WAIT).expect("pod reachable over IPv6");
 
-    let rows = ipam_ls(l.node_ns(1), &l.data_dir(1));
-    let q = rows
-        .iter()
-        .find(|r| r["ip"] == squatted.to_string())
-        .unwrap_or_else(|| panic!("{squatted} not listed: {rows:?}"));
-    assert!(
-        q["state"].as_str().unwrap_or("").starts_with("quarantined"),
-        "{q}"
-    );
-    assert_eq!(q["mac"], device_mac);
+    assert_quarantined(l.node_ns(1), &l.data_dir(1), squatted.into(), &device_mac);
 
     // The DAD-style probe (source ::) must not disturb the device.
     assert_eq!(

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use flatlan_e2e::{ipam_ls, settle_store, FlatLab};
+use flatlan_e2e::{assert_quarantined, settle_store, FlatLab};
 use netns_testkit::probe::{arp_neighbors, ping};
 use netns_testkit::{LabConfig, DEVICE_IP};
 
@@ -39,16 +39,7 @@ fn an_address_held_by_a_lan_device_is_skipped_and_quarantined() {
     );
     assert_eq!(pod.ip, Ipv4Addr::new(192, 168, 2, 209));
 
-    let rows = ipam_ls(l.node_ns(1), &l.data_dir(1));
-    let q = rows
-        .iter()
-        .find(|r| r["ip"] == squatted.to_string())
-        .unwrap_or_else(|| panic!("{squatted} not listed: {rows:?}"));
-    assert!(
-        q["state"].as_str().unwrap_or("").starts_with("quarantined"),
-        "{q}"
-    );
-    assert_eq!(q["mac"], device_mac);
+    assert_quarantined(l.node_ns(1), &l.data_dir(1), squatted.into(), &device_mac);
 
     // The probe (sender 0.0.0.0, RFC 5227) must not disturb the device.
     let after = arp_neighbors(&l.lab.router, "eth0").expect("router neighbours");

@@ -188,6 +188,14 @@ mod tests {
         }
     }
 
+    /// What the store holds after the ADD.
+    fn stored(dir: &std::path::Path) -> flatlan_ipam::store::State {
+        flatlan_ipam::Store::new(&dir.join("data"), "lan")
+            .unwrap()
+            .peek()
+            .unwrap()
+    }
+
     /// A node with br0 at 192.168.2.11, and a pod fake that gets an eth0
     /// (the kernel would create it with the veth) and may fail on `fail_on`.
     fn run(dir: &std::path::Path, fail_on: Option<&str>) -> (Result<Added>, Fake) {
@@ -224,10 +232,7 @@ mod tests {
         assert_eq!(j["routes"][1]["dst"], "10.43.0.0/16");
         assert_eq!(j["routes"][1]["gw"], "192.168.2.11");
         assert_eq!(j["interfaces"][0]["mac"], "0e:58:c0:a8:02:d2");
-        let state = flatlan_ipam::Store::new(&dir.path().join("data"), "lan")
-            .unwrap()
-            .peek()
-            .unwrap();
+        let state = stored(dir.path());
         assert_eq!(state.allocations.len(), 1);
     }
 
@@ -246,10 +251,7 @@ mod tests {
             ],
             "the veth is removed in reverse order"
         );
-        let state = flatlan_ipam::Store::new(&dir.path().join("data"), "lan")
-            .unwrap()
-            .peek()
-            .unwrap();
+        let state = stored(dir.path());
         assert!(state.allocations.is_empty(), "the address is released");
     }
 
@@ -277,10 +279,7 @@ mod tests {
             "someone else's veth survives: {:?}",
             host.log
         );
-        let state = flatlan_ipam::Store::new(&dir.path().join("data"), "lan")
-            .unwrap()
-            .peek()
-            .unwrap();
+        let state = stored(dir.path());
         assert!(state.allocations.is_empty());
     }
 }
