@@ -3,11 +3,19 @@
 //!
 //! Layout under `<data_dir>/<network>/`:
 //! - `lock`: the flock target (never renamed, so every process locks the same inode);
-//! - `state.json`: the current state, only ever replaced by `rename(2)`.
+//! - `state.json`: the current state, only ever replaced by `rename(2)`;
+//! - `state.json.prev`: the state before the last commit, which the next
+//!   commit overwrites.
 //!
-//! A commit writes `state.json.tmp`, fsyncs it, renames it over `state.json`
+//! A commit writes `state.json.prev`, fsyncs it, renames it over `state.json`
 //! and fsyncs the directory, so after a crash the file is either the old or
-//! the new state, never a mix.
+//! the new state, never a mix. The rename is `RENAME_EXCHANGE`: the old
+//! state's inode becomes the next scratch file instead of being freed, so a
+//! steady-state commit allocates no inode and frees no block. Both showed in
+//! every ADD's profile: ext4 searching its inode bitmap past recently deleted
+//! inodes, and, on a `discard` mount, a TRIM issued inside `rename(2)` for the
+//! freed file. Readers take the lock shared, because the file a lockless
+//! reader opened could be rewritten two commits later.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -22,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 const STATE: &str = "state.json";
-const STATE_TMP: &str = "state.json.tmp";
+const STATE_PREV: &str = "state.json.prev";
 const LOCK: &str = "lock";
 const VERSION: u32 = 1;
 
@@ -297,8 +305,19 @@ impl Store {
         })
     }
 
-    /// Reads the state without locking, for inspection commands only.
+    /// Reads the state under a shared lock, which waits out a commit in
+    /// progress. Nothing is created: a node that never ran an ADD has no
+    /// store, and an inspection command must not make one.
     pub fn peek(&self) -> Result<State> {
+        let lock_path = self.dir.join(LOCK);
+        let _shared = match File::open(&lock_path) {
+            Ok(f) => Some(
+                Flock::lock(f, FlockArg::LockShared)
+                    .map_err(|(_, errno)| Error::io("lock", &lock_path, errno.into()))?,
+            ),
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io("open", &lock_path, e)),
+        };
         match fs::read(self.dir.join(STATE)) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
                 path: self.dir.join(STATE),
@@ -353,19 +372,42 @@ pub struct Locked {
 impl Locked {
     pub fn commit(&mut self) -> Result<()> {
         self.state.version = VERSION;
-        let tmp = self.dir.join(STATE_TMP);
+        let prev = self.dir.join(STATE_PREV);
         let path = self.dir.join(STATE);
         let bytes = serde_json::to_vec(&self.state)
             .map_err(|e| Error::io("encode", &path, std::io::Error::other(e)))?;
-        let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+        let dir = File::open(&self.dir).map_err(|e| Error::io("open", &self.dir, e))?;
+        // Overwritten in place, not truncated first: truncating would free
+        // the blocks that the write then allocates again.
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&prev)
+            .map_err(|e| Error::io("create", &prev, e))?;
         f.write_all(&bytes)
-            .map_err(|e| Error::io("write", &tmp, e))?;
-        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
+            .and_then(|()| f.set_len(bytes.len() as u64))
+            .map_err(|e| Error::io("write", &prev, e))?;
+        f.sync_all().map_err(|e| Error::io("fsync", &prev, e))?;
+        exchange_or_rename(&dir, &prev, &path)?;
+        dir.sync_all()
             .map_err(|e| Error::io("fsync", &self.dir, e))?;
         Ok(())
+    }
+}
+
+/// Swaps `prev` and `path`, so the replaced state survives as the next
+/// commit's scratch file. The first commit (no `path` yet) and filesystems
+/// without `RENAME_EXCHANGE` get a plain rename, which is just as atomic.
+fn exchange_or_rename(dir: &File, prev: &Path, path: &Path) -> Result<()> {
+    use nix::errno::Errno;
+    use nix::fcntl::{renameat2, RenameFlags};
+    match renameat2(dir, STATE_PREV, dir, STATE, RenameFlags::RENAME_EXCHANGE) {
+        Ok(()) => Ok(()),
+        Err(Errno::ENOENT | Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {
+            fs::rename(prev, path).map_err(|e| Error::io("rename", prev, e))
+        }
+        Err(e) => Err(Error::io("rename", prev, e.into())),
     }
 }
 
@@ -422,7 +464,82 @@ mod tests {
         let l = store.lock().unwrap();
         assert_eq!(l.state.allocations.len(), 1);
         assert!(l.recovered.is_none());
-        assert!(!dir.path().join("lan").join(STATE_TMP).exists());
+        // The first commit has nothing to exchange with: a plain rename.
+        assert!(!dir.path().join("lan").join(STATE_PREV).exists());
+    }
+
+    fn inode(p: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(p).unwrap().ino()
+    }
+
+    #[test]
+    fn commits_recycle_the_replaced_state_as_the_next_scratch_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path(), "lan").unwrap();
+        let (state, tmp) = (
+            dir.path().join("lan/state.json"),
+            dir.path().join("lan/state.json.prev"),
+        );
+        let ips = ["192.168.2.210", "192.168.2.211", "192.168.2.212"];
+        // Growing, then shrinking: a shorter state must not keep the tail
+        // of the longer one it overwrote in place.
+        let sizes = [1, 3, 2, 1, 3, 1];
+        let mut inodes = Vec::new();
+        for (i, n) in sizes.iter().enumerate() {
+            let mut l = store.lock().unwrap();
+            l.state.allocations.clear();
+            for ip in &ips[..*n] {
+                l.state
+                    .allocations
+                    .push(alloc(ip, &format!("c{i}"), None, "b1"));
+            }
+            l.commit().unwrap();
+            drop(l);
+            assert_eq!(store.peek().unwrap().allocations.len(), *n, "commit {i}");
+            inodes.push(inode(&state));
+            if i > 0 {
+                assert_eq!(inode(&tmp), inodes[i - 1], "commit {i} kept the old inode");
+                let prev: State = serde_json::from_slice(&fs::read(&tmp).unwrap()).unwrap();
+                assert_eq!(prev.allocations.len(), sizes[i - 1], "commit {i}");
+            }
+        }
+        // From the second commit on, two inodes take turns.
+        assert_eq!(inodes[3], inodes[1]);
+        assert_eq!(inodes[4], inodes[2]);
+        assert_ne!(inodes[1], inodes[2]);
+    }
+
+    #[test]
+    fn peek_waits_for_a_commit_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path(), "lan").unwrap();
+        let held = store.lock().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = Store::new(dir.path(), "lan").unwrap();
+        let t = std::thread::spawn(move || tx.send(reader.peek().map(|s| s.allocations.len())));
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        assert!(
+            rx.try_recv().is_err(),
+            "peek read while the store was locked"
+        );
+        let mut held = held;
+        held.state
+            .allocations
+            .push(alloc("192.168.2.210", "c1", None, "b1"));
+        held.commit().unwrap();
+        drop(held);
+        let n = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        assert_eq!(n.unwrap(), 1, "peek sees the committed state");
+        t.join().unwrap().expect("the result was received");
+    }
+
+    #[test]
+    fn peek_of_a_node_without_a_store_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path(), "lan").unwrap();
+        assert!(store.peek().unwrap().allocations.is_empty());
+        assert!(!dir.path().join("lan").exists());
     }
 
     #[test]

@@ -201,15 +201,14 @@ pub fn pod_veths(ns: &Netns) -> Vec<String> {
 }
 
 /// The allocations in a node's store, as JSON.
+/// The store as JSON, read under its shared lock, so a commit in flight is
+/// waited out rather than raced. No store yet is an empty store; any error
+/// panics, so it cannot read as "nothing leaked".
 pub fn store_state(data_dir: &Path) -> Value {
-    let p = data_dir.join("lan").join("state.json");
-    match std::fs::read(&p) {
-        Ok(b) => serde_json::from_slice(&b).expect("store is valid JSON"),
-        // No store yet is an empty store; any other error must not read as
-        // "nothing leaked".
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => json!({"allocations": []}),
-        Err(e) => panic!("reading {}: {e}", p.display()),
-    }
+    let state = flatlan_ipam::Store::new(data_dir, "lan")
+        .and_then(|s| s.peek())
+        .unwrap_or_else(|e| panic!("reading the store in {}: {e}", data_dir.display()));
+    serde_json::to_value(state).expect("the store serializes")
 }
 
 pub fn allocation_count(data_dir: &Path) -> usize {
@@ -292,9 +291,7 @@ pub fn settle_store(data_dir: &Path) {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let started = store_state(data_dir)["ahead_started"].as_u64();
-        let busy = started.is_some_and(|t| now.saturating_sub(t) < 6)
-            || data_dir.join("lan").join("state.json.tmp").exists();
-        if !busy {
+        if started.is_none_or(|t| now.saturating_sub(t) >= 6) {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -331,8 +328,12 @@ pub fn assert_quarantined(node: &Netns, data_dir: &Path, ip: IpAddr, mac: &str) 
     assert_eq!(q["mac"], mac, "{q}");
 }
 
-/// The files in a node's store directory, sorted. After cleanup it must be
-/// exactly `lock` and `state.json`: anything else is a leak.
+/// What a store directory holds after two or more commits: the lock, the
+/// state, and the state before the last commit, which the next commit
+/// reuses (ipam/src/store.rs). Anything else is a leak.
+pub const STORE_FILES: [&str; 3] = ["lock", "state.json", "state.json.prev"];
+
+/// The files in a node's store directory, sorted; compare with [`STORE_FILES`].
 pub fn store_files(data_dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(data_dir.join("lan"))
         .map(|rd| {

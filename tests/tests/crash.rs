@@ -5,6 +5,7 @@
 
 use flatlan_e2e::{
     allocation_count, links, pod_veths, run_raw, settle_store, store_files, store_state, FlatLab,
+    STORE_FILES,
 };
 use netns_testkit::LabConfig;
 
@@ -107,7 +108,7 @@ fn crash_then(cleanup: &str) {
     settle_store(&l.data_dir(1));
     assert_eq!(
         store_files(&l.data_dir(1)),
-        ["lock", "state.json"],
+        STORE_FILES,
         "leaked store files"
     );
 }

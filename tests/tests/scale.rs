@@ -76,7 +76,7 @@ fn fifty_concurrent_adds_get_distinct_addresses_then_500_cycles_leak_nothing() {
     }
     assert_eq!(
         flatlan_e2e::store_files(&l.data_dir(1)),
-        ["lock", "state.json"],
+        flatlan_e2e::STORE_FILES,
         "leaked store files"
     );
 }

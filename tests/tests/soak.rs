@@ -86,7 +86,7 @@ fn add_del_cycles_with_random_concurrency_and_interleaved_gc_leak_nothing() {
     }
     assert_eq!(
         flatlan_e2e::store_files(&l.data_dir(1)),
-        ["lock", "state.json"],
+        flatlan_e2e::STORE_FILES,
         "leaked store files"
     );
 }
