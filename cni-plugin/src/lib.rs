@@ -77,30 +77,32 @@ fn dispatch(stdin: &[u8], version: &str) -> Result<Option<Value>> {
             // change to the node (the sysctl below).
             let requested = conf.requested_ips(att.args.get("IP").map(String::as_str))?;
             let pod_ns = netns::open(path)?;
-            let mut host = Socket::new()?;
-            if conf.ensure_br_netfilter {
-                sysctl::ensure_br_netfilter()?;
-            }
-            let node = cmd::add::Node {
-                host: &mut host,
-                pod_ns: &pod_ns,
-            };
             let v6_default = conf
                 .subnets()
                 .iter()
                 .any(|s| s.subnet.addr().is_ipv6() && s.gateway.is_some());
             let ifname = att.ifname.as_str();
-            let prepare_pod = |ns: &std::fs::File| {
-                netns::run_in(ns, || {
+            std::thread::scope(|s| {
+                // The pod's socket is opened while the node side works; its
+                // interface, and so its sysctls, exist only after the veth.
+                let pod = netns::start_in(s, &pod_ns, Socket::new, |sock| {
                     sysctl::pod_ipv6_policy(ifname, !v6_default)?;
-                    Socket::new()
-                })
-            };
-            let added = cmd::add::add(&conf, att, &requested, node, prepare_pod)?;
-            if added.probe_ahead {
-                spawn_probe_ahead(stdin);
-            }
-            Ok(Some(added.result.to_json(&conf.cni_version)))
+                    Ok(sock)
+                });
+                let mut host = Socket::new()?;
+                if conf.ensure_br_netfilter {
+                    sysctl::ensure_br_netfilter()?;
+                }
+                let node = cmd::add::Node {
+                    host: &mut host,
+                    pod_ns: &pod_ns,
+                };
+                let added = cmd::add::add(&conf, att, &requested, node, |_| pod.finish())?;
+                if added.probe_ahead {
+                    spawn_probe_ahead(stdin);
+                }
+                Ok(Some(added.result.to_json(&conf.cni_version)))
+            })
         }
         Command::Del => {
             cmd::del::del(&conf, att, &mut Socket::new()?)?;
