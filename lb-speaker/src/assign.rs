@@ -223,6 +223,12 @@ fn per_vip(
 /// only the returned ones need handling.
 fn batch(lines: &[String]) -> Result<Vec<(usize, String)>> {
     use std::io::Write as _;
+    // Nothing to do is no process: the engine's turns and every received
+    // frame end here, and an exec per frame (an ARP storm, a peer's GARP
+    // burst for hundreds of VIPs) starved the event loop for seconds.
+    if lines.is_empty() {
+        return Ok(Vec::new());
+    }
     let script: String = lines.iter().map(|l| format!("{l}\n")).collect();
     let mut child = Command::new("ip")
         .args(["-force", "-batch", "-"])

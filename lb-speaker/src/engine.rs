@@ -723,9 +723,7 @@ impl Engine {
         }
         // After the frames: a VIP stops being answered before the kernel
         // stops accepting its traffic.
-        for (vip, e) in self.host.del_many(&unassign) {
-            tracing::warn!(%vip, "cannot remove the VIP from lo: {e}");
-        }
+        unassign_all(&mut *self.host, &unassign);
     }
 
     fn membership_op(&mut self, iface: &str, vip: Ipv6Addr, join: bool) {
@@ -949,6 +947,18 @@ fn assign_or_release(
     acts
 }
 
+/// Takes `vips` off `lo`. Most batches (every received frame, most turns)
+/// release nothing: then the host is not touched at all, since each call
+/// may start an `ip` process on the event loop.
+fn unassign_all(host: &mut dyn HostAddrs, vips: &[IpAddr]) {
+    if vips.is_empty() {
+        return;
+    }
+    for (vip, e) in host.del_many(vips) {
+        tracing::warn!(%vip, "cannot remove the VIP from lo: {e}");
+    }
+}
+
 /// Runs static mode: validates nothing more (the caller passed a valid
 /// config, read from `path`, which SIGHUP re-reads), starts the engine and
 /// runs it to completion.
@@ -966,7 +976,7 @@ pub fn run_static(cfg: Config, path: PathBuf) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::announcer::Link;
+    use crate::announcer::{announce_frames, Link};
     use crate::config::Timers;
 
     /// Accepts every VIP but `bad`.
@@ -992,6 +1002,57 @@ mod tests {
         fn del(&mut self, _: IpAddr) -> Result<()> {
             Ok(())
         }
+    }
+
+    /// Counts the batch calls, each of which may be an `ip` process.
+    #[derive(Default)]
+    struct Counting {
+        calls: usize,
+    }
+
+    impl HostAddrs for Counting {
+        fn prepare_iface(&mut self, _: &str) -> Result<()> {
+            Ok(())
+        }
+        fn add(&mut self, _: IpAddr) -> Result<()> {
+            Ok(())
+        }
+        fn del(&mut self, _: IpAddr) -> Result<()> {
+            Ok(())
+        }
+        fn add_many(&mut self, _: &[IpAddr]) -> Vec<(IpAddr, Error)> {
+            self.calls += 1;
+            Vec::new()
+        }
+        fn del_many(&mut self, _: &[IpAddr]) -> Vec<(IpAddr, Error)> {
+            self.calls += 1;
+            Vec::new()
+        }
+    }
+
+    #[test]
+    fn frames_and_turns_that_change_no_vip_leave_the_host_alone() {
+        let metrics = Arc::new(Metrics::default());
+        let mut ann = Announcer::new(Timers::default(), metrics.clone());
+        let vip: IpAddr = "10.0.0.1".parse().unwrap();
+        let link = Link {
+            iface: "eth0".into(),
+            mac: MacAddr([2, 0, 0, 0, 0, 1]),
+        };
+        let now = Instant::now();
+        let claimed = ann.claim(now, vip, link.clone(), Some(now));
+        let mut host = Counting::default();
+        assign_or_release(&mut ann, &mut host, &metrics, claimed);
+        assert_eq!(host.calls, 1, "the claim puts the VIP on lo");
+        unassign_all(&mut host, &[]);
+        // A refresh round: frames only.
+        let refresh = announce_frames(vip, &link);
+        let left = assign_or_release(&mut ann, &mut host, &metrics, net_assignments(refresh));
+        unassign_all(&mut host, &[]);
+        assert_eq!(left.len(), 2);
+        assert_eq!(host.calls, 1, "no host call without an address to change");
+        unassign_all(&mut host, &[vip]);
+        assert_eq!(host.calls, 2);
     }
 
     #[test]
