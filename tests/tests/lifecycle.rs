@@ -162,3 +162,29 @@ fn gc_frees_exactly_what_is_not_valid() {
     assert_eq!(raw.cni_code(), Some(7), "{}", raw.stdout);
     assert_eq!(allocation_count(&l.data_dir(1)), 1);
 }
+
+/// A bridge takes the lowest MAC among its ports unless one was set, so a
+/// pod veth could change the node's MAC under every LAN host's ARP cache.
+/// The first ADD pins it; later ADDs leave it alone.
+#[test]
+fn the_first_add_pins_the_bridge_mac_and_it_never_drifts() {
+    let l = FlatLab::new(LabConfig::new().nodes(1));
+    let node = l.node_ns(1);
+    let assign_type = || {
+        let out = node
+            .exec_ok(&["cat", "/sys/class/net/br0/addr_assign_type"])
+            .expect("read addr_assign_type");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    // NET_ADDR_SET is 3; a lab bridge that starts pinned proves nothing.
+    assert_ne!(assign_type(), "3", "the lab's br0 starts pinned");
+    let mac = node.link_mac("br0").expect("br0 MAC");
+    let pods: Vec<_> = (0..3).map(|i| l.pod(1, &format!("m{i}"))).collect();
+    assert_eq!(assign_type(), "3", "the first ADD pins br0's MAC");
+    assert_eq!(node.link_mac("br0").expect("br0 MAC"), mac);
+    let net = l.network(1);
+    for p in &pods {
+        net.del(node, &p.att, Some(&p.result)).expect("DEL");
+    }
+    assert_eq!(node.link_mac("br0").expect("br0 MAC"), mac, "after DELs");
+}

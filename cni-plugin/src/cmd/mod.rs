@@ -20,16 +20,17 @@ use crate::netlink::{Link, Netlink};
 pub fn pin_bridge_mac(nl: &mut impl Netlink, bridge: &Link) {
     let Some(mac) = bridge.mac else { return };
     let base = format!("/sys/class/net/{}", bridge.name);
+    // NET_ADDR_SET == 3: someone (netplan, or us) already chose the MAC.
+    // That is every ADD but the first, so it is read first and alone.
+    match fs::read_to_string(format!("{base}/addr_assign_type")) {
+        Ok(t) if t.trim() != "3" => {}
+        _ => return,
+    }
     // sysfs shows the namespace it was mounted in; only trust it when it
     // describes the same device netlink does.
     let same_dev = fs::read_to_string(format!("{base}/ifindex"))
         .is_ok_and(|s| s.trim() == bridge.index.to_string());
     if !same_dev {
-        return;
-    }
-    let assign_type = fs::read_to_string(format!("{base}/addr_assign_type")).unwrap_or_default();
-    // NET_ADDR_SET == 3: someone (netplan, or us) already chose the MAC.
-    if assign_type.trim() == "3" {
         return;
     }
     if let Err(e) = nl.set_mac(bridge.index, mac) {
