@@ -12,7 +12,7 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -150,6 +150,12 @@ fn to_link(m: &LinkMessage) -> Link {
     link
 }
 
+/// Link replies without their counters: flatlan never reads them, and the
+/// kernel sums per-CPU statistics to fill them, for every link of a dump.
+fn skip_stats() -> LinkAttribute {
+    LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats])
+}
+
 fn family(ip: IpAddr) -> AddressFamily {
     if ip.is_ipv4() {
         AddressFamily::Inet
@@ -162,6 +168,7 @@ impl Netlink for Socket {
     fn link_by_name(&mut self, name: &str) -> Result<Option<Link>> {
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        m.attributes.push(skip_stats());
         match self.request(
             &format!("get link {name}"),
             RouteNetlinkMessage::GetLink(m),
@@ -179,11 +186,9 @@ impl Netlink for Socket {
     }
 
     fn links(&mut self) -> Result<Vec<Link>> {
-        let r = self.request(
-            "dump links",
-            RouteNetlinkMessage::GetLink(LinkMessage::default()),
-            NLM_F_DUMP,
-        )?;
+        let mut m = LinkMessage::default();
+        m.attributes.push(skip_stats());
+        let r = self.request("dump links", RouteNetlinkMessage::GetLink(m), NLM_F_DUMP)?;
         Ok(r.iter()
             .filter_map(|m| match m {
                 RouteNetlinkMessage::NewLink(l) => Some(to_link(l)),
