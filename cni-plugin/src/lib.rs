@@ -32,7 +32,8 @@ use netlink::Socket;
 
 /// Runs one CNI invocation and returns the process exit code.
 pub fn run() -> i32 {
-    let mut stdin = Vec::new();
+    // Network configs are a few hundred bytes; one read takes them whole.
+    let mut stdin = Vec::with_capacity(16 * 1024);
     let read = std::io::stdin().read_to_end(&mut stdin);
     let version = config::peek_version(&stdin).unwrap_or_else(|| "1.1.0".to_string());
     let out = read
