@@ -5,9 +5,10 @@
 //! One loop, one task owns all state; `AF_PACKET` reader tasks only forward
 //! frames to it. Each turn: receive (heartbeat, frame, signal or timer),
 //! then [`Engine::step`]: expire members, recompute owners, claim/release,
-//! run announcer timers, send a heartbeat when due or when what we own
-//! changed (so a leaving owner learns at once that its successor took
-//! over), poll interfaces, publish status.
+//! run announcer timers, hand the heartbeat's content to the [`heartbeat`]
+//! thread when due or when what we own changed (so a leaving owner learns
+//! at once that its successor took over), poll interfaces, publish status.
+//! That thread sends it every interval however long a turn takes.
 //!
 //! Shutdown (SIGTERM/SIGINT) is make-before-break: we send `leaving`
 //! heartbeats and keep answering; peers drop us at once and the successor
@@ -30,6 +31,7 @@ use crate::announcer::{Action, Announcer, Link, Phase};
 use crate::assign::{HostAddrs, LoopbackAssign, NoAssign};
 use crate::config::{Config, MULTICAST_GROUP};
 use crate::error::{Error, Result};
+use crate::heartbeat::{self, Outgoing};
 use crate::http::Shared;
 use crate::iface::{self, IfaceInfo};
 use crate::membership::{Event, Membership};
@@ -57,8 +59,6 @@ pub struct Engine {
     vips: Vec<IpAddr>,
     /// VIPs dropped by a reload and still claimed here.
     retiring: BTreeSet<IpAddr>,
-    /// Heartbeat destinations whose last send failed.
-    send_failing: BTreeSet<SocketAddr>,
     /// No new claims before this: after start, or after a link comes
     /// back, we first listen for live peers (see `listen`).
     listen_until: Instant,
@@ -73,12 +73,13 @@ pub struct Engine {
     announcer: Announcer,
     host: Box<dyn HostAddrs>,
     nonce: u64,
-    seq: u64,
     ifaces: BTreeMap<String, IfaceInfo>,
     sockets: BTreeMap<String, IfaceSockets>,
     prepared: BTreeSet<String>,
     frame_tx: mpsc::Sender<(String, Vec<u8>)>,
     udp: Arc<UdpSocket>,
+    /// Sends our heartbeats from its own thread.
+    beats: heartbeat::Sender,
     leaving: Option<Instant>,
     /// VIPs we hold but should hand over: since when.
     handover_since: BTreeMap<IpAddr, Instant>,
@@ -127,12 +128,11 @@ impl Engine {
                 }
             }
         }
-        let udp = UdpSocket::bind(cfg.listen)
-            .await
+        let udp = std::net::UdpSocket::bind(cfg.listen)
             .map_err(|e| Error::sys(format!("bind heartbeat socket {}", cfg.listen), e))?;
         if cfg.multicast {
             if let Some(IpAddr::V4(local)) = cfg.node_address {
-                udp.join_multicast_v4(MULTICAST_GROUP, local)
+                udp.join_multicast_v4(&MULTICAST_GROUP, &local)
                     .map_err(|e| Error::sys("join heartbeat multicast group", e))?;
                 udp.set_multicast_loop_v4(false)
                     .map_err(|e| Error::sys("IP_MULTICAST_LOOP", e))?;
@@ -145,6 +145,17 @@ impl Engine {
                     .map_err(|e| Error::sys("IP_MULTICAST_IF", e))?;
             }
         }
+        udp.set_nonblocking(true)
+            .map_err(|e| Error::sys("O_NONBLOCK on the heartbeat socket", e))?;
+        let beats = heartbeat::Sender::spawn(
+            udp.try_clone()
+                .map_err(|e| Error::sys("dup the heartbeat socket", e))?,
+            cfg.secret.clone(),
+            cfg.timers.heartbeat_interval,
+            metrics.clone(),
+        )?;
+        let udp =
+            UdpSocket::from_std(udp).map_err(|e| Error::sys("register the heartbeat socket", e))?;
         if let Some(addr) = cfg.metrics_addr {
             let l = tokio::net::TcpListener::bind(addr)
                 .await
@@ -178,12 +189,12 @@ impl Engine {
             replay: ReplayGuard::new(),
             host,
             nonce,
-            seq: 0,
             ifaces,
             sockets: BTreeMap::new(),
             prepared: BTreeSet::new(),
             frame_tx,
             udp: Arc::new(udp),
+            beats,
             leaving: None,
             handover_since: BTreeMap::new(),
             successor_seen: BTreeMap::new(),
@@ -196,7 +207,6 @@ impl Engine {
             cfg,
             config_path: None,
             retiring: BTreeSet::new(),
-            send_failing: BTreeSet::new(),
             listen_until: now,
             owner_view: Vec::new(),
             owner_vips: Vec::new(),
@@ -264,12 +274,13 @@ impl Engine {
             if !planned {
                 continue;
             }
-            if self.step(Instant::now()).await {
+            if self.step(Instant::now()) {
                 break;
             }
         }
         // Final word: nothing owned any more.
-        self.send_heartbeat().await;
+        let last = self.outgoing();
+        self.beats.finish(last);
         self.publish(Instant::now());
         self.restore_host();
         tracing::info!("speaker stopped");
@@ -452,7 +463,7 @@ impl Engine {
     }
 
     /// One planning turn. Returns true when the speaker may exit.
-    async fn step(&mut self, now: Instant) -> bool {
+    fn step(&mut self, now: Instant) -> bool {
         for ev in self.membership.expire(now) {
             self.on_event(now, ev);
         }
@@ -473,15 +484,18 @@ impl Engine {
             self.heartbeat_now = true;
             self.next_status = now;
         }
+        // The thread sends every interval on its own; what it sends is
+        // refreshed here about as often, and at once when it changed.
         if self.heartbeat_now || now >= self.next_heartbeat {
-            self.heartbeat_now = false;
-            self.send_heartbeat().await;
+            let urgent = std::mem::take(&mut self.heartbeat_now);
+            self.beats.update(self.outgoing(), urgent);
             self.next_heartbeat = now + self.cfg.timers.heartbeat_interval;
         }
         if now >= self.next_status {
             self.publish(now);
             self.next_status = now + STATUS_EVERY;
         }
+        self.beats.alive();
         if let Some(since) = self.leaving {
             let claimed = self.vips.iter().any(|v| self.announcer.is_claimed(*v));
             if !claimed {
@@ -736,8 +750,8 @@ impl Engine {
         }
     }
 
-    async fn send_heartbeat(&mut self) {
-        self.seq += 1;
+    /// What our heartbeat says now.
+    fn outgoing(&self) -> Outgoing {
         let mine = self.my_eligible();
         let owned: BTreeSet<IpAddr> = self.announcer.owned().collect();
         let mut vips: Vec<VipEntry> = mine
@@ -762,21 +776,6 @@ impl Engine {
         macs.sort();
         macs.dedup();
         macs.truncate(wire::MAX_MACS);
-        let hb = Heartbeat {
-            node: self.cfg.node_name.clone(),
-            nonce: self.nonce,
-            seq: self.seq,
-            leaving: self.leaving.is_some(),
-            macs,
-            vips,
-        };
-        let bytes = match wire::encode(&hb, &self.cfg.secret) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!("heartbeat: {e}");
-                return;
-            }
-        };
         let mut dests = self.cfg.peers.clone();
         if self.cfg.multicast {
             dests.push(SocketAddr::new(
@@ -784,22 +783,17 @@ impl Engine {
                 self.cfg.listen.port(),
             ));
         }
-        for p in dests {
-            let r = self.udp.send_to(&bytes, p).await;
-            // Said once per outage, not ten times a second: a peer we
-            // cannot reach is a peer that will also claim our VIPs.
-            match r {
-                Err(e) if self.send_failing.insert(p) => {
-                    tracing::warn!(peer = %p, "cannot send heartbeats: {e}");
-                }
-                Err(_) => {}
-                Ok(_) if self.send_failing.remove(&p) => {
-                    tracing::info!(peer = %p, "heartbeats are sent again");
-                }
-                Ok(_) => {}
-            }
+        Outgoing {
+            hb: Heartbeat {
+                node: self.cfg.node_name.clone(),
+                nonce: self.nonce,
+                seq: 0,
+                leaving: self.leaving.is_some(),
+                macs,
+                vips,
+            },
+            dests,
         }
-        self.metrics.heartbeats_sent.inc();
     }
 
     fn status(&self) -> Status {

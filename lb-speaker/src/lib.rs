@@ -17,6 +17,7 @@ pub mod bench;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod heartbeat;
 pub mod http;
 pub mod iface;
 pub mod membership;
