@@ -4,11 +4,13 @@
 //!
 //! One loop, one task owns all state; `AF_PACKET` reader tasks only forward
 //! frames to it. Each turn: receive (heartbeat, frame, signal or timer),
-//! then [`Engine::step`]: expire members, recompute owners, claim/release,
-//! run announcer timers, hand the heartbeat's content to the [`heartbeat`]
-//! thread when due or when what we own changed (so a leaving owner learns
-//! at once that its successor took over), poll interfaces, publish status.
-//! That thread sends it every interval however long a turn takes.
+//! read every heartbeat already queued (a member is judged on what it sent,
+//! not on when this loop got round to reading it), then [`Engine::step`]:
+//! expire members, recompute owners, claim/release, run announcer timers,
+//! hand the heartbeat's content to the [`heartbeat`] thread when due or
+//! when what we own changed (so a leaving owner learns at once that its
+//! successor took over), poll interfaces, publish status. That thread
+//! sends it every interval however long a turn takes.
 //!
 //! Shutdown (SIGTERM/SIGINT) is make-before-break: we send `leaving`
 //! heartbeats and keep answering; peers drop us at once and the successor
@@ -48,6 +50,8 @@ const IFACE_POLL: Duration = Duration::from_millis(200);
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 /// How long departed members are remembered (takeover detection, MACs).
 const DEPARTED_KEEP: Duration = Duration::from_secs(600);
+/// The most queued datagrams read before a turn.
+const QUEUED_HEARTBEATS_MAX: usize = 1024;
 
 /// The running speaker.
 pub struct Engine {
@@ -77,7 +81,10 @@ pub struct Engine {
     sockets: BTreeMap<String, IfaceSockets>,
     prepared: BTreeSet<String>,
     frame_tx: mpsc::Sender<(String, Vec<u8>)>,
+    /// The heartbeat socket, for the loop to wait on ...
     udp: Arc<UdpSocket>,
+    /// ... and the same socket, to read what is queued without waiting.
+    udp_now: std::net::UdpSocket,
     /// Sends our heartbeats from its own thread.
     beats: heartbeat::Sender,
     leaving: Option<Instant>,
@@ -147,9 +154,13 @@ impl Engine {
         }
         udp.set_nonblocking(true)
             .map_err(|e| Error::sys("O_NONBLOCK on the heartbeat socket", e))?;
-        let beats = heartbeat::Sender::spawn(
+        let clone = || {
             udp.try_clone()
-                .map_err(|e| Error::sys("dup the heartbeat socket", e))?,
+                .map_err(|e| Error::sys("dup the heartbeat socket", e))
+        };
+        let udp_now = clone()?;
+        let beats = heartbeat::Sender::spawn(
+            clone()?,
             cfg.secret.clone(),
             cfg.timers.heartbeat_interval,
             metrics.clone(),
@@ -194,6 +205,7 @@ impl Engine {
             prepared: BTreeSet::new(),
             frame_tx,
             udp: Arc::new(udp),
+            udp_now,
             beats,
             leaving: None,
             handover_since: BTreeMap::new(),
@@ -274,6 +286,7 @@ impl Engine {
             if !planned {
                 continue;
             }
+            self.read_queued_heartbeats(&mut buf);
             if self.step(Instant::now()) {
                 break;
             }
@@ -390,6 +403,30 @@ impl Engine {
             tracing::info!(why, "leaving: handing VIPs over before stopping");
             self.leaving = Some(now);
             self.heartbeat_now = true;
+        }
+    }
+
+    /// Reads the heartbeats that arrived while the loop was busy (a long
+    /// turn, a burst of frames, a CPU shared with other work), before
+    /// `step` judges who missed theirs: a member whose heartbeats sit
+    /// unread in our socket is alive, and declaring it dead would take its
+    /// VIPs over only to hand them back a moment later.
+    fn read_queued_heartbeats(&mut self, buf: &mut [u8]) {
+        // The tokio socket would only read when its reactor has seen the
+        // socket readable, which it has not while this loop was busy; the
+        // plain one asks the kernel. Bounded, so a flood of datagrams
+        // cannot keep the loop here: a full receive buffer holds far fewer.
+        for _ in 0..QUEUED_HEARTBEATS_MAX {
+            match self.udp_now.recv_from(buf) {
+                Ok((n, from)) => self.on_datagram(Instant::now(), &buf[..n], from),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if e.kind() != std::io::ErrorKind::WouldBlock {
+                        tracing::debug!("heartbeat socket: {e}");
+                    }
+                    return;
+                }
+            }
         }
     }
 
@@ -1047,6 +1084,62 @@ mod tests {
         assert_eq!(host.calls, 1, "no host call without an address to change");
         unassign_all(&mut host, &[vip]);
         assert_eq!(host.calls, 2);
+    }
+
+    /// The loop is busy (this test never yields to the runtime) for longer
+    /// than the dead interval while a peer keeps sending: the peer is
+    /// alive, because its heartbeats are read before anyone is judged.
+    #[tokio::test]
+    async fn a_member_whose_heartbeats_wait_unread_is_not_declared_dead() {
+        let yaml = r#"
+node: { name: me }
+listen: "127.0.0.1:0"
+secret: "0123456789abcdef0123"
+metricsAddr: off
+assign: false
+heartbeatInterval: 20ms
+deadAfter: 3
+vips: [{ address: 192.0.2.1 }]
+"#;
+        let no_files = |_: &std::path::Path| Err(std::io::ErrorKind::NotFound.into());
+        let cfg = Config::from_yaml(yaml, &no_files).unwrap();
+        let secret = cfg.secret.clone();
+        let (mut e, _frames) = Engine::start(cfg).await.unwrap();
+        let to = e.udp.local_addr().unwrap();
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let send = |seq| {
+            let hb = Heartbeat {
+                node: "peer".into(),
+                nonce: 1,
+                seq,
+                leaving: false,
+                macs: Vec::new(),
+                vips: Vec::new(),
+            };
+            peer.send_to(&wire::encode(&hb, &secret).unwrap(), to)
+                .unwrap();
+        };
+        let mut buf = vec![0u8; 65_536];
+        let pause = Duration::from_millis(25);
+        send(1);
+        e.read_queued_heartbeats(&mut buf);
+        assert!(!e.step(Instant::now()), "not leaving");
+        assert!(e.membership.live().contains_key("peer"));
+        for seq in 2..6 {
+            std::thread::sleep(pause);
+            send(seq);
+        }
+        e.read_queued_heartbeats(&mut buf);
+        e.step(Instant::now());
+        assert!(
+            e.membership.live().contains_key("peer"),
+            "alive: its heartbeats were queued"
+        );
+        assert_eq!(e.metrics.heartbeats_received.get(), 5);
+        std::thread::sleep(pause * 4);
+        e.read_queued_heartbeats(&mut buf);
+        e.step(Instant::now());
+        assert!(e.membership.live().is_empty(), "silent: dead");
     }
 
     #[test]
