@@ -10,6 +10,7 @@ use ipnet::IpNet;
 use crate::error::Result;
 
 pub mod fake;
+mod link_reply;
 mod socket;
 
 pub use socket::Socket;

@@ -7,8 +7,9 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
-    NLM_F_REQUEST,
+    DecodeError, ErrorBuffer, ErrorMessage, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload, Parseable, ParseableParametrized, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP,
+    NLMSG_OVERRUN, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{
@@ -20,10 +21,12 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket as NlSocket, SocketAddr};
 
-use super::{Link, Netlink, RouteSpec, VethSpec};
+use super::{link_reply, Link, Netlink, RouteSpec, VethSpec};
 use crate::error::{Error, Result};
 
 const MAIN_TABLE: u32 = 254;
+// linux/rtnetlink.h
+const RTM_NEWLINK: u16 = 16;
 
 pub struct Socket {
     sock: NlSocket,
@@ -56,6 +59,40 @@ impl Socket {
         msg: RouteNetlinkMessage,
         flags: u16,
     ) -> Result<Vec<RouteNetlinkMessage>> {
+        let mut replies = Vec::new();
+        self.exchange(op, msg, flags, |kind, payload| {
+            replies.push(RouteNetlinkMessage::parse_with_param(payload, kind)?);
+            Ok(())
+        })?;
+        Ok(replies)
+    }
+
+    /// Like [`Socket::request`] for GETLINK, with the lean link reader.
+    fn request_links(&mut self, op: &str, m: LinkMessage, flags: u16) -> Result<Vec<Link>> {
+        let mut links = Vec::new();
+        self.exchange(
+            op,
+            RouteNetlinkMessage::GetLink(m),
+            flags,
+            |kind, payload| {
+                if kind == RTM_NEWLINK {
+                    links.push(link_reply::parse(payload)?);
+                }
+                Ok(())
+            },
+        )?;
+        Ok(links)
+    }
+
+    /// Sends one request and hands each reply's type and payload to `each`,
+    /// until the ack, the end of a dump, or the one reply of a GET.
+    fn exchange(
+        &mut self,
+        op: &str,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        mut each: impl FnMut(u16, &[u8]) -> std::result::Result<(), DecodeError>,
+    ) -> Result<()> {
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | flags;
@@ -68,8 +105,13 @@ impl Socket {
             .send(&out, 0)
             .map_err(|e| Error::netlink(op.to_string(), e))?;
 
+        let invalid = |e: DecodeError| {
+            Error::netlink(
+                op.to_string(),
+                io::Error::new(io::ErrorKind::InvalidData, e),
+            )
+        };
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
-        let mut replies = Vec::new();
         loop {
             let n = self
                 .sock
@@ -77,36 +119,35 @@ impl Socket {
                 .map_err(|e| Error::netlink(op.to_string(), e))?;
             let mut off = 0;
             while off < n {
-                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[off..n])
-                    .map_err(|e| {
-                        Error::netlink(
-                            op.to_string(),
-                            io::Error::new(io::ErrorKind::InvalidData, e),
-                        )
-                    })?;
-                let len = msg.header.length as usize;
+                let nl = NetlinkBuffer::new_checked(&self.buf[off..n]).map_err(invalid)?;
+                let len = nl.length() as usize;
                 if len == 0 {
                     break;
                 }
                 off += (len + 3) & !3;
-                if msg.header.sequence_number != self.seq {
+                if nl.sequence_number() != self.seq {
                     continue;
                 }
-                match msg.payload {
-                    NetlinkPayload::Done(_) => return Ok(replies),
-                    NetlinkPayload::Error(e) => {
+                match nl.message_type() {
+                    NLMSG_DONE => return Ok(()),
+                    NLMSG_ERROR => {
+                        let payload = nl.payload();
+                        let e = ErrorMessage::parse(
+                            &ErrorBuffer::new_checked(&payload).map_err(invalid)?,
+                        )
+                        .map_err(invalid)?;
                         if e.code.is_none() {
-                            return Ok(replies);
+                            return Ok(());
                         }
                         return Err(Error::netlink(op.to_string(), e.to_io()));
                     }
-                    NetlinkPayload::InnerMessage(m) => {
-                        replies.push(m);
+                    NLMSG_NOOP | NLMSG_OVERRUN => {}
+                    kind => {
+                        each(kind, nl.payload()).map_err(invalid)?;
                         if !dump {
-                            return Ok(replies);
+                            return Ok(());
                         }
                     }
-                    _ => {}
                 }
             }
         }
@@ -115,39 +156,6 @@ impl Socket {
     fn ack(&mut self, op: &str, msg: RouteNetlinkMessage, flags: u16) -> Result<()> {
         self.request(op, msg, flags | NLM_F_ACK).map(|_| ())
     }
-}
-
-fn to_link(m: &LinkMessage) -> Link {
-    let mut link = Link {
-        index: m.header.index,
-        name: String::new(),
-        mac: None,
-        mtu: 0,
-        master: None,
-        up: m.header.flags.contains(LinkFlags::Up),
-        kind: None,
-    };
-    for a in &m.attributes {
-        match a {
-            LinkAttribute::IfName(n) => link.name = n.clone(),
-            LinkAttribute::Address(b) if b.len() == 6 => {
-                let mut mac = [0u8; 6];
-                mac.copy_from_slice(b);
-                link.mac = Some(mac);
-            }
-            LinkAttribute::Mtu(m) => link.mtu = *m,
-            LinkAttribute::Controller(i) => link.master = Some(*i),
-            LinkAttribute::LinkInfo(infos) => {
-                for i in infos {
-                    if let LinkInfo::Kind(k) = i {
-                        link.kind = Some(k.to_string());
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    link
 }
 
 /// Link replies without their counters: flatlan never reads them, and the
@@ -169,15 +177,8 @@ impl Netlink for Socket {
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.to_string()));
         m.attributes.push(skip_stats());
-        match self.request(
-            &format!("get link {name}"),
-            RouteNetlinkMessage::GetLink(m),
-            0,
-        ) {
-            Ok(r) => Ok(r.iter().find_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(to_link(l)),
-                _ => None,
-            })),
+        match self.request_links(&format!("get link {name}"), m, 0) {
+            Ok(links) => Ok(links.into_iter().next()),
             Err(Error::Netlink { source, .. }) if source.raw_os_error() == Some(libc::ENODEV) => {
                 Ok(None)
             }
@@ -188,13 +189,7 @@ impl Netlink for Socket {
     fn links(&mut self) -> Result<Vec<Link>> {
         let mut m = LinkMessage::default();
         m.attributes.push(skip_stats());
-        let r = self.request("dump links", RouteNetlinkMessage::GetLink(m), NLM_F_DUMP)?;
-        Ok(r.iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(to_link(l)),
-                _ => None,
-            })
-            .collect())
+        self.request_links("dump links", m, NLM_F_DUMP)
     }
 
     fn create_veth(&mut self, spec: &VethSpec) -> Result<()> {
