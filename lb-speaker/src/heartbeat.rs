@@ -82,6 +82,16 @@ impl Clock {
         }
     }
 
+    /// Takes the engine's latest heartbeat. A changed one goes out at once
+    /// like an `urgent` one: peers learn of a change as soon as the engine
+    /// does (an interface down or back changes what we are eligible for),
+    /// not an interval later.
+    fn hand_over(&mut self, now: Instant, out: Outgoing, urgent: bool) {
+        self.urgent |= urgent || self.out.as_ref() != Some(&out);
+        self.out = Some(out);
+        self.engine_alive = now;
+    }
+
     /// What to do at `now`: a pure function of the state.
     fn decide(&self, now: Instant) -> Decision {
         if self.out.is_none() {
@@ -149,14 +159,14 @@ impl Sender {
         })
     }
 
-    /// Hands over the latest heartbeat; `urgent` sends it at once.
+    /// Hands over the latest heartbeat; a changed or `urgent` one is sent
+    /// at once.
     pub fn update(&self, out: Outgoing, urgent: bool) {
         let mut c = self.shared.lock();
-        c.out = Some(out);
-        c.urgent |= urgent;
-        c.engine_alive = Instant::now();
+        c.hand_over(Instant::now(), out, urgent);
+        let wake = c.urgent;
         drop(c);
-        if urgent {
+        if wake {
             self.shared.wake.notify_one();
         }
     }
@@ -315,17 +325,27 @@ mod tests {
     }
 
     #[test]
-    fn sends_on_time_at_once_when_urgent_and_never_for_a_wedged_engine() {
+    fn sends_on_time_at_once_when_changed_or_urgent_never_for_a_wedged_engine() {
         let t0 = Instant::now();
         let mut c = Clock::new(t0);
         assert_eq!(c.decide(t0), Decision::Wait(IDLE), "nothing to say yet");
-        c.out = Some(out("a"));
+        c.hand_over(t0, out("a"), false);
         assert_eq!(c.decide(t0), Decision::Send);
+        // Sent: the next one is due an interval later.
+        c.urgent = false;
         c.next = t0 + 100 * MS;
         assert_eq!(c.decide(t0 + 30 * MS), Decision::Wait(70 * MS));
-        c.urgent = true;
-        assert_eq!(c.decide(t0 + 30 * MS), Decision::Send);
+        c.hand_over(t0 + 30 * MS, out("a"), false);
+        assert_eq!(c.decide(t0 + 30 * MS), Decision::Wait(70 * MS), "same");
+        let mut changed = out("a");
+        changed.hb.leaving = true;
+        c.hand_over(t0 + 30 * MS, changed.clone(), false);
+        assert_eq!(c.decide(t0 + 30 * MS), Decision::Send, "changed");
         c.urgent = false;
+        c.hand_over(t0 + 30 * MS, changed, true);
+        assert_eq!(c.decide(t0 + 30 * MS), Decision::Send, "urgent");
+        c.urgent = false;
+        c.engine_alive = t0;
         // A busy engine (a long turn) does not hold heartbeats back ...
         assert_eq!(c.decide(t0 + 5000 * MS), Decision::Send);
         // ... a wedged one does.
