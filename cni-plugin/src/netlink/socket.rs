@@ -47,7 +47,9 @@ impl Socket {
         Ok(Socket {
             sock,
             seq: 0,
-            buf: vec![0; 64 * 1024],
+            // Received into spare capacity: never zeroed, and only the pages
+            // a reply lands on are ever touched.
+            buf: Vec::with_capacity(64 * 1024),
         })
     }
 
@@ -113,10 +115,12 @@ impl Socket {
         };
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         loop {
+            self.buf.clear();
             let n = self
                 .sock
-                .recv(&mut &mut self.buf[..], 0)
-                .map_err(|e| Error::netlink(op.to_string(), e))?;
+                .recv(&mut self.buf, 0)
+                .map_err(|e| Error::netlink(op.to_string(), e))?
+                .min(self.buf.len());
             let mut off = 0;
             while off < n {
                 let nl = NetlinkBuffer::new_checked(&self.buf[off..n]).map_err(invalid)?;
