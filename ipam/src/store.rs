@@ -285,15 +285,24 @@ impl Store {
     /// Takes the exclusive lock and loads the state. The lock is held until
     /// the returned guard is dropped or committed.
     pub fn lock(&self) -> Result<Locked> {
-        fs::create_dir_all(&self.dir).map_err(|e| Error::io("create", &self.dir, e))?;
         let lock_path = self.dir.join(LOCK);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io("open", &lock_path, e))?;
+        let open = || {
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(&lock_path)
+        };
+        // The directory exists on every ADD but a node's first: try first.
+        let file = match open() {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                fs::create_dir_all(&self.dir).map_err(|e| Error::io("create", &self.dir, e))?;
+                open()
+            }
+            r => r,
+        }
+        .map_err(|e| Error::io("open", &lock_path, e))?;
         let lock = Flock::lock(file, FlockArg::LockExclusive)
             .map_err(|(_, errno)| Error::io("lock", &lock_path, errno.into()))?;
         let (state, recovered) = self.load()?;
