@@ -46,7 +46,7 @@ impl<U> Pending<'_, U> {
 /// Starts a thread in the namespace behind `ns` that runs `early` at once,
 /// then waits for [`Pending::finish`] to run `late`. ADD starts it before
 /// allocating, so the thread's start, the `setns` and the pod's netlink
-/// socket (about a third of a millisecond together, on the critical path
+/// socket (about a quarter of a millisecond together, on the critical path
 /// when done in order) overlap the store's fsync. Dropping the `Pending`
 /// unfinished ends the thread without running `late`.
 pub fn start_in<'scope, T, U: Send + 'scope>(
