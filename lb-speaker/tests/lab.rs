@@ -139,17 +139,11 @@ fn failover_after_kill(v6: bool) {
     wargs.extend_from_slice(&warm);
     let out = sh(&wargs);
     if !out.status.success() {
-        let logs: Vec<String> = lab
-            .speakers
-            .iter()
-            .flatten()
-            .map(|s| s.log_text())
-            .collect();
         let n = lab.client.ok(&["ip", "-6", "neigh"]);
         panic!(
             "warm-up ping failed: {}\nclient neigh: {n}\n{}",
             String::from_utf8_lossy(&out.stdout),
-            logs.join("\n----\n")
+            lab.logs()
         );
     }
     let ping = ping_bg(&lab, vip, 5, v6);

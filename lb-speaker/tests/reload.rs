@@ -38,13 +38,7 @@ fn wait_until(what: &str, lab: &mut Lab, mut cond: impl FnMut(&mut Lab) -> bool)
     let deadline = Instant::now() + Duration::from_secs(5);
     while !cond(lab) {
         if Instant::now() > deadline {
-            let logs: Vec<String> = lab
-                .speakers
-                .iter()
-                .flatten()
-                .map(|s| s.log_text())
-                .collect();
-            panic!("timed out: {what}; logs:\n{}", logs.join("\n-----\n"));
+            panic!("timed out: {what}; logs:\n{}", lab.logs());
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -7,8 +7,9 @@
 //! their node namespace.
 #![allow(dead_code)]
 
+use std::fmt::Write as _;
 use std::fs;
-use std::io::Write;
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -292,6 +293,17 @@ impl Lab {
         self.speakers[i].as_mut().expect("speaker started")
     }
 
+    /// Every speaker's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for (i, s) in self.speakers.iter().enumerate() {
+            if let Some(s) = s {
+                let _ = writeln!(out, "----- node {i} -----\n{}", s.log_text());
+            }
+        }
+        out
+    }
+
     /// Waits until exactly one speaker reports `announcing` for `vip`;
     /// returns its index.
     pub fn wait_owner(&self, vip: &str, timeout: Duration) -> usize {
@@ -312,15 +324,9 @@ impl Lab {
                 return owners[0];
             }
             if Instant::now() > deadline {
-                let logs: Vec<String> = self
-                    .speakers
-                    .iter()
-                    .flatten()
-                    .map(|s| s.log_text())
-                    .collect();
                 panic!(
                     "no single owner for {vip} (owners {owners:?}); logs:\n{}",
-                    logs.join("\n-----\n")
+                    self.logs()
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
