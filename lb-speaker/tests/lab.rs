@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use flatlan_ipam::frame::{ArpOp, ArpPacket, NdpMessage};
 use flatlan_ipam::mac::MacAddr;
+use netns_testkit::{Netns, ProcHandle};
 use nix::sys::signal::Signal;
 
 fn mac(s: &str) -> MacAddr {
@@ -76,19 +77,15 @@ fn announces_v4_and_v6_from_exactly_one_node() {
         neigh_mac(&lab.client, VIP4).as_deref(),
         Some(owner_mac.as_str())
     );
-    let (responders, text) = arp_responders(&lab.client, VIP4, "3");
-    assert_eq!(
-        responders,
-        vec![owner_mac.clone()],
-        "arping output:\n{text}"
-    );
+    let arping = arp_responders(&lab.client, VIP4, "3");
+    assert_eq!(arping.macs, vec![owner_mac.clone()], "{arping:?}");
 
     lab.client
         .ok(&["ping", "-6", "-c", "3", "-i", "0.2", "-W", "1", VIP6]);
-    let n6 = lab
-        .client
-        .ok(&["ip", "-6", "neigh", "show", VIP6, "dev", "eth0"]);
-    assert!(n6.contains(&lab.nodes[owner6].mac("eth0")), "{n6}");
+    assert_eq!(
+        neigh_mac(&lab.client, VIP6),
+        Some(lab.nodes[owner6].mac("eth0"))
+    );
 
     let m = lab.metrics(owner);
     let garps_sent =
@@ -101,25 +98,31 @@ fn announces_v4_and_v6_from_exactly_one_node() {
     );
 }
 
-/// Starts a 20 ms ping from the client for `secs`; returns the child.
-fn ping_bg(lab: &Lab, vip: &str, secs: u32, v6: bool) -> std::process::Child {
-    let mut args = vec!["ip", "netns", "exec", lab.client.name.as_str(), "ping"];
+/// A 20 ms ping from the client, running for `secs` (its `-w`).
+struct BackgroundPing {
+    proc: ProcHandle,
+    secs: u32,
+}
+
+fn ping_bg(lab: &Lab, vip: &str, secs: u32, v6: bool) -> BackgroundPing {
+    let mut args = vec!["ping"];
     if v6 {
         args.push("-6");
     }
     let w = secs.to_string();
     args.extend_from_slice(&["-n", "-i", "0.02", "-W", "0.5", "-w", &w, vip]);
-    std::process::Command::new(args[0])
-        .args(&args[1..])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("ping")
+    let proc = lab.client.spawn(&args).expect("ping");
+    BackgroundPing { proc, secs }
 }
 
-fn ping_result(child: std::process::Child) -> (u32, Vec<u32>) {
-    let out = child.wait_with_output().expect("ping output");
-    ping_seqs(&String::from_utf8_lossy(&out.stdout))
+/// Waits for the ping to end (its `-w`, and a margin); (transmitted,
+/// received seqs).
+fn ping_result(mut ping: BackgroundPing) -> (u32, Vec<u32>) {
+    let limit = Duration::from_secs(u64::from(ping.secs) + 5);
+    ping.proc
+        .wait_timeout(limit)
+        .expect("ping ends after its deadline");
+    ping_seqs(&ping.proc.log())
 }
 
 fn failover_after_kill(v6: bool) {
@@ -135,9 +138,7 @@ fn failover_after_kill(v6: bool) {
     if v6 {
         warm.insert(1, "-6");
     }
-    let mut wargs = vec!["ip", "netns", "exec", lab.client.name.as_str()];
-    wargs.extend_from_slice(&warm);
-    let out = sh(&wargs);
+    let out = lab.client.exec(&warm).expect("run ping");
     if !out.status.success() {
         let n = lab.client.ok(&["ip", "-6", "neigh"]);
         panic!(
@@ -178,13 +179,10 @@ fn failover_after_kill(v6: bool) {
     // moved to it.
     let new_owner = lab.wait_owner(vip, Duration::from_secs(2));
     assert_ne!(new_owner, owner);
-    let n = if v6 {
-        lab.client
-            .ok(&["ip", "-6", "neigh", "show", vip, "dev", "eth0"])
-    } else {
-        lab.client.ok(&["ip", "neigh", "show", vip, "dev", "eth0"])
-    };
-    assert!(n.contains(&lab.nodes[new_owner].mac("eth0")), "{n}");
+    assert_eq!(
+        neigh_mac(&lab.client, vip),
+        Some(lab.nodes[new_owner].mac("eth0"))
+    );
     let m = lab.metrics(new_owner);
     assert!(
         flatlan_speaker::metrics::scrape(&m, "flatlan_speaker_failovers_total").unwrap_or(0.0)
@@ -245,7 +243,7 @@ fn link_down_failover() {
 }
 
 /// `arp_ignore arp_announce` of eth0 in `ns`.
-fn arp_sysctls(ns: &Ns) -> String {
+fn arp_sysctls(ns: &Netns) -> String {
     let get = |k: &str| ns.ok(&["cat", &format!("/proc/sys/net/ipv4/conf/eth0/{k}")]);
     format!(
         "{} {}",
@@ -278,8 +276,7 @@ fn graceful_handoff_loses_at_most_one_ping() {
         // A clean exit puts back what the speaker changed, and leaves no
         // VIP on lo.
         assert_eq!(arp_sysctls(&lab.nodes[owner]), "0 0", "restored on exit");
-        let lo = lab.nodes[owner].ok(&["ip", "-4", "addr", "show", "dev", "lo"]);
-        assert!(!lo.contains(VIP4), "VIP left on lo:\n{lo}");
+        assert!(!on_lo(&lab.nodes[owner], VIP4), "VIP left on lo");
         let (sent, seqs) = ping_result(ping);
         let lost = sent.saturating_sub(seqs.len() as u32);
         losses.push(lost);
@@ -361,8 +358,7 @@ fn forged_and_replayed_heartbeats_move_nothing() {
                 std::thread::sleep(Duration::from_millis(50));
             }
         })
-        .join()
-        .expect("sender");
+        .expect("send from the client's namespace");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
         lab.wait_owner(VIP4, Duration::from_secs(1)),
@@ -438,7 +434,7 @@ fn recreated_interface_is_claimed_again() {
     assert_eq!(arp_sysctls(&lab.nodes[0]), "1 2");
 
     // Recreate the node's end of the link, in the lab's own namespaces.
-    let node = lab.nodes[0].name.clone();
+    let node = lab.nodes[0].name().to_owned();
     lab.switch.ok(&["ip", "link", "del", "p0"]);
     lab.switch.ok(&[
         "ip", "link", "add", "p0", "type", "veth", "peer", "name", "eth0", "netns", &node,
@@ -451,13 +447,13 @@ fn recreated_interface_is_claimed_again() {
     let new_mac = lab.nodes[0].mac("eth0");
     assert_ne!(old_mac, new_mac);
 
+    let vip4: std::net::IpAddr = VIP4.parse().unwrap();
     let announced_mac = |lab: &mut Lab| {
         lab.speaker(0).status().and_then(|s| {
-            s["vips"]
-                .as_array()?
-                .iter()
-                .find(|v| v["vip"] == VIP4 && v["state"] == "announcing")
-                .and_then(|v| v["mac"].as_str().map(str::to_owned))
+            s.vips
+                .get(&vip4)
+                .filter(|v| v.state == "announcing")
+                .and_then(|v| v.mac.clone())
         })
     };
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -500,14 +496,10 @@ fn answers_arp_after_a_link_flap() {
     // arping asks by broadcast whatever the client's cache says, and the
     // node's kernel does not answer for a VIP on lo (arp_ignore): a reply
     // can only come from the speaker.
-    let arping = lab
-        .client
-        .exec(&["arping", "-c", "3", "-w", "3", "-I", "eth0", VIP4]);
-    let text = String::from_utf8_lossy(&arping.stdout).to_lowercase();
+    let arping = arp_responders(&lab.client, VIP4, "3");
     assert!(
-        text.lines()
-            .any(|l| (l.contains("reply from") || l.contains("bytes from")) && l.contains(&mac0)),
-        "no ARP reply from the owner after the link flap:\n{text}\n{}",
+        arping.macs.contains(&mac0),
+        "no ARP reply from the owner after the link flap: {arping:?}\n{}",
         lab.speaker(0).log_text()
     );
 }

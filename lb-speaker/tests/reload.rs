@@ -25,13 +25,7 @@ fn rewrite(lab: &mut Lab, i: usize, vips: &[&str]) {
 
 /// The distinct MACs that answer an arping for `vip` from the client.
 fn responders(lab: &Lab, vip: &str) -> Vec<String> {
-    arp_responders(&lab.client, vip, "2").0
-}
-
-fn on_lo(ns: &Ns, vip: &str) -> bool {
-    ns.ok(&["ip", "-o", "addr", "show", "dev", "lo"])
-        .split_whitespace()
-        .any(|w| w.split('/').next() == Some(vip))
+    arp_responders(&lab.client, vip, "2").macs
 }
 
 fn wait_until(what: &str, lab: &mut Lab, mut cond: impl FnMut(&mut Lab) -> bool) {

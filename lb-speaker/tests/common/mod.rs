@@ -1,177 +1,35 @@
 //! A small L2 lab for the speaker's privileged tests: a switch namespace
 //! with a bridge, N node namespaces and a client namespace, each with an
-//! `eth0` veth into the switch. Names are unique per process and test
-//! (`spk<pid>x<n>-<role>`), so tests run in parallel; everything is removed
-//! on drop, also when a test panics. Nothing touches the host namespace:
-//! veths are created inside the switch namespace and moved straight into
-//! their node namespace.
-#![allow(dead_code)]
+//! `eth0` veth into the switch. The nodes have no default route, as on a
+//! LAN segment without a gateway (the multicast test relies on that), which
+//! is why this is not netns-testkit's home-LAN `Lab`.
+//!
+//! The parts are netns-testkit's: [`Netns`] gives unique `fl<pid>l<n>-…`
+//! names (parallel tests do not collide, `cleanup_stale` finds leftovers)
+//! and deletes the namespace on drop, also when a test panics; every
+//! speaker is a [`ProcHandle`], signalled by PID only. Nothing touches the
+//! host namespace: veths are created inside the switch namespace and moved
+//! straight into their node.
+#![allow(dead_code)] // each test binary uses a different part
 
 use std::fmt::Write as _;
 use std::fs;
-use std::io::Write as _;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::PathBuf;
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
+
+use netns_testkit::probe::arp_neighbors;
+use netns_testkit::speaker_fleet::{addresses, arping, ArpingReplies, SpeakerStatus};
+use netns_testkit::{Netns, ProcHandle};
+use nix::sys::signal::Signal;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_flatlan-speaker");
 pub const VIP4: &str = "10.77.0.100";
 pub const VIP6: &str = "fd77::100";
 pub const SECRET: &str = "lab-secret-0123456789";
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// Fails (never skips) when not root: a test that cannot run must not pass.
-pub fn require_root() {
-    assert!(
-        nix::unistd::Uid::effective().is_root(),
-        "this privileged test needs root (it creates network namespaces)"
-    );
-}
-
-pub fn sh(argv: &[&str]) -> Output {
-    let out = Command::new(argv[0])
-        .args(&argv[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-    out
-}
-
-pub fn must(argv: &[&str]) -> String {
-    let out = sh(argv);
-    assert!(
-        out.status.success(),
-        "{argv:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A named network namespace, deleted on drop.
-pub struct Ns {
-    pub name: String,
-}
-
-impl Ns {
-    fn new(name: String) -> Ns {
-        must(&["ip", "netns", "add", &name]);
-        let ns = Ns { name };
-        ns.ok(&["ip", "link", "set", "lo", "up"]);
-        ns
-    }
-    pub fn exec(&self, argv: &[&str]) -> Output {
-        let mut v = vec!["ip", "netns", "exec", &self.name];
-        v.extend_from_slice(argv);
-        sh(&v)
-    }
-    pub fn ok(&self, argv: &[&str]) -> String {
-        let mut v = vec!["ip", "netns", "exec", self.name.as_str()];
-        v.extend_from_slice(argv);
-        must(&v)
-    }
-    pub fn spawn(&self, argv: &[&str], log: &Path) -> Child {
-        let f = fs::File::create(log).expect("log file");
-        let f2 = f.try_clone().expect("log file");
-        Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(argv)
-            .stdout(f)
-            .stderr(f2)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn")
-    }
-    pub fn mac(&self, dev: &str) -> String {
-        let out = self.ok(&["cat", &format!("/sys/class/net/{dev}/address")]);
-        out.trim().to_owned()
-    }
-    /// Runs `f` on a fresh thread that has entered this namespace (never on
-    /// a thread anybody else reuses).
-    pub fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> std::thread::JoinHandle<T> {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let fd = fs::File::open(&path).expect("open netns");
-            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = sh(&["ip", "netns", "del", &self.name]);
-    }
-}
-
-/// A running speaker; SIGKILLed on drop if still running.
-pub struct Speaker {
-    pub child: Option<Child>,
-    pub log: PathBuf,
-    pub config: PathBuf,
-    pub status: PathBuf,
-}
-
-impl Speaker {
-    pub fn pid(&self) -> i32 {
-        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
-    }
-    pub fn signal(&mut self, sig: nix::sys::signal::Signal) {
-        if let Some(c) = &self.child {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), sig);
-        }
-    }
-    pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(st)) = c.try_wait() {
-                    self.child = None;
-                    return Some(st);
-                }
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
-    }
-    pub fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-    pub fn status(&self) -> Option<serde_json::Value> {
-        let b = fs::read(&self.status).ok()?;
-        serde_json::from_slice(&b).ok()
-    }
-    pub fn vip_state(&self, vip: &str) -> Option<String> {
-        let s = self.status()?;
-        s["vips"]
-            .as_array()?
-            .iter()
-            .find(|v| v["vip"] == vip)
-            .map(|v| v["state"].as_str().unwrap_or("").to_owned())
-    }
-}
-
-impl Drop for Speaker {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-pub struct Lab {
-    pub dir: tempfile::TempDir,
-    pub switch: Ns,
-    pub nodes: Vec<Ns>,
-    pub client: Ns,
-    pub speakers: Vec<Option<Speaker>>,
-}
+pub const CLIENT_IP: &str = "10.77.0.2";
+const CLIENT_IP6: &str = "fd77::2";
 
 pub fn node_ip(i: usize) -> String {
     format!("10.77.0.{}", 11 + i)
@@ -179,66 +37,146 @@ pub fn node_ip(i: usize) -> String {
 pub fn node_ip6(i: usize) -> String {
     format!("fd77::{}", 11 + i)
 }
-pub const CLIENT_IP: &str = "10.77.0.2";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse()
+        .unwrap_or_else(|e| panic!("{s:?} is not an IP: {e}"))
+}
+
+/// Panicking shorthands for [`Netns`]: in a test a failed command is a
+/// failed test, and the error already carries the command's stderr.
+pub trait NetnsExt {
+    /// Runs `argv` in the namespace; its stdout. Panics unless it succeeds.
+    fn ok(&self, argv: &[&str]) -> String;
+    /// The MAC of `dev`, as `ip` prints it.
+    fn mac(&self, dev: &str) -> String;
+}
+
+impl NetnsExt for Netns {
+    fn ok(&self, argv: &[&str]) -> String {
+        let out = self
+            .exec_ok(argv)
+            .unwrap_or_else(|e| panic!("in {}: {e}", self.name()));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+    fn mac(&self, dev: &str) -> String {
+        self.link_mac(dev)
+            .unwrap_or_else(|e| panic!("MAC of {dev} in {}: {e}", self.name()))
+    }
+}
+
+/// A running (or exited) speaker.
+pub struct Speaker {
+    proc: ProcHandle,
+    /// Set once [`Speaker::wait`] has seen it exit: from then on it is no
+    /// owner, whatever its last status file says.
+    exited: Option<ExitStatus>,
+    pub config: PathBuf,
+    status: PathBuf,
+}
+
+impl Speaker {
+    pub fn signal(&mut self, sig: Signal) {
+        let _ = self.proc.kill(sig);
+    }
+    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let st = self.proc.wait_timeout(timeout);
+        if st.is_some() {
+            self.exited = st;
+        }
+        st
+    }
+    pub fn log_text(&self) -> String {
+        self.proc.log()
+    }
+    /// The last status file, if there is one and it parses.
+    pub fn status(&self) -> Option<SpeakerStatus> {
+        SpeakerStatus::parse(&fs::read(&self.status).ok()?).ok()
+    }
+    pub fn vip_state(&self, vip: &str) -> Option<String> {
+        let vip = ip(vip);
+        self.status()?.vips.get(&vip).map(|v| v.state.clone())
+    }
+    fn announces(&self, vip: &str) -> bool {
+        self.exited.is_none() && self.vip_state(vip).as_deref() == Some("announcing")
+    }
+}
+
+impl Drop for Speaker {
+    /// SIGKILL, not the handle's SIGTERM: a graceful leave would spend the
+    /// teardown handing VIPs to peers that are about to go too.
+    fn drop(&mut self) {
+        let _ = self.proc.kill(Signal::SIGKILL);
+        let _ = self.proc.wait_timeout(Duration::from_secs(5));
+    }
+}
+
+/// The lab. `speakers` is the first field, so they are gone before the
+/// namespaces (a namespace with a process in it outlives its name).
+pub struct Lab {
+    pub speakers: Vec<Option<Speaker>>,
+    pub client: Netns,
+    pub nodes: Vec<Netns>,
+    pub switch: Netns,
+    dir: tempfile::TempDir,
+}
+
+fn netns(role: &str) -> Netns {
+    Netns::new(role).unwrap_or_else(|e| panic!("namespace {role}: {e}"))
+}
+
+/// Addresses and link state of a host's `eth0`. No DAD on the lab's fresh
+/// links: until the link-local address leaves "tentative", Linux sends no
+/// NS at all (ndisc_send_ns needs a usable link-local source), so IPv6
+/// replies would stall for the first ~2 s of every test.
+fn attach(ns: &Netns, ip4: &str, ip6: &str) {
+    // /proc/sys/net is the calling thread's namespace: no process, and
+    // the host's value is never touched.
+    ns.run(|| fs::write("/proc/sys/net/ipv6/conf/eth0/accept_dad", "0"))
+        .unwrap_or_else(|e| panic!("enter {}: {e}", ns.name()))
+        .unwrap_or_else(|e| panic!("accept_dad=0 in {}: {e}", ns.name()));
+    ns.ip_batch(&format!(
+        "addr add {ip4}/24 dev eth0\naddr add {ip6}/64 dev eth0 nodad\nlink set eth0 up\n"
+    ))
+    .unwrap_or_else(|e| panic!("{}: {e}", ns.name()));
+}
 
 impl Lab {
+    /// Needs root: fails (never skips) without it.
     pub fn new(nodes: usize) -> Lab {
-        require_root();
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let prefix = format!("spk{}x{n}", std::process::id());
-        let switch = Ns::new(format!("{prefix}-sw"));
-        switch.ok(&["ip", "link", "add", "br0", "type", "bridge"]);
+        let switch = netns("spk-switch");
+        let client = netns("spk-client");
+        let node_ns: Vec<Netns> = (0..nodes).map(|i| netns(&format!("spk-node{i}"))).collect();
         // No multicast snooping: NS to solicited-node groups are flooded,
         // like on a typical home switch.
-        switch.ok(&[
-            "ip",
-            "link",
-            "set",
-            "br0",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ]);
-        switch.ok(&["ip", "link", "set", "br0", "up"]);
-        let attach = |ns: &Ns, port: &str, ip4: &str, ip6: &str| {
-            switch.ok(&[
-                "ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns",
-                &ns.name,
-            ]);
-            switch.ok(&["ip", "link", "set", port, "master", "br0", "up"]);
-            // No DAD on the lab's fresh links: until the link-local address
-            // leaves "tentative", Linux sends no NS at all (ndisc_send_ns
-            // needs a usable link-local source), so IPv6 replies would
-            // stall for the first ~2 s of every test.
-            ns.ok(&["sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0"]);
-            ns.ok(&["ip", "addr", "add", &format!("{ip4}/24"), "dev", "eth0"]);
-            ns.ok(&[
-                "ip",
-                "-6",
-                "addr",
-                "add",
-                &format!("{ip6}/64"),
-                "dev",
-                "eth0",
-                "nodad",
-            ]);
-            ns.ok(&["ip", "link", "set", "eth0", "up"]);
-        };
-        let client = Ns::new(format!("{prefix}-cl"));
-        attach(&client, "pc", CLIENT_IP, "fd77::2");
-        let mut ns = Vec::new();
-        for i in 0..nodes {
-            let node = Ns::new(format!("{prefix}-n{i}"));
-            attach(&node, &format!("p{i}"), &node_ip(i), &node_ip6(i));
-            ns.push(node);
+        let mut script =
+            String::from("link add br0 type bridge mcast_snooping 0\nlink set br0 up\n");
+        let ports = std::iter::once(("pc".to_owned(), &client)).chain(
+            node_ns
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (format!("p{i}"), n)),
+        );
+        for (port, host) in ports {
+            let _ = writeln!(
+                script,
+                "link add {port} type veth peer name eth0 netns {}\nlink set {port} master br0 up",
+                host.name()
+            );
+        }
+        switch
+            .ip_batch(&script)
+            .unwrap_or_else(|e| panic!("switch: {e}"));
+        attach(&client, CLIENT_IP, CLIENT_IP6);
+        for (i, n) in node_ns.iter().enumerate() {
+            attach(n, &node_ip(i), &node_ip6(i));
         }
         Lab {
-            dir: tempfile::tempdir().expect("tempdir"),
-            switch,
-            nodes: ns,
-            client,
             speakers: (0..nodes).map(|_| None).collect(),
+            client,
+            nodes: node_ns,
+            switch,
+            dir: tempfile::tempdir().expect("tempdir"),
         }
     }
 
@@ -261,8 +199,12 @@ impl Lab {
             node_ip(i),
             peers.join(", "),
             vips.concat(),
-            self.dir.path().join(format!("status-{i}.json")).display(),
+            self.status_path(i).display(),
         )
+    }
+
+    fn status_path(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("status-{i}.json"))
     }
 
     pub fn start(&mut self, i: usize, vips: &[&str], extra: &str) {
@@ -273,19 +215,15 @@ impl Lab {
     /// Starts node `i`'s speaker with a config file of exactly `text`.
     pub fn start_text(&mut self, i: usize, text: &str) {
         let config = self.dir.path().join(format!("config-{i}.yaml"));
-        fs::File::create(&config)
-            .and_then(|mut f| f.write_all(text.as_bytes()))
-            .expect("config");
-        let log = self.dir.path().join(format!("speaker-{i}.log"));
-        let child = self.nodes[i].spawn(
-            &[BIN, "static", "--config", config.to_str().expect("utf8")],
-            &log,
-        );
+        fs::write(&config, text).expect("config");
+        let proc = self.nodes[i]
+            .spawn(&[BIN, "static", "--config", config.to_str().expect("utf8")])
+            .expect("spawn the speaker");
         self.speakers[i] = Some(Speaker {
-            child: Some(child),
-            log,
+            proc,
+            exited: None,
             config,
-            status: self.dir.path().join(format!("status-{i}.json")),
+            status: self.status_path(i),
         });
     }
 
@@ -313,11 +251,7 @@ impl Lab {
                 .speakers
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| {
-                    s.as_ref().is_some_and(|s| {
-                        s.child.is_some() && s.vip_state(vip).as_deref() == Some("announcing")
-                    })
-                })
+                .filter(|(_, s)| s.as_ref().is_some_and(|s| s.announces(vip)))
                 .map(|(i, _)| i)
                 .collect();
             if owners.len() == 1 {
@@ -335,39 +269,32 @@ impl Lab {
 
     pub fn metrics(&self, i: usize) -> String {
         // The metrics endpoint listens on 127.0.0.1 inside the node's netns.
-        let h = self.nodes[i].run(|| {
-            flatlan_speaker::http::get("127.0.0.1:7472".parse().expect("addr"), "/metrics")
-        });
-        h.join().expect("thread").unwrap_or_default()
+        self.nodes[i]
+            .run(|| flatlan_speaker::http::get("127.0.0.1:7472".parse().expect("addr"), "/metrics"))
+            .expect("enter the node's namespace")
+            .unwrap_or_default()
     }
 }
 
-/// Captures the ARP and NDP (NS/NA) frames on `eth0` of `ns` for `dur`.
-pub fn capture(ns: &Ns, dur: Duration) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
-    let h = capture_timed(ns, dur);
+/// Captures the ARP and NDP (NS/NA) frames on `eth0` of `ns` for `dur`, on
+/// a thread of its own so the test goes on meanwhile.
+pub fn capture(ns: &Netns, dur: Duration) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
+    let ns = ns.clone();
     std::thread::spawn(move || {
-        h.join()
-            .expect("capture")
-            .into_iter()
-            .map(|(_, f)| f)
-            .collect()
-    })
-}
-
-/// Like [`capture`], with each frame's arrival time.
-pub fn capture_timed(ns: &Ns, dur: Duration) -> std::thread::JoinHandle<Vec<(Instant, Vec<u8>)>> {
-    ns.run(move || {
-        use flatlan_ipam::probe::{FrameSocket, PacketSocket};
-        let sock = PacketSocket::open("eth0").expect("AF_PACKET on eth0");
-        let mut out = Vec::new();
-        let mut buf = [0u8; 2048];
-        let end = Instant::now() + dur;
-        while let Some(left) = end.checked_duration_since(Instant::now()) {
-            if let Some(n) = sock.recv_timeout(&mut buf, left).expect("capture") {
-                out.push((Instant::now(), buf[..n].to_vec()));
+        ns.run(|| {
+            use flatlan_ipam::probe::{FrameSocket, PacketSocket};
+            let sock = PacketSocket::open("eth0").expect("AF_PACKET on eth0");
+            let mut out = Vec::new();
+            let mut buf = [0u8; 2048];
+            let end = Instant::now() + dur;
+            while let Some(left) = end.checked_duration_since(Instant::now()) {
+                if let Some(n) = sock.recv_timeout(&mut buf, left).expect("capture") {
+                    out.push(buf[..n].to_vec());
+                }
             }
-        }
-        out
+            out
+        })
+        .expect("enter the namespace")
     })
 }
 
@@ -402,32 +329,26 @@ pub fn longest_gap(seqs: &[u32]) -> u32 {
         .unwrap_or(0)
 }
 
-pub fn neigh_mac(ns: &Ns, ip: &str) -> Option<String> {
-    let out = ns.ok(&["ip", "neigh", "show", ip, "dev", "eth0"]);
-    let mut it = out.split_whitespace();
-    while let Some(w) = it.next() {
-        if w == "lladdr" {
-            return it.next().map(str::to_owned);
-        }
-    }
-    None
+/// The MAC `ns`'s neighbour cache on `eth0` holds for `ip` (v4 or v6).
+pub fn neigh_mac(ns: &Netns, ip_s: &str) -> Option<String> {
+    let want = ip(ip_s);
+    arp_neighbors(ns, "eth0")
+        .unwrap_or_else(|e| panic!("neighbours in {}: {e}", ns.name()))
+        .into_iter()
+        .find(|n| n.ip == want)
+        .and_then(|n| n.mac)
 }
 
-pub fn is_ip(s: &str) -> bool {
-    s.parse::<IpAddr>().is_ok()
+/// Who answers an `arping` for `vip` from the client, `count` probes
+/// (each broadcast, so every responder is asked every time).
+pub fn arp_responders(client: &Netns, vip: &str, count: &str) -> ArpingReplies {
+    arping(client, "eth0", ip(vip), &["-c", count, "-w", count])
+        .unwrap_or_else(|e| panic!("arping {vip}: {e}"))
 }
 
-/// The distinct MACs that answer an `arping` for `vip` from the client,
-/// and arping's output (for failure messages).
-pub fn arp_responders(client: &Ns, vip: &str, count: &str) -> (Vec<String>, String) {
-    let out = client.exec(&["arping", "-c", count, "-w", count, "-I", "eth0", vip]);
-    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
-    let mut r: Vec<String> = text
-        .lines()
-        .filter(|l| l.contains("reply from") || l.contains("bytes from"))
-        .filter_map(|l| l.split(['[', ']']).nth(1).map(str::to_owned))
-        .collect();
-    r.sort();
-    r.dedup();
-    (r, text)
+/// True if `vip` is on `lo` in `ns`.
+pub fn on_lo(ns: &Netns, vip: &str) -> bool {
+    addresses(ns, "lo")
+        .unwrap_or_else(|e| panic!("addresses of lo in {}: {e}", ns.name()))
+        .contains(&ip(vip))
 }
