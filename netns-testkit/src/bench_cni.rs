@@ -56,7 +56,7 @@ pub(crate) fn flatlan_network(
 ) -> Result<CniNetwork> {
     flatlan::init_state(state, 1)?;
     let r = range_str(range);
-    let mut conf = flatlan::plugin_conf(state, 1, &[r.as_str()]);
+    let mut conf = flatlan::plugin_conf(state, 1, &[r.as_str()])?;
     if !probe {
         conf["ipam"]["probe"] = json!({ "enabled": false });
     }

@@ -14,34 +14,31 @@ use crate::netns::Netns;
 pub const SERVICE_CIDR: &str = "10.43.0.0/16";
 pub const NETWORK_NAME: &str = "lan";
 
-/// Node `n`'s slice of the LAN: node1 .208/28, node2 .224/28, node3
-/// .240/28, as k3s `--cluster-cidr=192.168.2.208/27` with
-/// `--node-cidr-mask-size=28` gives. Nodes are numbered from 1, and the
-/// LAN's /24 has room for three slices above the router's DHCP pool.
-///
-/// # Panics
-/// For a node outside 1..=3: a wrong slice would silently overlap another
-/// node's or leave the LAN.
-pub fn node_slice(node: usize) -> String {
-    assert!(
-        (1..=3).contains(&node),
-        "node_slice: lab nodes are numbered 1..=3, got {node}"
-    );
-    format!("192.168.2.{}/28", 208 + 16 * (node - 1))
+/// Node `n`'s slice of the LAN: node1 .208/28, node2 .224/28, as k3s
+/// `--cluster-cidr=192.168.2.208/27` with `--node-cidr-mask-size=28` gives.
+/// Nodes are numbered from 1; the /27 has room for two slices, so any
+/// other node is an error (a made-up slice would overlap another node's, or
+/// the VIPs above .239).
+pub fn node_slice(node: usize) -> Result<String> {
+    if !(1..=2).contains(&node) {
+        return Err(Error::InvalidConfig(format!(
+            "node{node} has no LAN slice: the lab's /27 of pod addresses has two /28 slices, node1 and node2"
+        )));
+    }
+    Ok(format!("192.168.2.{}/28", 208 + 16 * (node - 1)))
 }
 
 /// The flatlan plugin section for `node`. `state` is the lab's scratch
 /// directory; each node keeps its store under `state/node<N>` because each
 /// node is a separate machine. `ranges` empty means the node's slice.
-pub fn plugin_conf(state: &Path, node: usize, ranges: &[&str]) -> Value {
-    let slice = node_slice(node);
-    let ranges: Vec<&str> = if ranges.is_empty() {
-        vec![slice.as_str()]
+pub fn plugin_conf(state: &Path, node: usize, ranges: &[&str]) -> Result<Value> {
+    let ranges: Vec<String> = if ranges.is_empty() {
+        vec![node_slice(node)?]
     } else {
-        ranges.to_vec()
+        ranges.iter().map(|r| r.to_string()).collect()
     };
     let dir = state.join(format!("node{node}"));
-    json!({
+    Ok(json!({
         "type": "flatlan",
         "bridge": "br0",
         "serviceCIDRs": [SERVICE_CIDR],
@@ -54,7 +51,7 @@ pub fn plugin_conf(state: &Path, node: usize, ranges: &[&str]) -> Value {
             "dataDir": dir.join("data"),
             "bootIdPath": dir.join("boot_id"),
         }
-    })
+    }))
 }
 
 /// Node `n`'s IPv6 slice of the LAN: node1 `fd00:2::1:0/112`, node2
@@ -68,8 +65,8 @@ pub fn node_slice6(node: usize) -> String {
 /// The dual-stack flatlan plugin section for `node`: [`plugin_conf`] with
 /// its IPv4 keys moved into `ipam.subnets`, plus the IPv6 prefix with the
 /// node's [`node_slice6`] and the router as IPv6 gateway.
-pub fn plugin_conf_dual(state: &Path, node: usize) -> Value {
-    let mut conf = plugin_conf(state, node, &[]);
+pub fn plugin_conf_dual(state: &Path, node: usize) -> Result<Value> {
+    let mut conf = plugin_conf(state, node, &[])?;
     let mut v4 = json!({});
     if let Some(ipam) = conf["ipam"].as_object_mut() {
         for key in ["subnet", "gateway", "ranges", "exclude"] {
@@ -89,7 +86,7 @@ pub fn plugin_conf_dual(state: &Path, node: usize) -> Value {
             ]),
         );
     }
-    conf
+    Ok(conf)
 }
 
 /// A one-plugin conflist around [`plugin_conf`], finding plugins in `bin_dir`.
@@ -97,7 +94,7 @@ pub fn network(state: &Path, node: usize, ranges: &[&str], bin_dir: &Path) -> Re
     let list = json!({
         "cniVersion": "1.1.0",
         "name": NETWORK_NAME,
-        "plugins": [plugin_conf(state, node, ranges)],
+        "plugins": [plugin_conf(state, node, ranges)?],
     });
     CniNetwork::new(list, vec![bin_dir.to_path_buf()])
 }
@@ -238,7 +235,7 @@ mod tests {
 
     #[test]
     fn dual_stack_conf_has_one_subnet_per_family() {
-        let c = plugin_conf_dual(Path::new("/tmp/x"), 2);
+        let c = plugin_conf_dual(Path::new("/tmp/x"), 2).expect("node2 has a slice");
         let ipam = &c["ipam"];
         assert!(ipam.get("subnet").is_none() && ipam.get("ranges").is_none());
         assert_eq!(ipam["subnets"][0]["subnet"], "192.168.2.0/24");
@@ -247,5 +244,17 @@ mod tests {
         assert_eq!(ipam["subnets"][1]["gateway"], "fd00:2::1");
         assert_eq!(ipam["subnets"][1]["ranges"][0], "fd00:2::2:0/112");
         assert_eq!(node_slice6(12), "fd00:2::12:0/112");
+    }
+
+    #[test]
+    fn a_node_without_a_slice_is_an_error_unless_ranges_are_given() {
+        assert_eq!(node_slice(1).expect("node1"), "192.168.2.208/28");
+        for n in [0, 3, 39] {
+            assert!(node_slice(n).is_err(), "node{n}");
+            assert!(plugin_conf(Path::new("/tmp/x"), n, &[]).is_err(), "node{n}");
+        }
+        let c = plugin_conf(Path::new("/tmp/x"), 3, &["192.168.2.60-192.168.2.61"])
+            .expect("explicit ranges need no slice");
+        assert_eq!(c["ipam"]["ranges"][0], "192.168.2.60-192.168.2.61");
     }
 }

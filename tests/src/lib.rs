@@ -101,7 +101,7 @@ impl FlatLab {
 
     /// The node's network with the flatlan plugin config edited by `edit`.
     pub fn network_with(&self, node: usize, edit: impl FnOnce(&mut Value)) -> CniNetwork {
-        let mut conf = plugin_conf(self.state.path(), node, &[]);
+        let mut conf = plugin_conf(self.state.path(), node, &[]).expect("plugin config");
         edit(&mut conf);
         let list = json!({"cniVersion": "1.1.0", "name": "lan", "plugins": [conf]});
         CniNetwork::new(list, vec![bin_dir()]).expect("valid conflist")
@@ -109,7 +109,7 @@ impl FlatLab {
 
     /// The node's dual-stack network ([`plugin_conf_dual`]).
     pub fn network_dual(&self, node: usize) -> CniNetwork {
-        let conf = plugin_conf_dual(self.state.path(), node);
+        let conf = plugin_conf_dual(self.state.path(), node).expect("plugin config");
         let list = json!({"cniVersion": "1.1.0", "name": "lan", "plugins": [conf]});
         CniNetwork::new(list, vec![bin_dir()]).expect("valid conflist")
     }

@@ -189,7 +189,7 @@ fn bad_input_gets_the_documented_code_and_leaks_nothing() {
     let netns = pod.path().display().to_string();
     let mut failures = Vec::new();
     for case in CASES {
-        let mut conf = plugin_conf(l.state.path(), 1, &[]);
+        let mut conf = plugin_conf(l.state.path(), 1, &[]).expect("plugin config");
         conf["cniVersion"] = "1.1.0".into();
         conf["name"] = "lan".into();
         let stdin = match case.edit {

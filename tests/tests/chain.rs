@@ -18,7 +18,7 @@ fn portmap_after_flatlan_works_for_add_and_del() {
         "cniVersion": "1.0.0",
         "name": "lan",
         "plugins": [
-            plugin_conf(l.state.path(), 1, &[]),
+            plugin_conf(l.state.path(), 1, &[]).expect("plugin config"),
             {"type": "portmap", "capabilities": {"portMappings": true}},
         ],
     });

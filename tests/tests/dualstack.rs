@@ -140,7 +140,7 @@ fn a_dual_stack_pod_is_a_lan_host_on_both_families() {
 #[test]
 fn ipv6_first_with_cni_0_4_0() {
     let l = FlatLab::new(LabConfig::new().nodes(1));
-    let mut conf = plugin_conf_dual(l.state.path(), 1);
+    let mut conf = plugin_conf_dual(l.state.path(), 1).expect("plugin config");
     if let Some(subnets) = conf["ipam"]["subnets"].as_array_mut() {
         subnets.reverse();
     }
@@ -289,7 +289,7 @@ fn router_advertisements_give_pods_no_slaac_address() {
     // RAs but must still not form an address of its own.
     let gw = l.pod_on(&l.network_dual(1), 1, "gw");
     let no_gw = l.network_with(1, |c| {
-        let dual = plugin_conf_dual(l.state.path(), 1);
+        let dual = plugin_conf_dual(l.state.path(), 1).expect("plugin config");
         c["ipam"] = dual["ipam"].clone();
         if let Some(s) = c["ipam"]["subnets"][1].as_object_mut() {
             s.remove("gateway");

@@ -41,7 +41,7 @@ fn fifty_concurrent_adds_per_node_from_podcidr_files_never_collide() {
             // The node agent's output: the Node's spec.podCIDRs, verbatim.
             std::fs::write(&file, json!({"podCIDRs": [SLICES[n - 1]]}).to_string())
                 .expect("range file");
-            let mut conf = plugin_conf(l.state.path(), n, &[]);
+            let mut conf = plugin_conf(l.state.path(), n, &[]).expect("plugin config");
             conf["ipam"].as_object_mut().expect("ipam").remove("ranges");
             conf["ipam"]["rangeFile"] = file.display().to_string().into();
             conf["ipam"]["exclude"] = json!(EXCLUDE);

@@ -26,7 +26,7 @@ fn add_check_del_work_in_every_supported_version() {
         let list = json!({
             "cniVersion": version,
             "name": "lan",
-            "plugins": [flatlan_e2e::plugin_conf(l.state.path(), 1, &[])],
+            "plugins": [flatlan_e2e::plugin_conf(l.state.path(), 1, &[]).expect("plugin config")],
         });
         let net = CniNetwork::new(list, vec![flatlan_e2e::bin_dir()]).expect("conflist");
         let ns = l.lab.add_pod_netns(1, &format!("v{i}")).expect("netns");
