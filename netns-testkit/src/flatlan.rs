@@ -131,12 +131,7 @@ impl Pod {
     }
 
     pub fn mac(&self) -> Option<String> {
-        self.result["interfaces"]
-            .as_array()?
-            .iter()
-            .find(|i| i.get("sandbox").is_some())?["mac"]
-            .as_str()
-            .map(str::to_string)
+        mac_of(&self.result)
     }
 }
 
@@ -173,6 +168,16 @@ pub fn ipv4_of(result: &Value) -> Option<std::net::Ipv4Addr> {
     first_ip(result)
 }
 
+/// The pod interface's MAC in a CNI result (the one with a `sandbox`).
+pub fn mac_of(result: &Value) -> Option<String> {
+    result["interfaces"]
+        .as_array()?
+        .iter()
+        .find(|i| i.get("sandbox").is_some())?["mac"]
+        .as_str()
+        .map(str::to_string)
+}
+
 /// The first IPv6 address in a CNI result.
 pub fn ipv6_of(result: &Value) -> Option<std::net::Ipv6Addr> {
     first_ip(result)
@@ -202,11 +207,14 @@ pub fn sibling_binary(name: &str) -> Result<PathBuf> {
     if name == "flatlan" {
         if let Some(p) = std::env::var_os(PLUGIN_ENV) {
             let p = PathBuf::from(p);
-            return if p.is_absolute() && p.exists() {
+            // Only its directory becomes CNI_PATH, where the runtime looks
+            // for the CNI type's name: any other file name would quietly
+            // run whatever `flatlan` sits beside it.
+            return if p.is_absolute() && p.exists() && p.file_name() == Some(name.as_ref()) {
                 Ok(p)
             } else {
                 Err(Error::InvalidConfig(format!(
-                    "{PLUGIN_ENV}={} is not an absolute path to an existing file",
+                    "{PLUGIN_ENV}={} is not an absolute path to an existing file named {name}",
                     p.display()
                 )))
             };

@@ -18,35 +18,11 @@ pub use netns_testkit::flatlan::{
     node_slice, node_slice6, plugin_conf, plugin_conf_dual, SERVICE_CIDR,
 };
 
-/// A binary built by `cargo build --workspace --bins`, found next to the
-/// test executable's directory (target/<profile>/deps/..). For `flatlan`,
-/// `FLATLAN_PLUGIN` (an absolute path) wins: CI runs some suites against
-/// the static plugin `scripts/build-release` ships.
+/// A binary built by `cargo build --workspace --bins` (for `flatlan`,
+/// `FLATLAN_PLUGIN` wins: CI runs some suites against the static plugin
+/// `scripts/build-release` ships).
 pub fn bin(name: &str) -> PathBuf {
-    if name == "flatlan" {
-        if let Some(p) = std::env::var_os(netns_testkit::flatlan::PLUGIN_ENV) {
-            let p = PathBuf::from(p);
-            assert!(
-                p.is_absolute() && p.exists(),
-                "{}={} is not an absolute path to an existing file",
-                netns_testkit::flatlan::PLUGIN_ENV,
-                p.display()
-            );
-            return p;
-        }
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace --bins` before the tests",
-        path.display()
-    );
-    path
+    netns_testkit::flatlan::sibling_binary(name).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Fails loudly instead of skipping when not root.
@@ -200,7 +176,6 @@ pub fn pod_veths(ns: &Netns) -> Vec<String> {
         .collect()
 }
 
-/// The allocations in a node's store, as JSON.
 /// The store as JSON, read under its shared lock, so a commit in flight is
 /// waited out rather than raced. No store yet is an empty store; any error
 /// panics, so it cannot read as "nothing leaked".
@@ -348,12 +323,5 @@ pub fn store_files(data_dir: &Path) -> Vec<String> {
 /// The pod interface's MAC from a CNI result; panics if absent, so two
 /// missing fields can never compare equal.
 pub fn pod_mac(result: &Value) -> String {
-    result["interfaces"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|i| i.get("sandbox").is_some())
-        .and_then(|i| i["mac"].as_str())
-        .unwrap_or_else(|| panic!("no pod interface in {result}"))
-        .to_owned()
+    netns_testkit::flatlan::mac_of(result).unwrap_or_else(|| panic!("no pod interface in {result}"))
 }

@@ -63,7 +63,7 @@ fn crash_then(cleanup: &str) {
         let veth_step = STEPS
             .iter()
             .position(|s| *s == "veth")
-            .unwrap_or(usize::MAX);
+            .expect("STEPS has a veth step");
         if i >= veth_step {
             assert_eq!(pod_veths(node).len(), 1, "step {step}: no veth to clean up");
         }

@@ -17,10 +17,6 @@ fn iptables(ns: &Netns, rule: &str) {
         .unwrap_or_else(|e| panic!("iptables {rule}: {e}"));
 }
 
-fn mac_of(ns: &Netns, dev: &str) -> String {
-    ns.link_mac(dev).expect("link MAC")
-}
-
 #[test]
 fn clusterip_to_a_pod_on_another_node_replies_from_the_clusterip() {
     let l = FlatLab::new(LabConfig::new().nodes(2));
@@ -59,7 +55,7 @@ fn loadbalancer_ip_with_local_policy_replies_from_the_lb_ip() {
 
     // The speaker would make node1 answer ARP for the VIP; pin it instead.
     let vip = Ipv4Addr::new(192, 168, 2, 240);
-    let node1_mac = mac_of(l.node_ns(1), "br0");
+    let node1_mac = l.node_ns(1).link_mac("br0").expect("br0 MAC");
     l.lab
         .client
         .exec_ok(&[

@@ -8,10 +8,6 @@ use flatlan_e2e::{assert_quarantined, settle_store, FlatLab};
 use netns_testkit::probe::{arp_neighbors, ping};
 use netns_testkit::{LabConfig, DEVICE_IP};
 
-fn mac_of(ns: &netns_testkit::Netns, dev: &str) -> String {
-    ns.link_mac(dev).expect("link MAC")
-}
-
 #[test]
 fn an_address_held_by_a_lan_device_is_skipped_and_quarantined() {
     let l = FlatLab::new(LabConfig::new().nodes(1));
@@ -28,7 +24,7 @@ fn an_address_held_by_a_lan_device_is_skipped_and_quarantined() {
             "eth0",
         ])
         .expect("static address on the device");
-    let device_mac = mac_of(&l.lab.device, "eth0");
+    let device_mac = l.lab.device.link_mac("eth0").expect("device MAC");
     ping(&l.lab.router, squatted.into(), 1, Duration::from_secs(5)).expect("router learns it");
     let before = arp_neighbors(&l.lab.router, "eth0").expect("router neighbours");
 
