@@ -427,7 +427,8 @@ fn read_until(sock: &PacketSocket, last: impl Fn(&[u8]) -> bool) -> Vec<Vec<u8>>
 /// Neighbor Solicitations and Advertisements reach userspace. B sends, from
 /// its own packet socket so the bytes are exactly these, a UDP packet, an
 /// ICMPv6 echo request, a Router Solicitation and an NS behind a Hop-by-Hop
-/// header, then a plain NS. A must see the NS and none of the others. The
+/// header, then a plain NS and an ARP probe. A's NDP sockets must see the
+/// NS and none of the others, its ARP-only socket the probe and only ARP. The
 /// userspace filter lets any IPv6 frame through, so only the BPF program
 /// can have dropped them (and whatever else B's kernel sends: MLD reports
 /// and Router Solicitations when vb comes up).
@@ -465,6 +466,9 @@ fn ndp_socket_receives_only_neighbor_solicitations_and_advertisements() {
         hop_by_hop,
     ];
     let is_ours = |f: &[u8]| NdpMessage::parse_frame(f).is_ok_and(|(_, m)| m.target() == target);
+    let arp_probe = ArpPacket::probe(MAC_B, Ipv4Addr::new(10, 99, 0, 7))
+        .to_frame()
+        .to_vec();
 
     let (ready, ready_rx) = mpsc::channel::<()>();
     let (ndp_only, arp_and_ndp, arp_only) = std::thread::scope(|s| {
@@ -476,18 +480,16 @@ fn ndp_socket_receives_only_neighbor_solicitations_and_advertisements() {
                 ready.send(()).expect("the test waits for A");
                 let ndp_frames = read_until(&ndp, is_ours);
                 let both_frames = read_until(&both, is_ours);
-                let mut arp_frames = Vec::new();
-                let mut buf = [0u8; 2048];
-                while let Some(n) = arp.try_recv(&mut buf).expect("recv") {
-                    arp_frames.push(buf[..n].to_vec());
-                }
+                let arp_frames = read_until(&arp, |f| f == arp_probe.as_slice());
                 (ndp_frames, both_frames, arp_frames)
             })
         });
         if ready_rx.recv_timeout(B_START).is_ok() {
             in_netns(&lab.b, || {
                 let sock = PacketSocket::open("vb").expect("open AF_PACKET on vb");
-                for f in others.iter().chain([&ns]) {
+                // The ARP probe goes last: A's NDP and combined readers stop
+                // at the NS, and the ARP-only one must see the probe alone.
+                for f in others.iter().chain([&ns, &arp_probe]) {
                     sock.send(f).expect("send");
                 }
             });
@@ -507,6 +509,10 @@ fn ndp_socket_receives_only_neighbor_solicitations_and_advertisements() {
             assert!(matches!(f[icmp_type], 135 | 136), "{f:02x?}");
         }
     }
+    assert!(
+        arp_only.contains(&arp_probe),
+        "the ARP-only socket never saw B's ARP probe: {arp_only:02x?}"
+    );
     for f in &arp_only {
         assert_eq!(f[12..14], EtherType::ARP.0.to_be_bytes(), "{f:02x?}");
     }

@@ -106,6 +106,10 @@ pub fn probe_many<S: FrameSocket + ?Sized>(
         .collect())
 }
 
+/// Frames read after a round's deadline, at most: far more than a LAN
+/// queues in one round's listening time, far less than a storm can send.
+const DRAIN_LIMIT: usize = 256;
+
 fn run<S: FrameSocket + ?Sized>(
     sock: &S,
     candidates: &[IpAddr],
@@ -144,8 +148,12 @@ fn run<S: FrameSocket + ?Sized>(
                 .checked_duration_since(now)
                 .filter(|d| !d.is_zero())
             else {
-                // Time is up, but what is already queued still counts.
-                while let Some(n) = sock.recv_timeout(&mut buf, Duration::ZERO)? {
+                // Time is up, but what is already queued still counts; a
+                // bounded look, so an ARP storm cannot stretch the probe.
+                for _ in 0..DRAIN_LIMIT {
+                    let Some(n) = sock.recv_timeout(&mut buf, Duration::ZERO)? else {
+                        break;
+                    };
                     classify(&buf[..n.min(buf.len())], ours, candidates, outcomes);
                 }
                 break;

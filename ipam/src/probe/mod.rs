@@ -17,7 +17,7 @@
 
 #[cfg(feature = "tokio")]
 pub mod async_socket;
-pub mod bpf;
+pub(crate) mod bpf;
 pub mod conflict;
 pub mod evidence;
 pub mod fake;
