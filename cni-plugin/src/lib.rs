@@ -98,7 +98,7 @@ fn dispatch(stdin: &[u8], version: &str) -> Result<Option<Value>> {
                     host: &mut host,
                     pod_ns: &pod_ns,
                 };
-                let added = cmd::add::add(&conf, att, &requested, node, |_| pod.finish())?;
+                let added = cmd::add::add(&conf, att, &requested, node, || pod.finish())?;
                 if added.probe_ahead {
                     spawn_probe_ahead(stdin);
                 }

@@ -96,7 +96,12 @@ mod tests {
 
     use super::*;
 
+    /// Fails with the reason, not a bare EPERM from setns, when not root.
     fn own_netns() -> File {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the netns tests call setns(2) and need root: run them via scripts/test"
+        );
         File::open("/proc/self/ns/net").expect("own netns")
     }
 

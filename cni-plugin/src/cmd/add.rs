@@ -41,7 +41,7 @@ pub fn add<H: Netlink, P: Netlink>(
     att: &Attachment,
     requested: &[std::net::IpAddr],
     node: Node<'_, H>,
-    open_pod: impl FnOnce(&File) -> Result<P>,
+    open_pod: impl FnOnce() -> Result<P>,
 ) -> Result<Added> {
     let bridge = node
         .host
@@ -85,7 +85,7 @@ fn steps<H: Netlink, P: Netlink>(
     bridge: &crate::netlink::Link,
     host: &mut H,
     pod_ns: &File,
-    open_pod: impl FnOnce(&File) -> Result<P>,
+    open_pod: impl FnOnce() -> Result<P>,
     undo: &mut Vec<Undo>,
 ) -> Result<Added> {
     use std::os::fd::AsRawFd;
@@ -121,7 +121,7 @@ fn steps<H: Netlink, P: Netlink>(
     crate::hook::maybe_abort("veth");
 
     let pod_plan = plan::pod_plan(conf, &assigned, node_ips);
-    let mut pod = open_pod(pod_ns)?;
+    let mut pod = open_pod()?;
     let pod_link = pod.link_by_name(&att.ifname)?.ok_or_else(|| {
         Error::TryAgain(format!("{} vanished from the pod namespace", att.ifname))
     })?;
@@ -166,11 +166,15 @@ mod tests {
     use super::*;
     use crate::netlink::fake::Fake;
 
+    /// No host has it: pin_bridge_mac reads the real /sys/class/net, and a
+    /// host's own br0 must not change what these tests see.
+    const BRIDGE: &str = "fltest-nobr";
+
     fn conf(dir: &std::path::Path) -> NetConf {
         std::fs::write(dir.join("boot_id"), "b1\n").unwrap();
         let v = serde_json::json!({
             "cniVersion": "1.1.0", "name": "lan", "type": "flatlan",
-            "serviceCIDRs": ["10.43.0.0/16"],
+            "bridge": BRIDGE, "serviceCIDRs": ["10.43.0.0/16"],
             "ipam": {"subnet": "192.168.2.0/24", "gateway": "192.168.2.1",
                      "ranges": ["192.168.2.210-192.168.2.211"],
                      "dataDir": dir.join("data"), "bootIdPath": dir.join("boot_id"),
@@ -196,27 +200,24 @@ mod tests {
             .unwrap()
     }
 
-    /// A node with br0 at 192.168.2.11, and a pod fake that gets an eth0
-    /// (the kernel would create it with the veth) and may fail on `fail_on`.
+    /// ADD on `host`, with `pod` as what the pod's netlink socket sees.
+    fn add_on(dir: &std::path::Path, host: &mut Fake, pod: Fake) -> Result<Added> {
+        let ns = File::open("/dev/null").unwrap();
+        let node = Node { host, pod_ns: &ns };
+        add(&conf(dir), &att(), &[], node, || Ok(pod))
+    }
+
+    /// A node with the bridge at 192.168.2.11, and a pod fake that gets an
+    /// eth0 (the kernel would create it with the veth) and may fail on
+    /// `fail_on`.
     fn run(dir: &std::path::Path, fail_on: Option<&str>) -> (Result<Added>, Fake) {
-        let conf = conf(dir);
-        let mut host = Fake::with_bridge("br0");
-        let br = host.links["br0"].index;
+        let mut host = Fake::with_bridge(BRIDGE);
+        let br = host.links[BRIDGE].index;
         host.addrs.push((br, "192.168.2.11/24".parse().unwrap()));
         let mut pod = Fake::default();
         pod.insert("eth0", Some("veth"));
         pod.fail_on = fail_on.map(str::to_string);
-        let ns = File::open("/dev/null").unwrap();
-        let r = add(
-            &conf,
-            &att(),
-            &[],
-            Node {
-                host: &mut host,
-                pod_ns: &ns,
-            },
-            |_| Ok(pod),
-        );
+        let r = add_on(dir, &mut host, pod);
         (r, host)
     }
 
@@ -258,20 +259,9 @@ mod tests {
     #[test]
     fn an_existing_host_veth_is_reported_and_not_deleted() {
         let dir = tempfile::tempdir().unwrap();
-        let conf = conf(dir.path());
-        let mut host = Fake::with_bridge("br0");
+        let mut host = Fake::with_bridge(BRIDGE);
         host.insert(&names::host_veth("c1", "eth0"), Some("veth"));
-        let ns = File::open("/dev/null").unwrap();
-        let r = add(
-            &conf,
-            &att(),
-            &[],
-            Node {
-                host: &mut host,
-                pod_ns: &ns,
-            },
-            |_| Ok(Fake::default()),
-        );
+        let r = add_on(dir.path(), &mut host, Fake::default());
         let e = r.err().expect("ADD must fail");
         assert_eq!(e.code(), crate::error::code::INTERFACE_EXISTS, "{e}");
         assert!(
