@@ -76,7 +76,7 @@ pub(crate) fn run(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> 
     let out_rx = child.stdout.take().map(spawn_reader);
     let err_rx = child.stderr.take().map(spawn_reader);
 
-    let status = wait_deadline(&mut child, started + timeout);
+    let status = wait_deadline(&mut child, crate::process::deadline_after(timeout));
     let status = match status {
         Some(s) => s,
         None => {

@@ -97,7 +97,8 @@ impl Netns {
         command::run_ok(self.exec_command(argv), None, DEFAULT_TIMEOUT)
     }
 
-    /// The MAC address of link `dev` in this namespace, as `ip` prints it.
+    /// The MAC address of link `dev` in this namespace, as sysfs shows it
+    /// (lowercase, colon-separated).
     pub fn link_mac(&self, dev: &str) -> Result<String> {
         let out = self.exec_ok(&["cat", &format!("/sys/class/net/{dev}/address")])?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())

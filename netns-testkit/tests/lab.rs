@@ -449,18 +449,11 @@ fn netns_run_spawn_and_exec_stay_inside() {
     setup();
     let ns = Netns::new("basics").expect("netns");
     assert!(ns.path().exists());
-    // A socket made in `run` belongs to the namespace: its loopback is not
-    // another namespace's, so a connection from a second namespace never
-    // reaches it. (The probe runs in a namespace of ours, never the host's.)
+    // A socket made in `run` belongs to the namespace: only a client inside
+    // it reaches its loopback. (A namespace's loopback is never reachable
+    // from another one, so a check from outside could not fail.)
     let server = probe::tcp_serve(&ns, "127.0.0.1:0".parse().expect("addr")).expect("serve");
     let addr = server.local_addr();
-    let other = Netns::new("basics2").expect("second netns");
-    let _ = probe::tcp_request(&other, addr, b"x", Duration::from_millis(200));
-    std::thread::sleep(Duration::from_millis(50));
-    assert!(
-        server.peers().is_empty(),
-        "another namespace reached this namespace's loopback"
-    );
     let reply = probe::tcp_request(&ns, addr, b"hi", Duration::from_secs(2)).expect("echo inside");
     assert_eq!(reply.reply, b"hi");
     assert_eq!(server.peers().len(), 1);

@@ -158,7 +158,7 @@ pub fn mdns_query(
     let group = SocketAddrV4::new(MDNS_GROUP, MDNS_PORT);
 
     let started = Instant::now();
-    let deadline = started + timeout;
+    let deadline = crate::process::deadline_after(timeout);
     let mut settle_until: Option<Instant> = None;
     let mut next_query = started;
     let mut records: Vec<Record> = Vec::new();
