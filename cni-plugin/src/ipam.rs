@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use flatlan_ipam::frame::EtherType;
 use flatlan_ipam::mac::MacAddr;
 use flatlan_ipam::node_range::NodeRange;
 use flatlan_ipam::probe::{probe_many, PacketSocket, ProbeOutcome};
@@ -145,7 +146,19 @@ fn probe_lan(
     ips: &[IpAddr],
     cfg: flatlan_ipam::probe::ProbeConfig,
 ) -> Result<Vec<(IpAddr, MacAddr)>> {
-    let sock = PacketSocket::open(bridge).map_err(flatlan_ipam::Error::from)?;
+    if ips.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Only the families being probed: an IPv4-only ADD opens one ARP
+    // socket, with no all-protocols tap and no IPv6 group socket.
+    let mut families = Vec::new();
+    if ips.iter().any(IpAddr::is_ipv4) {
+        families.push(EtherType::ARP);
+    }
+    if ips.iter().any(IpAddr::is_ipv6) {
+        families.push(EtherType::IPV6);
+    }
+    let sock = PacketSocket::open_filtered(bridge, &families).map_err(flatlan_ipam::Error::from)?;
     let outcomes = probe_many(&sock, ips, cfg).map_err(flatlan_ipam::Error::from)?;
     Ok(ips
         .iter()

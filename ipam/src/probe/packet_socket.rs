@@ -176,12 +176,17 @@ impl PacketSocket {
         setsockopt(&fd, sockopt::SendTimeout, &timeval(SEND_TIMEOUT))
             .map_err(sys("setsockopt(SO_SNDTIMEO)"))?;
 
-        let mcast = match UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::debug!(error = %e, "no IPv6 in this namespace; DAD group joins disabled");
-                None
+        // Only an NDP socket joins solicited-node groups.
+        let mcast = if wanted.contains(&EtherType::IPV6) {
+            match UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no IPv6 in this namespace; DAD group joins disabled");
+                    None
+                }
             }
+        } else {
+            None
         };
         tracing::debug!(ifname, ifindex, %mac, ?wanted, "opened AF_PACKET socket");
         Ok(PacketSocket {
