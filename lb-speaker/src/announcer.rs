@@ -136,6 +136,9 @@ pub struct Link {
 pub enum Phase {
     /// Not claimed.
     Idle,
+    /// Owned, waiting for the host to accept the VIP ([`Action::Assign`])
+    /// before anything is announced (see [`Announcer::confirming_assign`]).
+    Assigning,
     /// Probing before the first claim.
     Probing {
         /// When the probe window closes.
@@ -177,6 +180,9 @@ pub struct VipState {
     /// time the previous owner was last heard from, for the latency metric.
     failover_from: Option<Instant>,
     probed: bool,
+    /// The host refused the VIP ([`Announcer::assign_failed`]): not claimed
+    /// again before this. Kept across a release.
+    assign_retry_at: Option<Instant>,
 }
 
 /// All VIPs this node claims or has claimed.
@@ -185,6 +191,8 @@ pub struct Announcer {
     timers: Timers,
     metrics: Arc<Metrics>,
     vips: BTreeMap<IpAddr, VipState>,
+    /// Announce a VIP only once its `Assign` is confirmed.
+    confirm_assign: bool,
 }
 
 fn v6_src(vip: Ipv6Addr) -> Ipv6Addr {
@@ -201,7 +209,17 @@ impl Announcer {
             timers,
             metrics,
             vips: BTreeMap::new(),
+            confirm_assign: false,
         }
+    }
+
+    /// An announcer whose claims stop at [`Action::Assign`] until the
+    /// caller reports the host's answer with [`Self::assigned`] or
+    /// [`Self::assign_failed`]: nothing is sent or counted for a VIP the
+    /// host would not accept. Without it the `Assign` is taken as done.
+    pub fn confirming_assign(mut self) -> Self {
+        self.confirm_assign = true;
+        self
     }
 
     /// The VIPs and their states.
@@ -221,6 +239,15 @@ impl Announcer {
         self.vips
             .get(&vip)
             .is_some_and(|s| matches!(s.phase, Phase::Owned { .. }))
+    }
+
+    /// True if the host refused the VIP and it is not to be claimed before
+    /// the retry time (see [`Self::assign_failed`]).
+    pub fn backing_off(&self, vip: IpAddr, now: Instant) -> bool {
+        self.vips
+            .get(&vip)
+            .and_then(|s| s.assign_retry_at)
+            .is_some_and(|t| now < t)
     }
 
     /// The MAC that made the VIP's claim fail, if it is refused now.
@@ -259,16 +286,14 @@ impl Announcer {
             last_defend: None,
             failover_from: None,
             probed: false,
+            assign_retry_at: None,
         });
-        if !matches!(st.phase, Phase::Idle) {
+        if !matches!(st.phase, Phase::Idle) || st.assign_retry_at.is_some_and(|t| now < t) {
             return Vec::new();
         }
         st.link = link;
         st.failover_from = takeover;
         if takeover.is_some() || probed || self.timers.probe_timeout.is_zero() {
-            if takeover.is_some() {
-                self.metrics.failovers_total.inc();
-            }
             return self.own(now, vip);
         }
         self.start_probe(now, vip)
@@ -287,21 +312,44 @@ impl Announcer {
         probe_frames(vip, &st.link)
     }
 
+    /// Takes the VIP: asks the host to accept it, and (unless that must be
+    /// confirmed first) starts announcing it.
     fn own(&mut self, now: Instant, vip: IpAddr) -> Vec<Action> {
         let Some(st) = self.vips.get_mut(&vip) else {
             return Vec::new();
         };
         st.probed = true;
+        st.phase = Phase::Assigning;
+        let mut out = vec![Action::Assign(vip)];
+        if !self.confirm_assign {
+            out.extend(self.assigned(now, vip));
+        }
+        out
+    }
+
+    /// The host accepted the VIP ([`Action::Assign`] succeeded): announce
+    /// it. Only now is the claim counted (announcement, failover).
+    pub fn assigned(&mut self, now: Instant, vip: IpAddr) -> Vec<Action> {
+        let Some(st) = self.vips.get_mut(&vip) else {
+            return Vec::new();
+        };
+        if st.phase != Phase::Assigning {
+            return Vec::new();
+        }
+        st.assign_retry_at = None;
         st.phase = Phase::Owned {
             rounds_left: self.timers.garp_count,
             next: now,
         };
-        let mut out = vec![Action::Assign(vip)];
+        let mut out = Vec::new();
         if let IpAddr::V6(v6) = vip {
             out.push(Action::JoinSolicitedNode {
                 iface: st.link.iface.clone(),
                 vip: v6,
             });
+        }
+        if st.failover_from.is_some() {
+            self.metrics.failovers_total.inc();
         }
         self.metrics.announcements.inc();
         // The first round goes out now, not at the next tick: it is what
@@ -309,6 +357,25 @@ impl Announcer {
         // would recurse through every other VIP whose probe also ended.
         out.extend(self.round(now, vip));
         out
+    }
+
+    /// The host did not accept the VIP: it is not announced, and not
+    /// claimed again for `conflictRetry` (the engine meanwhile leaves it out
+    /// of what this node is eligible for, so another node takes it).
+    /// Nothing was added, so there is nothing to take off the host either
+    /// (unless the `Assign` was taken as done, without confirmation).
+    pub fn assign_failed(&mut self, now: Instant, vip: IpAddr) -> Vec<Action> {
+        let retry_at = now + self.timers.conflict_retry;
+        let Some(st) = self.vips.get_mut(&vip) else {
+            return Vec::new();
+        };
+        st.failover_from = None;
+        st.assign_retry_at = Some(retry_at);
+        if st.phase == Phase::Assigning {
+            st.phase = Phase::Idle;
+            return Vec::new();
+        }
+        self.release(vip)
     }
 
     /// Sends one announcement round for an owned VIP if it is due.
@@ -347,6 +414,11 @@ impl Announcer {
         };
         let was = std::mem::replace(&mut st.phase, Phase::Idle);
         let mut out = Vec::new();
+        // Assigning: the `Assign` may be in the caller's batch still; this
+        // cancels it.
+        if let Phase::Assigning = was {
+            out.push(Action::Unassign(vip));
+        }
         if let Phase::Owned { .. } = was {
             out.push(Action::Unassign(vip));
             if let IpAddr::V6(v6) = vip {
@@ -387,12 +459,14 @@ impl Announcer {
         self.due(now)
     }
 
-    /// The earliest time [`Self::due`] has work.
+    /// The earliest time [`Self::due`] has work (or a VIP's assign backoff
+    /// ends, which changes what this node is eligible for).
     pub fn next_deadline(&self) -> Option<Instant> {
+        let backoff = self.vips.values().filter_map(|s| s.assign_retry_at);
         self.vips
             .values()
             .filter_map(|s| match &s.phase {
-                Phase::Idle => None,
+                Phase::Idle | Phase::Assigning => None,
                 Phase::Probing {
                     deadline,
                     second_probe,
@@ -400,6 +474,7 @@ impl Announcer {
                 Phase::Owned { next, .. } => Some(*next),
                 Phase::Conflict { retry_at, .. } => Some(*retry_at),
             })
+            .chain(backoff)
             .min()
     }
 
@@ -411,8 +486,11 @@ impl Announcer {
             let Some(st) = self.vips.get_mut(&vip) else {
                 continue;
             };
+            if st.assign_retry_at.is_some_and(|t| now >= t) {
+                st.assign_retry_at = None;
+            }
             match st.phase.clone() {
-                Phase::Idle => {}
+                Phase::Idle | Phase::Assigning => {}
                 Phase::Probing {
                     deadline,
                     second_probe,

@@ -193,7 +193,7 @@ impl Engine {
         let vips = cfg.vips.iter().map(|v| v.address).collect();
         let engine = Engine {
             membership: Membership::new(cfg.node_name.clone(), cfg.timers.dead_interval()),
-            announcer: Announcer::new(cfg.timers.clone(), metrics.clone()),
+            announcer: Announcer::new(cfg.timers.clone(), metrics.clone()).confirming_assign(),
             vips,
             metrics,
             shared,
@@ -292,7 +292,7 @@ impl Engine {
             }
         }
         // Final word: nothing owned any more.
-        let last = self.outgoing();
+        let last = self.outgoing(Instant::now());
         self.beats.finish(last);
         self.publish(Instant::now());
         self.restore_host();
@@ -484,12 +484,18 @@ impl Engine {
         self.execute(acts);
     }
 
-    fn my_eligible(&self) -> BTreeMap<IpAddr, IfaceInfo> {
+    /// The VIPs this node may own, with their interfaces. A VIP the host
+    /// refused is left out while it backs off, so that the next node by
+    /// hash owns it rather than nobody.
+    fn my_eligible(&self, now: Instant) -> BTreeMap<IpAddr, IfaceInfo> {
         let mut out = BTreeMap::new();
         if self.leaving.is_some() {
             return out;
         }
         for v in &self.cfg.vips {
+            if self.announcer.backing_off(v.address, now) {
+                continue;
+            }
             if let Some(i) = iface::choose(&self.cfg, v, &self.ifaces) {
                 if i.running && !i.mac.is_zero() {
                     out.insert(v.address, i.clone());
@@ -525,7 +531,7 @@ impl Engine {
         // refreshed here about as often, and at once when it changed.
         if self.heartbeat_now || now >= self.next_heartbeat {
             let urgent = std::mem::take(&mut self.heartbeat_now);
-            self.beats.update(self.outgoing(), urgent);
+            self.beats.update(self.outgoing(now), urgent);
             self.next_heartbeat = now + self.cfg.timers.heartbeat_interval;
         }
         if now >= self.next_status {
@@ -611,7 +617,7 @@ impl Engine {
     }
 
     fn reconcile(&mut self, now: Instant) {
-        let mine = self.my_eligible();
+        let mine = self.my_eligible(now);
         let mut view: Vec<(String, BTreeSet<IpAddr>)> = self
             .membership
             .live()
@@ -626,6 +632,15 @@ impl Engine {
         // every heartbeat and interface poll.
         let rehashed = view != self.owner_view || self.vips != self.owner_vips;
         if rehashed {
+            let me = &self.cfg.node_name;
+            let own = |v: &[(String, BTreeSet<IpAddr>)]| {
+                v.iter().find(|(n, _)| n == me).map(|(_, s)| s.clone())
+            };
+            // Peers learn at once what we may own (an assign backoff that
+            // starts or ends, an interface down or back).
+            if own(&view) != own(&self.owner_view) {
+                self.heartbeat_now = true;
+            }
             self.desired = owners(&view, &self.vips);
             self.owner_view = view;
             self.owner_vips = self.vips.clone();
@@ -748,12 +763,17 @@ impl Engine {
     }
 
     fn execute(&mut self, acts: Vec<Action>) {
-        let acts = assign_or_release(
+        let (acts, failed) = assign_or_release(
+            Instant::now(),
             &mut self.announcer,
             &mut *self.host,
             &self.metrics,
             net_assignments(acts),
         );
+        if failed {
+            // We are no longer eligible for it: say so now.
+            self.heartbeat_now = true;
+        }
         let mut unassign = Vec::new();
         for a in acts {
             match a {
@@ -788,8 +808,8 @@ impl Engine {
     }
 
     /// What our heartbeat says now.
-    fn outgoing(&self) -> Outgoing {
-        let mine = self.my_eligible();
+    fn outgoing(&self, now: Instant) -> Outgoing {
+        let mine = self.my_eligible(now);
         let owned: BTreeSet<IpAddr> = self.announcer.owned().collect();
         let mut vips: Vec<VipEntry> = mine
             .keys()
@@ -844,6 +864,7 @@ impl Engine {
                     Some(Phase::Owned { .. }) if handing_over => "releasing",
                     Some(Phase::Owned { .. }) => "announcing",
                     Some(Phase::Probing { .. }) => "probing",
+                    Some(Phase::Assigning) => "assigning",
                     Some(Phase::Conflict { .. }) => "conflict",
                     Some(Phase::Idle) | None => "standby",
                 };
@@ -937,16 +958,20 @@ fn net_assignments(acts: Vec<Action>) -> Vec<Action> {
 
 /// Carries out the `Assign`s among `acts` first, in one batch, so traffic
 /// attracted by the announcements is accepted, and returns what is left to
-/// do. A VIP that could not be added to `lo` is not announced: an announced
-/// VIP the kernel does not accept draws the LAN's traffic to a node that
-/// drops it. Its frames are dropped and it is released (the next turn
-/// claims it again, so a passing failure heals by itself).
+/// do, with the first announcements of the VIPs the host accepted, and
+/// whether any failed. A VIP that could not be added to `lo` is not
+/// announced: an announced VIP the kernel does not accept draws the LAN's
+/// traffic to a node that drops it. It backs off for `conflictRetry`,
+/// during which this node is not eligible for it, so the next node by
+/// hash announces it; then it is claimed again, so a passing failure heals
+/// by itself.
 fn assign_or_release(
+    now: Instant,
     announcer: &mut Announcer,
     host: &mut dyn HostAddrs,
     metrics: &Metrics,
     mut acts: Vec<Action>,
-) -> Vec<Action> {
+) -> (Vec<Action>, bool) {
     let assign: Vec<IpAddr> = acts
         .iter()
         .filter_map(|a| match a {
@@ -955,27 +980,31 @@ fn assign_or_release(
         })
         .collect();
     if assign.is_empty() {
-        return acts;
+        return (acts, false);
     }
     let failed: BTreeSet<IpAddr> = host
         .add_many(&assign)
         .into_iter()
         .map(|(vip, e)| {
-            tracing::error!(%vip, "cannot add the VIP to lo: {e}; not announcing it");
+            tracing::error!(%vip, "cannot add the VIP to lo: {e}; not announcing it, \
+                leaving it to another node for a while");
             vip
         })
         .collect();
-    if failed.is_empty() {
-        return acts;
-    }
     metrics.assign_failures.add(failed.len() as u64);
+    // Frames for a refused VIP (an announcer that did not wait for the
+    // host) are not sent.
     acts.retain(|a| {
         !matches!(a, Action::Send { .. }) || !a.vip().is_some_and(|v| failed.contains(&v))
     });
-    for vip in &failed {
-        acts.extend(announcer.release(*vip));
+    for vip in assign {
+        if failed.contains(&vip) {
+            acts.extend(announcer.assign_failed(now, vip));
+        } else {
+            acts.extend(announcer.assigned(now, vip));
+        }
     }
-    acts
+    (acts, !failed.is_empty())
 }
 
 /// Takes `vips` off `lo`. Most batches (every received frame, most turns)
@@ -1073,12 +1102,13 @@ mod tests {
         let now = Instant::now();
         let claimed = ann.claim(now, vip, link.clone(), Some(now));
         let mut host = Counting::default();
-        assign_or_release(&mut ann, &mut host, &metrics, claimed);
+        assign_or_release(now, &mut ann, &mut host, &metrics, claimed);
         assert_eq!(host.calls, 1, "the claim puts the VIP on lo");
         unassign_all(&mut host, &[]);
         // A refresh round: frames only.
         let refresh = announce_frames(vip, &link);
-        let left = assign_or_release(&mut ann, &mut host, &metrics, net_assignments(refresh));
+        let (left, _) =
+            assign_or_release(now, &mut ann, &mut host, &metrics, net_assignments(refresh));
         unassign_all(&mut host, &[]);
         assert_eq!(left.len(), 2);
         assert_eq!(host.calls, 1, "no host call without an address to change");
@@ -1161,7 +1191,8 @@ vips: [{ address: 192.0.2.1 }]
     #[test]
     fn a_vip_that_cannot_be_added_is_neither_announced_nor_owned() {
         let metrics = Arc::new(Metrics::default());
-        let mut ann = Announcer::new(Timers::default(), metrics.clone());
+        let timers = Timers::default();
+        let mut ann = Announcer::new(timers.clone(), metrics.clone()).confirming_assign();
         let good: IpAddr = "10.0.0.1".parse().unwrap();
         let bad: IpAddr = "10.0.0.2".parse().unwrap();
         let link = Link {
@@ -1169,14 +1200,16 @@ vips: [{ address: 192.0.2.1 }]
             mac: MacAddr([2, 0, 0, 0, 0, 1]),
         };
         let now = Instant::now();
-        // Takeovers own at once: Assign and the first GARP round together.
+        // Takeovers own at once: the Assign, then (once the host took it)
+        // the first GARP round.
         let mut acts = ann.claim(now, good, link.clone(), Some(now));
-        acts.extend(ann.claim(now, bad, link, Some(now)));
+        acts.extend(ann.claim(now, bad, link.clone(), Some(now)));
         let mut host = FailOne {
             bad,
             added: Vec::new(),
         };
-        let left = assign_or_release(&mut ann, &mut host, &metrics, acts);
+        let (left, failed) = assign_or_release(now, &mut ann, &mut host, &metrics, acts);
+        assert!(failed);
         assert_eq!(host.added, vec![good]);
         let frames: Vec<Option<IpAddr>> = left
             .iter()
@@ -1188,8 +1221,91 @@ vips: [{ address: 192.0.2.1 }]
             vec![Some(good), Some(good)],
             "GARPs for the good VIP only"
         );
-        assert!(left.contains(&Action::Unassign(bad)));
+        assert!(
+            !left
+                .iter()
+                .any(|a| !matches!(a, Action::Assign(_)) && a.vip() == Some(bad)),
+            "nothing else to do for the bad VIP: {left:?}"
+        );
         assert!(ann.is_owned(good) && !ann.is_claimed(bad));
         assert_eq!(metrics.assign_failures.get(), 1);
+        // Only what was sent is counted.
+        assert_eq!(metrics.announcements.get(), 1);
+        assert_eq!(metrics.garps_sent.get(), 2);
+        assert_eq!(metrics.failovers_total.get(), 1);
+        assert_eq!(metrics.failover_seconds.count(), 1);
+        assert!(ann.vips()[&bad].last_announce.is_none());
+        // It backs off: not claimed again (no `ip` process each turn) until
+        // the retry time, which wakes the engine.
+        assert!(ann.backing_off(bad, now));
+        assert!(ann.claim(now, bad, link.clone(), None).is_empty());
+        let retry = now + timers.conflict_retry;
+        assert!(ann.next_deadline().is_some_and(|t| t <= retry));
+        ann.due(retry);
+        assert!(!ann.backing_off(bad, retry));
+        let again = ann.claim(retry, bad, link, None);
+        assert_eq!(again, vec![Action::Assign(bad)], "probed already");
+        let mut ok = Counting::default();
+        let (left, failed) = assign_or_release(retry, &mut ann, &mut ok, &metrics, again);
+        assert!(!failed && ann.is_owned(bad));
+        let sends = left
+            .iter()
+            .filter(|a| matches!(a, Action::Send { .. }))
+            .count();
+        assert_eq!(sends, 2, "announced now");
+        assert_eq!(metrics.announcements.get(), 2);
+    }
+
+    /// While a VIP backs off, our heartbeat leaves it out of what we are
+    /// eligible for, so every member's hash picks the next node for it.
+    #[tokio::test]
+    async fn a_vip_the_host_refused_is_left_to_the_next_node() {
+        let yaml = r#"
+node: { name: me }
+listen: "127.0.0.1:0"
+secret: "0123456789abcdef0123"
+metricsAddr: off
+assign: false
+vips: [{ address: 192.0.2.1 }, { address: 192.0.2.2 }]
+"#;
+        let no_files = |_: &std::path::Path| Err(std::io::ErrorKind::NotFound.into());
+        let cfg = Config::from_yaml(yaml, &no_files).unwrap();
+        let retry = cfg.timers.conflict_retry;
+        let (mut e, _frames) = Engine::start(cfg).await.unwrap();
+        let (good, bad): (IpAddr, IpAddr) =
+            ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let eth = IfaceInfo {
+            name: "eth9".into(),
+            index: 99,
+            mac: MacAddr([2, 0, 0, 0, 0, 9]),
+            running: true,
+            nets: vec!["192.0.2.10/24".parse().unwrap()],
+        };
+        e.ifaces = BTreeMap::from([(eth.name.clone(), eth)]);
+        e.host = Box::new(FailOne {
+            bad,
+            added: Vec::new(),
+        });
+        let now = Instant::now();
+        let eligible = |e: &Engine, t| e.my_eligible(t).into_keys().collect::<Vec<_>>();
+        assert_eq!(eligible(&e, now), vec![good, bad]);
+        let link = Link {
+            iface: "eth9".into(),
+            mac: MacAddr([2, 0, 0, 0, 0, 9]),
+        };
+        let mut acts = e.announcer.claim(now, good, link.clone(), Some(now));
+        acts.extend(e.announcer.claim(now, bad, link, Some(now)));
+        e.heartbeat_now = false;
+        e.execute(acts);
+        assert!(e.heartbeat_now, "peers are told at once");
+        assert_eq!(eligible(&e, now), vec![good]);
+        let said: Vec<IpAddr> = e.outgoing(now).hb.vips.iter().map(|v| v.addr).collect();
+        assert_eq!(said, vec![good]);
+        // Eligible again once the backoff is over (`execute` read the
+        // clock a little after `now`).
+        e.reconcile(now);
+        assert_eq!(e.desired.get(&bad), None, "nobody else is live here");
+        let later = now + retry + Duration::from_secs(1);
+        assert_eq!(eligible(&e, later), vec![good, bad]);
     }
 }

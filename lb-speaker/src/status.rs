@@ -17,8 +17,8 @@ pub struct VipStatus {
     pub vip: String,
     /// Its owner in this node's view (`None`: nobody eligible).
     pub owner: Option<String>,
-    /// This node's state: `announcing`, `probing`, `conflict`, `standby`,
-    /// `releasing`.
+    /// This node's state: `announcing`, `probing`, `assigning` (waiting
+    /// for `lo` to take it), `conflict`, `standby`, `releasing`.
     pub state: String,
     /// Announcing interface on this node.
     pub interface: Option<String>,
