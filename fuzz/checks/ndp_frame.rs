@@ -7,7 +7,7 @@
 
 use std::net::Ipv6Addr;
 
-use flatlan_ipam::frame::checksum::icmpv6_checksum;
+use flatlan_ipam::frame::checksum::icmpv6_checksum_of_message;
 use flatlan_ipam::frame::ether::HEADER_LEN;
 use flatlan_ipam::frame::ndp::{
     ICMP_CHECKSUM_OFFSET, IP6_DST_OFFSET, IP6_HEADER_LEN, IP6_PLEN_OFFSET, IP6_SRC_OFFSET,
@@ -41,9 +41,8 @@ pub fn with_fixed_checksum(data: &[u8]) -> Option<Vec<u8>> {
     };
     let (src, dst) = (addr(IP6_SRC_OFFSET)?, addr(IP6_DST_OFFSET)?);
     let mut out = data.to_vec();
+    let sum = icmpv6_checksum_of_message(src, dst, &out[icmp_at..end]);
     let ck = icmp_at + ICMP_CHECKSUM_OFFSET;
-    out[ck..ck + 2].fill(0);
-    let sum = icmpv6_checksum(src, dst, &out[icmp_at..end]);
     out[ck..ck + 2].copy_from_slice(&sum.to_be_bytes());
     Some(out)
 }
