@@ -108,65 +108,30 @@ impl SpeakerStatus {
     /// there with the right type: a renamed field must fail loudly, not
     /// read as "owns nothing".
     pub fn parse(json: &[u8]) -> Result<SpeakerStatus> {
-        let bad = |detail: String| Error::Probe {
-            what: "parse a flatlan-speaker status document".to_owned(),
-            detail,
-        };
-        let v: Value = serde_json::from_slice(json).map_err(|source| Error::Json {
-            what: "parse a flatlan-speaker status document".to_owned(),
+        let what = "parse a flatlan-speaker status document";
+        let raw: RawStatus = serde_json::from_slice(json).map_err(|source| Error::Json {
+            what: what.to_owned(),
             source,
         })?;
-        let node = v["node"]
-            .as_str()
-            .ok_or_else(|| bad("no \"node\" string".into()))?
-            .to_owned();
-        let updated_unix_ms = v["updated_unix_ms"]
-            .as_u64()
-            .ok_or_else(|| bad("no \"updated_unix_ms\" number".into()))?;
-        let leaving = v["leaving"]
-            .as_bool()
-            .ok_or_else(|| bad("no \"leaving\" bool".into()))?;
-        let members = v["members"]
-            .as_array()
-            .ok_or_else(|| bad("no \"members\" list".into()))?
-            .iter()
-            .map(|m| m.as_str().map(str::to_owned))
-            .collect::<Option<BTreeSet<String>>>()
-            .ok_or_else(|| bad("a member that is not a string".into()))?;
         let mut vips = BTreeMap::new();
-        for e in v["vips"]
-            .as_array()
-            .ok_or_else(|| bad("no \"vips\" list".into()))?
-        {
-            let vip: IpAddr = e["vip"]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| bad(format!("a VIP entry without a valid \"vip\": {e}")))?;
-            let state = e["state"]
-                .as_str()
-                .ok_or_else(|| bad(format!("{vip}: no \"state\"")))?
-                .to_owned();
-            let opt = |k: &str| -> Result<Option<String>> {
-                match &e[k] {
-                    Value::Null => Ok(None),
-                    Value::String(s) => Ok(Some(s.clone())),
-                    other => Err(bad(format!("{vip}: \"{k}\" is {other}"))),
-                }
-            };
+        for e in raw.vips {
             let view = VipView {
-                state,
-                owner: opt("owner")?,
-                mac: opt("mac")?.map(|m| m.to_ascii_lowercase()),
+                state: e.state,
+                owner: e.owner,
+                mac: e.mac.map(|m| m.to_ascii_lowercase()),
             };
-            if vips.insert(vip, view).is_some() {
-                return Err(bad(format!("{vip} is listed twice")));
+            if vips.insert(e.vip, view).is_some() {
+                return Err(Error::Probe {
+                    what: what.to_owned(),
+                    detail: format!("{} is listed twice", e.vip),
+                });
             }
         }
         Ok(SpeakerStatus {
-            node,
-            updated_unix_ms,
-            members,
-            leaving,
+            node: raw.node,
+            updated_unix_ms: raw.updated_unix_ms,
+            members: raw.members,
+            leaving: raw.leaving,
             vips,
         })
     }
@@ -179,6 +144,24 @@ impl SpeakerStatus {
             .map(|(ip, _)| *ip)
             .collect()
     }
+}
+
+/// The status file as written; [`SpeakerStatus::parse`] checks it.
+#[derive(serde::Deserialize)]
+struct RawStatus {
+    node: String,
+    updated_unix_ms: u64,
+    members: BTreeSet<String>,
+    leaving: bool,
+    vips: Vec<RawVip>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawVip {
+    vip: IpAddr,
+    state: String,
+    owner: Option<String>,
+    mac: Option<String>,
 }
 
 /// `flatlan-speaker static` on each of a lab's nodes, by node position
@@ -278,14 +261,14 @@ impl<'a> SpeakerFleet<'a> {
     }
 
     /// Where speaker `i` writes its status.
-    pub fn status_path(&self, i: usize) -> PathBuf {
+    fn status_path(&self, i: usize) -> PathBuf {
         self.dir
             .path()
             .join(format!("status-{}.json", self.name(i)))
     }
 
     /// The config file of speaker `i` (the schema of lb-speaker/src/config.rs).
-    pub fn config_yaml(&self, i: usize) -> Result<String> {
+    fn config_yaml(&self, i: usize) -> Result<String> {
         let node = self.node(i)?;
         let peers: Vec<String> = self
             .lab
@@ -307,7 +290,7 @@ impl<'a> SpeakerFleet<'a> {
     /// Starts speaker `i` without waiting for it. Its old status file is
     /// removed first: a killed speaker's last one still lists what it held,
     /// and the new one must not be read before it has written its own.
-    pub fn spawn(&mut self, i: usize) -> Result<()> {
+    fn spawn(&mut self, i: usize) -> Result<()> {
         if self.is_running(i) {
             return Err(Error::InvalidConfig(format!(
                 "the speaker on {} is already running",
@@ -335,7 +318,7 @@ impl<'a> SpeakerFleet<'a> {
 
     /// Waits until speaker `i` logged that it is ready (its sockets are
     /// bound and leftovers removed); fails early if it exits.
-    pub fn wait_ready(&mut self, i: usize, timeout: Duration) -> Result<()> {
+    fn wait_ready(&mut self, i: usize, timeout: Duration) -> Result<()> {
         let name = self.name(i);
         self.procs
             .get_mut(i)
