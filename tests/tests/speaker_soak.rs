@@ -359,7 +359,6 @@ impl std::fmt::Display for Settled {
 struct Soak<'a> {
     lab: &'a Lab,
     fleet: SpeakerFleet<'a>,
-    vips: Vec<IpAddr>,
     macs: BTreeMap<String, String>,
     connected: BTreeSet<String>,
     isolated: BTreeSet<String>,
@@ -372,7 +371,7 @@ struct Soak<'a> {
 impl Soak<'_> {
     fn expect(&self) -> Expect<'_> {
         Expect {
-            vips: &self.vips,
+            vips: self.fleet.vips(),
             macs: &self.macs,
             connected: self.connected.clone(),
             isolated: self.isolated.clone(),
@@ -445,21 +444,26 @@ impl Soak<'_> {
         Settled { converged, arp }
     }
 
+    /// The soak's VIPs on node `i`'s `lo`.
+    fn vips_on_lo(&self, i: usize) -> BTreeSet<IpAddr> {
+        let node = self.fleet.node(i).expect("node");
+        let vips = self.fleet.vips();
+        speaker_fleet::addresses(&node.ns, "lo")
+            .expect("ip addr show dev lo")
+            .into_iter()
+            .filter(|a| vips.contains(a))
+            .collect()
+    }
+
     /// Every running speaker's node has exactly its held VIPs on `lo`
     /// (none without `assign`).
     fn check_lo(&mut self, what: &str, owners: &Owners) {
-        let all: BTreeSet<IpAddr> = self.vips.iter().copied().collect();
         for i in 0..self.fleet.len() {
             if !self.fleet.is_running(i) {
                 continue;
             }
             let name = self.fleet.name(i);
-            let node = self.fleet.node(i).expect("node");
-            let on_lo: BTreeSet<IpAddr> = speaker_fleet::addresses(&node.ns, "lo")
-                .expect("ip addr show dev lo")
-                .intersection(&all)
-                .copied()
-                .collect();
+            let on_lo = self.vips_on_lo(i);
             let held: BTreeSet<IpAddr> = owners
                 .iter()
                 .filter(|(_, o)| self.assign && **o == name)
@@ -651,9 +655,8 @@ fn soak(mut options: FleetOptions) {
             "addr add {CLIENT_SUBNET_IP}/{VIP_PREFIX_LEN} dev eth0\n"
         ))
         .expect("VIP subnet on the client");
-    let vips = vip_list();
     let bin = flatlan_e2e::bin("flatlan-speaker");
-    let fleet = SpeakerFleet::with_options(&lab, bin, vips.clone(), options).expect("fleet");
+    let fleet = SpeakerFleet::with_options(&lab, bin, vip_list(), options).expect("fleet");
     let mut macs = BTreeMap::new();
     for i in 0..fleet.len() {
         let n = fleet.node(i).expect("node");
@@ -663,7 +666,6 @@ fn soak(mut options: FleetOptions) {
     let mut soak = Soak {
         lab: &lab,
         fleet,
-        vips,
         macs,
         connected: names,
         isolated: BTreeSet::new(),
@@ -746,12 +748,7 @@ fn soak(mut options: FleetOptions) {
             .terminate(i, Duration::from_secs(10))
             .expect("final SIGTERM");
         assert!(st.success(), "{} exited with {st}", soak.fleet.name(i));
-        let node = soak.fleet.node(i).expect("node");
-        let left: Vec<IpAddr> = speaker_fleet::addresses(&node.ns, "lo")
-            .expect("lo")
-            .into_iter()
-            .filter(|a| soak.vips.contains(a))
-            .collect();
+        let left: Vec<IpAddr> = soak.vips_on_lo(i).into_iter().collect();
         assert!(
             left.is_empty(),
             "{} left {} VIPs on lo after a clean exit: {:?}",
