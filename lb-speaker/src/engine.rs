@@ -339,7 +339,8 @@ impl Engine {
 
     /// Applies what of `new` a running speaker can take (see
     /// [`crate::reload`]): new VIPs are claimed in the next turn, dropped
-    /// ones handed over or released.
+    /// ones held until their successor announces them (released at once if
+    /// no peer has them).
     pub fn apply_config(&mut self, now: Instant, new: &Config) {
         let plan = reload::plan(&self.cfg, new);
         for field in &plan.needs_restart {
@@ -704,7 +705,10 @@ impl Engine {
             }
             let owned = self.announcer.is_owned(vip);
             let succ = desired.get(&vip);
-            let link_ok = mine.contains_key(&vip) || self.leaving.is_some();
+            // A VIP dropped by a reload is handed over like one we leave:
+            // held while its link still runs, until the successor announces.
+            let link_ok =
+                mine.contains_key(&vip) || self.leaving.is_some() || self.retiring_link_runs(vip);
             let release_now = !owned || !link_ok || succ.is_none();
             let succ_announces = succ.is_some_and(|s| {
                 self.membership
@@ -740,6 +744,18 @@ impl Engine {
             self.next_status = now;
         }
         self.execute(batch);
+    }
+
+    /// True if `vip` was dropped by a reload and the link it is claimed on
+    /// still runs, so it can be held until it is handed over.
+    fn retiring_link_runs(&self, vip: IpAddr) -> bool {
+        self.retiring.contains(&vip)
+            && self
+                .announcer
+                .vips()
+                .get(&vip)
+                .and_then(|s| self.ifaces.get(&s.link.iface))
+                .is_some_and(|i| i.running)
     }
 
     /// Prepares `i` for claiming a VIP of the family `v6` says: sysctls,
@@ -819,9 +835,14 @@ impl Engine {
             })
             .collect();
         // While leaving we are eligible for nothing, but still report what
-        // we announce, so successors see when we let go.
+        // we announce, so successors see when we let go (peers drop a
+        // leaving node from their view at once). A VIP dropped by a reload
+        // is not reported while we hold it: peers take every VIP listed for
+        // one we may own, and would leave it to us. Its successor probes
+        // it (our answer comes from a member's MAC: no conflict) and
+        // announces it, and then we let go.
         for v in &owned {
-            if !mine.contains_key(v) {
+            if self.leaving.is_some() && !mine.contains_key(v) {
                 vips.push(VipEntry {
                     addr: *v,
                     owned: true,
@@ -1307,5 +1328,78 @@ vips: [{ address: 192.0.2.1 }, { address: 192.0.2.2 }]
         assert_eq!(e.desired.get(&bad), None, "nobody else is live here");
         let later = now + retry + Duration::from_secs(1);
         assert_eq!(eligible(&e, later), vec![good, bad]);
+    }
+
+    /// A VIP a reload drops is handed over make-before-break, like one we
+    /// leave: held until the node that takes it announces it (then one
+    /// interval more), and released at once only when no peer has it.
+    #[tokio::test]
+    async fn a_vip_dropped_by_a_reload_is_held_until_its_successor_announces_it() {
+        let yaml = |vips: &str| {
+            format!(
+                "node: {{ name: me }}\nlisten: \"127.0.0.1:0\"\nsecret: \"0123456789abcdef0123\"\n\
+                 metricsAddr: off\nassign: false\nvips: [{vips}]\n"
+            )
+        };
+        let no_files = |_: &std::path::Path| Err(std::io::ErrorKind::NotFound.into());
+        let all = "{ address: 192.0.2.1 }, { address: 192.0.2.2 }, { address: 192.0.2.3 }";
+        let cfg = Config::from_yaml(&yaml(all), &no_files).unwrap();
+        let interval = cfg.timers.heartbeat_interval;
+        let (mut e, _frames) = Engine::start(cfg).await.unwrap();
+        let [kept, handed, alone]: [IpAddr; 3] =
+            ["192.0.2.1", "192.0.2.2", "192.0.2.3"].map(|v| v.parse().unwrap());
+        let mac = MacAddr([2, 0, 0, 0, 0, 9]);
+        let eth = IfaceInfo {
+            name: "eth9".into(),
+            index: 99,
+            mac,
+            running: true,
+            nets: vec!["192.0.2.10/24".parse().unwrap()],
+        };
+        e.ifaces = BTreeMap::from([(eth.name.clone(), eth)]);
+        let link = Link {
+            iface: "eth9".into(),
+            mac,
+        };
+        let now = Instant::now();
+        let mut acts = Vec::new();
+        for v in [kept, handed, alone] {
+            acts.extend(e.announcer.claim(now, v, link.clone(), Some(now)));
+        }
+        e.execute(acts);
+        // A peer that may take `handed` (not `alone`), and does not yet.
+        let peer = |seq, owned| Heartbeat {
+            node: "peer".into(),
+            nonce: 1,
+            seq,
+            leaving: false,
+            macs: Vec::new(),
+            vips: vec![VipEntry {
+                addr: handed,
+                owned,
+            }],
+        };
+        e.membership.observe(now, &peer(1, false));
+        let new = Config::from_yaml(&yaml("{ address: 192.0.2.1 }"), &no_files).unwrap();
+        e.apply_config(now, &new);
+        e.reconcile(now);
+        e.retire();
+        assert!(e.announcer.is_owned(handed), "held for its successor");
+        assert!(!e.announcer.is_claimed(alone), "nobody to hand it to");
+        assert!(!e.vips.contains(&alone) && e.vips.contains(&handed));
+        // Not offered to peers as ours: they would wait for us.
+        let said: Vec<IpAddr> = e.outgoing(now).hb.vips.iter().map(|v| v.addr).collect();
+        assert_eq!(said, vec![kept]);
+        // The successor announces it: one interval of overlap, then gone.
+        e.membership.observe(now, &peer(2, true));
+        e.reconcile(now);
+        assert!(e.announcer.is_owned(handed), "overlap");
+        let later = now + interval;
+        e.membership.observe(later, &peer(3, true));
+        e.reconcile(later);
+        e.retire();
+        assert!(!e.announcer.is_claimed(handed));
+        assert_eq!(e.vips, vec![kept]);
+        assert!(e.announcer.is_owned(kept));
     }
 }

@@ -4,8 +4,10 @@
 //! A running speaker takes a new VIP list, peer list and interface allow
 //! list without a restart: the engine reads those at decision time, so a
 //! new VIP is probed and announced in one probe window (no warm-up listen,
-//! which only a starting daemon needs), and a dropped VIP is handed over or
-//! released like any VIP this node no longer should own. Everything else
+//! which only a starting daemon needs), and a dropped VIP is handed over
+//! make-before-break like the VIPs of a leaving node: still announced here
+//! until the peer that takes it announces it too, or released at once when
+//! no peer has it. Everything else
 //! (node name, sockets, secret, timers, `assign`, endpoints) is fixed at
 //! start: changing it live would need the sockets or the peers' view
 //! rebuilt, so such changes are reported and ignored until a restart.

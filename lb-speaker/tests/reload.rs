@@ -1,5 +1,6 @@
 //! SIGHUP in static mode: a running speaker takes new VIPs, drops removed
-//! ones (handing them over where a peer still has them), and keeps its
+//! ones (handing them over, make-before-break, where a peer still has
+//! them), and keeps its
 //! running config whole when the new file is bad. Root, in the private
 //! namespace lab of `common`.
 
@@ -107,4 +108,17 @@ fn sighup_adds_and_drops_vips_and_refuses_a_bad_file() {
     });
     assert_eq!(responders(&lab, VIP4), vec![lab.nodes[next].mac("eth0")]);
     assert!(!on_lo(&lab.nodes[owner], VIP4));
+    // Make-before-break: the old owner let go only once the peer's
+    // heartbeat showed it announcing (released at once, it would log
+    // handed_over=false).
+    let log = lab.speaker(owner).log_text();
+    let released: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("releasing") && l.contains(VIP4))
+        .collect();
+    assert!(
+        !released.is_empty() && released.iter().all(|l| l.contains("handed_over=true")),
+        "{VIP4} released before its successor announced it; logs:\n{}",
+        lab.logs()
+    );
 }
