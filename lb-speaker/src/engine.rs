@@ -947,12 +947,14 @@ impl Engine {
         }
     }
 
-    /// Releases everything without waiting (the handoff timed out).
+    /// Releases everything without waiting (the handoff timed out), in
+    /// one batch: one `ip` process, not one per VIP.
     fn release_all(&mut self) {
+        let mut acts = Vec::new();
         for v in self.vips.clone() {
-            let acts = self.announcer.release(v);
-            self.execute(acts);
+            acts.extend(self.announcer.release(v));
         }
+        self.execute(acts);
     }
 }
 
@@ -1401,5 +1403,53 @@ vips: [{ address: 192.0.2.1 }, { address: 192.0.2.2 }]
         assert!(!e.announcer.is_claimed(handed));
         assert_eq!(e.vips, vec![kept]);
         assert!(e.announcer.is_owned(kept));
+    }
+
+    /// A handoff timeout releases every VIP with one host call.
+    #[tokio::test]
+    async fn releasing_everything_takes_one_host_call() {
+        struct Dels(Arc<std::sync::Mutex<Vec<usize>>>);
+        impl HostAddrs for Dels {
+            fn prepare_iface(&mut self, _: &str) -> Result<()> {
+                Ok(())
+            }
+            fn add(&mut self, _: IpAddr) -> Result<()> {
+                Ok(())
+            }
+            fn del(&mut self, _: IpAddr) -> Result<()> {
+                Ok(())
+            }
+            fn del_many(&mut self, vips: &[IpAddr]) -> Vec<(IpAddr, Error)> {
+                self.0.lock().unwrap().push(vips.len());
+                Vec::new()
+            }
+        }
+        let yaml = r#"
+node: { name: me }
+listen: "127.0.0.1:0"
+secret: "0123456789abcdef0123"
+metricsAddr: off
+assign: false
+vips: [{ address: 192.0.2.1 }, { address: 192.0.2.2 }, { address: 192.0.2.3 }]
+"#;
+        let no_files = |_: &std::path::Path| Err(std::io::ErrorKind::NotFound.into());
+        let cfg = Config::from_yaml(yaml, &no_files).unwrap();
+        let (mut e, _frames) = Engine::start(cfg).await.unwrap();
+        let dels = Arc::new(std::sync::Mutex::new(Vec::new()));
+        e.host = Box::new(Dels(dels.clone()));
+        let link = Link {
+            iface: "eth9".into(),
+            mac: MacAddr([2, 0, 0, 0, 0, 9]),
+        };
+        let now = Instant::now();
+        let mut acts = Vec::new();
+        for v in e.vips.clone() {
+            acts.extend(e.announcer.claim(now, v, link.clone(), Some(now)));
+        }
+        e.execute(acts);
+        assert_eq!(e.announcer.owned().count(), 3);
+        e.release_all();
+        assert_eq!(e.announcer.owned().count(), 0);
+        assert_eq!(*dels.lock().unwrap(), vec![3]);
     }
 }
