@@ -35,7 +35,8 @@ pub trait HostAddrs: Send {
     /// Sets `arp_ignore`/`arp_announce` on the announcing interface and
     /// remembers the values it replaced, for [`Self::restore_ifaces`]. The
     /// engine calls it once per interface (again only if the interface was
-    /// recreated, whose fresh values are then the ones to restore).
+    /// recreated, with a new ifindex, whose fresh values are then the ones
+    /// to restore; not for a new MAC on the same device).
     fn prepare_iface(&mut self, iface: &str) -> Result<()>;
     /// Puts back the sysctl values [`Self::prepare_iface`] replaced (clean
     /// exit, once nothing is assigned any more).

@@ -556,18 +556,25 @@ impl Engine {
 
     fn poll_ifaces(&mut self, now: Instant) {
         self.next_iface_poll = now + IFACE_POLL;
-        let fresh = match iface::discover() {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!("interface poll: {e}");
-                return;
-            }
-        };
+        match iface::discover() {
+            Ok(fresh) => self.on_ifaces(now, fresh),
+            Err(e) => tracing::warn!("interface poll: {e}"),
+        }
+    }
+
+    /// Acts on what an interface poll found.
+    fn on_ifaces(&mut self, now: Instant, fresh: BTreeMap<String, IfaceInfo>) {
         let mut came_back = Vec::new();
         let mut recreated = Vec::new();
         for (name, i) in &fresh {
             let was = self.ifaces.get(name);
             if was.is_some_and(|w| w.index != i.index || w.mac != i.mac) {
+                // A new device starts with default sysctls: prepare it
+                // again. A new MAC on the same device keeps ours, and
+                // preparing again would save them as the originals.
+                if was.is_some_and(|w| w.index != i.index) {
+                    self.prepared.remove(name);
+                }
                 recreated.push(name.clone());
                 continue;
             }
@@ -595,13 +602,11 @@ impl Engine {
         // A VIP claimed on a recreated interface (or one whose MAC changed)
         // would stay "owned" with no socket and a stale MAC: deaf to ARP/NS
         // while peers think it is served. Release it (after dropping the old
-        // sockets, so there is nothing to leave), and forget the interface
-        // was prepared: a new device starts with default sysctls. The
-        // reconcile that follows claims it again on the new device, which
-        // opens fresh sockets, sets the sysctls and announces the new MAC.
+        // sockets, so there is nothing to leave). The reconcile that follows
+        // claims it again, which opens fresh sockets, sets the sysctls of a
+        // new device and announces the new MAC.
         for name in recreated {
             tracing::warn!(iface = %name, "interface recreated or its MAC changed: claiming its VIPs again");
-            self.prepared.remove(&name);
             let on_it: Vec<IpAddr> = self
                 .announcer
                 .vips()
@@ -1451,5 +1456,73 @@ vips: [{ address: 192.0.2.1 }, { address: 192.0.2.2 }, { address: 192.0.2.3 }]
         e.release_all();
         assert_eq!(e.announcer.owned().count(), 0);
         assert_eq!(*dels.lock().unwrap(), vec![3]);
+    }
+
+    /// A new MAC on the same device releases and re-claims its VIPs but
+    /// does not prepare the device again: that would save our own sysctl
+    /// values as the ones to restore. A recreated device is prepared anew.
+    #[tokio::test]
+    async fn only_a_new_device_is_prepared_again() {
+        struct Prepares(Arc<std::sync::Mutex<usize>>);
+        impl HostAddrs for Prepares {
+            fn prepare_iface(&mut self, _: &str) -> Result<()> {
+                *self.0.lock().unwrap() += 1;
+                Ok(())
+            }
+            fn add(&mut self, _: IpAddr) -> Result<()> {
+                Ok(())
+            }
+            fn del(&mut self, _: IpAddr) -> Result<()> {
+                Ok(())
+            }
+        }
+        let yaml = r#"
+node: { name: me }
+listen: "127.0.0.1:0"
+secret: "0123456789abcdef0123"
+metricsAddr: off
+assign: false
+vips: [{ address: 192.0.2.1 }]
+"#;
+        let no_files = |_: &std::path::Path| Err(std::io::ErrorKind::NotFound.into());
+        let cfg = Config::from_yaml(yaml, &no_files).unwrap();
+        let (mut e, _frames) = Engine::start(cfg).await.unwrap();
+        e.cfg.assign = true;
+        let prepares = Arc::new(std::sync::Mutex::new(0));
+        e.host = Box::new(Prepares(prepares.clone()));
+        let vip: IpAddr = "192.0.2.1".parse().unwrap();
+        let eth = |index, last| IfaceInfo {
+            name: "eth9".into(),
+            index,
+            mac: MacAddr([2, 0, 0, 0, 0, last]),
+            running: true,
+            nets: vec!["192.0.2.10/24".parse().unwrap()],
+        };
+        let only = |i: IfaceInfo| BTreeMap::from([(i.name.clone(), i)]);
+        e.ifaces = only(eth(99, 1));
+        // The socket cannot open on a device that does not exist; the
+        // sysctls come first.
+        let _ = e.ensure_sockets(&eth(99, 1), false);
+        assert_eq!(*prepares.lock().unwrap(), 1);
+        let now = Instant::now();
+        let link = Link {
+            iface: "eth9".into(),
+            mac: MacAddr([2, 0, 0, 0, 0, 1]),
+        };
+        let acts = e.announcer.claim(now, vip, link, Some(now));
+        e.execute(acts);
+        assert!(e.announcer.is_owned(vip));
+
+        e.on_ifaces(now, only(eth(99, 2)));
+        assert!(
+            !e.announcer.is_claimed(vip),
+            "claimed again with the new MAC"
+        );
+        let _ = e.ensure_sockets(&eth(99, 2), false);
+        assert_eq!(*prepares.lock().unwrap(), 1, "the same device: not again");
+
+        e.on_ifaces(now, only(eth(100, 2)));
+        let _ = e.ensure_sockets(&eth(100, 2), false);
+        assert_eq!(*prepares.lock().unwrap(), 2, "a new device");
     }
 }
