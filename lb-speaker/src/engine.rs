@@ -163,6 +163,7 @@ impl Engine {
             clone()?,
             cfg.secret.clone(),
             cfg.timers.heartbeat_interval,
+            heartbeat::engine_stall(cfg.timers.dead_interval()),
             metrics.clone(),
         )?;
         let udp =

@@ -13,8 +13,8 @@
 //! promptly even when the engine's thread is not.
 //!
 //! A heartbeat still means "this speaker works": if the engine has not
-//! finished a turn for [`ENGINE_STALL`] it is wedged, not busy, and the
-//! thread falls silent so that peers take its VIPs over.
+//! finished a turn for [`engine_stall`] of the dead interval it is wedged,
+//! not busy, and the thread falls silent so that peers take its VIPs over.
 
 use std::collections::BTreeSet;
 use std::io::ErrorKind;
@@ -27,11 +27,23 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::wire::{self, Heartbeat};
 
+/// The least [`engine_stall`]: far above any turn of a working speaker (a
+/// failover of 1,000 VIPs in a debug build on a loaded machine: about half
+/// a second).
+pub const MIN_ENGINE_STALL: Duration = Duration::from_secs(2);
+
+/// How many dead intervals the engine may go without finishing a turn.
+const STALL_DEAD_INTERVALS: u32 = 10;
+
 /// How long the engine may go without finishing a turn before heartbeats
-/// stop. Far above any turn of a working speaker (a failover of 1,000 VIPs
-/// in a debug build on a loaded machine: about half a second), and low
-/// enough that a wedged one loses its VIPs within seconds.
-pub const ENGINE_STALL: Duration = Duration::from_secs(10);
+/// stop, for peers that declare a member dead after `dead_interval`: ten of
+/// those, and at least [`MIN_ENGINE_STALL`]. A wedged speaker then loses
+/// its VIPs a few seconds after it stopped working (3 s with the default
+/// timers), and slower timers, whose failovers are slower anyway, give a
+/// busy engine more room.
+pub fn engine_stall(dead_interval: Duration) -> Duration {
+    (dead_interval * STALL_DEAD_INTERVALS).max(MIN_ENGINE_STALL)
+}
 
 /// How often the thread looks again while it has nothing to send yet.
 const IDLE: Duration = Duration::from_secs(1);
@@ -67,17 +79,20 @@ struct Clock {
     next: Instant,
     /// When the engine last finished a turn (or handed over a heartbeat).
     engine_alive: Instant,
+    /// How long the engine may take before it counts as wedged.
+    stall: Duration,
     /// Send what is urgent, then end the thread.
     stop: bool,
 }
 
 impl Clock {
-    fn new(now: Instant) -> Self {
+    fn new(now: Instant, stall: Duration) -> Self {
         Clock {
             out: None,
             urgent: false,
             next: now,
             engine_alive: now,
+            stall,
             stop: false,
         }
     }
@@ -100,10 +115,18 @@ impl Clock {
         if !self.urgent && now < self.next {
             return Decision::Wait(self.next - now);
         }
-        if now.saturating_duration_since(self.engine_alive) > ENGINE_STALL {
+        if now.saturating_duration_since(self.engine_alive) > self.stall {
             return Decision::Silent;
         }
         Decision::Send
+    }
+
+    /// A heartbeat was due and withheld: the next is due an interval
+    /// later. What was urgent is dropped too, or the thread would spin on
+    /// it until the engine works again.
+    fn withheld(&mut self, now: Instant, interval: Duration) {
+        self.urgent = false;
+        self.next = now + interval;
     }
 }
 
@@ -128,15 +151,18 @@ pub struct Sender {
 
 impl Sender {
     /// Starts the thread. `socket` is (a clone of) the heartbeat socket, so
-    /// heartbeats keep their source port and multicast settings.
+    /// heartbeats keep their source port and multicast settings. `stall`
+    /// is how long the engine may go without a turn before heartbeats are
+    /// withheld ([`engine_stall`]).
     pub fn spawn(
         socket: UdpSocket,
         secret: Vec<u8>,
         interval: Duration,
+        stall: Duration,
         metrics: Arc<Metrics>,
     ) -> Result<Sender> {
         let shared = Arc::new(Shared {
-            clock: Mutex::new(Clock::new(Instant::now())),
+            clock: Mutex::new(Clock::new(Instant::now(), stall)),
             wake: Condvar::new(),
         });
         let run = Run {
@@ -232,12 +258,13 @@ impl Run {
                     drop(self.shared.wake.wait_timeout(c, d));
                 }
                 Decision::Silent => {
-                    c.next = now + self.interval;
+                    c.withheld(now, self.interval);
+                    let stall = c.stall;
                     drop(c);
                     if !self.silent {
                         self.silent = true;
                         tracing::error!(
-                            "the engine has not finished a turn for over {ENGINE_STALL:?}: \
+                            "the engine has not finished a turn for over {stall:?}: \
                              heartbeats withheld, so that peers take our VIPs over"
                         );
                     }
@@ -327,7 +354,9 @@ mod tests {
     #[test]
     fn sends_on_time_at_once_when_changed_or_urgent_never_for_a_wedged_engine() {
         let t0 = Instant::now();
-        let mut c = Clock::new(t0);
+        let stall = engine_stall(Duration::from_millis(300));
+        assert_eq!(stall, 3000 * MS, "ten dead intervals");
+        let mut c = Clock::new(t0, stall);
         assert_eq!(c.decide(t0), Decision::Wait(IDLE), "nothing to say yet");
         c.hand_over(t0, out("a"), false);
         assert_eq!(c.decide(t0), Decision::Send);
@@ -347,11 +376,25 @@ mod tests {
         c.urgent = false;
         c.engine_alive = t0;
         // A busy engine (a long turn) does not hold heartbeats back ...
-        assert_eq!(c.decide(t0 + 5000 * MS), Decision::Send);
-        // ... a wedged one does.
-        assert_eq!(c.decide(t0 + ENGINE_STALL + MS), Decision::Silent);
-        c.engine_alive = t0 + ENGINE_STALL;
-        assert_eq!(c.decide(t0 + ENGINE_STALL + MS), Decision::Send);
+        assert_eq!(c.decide(t0 + 2500 * MS), Decision::Send);
+        // ... a wedged one does, also when something was urgent, and then
+        // waits an interval rather than deciding again at once.
+        c.urgent = true;
+        let t1 = t0 + stall + MS;
+        assert_eq!(c.decide(t1), Decision::Silent);
+        c.withheld(t1, 100 * MS);
+        assert_eq!(c.decide(t1), Decision::Wait(100 * MS));
+        c.engine_alive = t0 + stall;
+        assert_eq!(c.decide(t1 + 100 * MS), Decision::Send);
+    }
+
+    #[test]
+    fn the_stall_limit_follows_the_dead_interval_with_a_floor() {
+        assert_eq!(engine_stall(Duration::from_millis(30)), MIN_ENGINE_STALL);
+        assert_eq!(
+            engine_stall(Duration::from_secs(3)),
+            Duration::from_secs(30)
+        );
     }
 
     fn receiver() -> (UdpSocket, SocketAddr) {
@@ -382,6 +425,7 @@ mod tests {
             socket,
             b"0123456789abcdef".to_vec(),
             interval,
+            engine_stall(interval * 3),
             metrics.clone(),
         )
         .expect("spawn");
