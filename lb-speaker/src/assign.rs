@@ -223,29 +223,47 @@ fn per_vip(
 /// going past a failed line, so every other line still takes effect and
 /// only the returned ones need handling.
 fn batch(lines: &[String]) -> Result<Vec<(usize, String)>> {
-    use std::io::Write as _;
     // Nothing to do is no process: the engine's turns and every received
     // frame end here, and an exec per frame (an ARP storm, a peer's GARP
     // burst for hundreds of VIPs) starved the event loop for seconds.
     if lines.is_empty() {
         return Ok(Vec::new());
     }
+    let mut ip = Command::new("ip");
+    ip.args(["-force", "-batch", "-"]);
+    run_batch(ip, lines)
+}
+
+/// Feeds `lines` to `cmd`'s stdin and parses its stderr as `ip -batch`'s.
+/// The script is written from a thread of its own while stderr is read:
+/// `ip` reports each failed line as it goes, and with thousands failing
+/// it would block on a full stderr pipe while we blocked on a full stdin.
+/// The child is always waited for, also when the write fails.
+fn run_batch(mut cmd: Command, lines: &[String]) -> Result<Vec<(usize, String)>> {
+    use std::io::Write as _;
     let script: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    let mut child = Command::new("ip")
-        .args(["-force", "-batch", "-"])
+    let mut child = cmd
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| Error::sys("ip -batch", e))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|e| Error::sys("ip -batch", e))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| Error::sys("ip -batch", e))?;
+    let stdin = child.stdin.take();
+    let (written, out) = std::thread::scope(|s| {
+        let writer = s.spawn(move || match stdin {
+            // Dropped at the end: the end of the script.
+            Some(mut stdin) => stdin.write_all(script.as_bytes()),
+            None => Err(std::io::Error::other("no stdin")),
+        });
+        let out = child.wait_with_output();
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the writer panicked")));
+        (written, out)
+    });
+    let out = out.map_err(|e| Error::sys("ip -batch", e))?;
+    // Not all of the script was read: we cannot tell what took effect.
+    written.map_err(|e| Error::sys("ip -batch: write the script", e))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     let failed = failed_lines(&stderr);
     if !out.status.success() && failed.is_empty() {
@@ -309,5 +327,46 @@ mod tests {
         // A batch that could not run at all fails every VIP.
         let all = per_vip(&vips, Err(Error::Bench("x".into())), is_absent);
         assert_eq!(all.len(), 4);
+    }
+
+    /// A batch whose every line fails, like thousands of deletes of absent
+    /// addresses: the command reports each failure on stderr while it
+    /// still reads the script, far more than a pipe holds. Written before
+    /// stderr was read, this deadlocked.
+    #[test]
+    fn a_batch_that_fills_stderr_while_reading_its_script_completes() {
+        let n = 5000;
+        let lines: Vec<String> = (0..n)
+            .map(|i| format!("addr del 10.{}.{}.1/32 dev lo", i / 256, i % 256))
+            .collect();
+        // What `ip -force -batch -` prints for each failed line.
+        let mut fake = Command::new("sh");
+        fake.args([
+            "-c",
+            "n=0; while read -r l; do n=$((n+1)); \
+             echo \"Error: ipv4: Address not found ($l).\" >&2; \
+             echo \"Command failed -:$n\" >&2; done; exit 1",
+        ]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(run_batch(fake, &lines));
+        });
+        let failed = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the batch ends (no pipe deadlock)")
+            .expect("ran");
+        assert_eq!(failed.len(), n);
+        assert_eq!(failed[n - 1].0, n - 1);
+        assert!(failed.iter().all(|(_, m)| is_absent(m)));
+    }
+
+    /// A command that exits without reading its script is still waited
+    /// for, and the batch is an error: what took effect is unknown.
+    #[test]
+    fn a_batch_whose_script_is_not_read_is_an_error() {
+        let lines: Vec<String> = (0..50_000).map(|i| format!("addr del {i}")).collect();
+        let mut fake = Command::new("sh");
+        fake.args(["-c", "exit 0"]);
+        assert!(run_batch(fake, &lines).is_err());
     }
 }
