@@ -298,13 +298,19 @@ impl Lab {
         )
     }
 
-    /// Starts (or restarts) the speaker on node `i`.
-    pub(super) fn start(&mut self, i: usize, vips: &[&str]) -> Result<()> {
+    /// Writes node `i`'s config file with `vips` and returns its path.
+    fn write_config(&self, i: usize, vips: &[&str]) -> Result<PathBuf> {
         let config = self.dir.join(format!("config-{i}.yaml"));
         fs::write(&config, self.config_text(i, vips)).map_err(|e| Error::File {
             path: config.display().to_string(),
             source: e,
         })?;
+        Ok(config)
+    }
+
+    /// Starts (or restarts) the speaker on node `i`.
+    pub(super) fn start(&mut self, i: usize, vips: &[&str]) -> Result<()> {
+        let config = self.write_config(i, vips)?;
         let status = self.dir.join(format!("status-{i}.json"));
         // A killed speaker's last status still says "announcing".
         let _ = fs::remove_file(&status);
@@ -327,11 +333,7 @@ impl Lab {
     /// Rewrites node `i`'s config with `vips` and sends SIGHUP; returns
     /// when the signal is sent.
     pub(super) fn reconfigure(&mut self, i: usize, vips: &[&str]) -> Result<()> {
-        let config = self.dir.join(format!("config-{i}.yaml"));
-        fs::write(&config, self.config_text(i, vips)).map_err(|e| Error::File {
-            path: config.display().to_string(),
-            source: e,
-        })?;
+        self.write_config(i, vips)?;
         self.speaker(i)?.signal(nix::sys::signal::Signal::SIGHUP)
     }
 

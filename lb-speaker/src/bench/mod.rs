@@ -62,6 +62,24 @@ const GARP_TIMEOUT_MS: f64 = (GARP_CAPTURE.as_millis() - GARP_LEAD.as_millis()) 
 const RELOAD_CAPTURE: Duration = Duration::from_secs(1);
 /// A reload trial that saw no GARP counts as this.
 const RELOAD_TIMEOUT_MS: f64 = (RELOAD_CAPTURE.as_millis() - GARP_LEAD.as_millis()) as f64;
+/// The subnet the reload trials' VIPs come from, added to the node's
+/// `eth0` (so the speaker announces them there), and its address there.
+const RELOAD_NET: &str = "10.79.0.1/16";
+/// Reload trials' VIPs per /24 of `RELOAD_NET` (.1 to .250).
+const RELOAD_VIPS_PER_24: usize = 250;
+/// The most reload trials: one VIP each, never reused (a VIP the speaker
+/// has probed once is claimed without a probe, and would measure less).
+pub const MAX_RELOAD_TRIALS: usize = 254 * RELOAD_VIPS_PER_24;
+
+/// Trial `i`'s VIP: 10.79.1.1, 10.79.1.2, ... 10.79.1.250, 10.79.2.1, ...
+fn reload_vip(i: usize) -> Option<Ipv4Addr> {
+    if i >= MAX_RELOAD_TRIALS {
+        return None;
+    }
+    let third = u8::try_from(1 + i / RELOAD_VIPS_PER_24).ok()?;
+    let fourth = u8::try_from(1 + i % RELOAD_VIPS_PER_24).ok()?;
+    Some(Ipv4Addr::new(10, 79, third, fourth))
+}
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -103,6 +121,7 @@ pub struct BenchReport {
     pub arp_reply_p99_ms: Option<f64>,
     pub rss_mb_1000_vips: Option<f64>,
     /// Trials that measured nothing (all figures): see the module doc.
+    /// The sum of the per-figure counts, [`BenchReport::total_failed`].
     pub failed_trials: usize,
     /// Crash trials where the pings never resumed; in the failover
     /// percentiles as `CRASH_TIMEOUT_MS` (2.2 s) each.
@@ -157,6 +176,13 @@ pub fn percentile_with_failures(
     let mut all = samples.to_vec();
     all.resize(samples.len() + failed, timeout);
     percentile(&all, p)
+}
+
+/// The median and the 95th percentile of a figure's trials, failed ones
+/// counted as `timeout` (see [`percentile_with_failures`]).
+pub fn quantiles(samples: &[f64], failed: usize, timeout: f64) -> (Option<f64>, Option<f64>) {
+    let p = |q| percentile_with_failures(samples, failed, timeout, q);
+    (p(0.5), p(0.95))
 }
 
 /// What a `ping -D` printed.
@@ -299,13 +325,17 @@ fn first_garp_trial(opts: &BenchOptions) -> Result<Option<f64>> {
 /// rewritten, SIGHUP) and times the signal to the first GARP for it.
 fn reload_trials(opts: &BenchOptions, r: &mut BenchReport) -> Result<()> {
     let mut lab = Lab::new(&opts.speaker, 1)?;
+    lab.nodes[0].ok(&["ip", "addr", "add", RELOAD_NET, "dev", "eth0"])?;
     lab.start(0, &[VIP4])?;
     lab.wait_owner(VIP4, Duration::from_secs(10))?;
     let mut vips = vec![VIP4.to_owned()];
     for i in 0..opts.reload_trials {
-        let new = format!("10.77.0.{}", 120 + i % 100);
-        let vip = parse_v4(&new)?;
-        vips.push(new);
+        let vip = reload_vip(i).ok_or_else(|| {
+            Error::Bench(format!(
+                "at most {MAX_RELOAD_TRIALS} reload trials (one new VIP each)"
+            ))
+        })?;
+        vips.push(vip.to_string());
         let refs: Vec<&str> = vips.iter().map(String::as_str).collect();
         let cap = lab
             .client
@@ -320,16 +350,11 @@ fn reload_trials(opts: &BenchOptions, r: &mut BenchReport) -> Result<()> {
             None => r.first_garp_failed_trials += 1,
         }
     }
-    let p = |q| {
-        percentile_with_failures(
-            &r.first_garp_samples_ms,
-            r.first_garp_failed_trials,
-            RELOAD_TIMEOUT_MS,
-            q,
-        )
-    };
-    r.first_garp_ms = p(0.5);
-    r.first_garp_p95_ms = p(0.95);
+    (r.first_garp_ms, r.first_garp_p95_ms) = quantiles(
+        &r.first_garp_samples_ms,
+        r.first_garp_failed_trials,
+        RELOAD_TIMEOUT_MS,
+    );
     eprintln!(
         "config to first GARP ms: {:?}, failed (no GARP seen): {}",
         r.first_garp_samples_ms, r.first_garp_failed_trials
@@ -351,18 +376,16 @@ fn capture_first_garp(vip: Ipv4Addr, dur: Duration) -> Result<Option<Instant>> {
     let sock = eth0_arp()?;
     let mut buf = [0u8; 2048];
     let end = Instant::now() + dur;
-    while Instant::now() < end {
-        match sock.try_recv(&mut buf)? {
-            Some(n) => {
-                let now = Instant::now();
-                if let Ok((_, a)) = ArpPacket::parse_frame(&buf[..n]) {
-                    if a.is_gratuitous() && a.spa == vip {
-                        return Ok(Some(now));
-                    }
-                }
+    // Woken by the frame itself (poll), not by a polling interval.
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        let Some(n) = sock.recv_timeout(&mut buf, left)? else {
+            break;
+        };
+        let now = Instant::now();
+        if let Ok((_, a)) = ArpPacket::parse_frame(&buf[..n]) {
+            if a.is_gratuitous() && a.spa == vip {
+                return Ok(Some(now));
             }
-            // Nothing queued: poll at 1 ms, which bounds the error.
-            None => thread::sleep(Duration::from_millis(1)),
         }
     }
     Ok(None)
@@ -380,20 +403,18 @@ fn arp_round_trips(requests: usize) -> Result<Vec<f64>> {
     let mut out = Vec::new();
     for _ in 0..requests {
         let t = Instant::now();
+        let end = t + Duration::from_millis(100);
         sock.send(&req)?;
-        while t.elapsed() < Duration::from_millis(100) {
-            match sock.try_recv(&mut buf)? {
-                Some(n) => {
-                    if let Ok((_, a)) = ArpPacket::parse_frame(&buf[..n]) {
-                        if a.op == ArpOp::Reply && a.spa == vip {
-                            out.push(t.elapsed().as_secs_f64() * 1000.0);
-                            break;
-                        }
-                    }
+        // Woken by the reply itself (poll): no sleep to set the resolution.
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            let Some(n) = sock.recv_timeout(&mut buf, left)? else {
+                break;
+            };
+            if let Ok((_, a)) = ArpPacket::parse_frame(&buf[..n]) {
+                if a.op == ArpOp::Reply && a.spa == vip {
+                    out.push(t.elapsed().as_secs_f64() * 1000.0);
+                    break;
                 }
-                // Spin (yielding) rather than sleep: a sleep would be the
-                // measurement's resolution.
-                None => thread::yield_now(),
             }
         }
         thread::sleep(Duration::from_millis(5));
@@ -419,6 +440,12 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         return Err(Error::Bench(
             "needs root: it builds network namespaces".into(),
         ));
+    }
+    if opts.reload_trials > MAX_RELOAD_TRIALS {
+        return Err(Error::Bench(format!(
+            "{} reload trials asked for, at most {MAX_RELOAD_TRIALS} (one new VIP each)",
+            opts.reload_trials
+        )));
     }
     let mut r = BenchReport {
         arp_requests: opts.arp_requests,
@@ -454,16 +481,8 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         );
     }
     drop(lab);
-    let failover = |p| {
-        percentile_with_failures(
-            &r.failover_ms,
-            r.failover_failed_trials,
-            CRASH_TIMEOUT_MS,
-            p,
-        )
-    };
-    r.failover_p50_ms = failover(0.5);
-    r.failover_p95_ms = failover(0.95);
+    (r.failover_p50_ms, r.failover_p95_ms) =
+        quantiles(&r.failover_ms, r.failover_failed_trials, CRASH_TIMEOUT_MS);
 
     for _ in 0..opts.garp_trials {
         match first_garp_trial(opts)? {
@@ -471,19 +490,17 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
             None => r.start_garp_failed_trials += 1,
         }
     }
-    r.start_to_first_garp_ms = percentile_with_failures(
+    (r.start_to_first_garp_ms, _) = quantiles(
         &r.start_garp_samples_ms,
         r.start_garp_failed_trials,
         GARP_TIMEOUT_MS,
-        0.5,
     );
     eprintln!(
         "start to first GARP ms: {:?}, failed (no GARP seen): {}",
         r.start_garp_samples_ms, r.start_garp_failed_trials
     );
     reload_trials(opts, &mut r)?;
-    r.failed_trials =
-        r.failover_failed_trials + r.start_garp_failed_trials + r.first_garp_failed_trials;
+    r.failed_trials = r.total_failed();
 
     let mut lab = Lab::new(&opts.speaker, 1)?;
     lab.start(0, &[VIP4])?;
@@ -545,6 +562,11 @@ fn failed(n: usize, timeout_ms: f64) -> String {
 }
 
 impl BenchReport {
+    /// Trials that measured nothing, over every figure.
+    pub fn total_failed(&self) -> usize {
+        self.failover_failed_trials + self.start_garp_failed_trials + self.first_garp_failed_trials
+    }
+
     /// A Markdown table for docs/BENCHMARKS.md.
     pub fn render_markdown(&self) -> String {
         let mut s = String::new();
@@ -600,7 +622,7 @@ impl BenchReport {
             mb(self.rss_mb_1000_vips),
             mb(self.rss_mb_1_vip)
         );
-        let _ = writeln!(s, "\nfailed trials: {}", self.failed_trials);
+        let _ = writeln!(s, "\nfailed trials: {}", self.total_failed());
         s
     }
 }
@@ -637,6 +659,31 @@ mod tests {
         assert_eq!(percentile_with_failures(&[], 2, 2900.0, 0.5), Some(2900.0));
         assert_eq!(percentile_with_failures(&[], 0, 2900.0, 0.5), None);
         assert_eq!(CRASH_TIMEOUT_MS, 2200.0);
+    }
+
+    #[test]
+    fn quantiles_are_the_median_and_the_95th_percentile_with_failures() {
+        let v: Vec<f64> = (1..=18).map(|x| f64::from(x) * 10.0).collect();
+        assert_eq!(
+            quantiles(&v, 2, CRASH_TIMEOUT_MS),
+            (Some(110.0), Some(CRASH_TIMEOUT_MS))
+        );
+        assert_eq!(quantiles(&[], 0, 1.0), (None, None));
+    }
+
+    #[test]
+    fn every_reload_trial_gets_a_vip_of_its_own() {
+        let vips: std::collections::BTreeSet<Ipv4Addr> =
+            (0..MAX_RELOAD_TRIALS).filter_map(reload_vip).collect();
+        assert_eq!(vips.len(), MAX_RELOAD_TRIALS);
+        let net: ipnet::Ipv4Net = RELOAD_NET.parse().unwrap();
+        assert!(vips.iter().all(|v| net.contains(v)
+            && v.octets()[3] != 0
+            && v.octets()[3] != 255
+            && *v != net.addr()));
+        assert_eq!(reload_vip(0), Some(Ipv4Addr::new(10, 79, 1, 1)));
+        assert_eq!(reload_vip(250), Some(Ipv4Addr::new(10, 79, 2, 1)));
+        assert_eq!(reload_vip(MAX_RELOAD_TRIALS), None);
     }
 
     #[test]
