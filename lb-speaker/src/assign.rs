@@ -41,26 +41,15 @@ pub trait HostAddrs: Send {
     /// Puts back the sysctl values [`Self::prepare_iface`] replaced (clean
     /// exit, once nothing is assigned any more).
     fn restore_ifaces(&mut self) {}
-    /// Adds `vip` to `lo`.
-    fn add(&mut self, vip: IpAddr) -> Result<()>;
-    /// Removes `vip` from `lo`; absent is fine (see [`is_absent`]).
-    fn del(&mut self, vip: IpAddr) -> Result<()>;
-    /// Adds several VIPs at once (a claim burst after a failover can move
-    /// hundreds) and returns the ones that could not be added: the caller
-    /// must not announce those. The default adds them one by one.
-    fn add_many(&mut self, vips: &[IpAddr]) -> Vec<(IpAddr, Error)> {
-        vips.iter()
-            .filter_map(|v| self.add(*v).err().map(|e| (*v, e)))
-            .collect()
-    }
-    /// Removes several VIPs and returns the ones that could not be removed
-    /// (absent ones are fine and not returned). One failure does not stop
-    /// the others.
-    fn del_many(&mut self, vips: &[IpAddr]) -> Vec<(IpAddr, Error)> {
-        vips.iter()
-            .filter_map(|v| self.del(*v).err().map(|e| (*v, e)))
-            .collect()
-    }
+    /// Adds VIPs to `lo`, all at once (a claim burst after a failover can
+    /// move hundreds), and returns the ones that could not be added: the
+    /// caller must not announce those. Nothing to add costs nothing.
+    fn add_many(&mut self, vips: &[IpAddr]) -> Vec<(IpAddr, Error)>;
+    /// Removes VIPs from `lo` and returns the ones that could not be
+    /// removed (absent ones are fine and not returned, see [`is_absent`]).
+    /// One failure does not stop the others. Nothing to remove costs
+    /// nothing.
+    fn del_many(&mut self, vips: &[IpAddr]) -> Vec<(IpAddr, Error)>;
 }
 
 /// True if `ip addr del` failed only because the address was not there:
@@ -80,11 +69,11 @@ impl HostAddrs for NoAssign {
     fn prepare_iface(&mut self, _: &str) -> Result<()> {
         Ok(())
     }
-    fn add(&mut self, _: IpAddr) -> Result<()> {
-        Ok(())
+    fn add_many(&mut self, _: &[IpAddr]) -> Vec<(IpAddr, Error)> {
+        Vec::new()
     }
-    fn del(&mut self, _: IpAddr) -> Result<()> {
-        Ok(())
+    fn del_many(&mut self, _: &[IpAddr]) -> Vec<(IpAddr, Error)> {
+        Vec::new()
     }
 }
 
@@ -101,13 +90,6 @@ fn host_net(vip: IpAddr) -> String {
         IpAddr::V4(a) => format!("{a}/32"),
         IpAddr::V6(a) => format!("{a}/128"),
     }
-}
-
-fn ip(args: &[&str]) -> Result<std::process::Output> {
-    Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| Error::sys(format!("ip {}", args.join(" ")), e))
 }
 
 impl HostAddrs for LoopbackAssign {
@@ -133,29 +115,7 @@ impl HostAddrs for LoopbackAssign {
         }
     }
 
-    fn add(&mut self, vip: IpAddr) -> Result<()> {
-        let net = host_net(vip);
-        let mut args = vec!["addr", "replace", net.as_str(), "dev", "lo"];
-        if vip.is_ipv6() {
-            args.push("nodad");
-        }
-        let out = ip(&args)?;
-        if !out.status.success() {
-            return Err(Error::sys(
-                format!("ip {}", args.join(" ")),
-                std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
-            ));
-        }
-        Ok(())
-    }
-
     fn add_many(&mut self, vips: &[IpAddr]) -> Vec<(IpAddr, Error)> {
-        if vips.len() <= 1 {
-            return vips
-                .iter()
-                .filter_map(|v| self.add(*v).err().map(|e| (*v, e)))
-                .collect();
-        }
         // One `ip -batch` instead of one process per VIP: 1,000 execs
         // would stall the event loop (and the heartbeats) for seconds.
         let lines: Vec<String> = vips
@@ -177,20 +137,6 @@ impl HostAddrs for LoopbackAssign {
             .map(|v| format!("addr del {} dev lo", host_net(*v)))
             .collect();
         per_vip(vips, batch(&lines), is_absent)
-    }
-
-    fn del(&mut self, vip: IpAddr) -> Result<()> {
-        let net = host_net(vip);
-        let args = ["addr", "del", net.as_str(), "dev", "lo"];
-        let out = ip(&args)?;
-        let msg = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-        if out.status.success() || is_absent(&msg) {
-            return Ok(());
-        }
-        Err(Error::sys(
-            format!("ip {}", args.join(" ")),
-            std::io::Error::other(msg),
-        ))
     }
 }
 

@@ -1008,9 +1008,6 @@ fn assign_or_release(
             _ => None,
         })
         .collect();
-    if assign.is_empty() {
-        return (acts, false);
-    }
     let failed: BTreeSet<IpAddr> = host
         .add_many(&assign)
         .into_iter()
@@ -1037,12 +1034,8 @@ fn assign_or_release(
 }
 
 /// Takes `vips` off `lo`. Most batches (every received frame, most turns)
-/// release nothing: then the host is not touched at all, since each call
-/// may start an `ip` process on the event loop.
+/// release nothing, which costs nothing ([`HostAddrs`]).
 fn unassign_all(host: &mut dyn HostAddrs, vips: &[IpAddr]) {
-    if vips.is_empty() {
-        return;
-    }
     for (vip, e) in host.del_many(vips) {
         tracing::warn!(%vip, "cannot remove the VIP from lo: {e}");
     }
@@ -1068,53 +1061,63 @@ mod tests {
     use crate::announcer::{announce_frames, Link};
     use crate::config::Timers;
 
-    /// Accepts every VIP but `bad`.
-    struct FailOne {
-        bad: IpAddr,
+    /// What the fake host was asked.
+    #[derive(Debug, Default)]
+    struct HostLog {
+        /// The VIP it refuses to add.
+        bad: Option<IpAddr>,
         added: Vec<IpAddr>,
+        /// The sizes of the non-empty batches (adds and deletes): each
+        /// one an `ip` process for the real host.
+        batches: Vec<usize>,
+        deleted: Vec<usize>,
+        prepared: usize,
     }
 
-    impl HostAddrs for FailOne {
+    /// A host that records what it is asked and refuses `bad`; clones
+    /// share the record, so a test keeps one while the engine owns another.
+    #[derive(Clone, Default)]
+    struct FakeHost(Arc<std::sync::Mutex<HostLog>>);
+
+    impl FakeHost {
+        fn refusing(bad: IpAddr) -> Self {
+            let h = FakeHost::default();
+            h.log().bad = Some(bad);
+            h
+        }
+
+        fn log(&self) -> std::sync::MutexGuard<'_, HostLog> {
+            self.0.lock().unwrap()
+        }
+    }
+
+    impl HostAddrs for FakeHost {
         fn prepare_iface(&mut self, _: &str) -> Result<()> {
+            self.log().prepared += 1;
             Ok(())
         }
-        fn add(&mut self, vip: IpAddr) -> Result<()> {
-            if vip == self.bad {
-                return Err(Error::sys(
-                    "ip addr replace",
-                    std::io::Error::other("EPERM"),
-                ));
+        fn add_many(&mut self, vips: &[IpAddr]) -> Vec<(IpAddr, Error)> {
+            let mut log = self.log();
+            if !vips.is_empty() {
+                log.batches.push(vips.len());
             }
-            self.added.push(vip);
-            Ok(())
+            let mut failed = Vec::new();
+            for v in vips {
+                if Some(*v) == log.bad {
+                    let e = std::io::Error::other("EPERM");
+                    failed.push((*v, Error::sys("ip addr replace", e)));
+                } else {
+                    log.added.push(*v);
+                }
+            }
+            failed
         }
-        fn del(&mut self, _: IpAddr) -> Result<()> {
-            Ok(())
-        }
-    }
-
-    /// Counts the batch calls, each of which may be an `ip` process.
-    #[derive(Default)]
-    struct Counting {
-        calls: usize,
-    }
-
-    impl HostAddrs for Counting {
-        fn prepare_iface(&mut self, _: &str) -> Result<()> {
-            Ok(())
-        }
-        fn add(&mut self, _: IpAddr) -> Result<()> {
-            Ok(())
-        }
-        fn del(&mut self, _: IpAddr) -> Result<()> {
-            Ok(())
-        }
-        fn add_many(&mut self, _: &[IpAddr]) -> Vec<(IpAddr, Error)> {
-            self.calls += 1;
-            Vec::new()
-        }
-        fn del_many(&mut self, _: &[IpAddr]) -> Vec<(IpAddr, Error)> {
-            self.calls += 1;
+        fn del_many(&mut self, vips: &[IpAddr]) -> Vec<(IpAddr, Error)> {
+            let mut log = self.log();
+            if !vips.is_empty() {
+                log.batches.push(vips.len());
+                log.deleted.push(vips.len());
+            }
             Vec::new()
         }
     }
@@ -1130,9 +1133,10 @@ mod tests {
         };
         let now = Instant::now();
         let claimed = ann.claim(now, vip, link.clone(), Some(now));
-        let mut host = Counting::default();
+        let mut host = FakeHost::default();
+        let calls = |h: &FakeHost| h.log().batches.len();
         assign_or_release(now, &mut ann, &mut host, &metrics, claimed);
-        assert_eq!(host.calls, 1, "the claim puts the VIP on lo");
+        assert_eq!(calls(&host), 1, "the claim puts the VIP on lo");
         unassign_all(&mut host, &[]);
         // A refresh round: frames only.
         let refresh = announce_frames(vip, &link);
@@ -1140,9 +1144,9 @@ mod tests {
             assign_or_release(now, &mut ann, &mut host, &metrics, net_assignments(refresh));
         unassign_all(&mut host, &[]);
         assert_eq!(left.len(), 2);
-        assert_eq!(host.calls, 1, "no host call without an address to change");
+        assert_eq!(calls(&host), 1, "no host call without an address to change");
         unassign_all(&mut host, &[vip]);
-        assert_eq!(host.calls, 2);
+        assert_eq!(calls(&host), 2);
     }
 
     /// The loop is busy (this test never yields to the runtime) for longer
@@ -1233,13 +1237,10 @@ vips: [{ address: 192.0.2.1 }]
         // the first GARP round.
         let mut acts = ann.claim(now, good, link.clone(), Some(now));
         acts.extend(ann.claim(now, bad, link.clone(), Some(now)));
-        let mut host = FailOne {
-            bad,
-            added: Vec::new(),
-        };
+        let mut host = FakeHost::refusing(bad);
         let (left, failed) = assign_or_release(now, &mut ann, &mut host, &metrics, acts);
         assert!(failed);
-        assert_eq!(host.added, vec![good]);
+        assert_eq!(host.log().added, vec![good]);
         let frames: Vec<Option<IpAddr>> = left
             .iter()
             .filter(|a| matches!(a, Action::Send { .. }))
@@ -1274,7 +1275,7 @@ vips: [{ address: 192.0.2.1 }]
         assert!(!ann.backing_off(bad, retry));
         let again = ann.claim(retry, bad, link, None);
         assert_eq!(again, vec![Action::Assign(bad)], "probed already");
-        let mut ok = Counting::default();
+        let mut ok = FakeHost::default();
         let (left, failed) = assign_or_release(retry, &mut ann, &mut ok, &metrics, again);
         assert!(!failed && ann.is_owned(bad));
         let sends = left
@@ -1311,10 +1312,7 @@ vips: [{ address: 192.0.2.1 }, { address: 192.0.2.2 }]
             nets: vec!["192.0.2.10/24".parse().unwrap()],
         };
         e.ifaces = BTreeMap::from([(eth.name.clone(), eth)]);
-        e.host = Box::new(FailOne {
-            bad,
-            added: Vec::new(),
-        });
+        e.host = Box::new(FakeHost::refusing(bad));
         let now = Instant::now();
         let eligible = |e: &Engine, t| e.my_eligible(t).into_keys().collect::<Vec<_>>();
         assert_eq!(eligible(&e, now), vec![good, bad]);
@@ -1414,22 +1412,6 @@ vips: [{ address: 192.0.2.1 }, { address: 192.0.2.2 }]
     /// A handoff timeout releases every VIP with one host call.
     #[tokio::test]
     async fn releasing_everything_takes_one_host_call() {
-        struct Dels(Arc<std::sync::Mutex<Vec<usize>>>);
-        impl HostAddrs for Dels {
-            fn prepare_iface(&mut self, _: &str) -> Result<()> {
-                Ok(())
-            }
-            fn add(&mut self, _: IpAddr) -> Result<()> {
-                Ok(())
-            }
-            fn del(&mut self, _: IpAddr) -> Result<()> {
-                Ok(())
-            }
-            fn del_many(&mut self, vips: &[IpAddr]) -> Vec<(IpAddr, Error)> {
-                self.0.lock().unwrap().push(vips.len());
-                Vec::new()
-            }
-        }
         let yaml = r#"
 node: { name: me }
 listen: "127.0.0.1:0"
@@ -1441,8 +1423,8 @@ vips: [{ address: 192.0.2.1 }, { address: 192.0.2.2 }, { address: 192.0.2.3 }]
         let no_files = |_: &std::path::Path| Err(std::io::ErrorKind::NotFound.into());
         let cfg = Config::from_yaml(yaml, &no_files).unwrap();
         let (mut e, _frames) = Engine::start(cfg).await.unwrap();
-        let dels = Arc::new(std::sync::Mutex::new(Vec::new()));
-        e.host = Box::new(Dels(dels.clone()));
+        let host = FakeHost::default();
+        e.host = Box::new(host.clone());
         let link = Link {
             iface: "eth9".into(),
             mac: MacAddr([2, 0, 0, 0, 0, 9]),
@@ -1456,7 +1438,7 @@ vips: [{ address: 192.0.2.1 }, { address: 192.0.2.2 }, { address: 192.0.2.3 }]
         assert_eq!(e.announcer.owned().count(), 3);
         e.release_all();
         assert_eq!(e.announcer.owned().count(), 0);
-        assert_eq!(*dels.lock().unwrap(), vec![3]);
+        assert_eq!(host.log().deleted, vec![3]);
     }
 
     /// A new MAC on the same device releases and re-claims its VIPs but
@@ -1464,19 +1446,6 @@ vips: [{ address: 192.0.2.1 }, { address: 192.0.2.2 }, { address: 192.0.2.3 }]
     /// values as the ones to restore. A recreated device is prepared anew.
     #[tokio::test]
     async fn only_a_new_device_is_prepared_again() {
-        struct Prepares(Arc<std::sync::Mutex<usize>>);
-        impl HostAddrs for Prepares {
-            fn prepare_iface(&mut self, _: &str) -> Result<()> {
-                *self.0.lock().unwrap() += 1;
-                Ok(())
-            }
-            fn add(&mut self, _: IpAddr) -> Result<()> {
-                Ok(())
-            }
-            fn del(&mut self, _: IpAddr) -> Result<()> {
-                Ok(())
-            }
-        }
         let yaml = r#"
 node: { name: me }
 listen: "127.0.0.1:0"
@@ -1489,8 +1458,9 @@ vips: [{ address: 192.0.2.1 }]
         let cfg = Config::from_yaml(yaml, &no_files).unwrap();
         let (mut e, _frames) = Engine::start(cfg).await.unwrap();
         e.cfg.assign = true;
-        let prepares = Arc::new(std::sync::Mutex::new(0));
-        e.host = Box::new(Prepares(prepares.clone()));
+        let host = FakeHost::default();
+        e.host = Box::new(host.clone());
+        let prepares = || host.log().prepared;
         let vip: IpAddr = "192.0.2.1".parse().unwrap();
         let eth = |index, last| IfaceInfo {
             name: "eth9".into(),
@@ -1504,7 +1474,7 @@ vips: [{ address: 192.0.2.1 }]
         // The socket cannot open on a device that does not exist; the
         // sysctls come first.
         let _ = e.ensure_sockets(&eth(99, 1), false);
-        assert_eq!(*prepares.lock().unwrap(), 1);
+        assert_eq!(prepares(), 1);
         let now = Instant::now();
         let link = Link {
             iface: "eth9".into(),
@@ -1520,10 +1490,10 @@ vips: [{ address: 192.0.2.1 }]
             "claimed again with the new MAC"
         );
         let _ = e.ensure_sockets(&eth(99, 2), false);
-        assert_eq!(*prepares.lock().unwrap(), 1, "the same device: not again");
+        assert_eq!(prepares(), 1, "the same device: not again");
 
         e.on_ifaces(now, only(eth(100, 2)));
         let _ = e.ensure_sockets(&eth(100, 2), false);
-        assert_eq!(*prepares.lock().unwrap(), 2, "a new device");
+        assert_eq!(prepares(), 2, "a new device");
     }
 }
