@@ -5,9 +5,7 @@
 //! twice: as given, and re-signed (its last 32 bytes replaced by the right
 //! HMAC), so that mutations get past the tag to the parser proper.
 
-use flatlan_speaker::wire::{decode, encode, ReplayGuard, MIN_LEN, TAG_LEN};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use flatlan_speaker::wire::{decode, encode, tag, ReplayGuard, MIN_LEN, TAG_LEN};
 
 /// The fuzzing key; the corpus seeds are signed with it.
 pub const KEY: &[u8] = b"flatlan-fuzz-key";
@@ -33,10 +31,8 @@ pub fn check(data: &[u8]) {
 /// `data` with its tag replaced by HMAC-SHA256(KEY, everything before it).
 pub fn resign(data: &[u8]) -> Option<Vec<u8>> {
     let body_len = data.len().checked_sub(TAG_LEN)?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(KEY).expect("HMAC takes any key");
-    mac.update(&data[..body_len]);
     let mut out = data[..body_len].to_vec();
-    out.extend_from_slice(&mac.finalize().into_bytes());
+    out.extend_from_slice(&tag(KEY, &out));
     Some(out)
 }
 

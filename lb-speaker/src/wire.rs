@@ -86,7 +86,10 @@ pub struct Heartbeat {
     pub vips: Vec<VipEntry>,
 }
 
-fn tag(key: &[u8], data: &[u8]) -> [u8; TAG_LEN] {
+/// The HMAC-SHA256 tag of `data` under `key`: what ends every heartbeat,
+/// computed over every byte before it. Public for tools that build
+/// datagrams by hand (the fuzzing checks re-sign mutated input with it).
+pub fn tag(key: &[u8], data: &[u8]) -> [u8; TAG_LEN] {
     // HMAC accepts keys of any length, so `new_from_slice` cannot fail.
     let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
         Ok(m) => m,
