@@ -40,7 +40,7 @@ use crate::membership::{Event, Membership};
 use crate::metrics::Metrics;
 use crate::ownership::owners;
 use crate::reload;
-use crate::sockets::IfaceSockets;
+use crate::sockets::{FrameRx, FrameTx, IfaceSockets};
 use crate::status::{Status, VipStatus};
 use crate::wire::{self, Heartbeat, ReplayGuard, VipEntry};
 
@@ -52,12 +52,48 @@ const STATUS_EVERY: Duration = Duration::from_secs(1);
 const DEPARTED_KEEP: Duration = Duration::from_secs(600);
 /// The most queued datagrams read before a turn.
 const QUEUED_HEARTBEATS_MAX: usize = 1024;
+/// How often a datagram with a bad HMAC is logged at most: a LAN host (or
+/// a peer with the wrong secret) sending many would flood the log.
+const BAD_MAC_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Lets a repeated warning through at most once per `every`, and counts
+/// what it held back meanwhile.
+#[derive(Debug)]
+struct LogLimit {
+    every: Duration,
+    last: Option<Instant>,
+    held: u64,
+}
+
+impl LogLimit {
+    fn new(every: Duration) -> Self {
+        LogLimit {
+            every,
+            last: None,
+            held: 0,
+        }
+    }
+
+    /// `Some(n)` if the warning is to be logged now, `n` being how many
+    /// were held back since the last one; `None` to hold this one back.
+    fn allow(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) < self.every)
+        {
+            self.held += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.held))
+    }
+}
 
 /// The running speaker.
 pub struct Engine {
     cfg: Config,
-    /// The file SIGHUP re-reads, if any.
-    config_path: Option<PathBuf>,
+    /// The file SIGHUP re-reads.
+    config_path: PathBuf,
     /// The VIPs we decide about: the configured ones, plus dropped ones
     /// (`retiring`) until they are handed over or released.
     vips: Vec<IpAddr>,
@@ -74,13 +110,15 @@ pub struct Engine {
     shared: Arc<Shared>,
     membership: Membership,
     replay: ReplayGuard,
+    /// Bad-HMAC warnings.
+    bad_mac_log: LogLimit,
     announcer: Announcer,
     host: Box<dyn HostAddrs>,
     nonce: u64,
     ifaces: BTreeMap<String, IfaceInfo>,
     sockets: BTreeMap<String, IfaceSockets>,
     prepared: BTreeSet<String>,
-    frame_tx: mpsc::Sender<(String, Vec<u8>)>,
+    frame_tx: FrameTx,
     /// The heartbeat socket, for the loop to wait on ...
     udp: Arc<UdpSocket>,
     /// ... and the same socket, to read what is queued without waiting.
@@ -117,8 +155,9 @@ impl Engine {
     /// from `lo`. The packet sockets and the `arp_ignore`/`arp_announce`
     /// sysctls of an interface are set later, on the first claim on it
     /// (`ensure_sockets`), so a failure here leaves the system
-    /// untouched apart from those leftovers being gone.
-    pub async fn start(cfg: Config) -> Result<(Engine, mpsc::Receiver<(String, Vec<u8>)>)> {
+    /// untouched apart from those leftovers being gone. SIGHUP re-reads
+    /// `config_path`.
+    pub async fn start(cfg: Config, config_path: PathBuf) -> Result<(Engine, FrameRx)> {
         let metrics = Arc::new(Metrics::default());
         let shared = Arc::new(Shared {
             metrics: metrics.clone(),
@@ -199,6 +238,7 @@ impl Engine {
             metrics,
             shared,
             replay: ReplayGuard::new(),
+            bad_mac_log: LogLimit::new(BAD_MAC_LOG_EVERY),
             host,
             nonce,
             ifaces,
@@ -218,7 +258,7 @@ impl Engine {
             heartbeat_now: true,
             last_owned: BTreeSet::new(),
             cfg,
-            config_path: None,
+            config_path,
             retiring: BTreeSet::new(),
             listen_until: now,
             owner_view: Vec::new(),
@@ -228,7 +268,7 @@ impl Engine {
     }
 
     /// Runs until shutdown completes.
-    pub async fn run(mut self, mut frames: mpsc::Receiver<(String, Vec<u8>)>) -> Result<()> {
+    pub async fn run(mut self, mut frames: FrameRx) -> Result<()> {
         let mut term = signal(SignalKind::terminate()).map_err(|e| Error::sys("SIGTERM", e))?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::sys("SIGINT", e))?;
         let mut hup = signal(SignalKind::hangup()).map_err(|e| Error::sys("SIGHUP", e))?;
@@ -316,20 +356,11 @@ impl Engine {
         }
     }
 
-    /// Sets the file SIGHUP re-reads.
-    pub fn with_config_path(mut self, path: PathBuf) -> Self {
-        self.config_path = Some(path);
-        self
-    }
-
     /// SIGHUP: re-reads the config file. A file that does not validate
     /// changes nothing (the running config stays, whole).
     fn reload(&mut self, now: Instant) {
-        let Some(path) = self.config_path.clone() else {
-            tracing::warn!("SIGHUP: no config file to re-read");
-            return;
-        };
-        match Config::load(&path) {
+        let path = &self.config_path;
+        match Config::load(path) {
             Ok(new) => self.apply_config(now, &new),
             Err(e) => {
                 self.metrics.config_reload_failures.inc();
@@ -437,7 +468,12 @@ impl Engine {
             Ok(hb) => hb,
             Err(Error::BadMac) => {
                 self.metrics.heartbeat_auth_failures.inc();
-                tracing::warn!(%from, "heartbeat with a bad HMAC dropped (wrong secret or forged)");
+                if let Some(held) = self.bad_mac_log.allow(now) {
+                    tracing::warn!(%from, more_since_last = held,
+                        "heartbeat with a bad HMAC dropped (wrong secret or forged); \
+                         logged at most every {BAD_MAC_LOG_EVERY:?}, all counted in \
+                         flatlan_speaker_heartbeat_auth_failures_total");
+                }
                 return;
             }
             Err(e) => {
@@ -1050,8 +1086,8 @@ pub fn run_static(cfg: Config, path: PathBuf) -> Result<()> {
         .build()
         .map_err(|e| Error::sys("tokio runtime", e))?;
     rt.block_on(async move {
-        let (engine, frames) = Engine::start(cfg).await?;
-        engine.with_config_path(path).run(frames).await
+        let (engine, frames) = Engine::start(cfg, path).await?;
+        engine.run(frames).await
     })
 }
 
@@ -1167,7 +1203,9 @@ vips: [{ address: 192.0.2.1 }]
         let no_files = |_: &std::path::Path| Err(std::io::ErrorKind::NotFound.into());
         let cfg = Config::from_yaml(yaml, &no_files).unwrap();
         let secret = cfg.secret.clone();
-        let (mut e, _frames) = Engine::start(cfg).await.unwrap();
+        let (mut e, _frames) = Engine::start(cfg, PathBuf::from("/nonexistent"))
+            .await
+            .unwrap();
         let to = e.udp.local_addr().unwrap();
         let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let send = |seq| {
@@ -1301,7 +1339,9 @@ vips: [{ address: 192.0.2.1 }, { address: 192.0.2.2 }]
         let no_files = |_: &std::path::Path| Err(std::io::ErrorKind::NotFound.into());
         let cfg = Config::from_yaml(yaml, &no_files).unwrap();
         let retry = cfg.timers.conflict_retry;
-        let (mut e, _frames) = Engine::start(cfg).await.unwrap();
+        let (mut e, _frames) = Engine::start(cfg, PathBuf::from("/nonexistent"))
+            .await
+            .unwrap();
         let (good, bad): (IpAddr, IpAddr) =
             ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         let eth = IfaceInfo {
@@ -1351,7 +1391,9 @@ vips: [{ address: 192.0.2.1 }, { address: 192.0.2.2 }]
         let all = "{ address: 192.0.2.1 }, { address: 192.0.2.2 }, { address: 192.0.2.3 }";
         let cfg = Config::from_yaml(&yaml(all), &no_files).unwrap();
         let interval = cfg.timers.heartbeat_interval;
-        let (mut e, _frames) = Engine::start(cfg).await.unwrap();
+        let (mut e, _frames) = Engine::start(cfg, PathBuf::from("/nonexistent"))
+            .await
+            .unwrap();
         let [kept, handed, alone]: [IpAddr; 3] =
             ["192.0.2.1", "192.0.2.2", "192.0.2.3"].map(|v| v.parse().unwrap());
         let mac = MacAddr([2, 0, 0, 0, 0, 9]);
@@ -1422,7 +1464,9 @@ vips: [{ address: 192.0.2.1 }, { address: 192.0.2.2 }, { address: 192.0.2.3 }]
 "#;
         let no_files = |_: &std::path::Path| Err(std::io::ErrorKind::NotFound.into());
         let cfg = Config::from_yaml(yaml, &no_files).unwrap();
-        let (mut e, _frames) = Engine::start(cfg).await.unwrap();
+        let (mut e, _frames) = Engine::start(cfg, PathBuf::from("/nonexistent"))
+            .await
+            .unwrap();
         let host = FakeHost::default();
         e.host = Box::new(host.clone());
         let link = Link {
@@ -1456,7 +1500,9 @@ vips: [{ address: 192.0.2.1 }]
 "#;
         let no_files = |_: &std::path::Path| Err(std::io::ErrorKind::NotFound.into());
         let cfg = Config::from_yaml(yaml, &no_files).unwrap();
-        let (mut e, _frames) = Engine::start(cfg).await.unwrap();
+        let (mut e, _frames) = Engine::start(cfg, PathBuf::from("/nonexistent"))
+            .await
+            .unwrap();
         e.cfg.assign = true;
         let host = FakeHost::default();
         e.host = Box::new(host.clone());
@@ -1495,5 +1541,18 @@ vips: [{ address: 192.0.2.1 }]
         e.on_ifaces(now, only(eth(100, 2)));
         let _ = e.ensure_sockets(&eth(100, 2), false);
         assert_eq!(prepares(), 2, "a new device");
+    }
+
+    #[test]
+    fn a_repeated_warning_is_logged_once_per_period_with_what_was_held() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut l = LogLimit::new(10 * s);
+        assert_eq!(l.allow(t0), Some(0));
+        assert_eq!(l.allow(t0 + s), None);
+        assert_eq!(l.allow(t0 + 9 * s), None);
+        assert_eq!(l.allow(t0 + 10 * s), Some(2));
+        assert_eq!(l.allow(t0 + 11 * s), None);
+        assert_eq!(l.allow(t0 + 30 * s), Some(1));
     }
 }

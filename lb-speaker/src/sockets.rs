@@ -25,6 +25,8 @@ use crate::iface::IfaceInfo;
 
 /// Frames from the reader tasks: (interface name, whole Ethernet frame).
 pub type FrameTx = mpsc::Sender<(String, Vec<u8>)>;
+/// Where the engine receives them.
+pub type FrameRx = mpsc::Receiver<(String, Vec<u8>)>;
 
 type Sock = Arc<AsyncPacketSocket>;
 
