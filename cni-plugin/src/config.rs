@@ -45,7 +45,13 @@ pub struct NetConf {
     pub runtime_config: RuntimeConfig,
     #[serde(default)]
     pub prev_result: Option<Value>,
-    #[serde(default, rename = "cni.dev/valid-attachments")]
+    /// Absent is `None` (GC refuses it); `null` is an empty list: libcni
+    /// sends it for a network with no attachments (CRI-O's ocicni does).
+    #[serde(
+        default,
+        rename = "cni.dev/valid-attachments",
+        deserialize_with = "null_is_empty"
+    )]
     pub valid_attachments: Option<Vec<ValidAttachment>>,
     /// The shorthand and the `subnets` list, merged once at parse time.
     #[serde(skip)]
@@ -165,6 +171,12 @@ fn default_bridge() -> String {
 fn yes() -> bool {
     true
 }
+fn null_is_empty<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Vec<ValidAttachment>>, D::Error> {
+    Ok(Some(Option::deserialize(d)?.unwrap_or_default()))
+}
+
 fn default_data_dir() -> PathBuf {
     DEFAULT_DATA_DIR.into()
 }
@@ -392,6 +404,24 @@ mod tests {
         let mut v = base();
         v.as_object_mut().unwrap().remove("ipam");
         assert_eq!(parse(v).unwrap_err().code(), 7);
+    }
+
+    #[test]
+    fn valid_attachments_null_is_empty_and_absent_is_none() {
+        assert!(parse(base()).unwrap().valid_attachments.is_none());
+        let mut v = base();
+        v["cni.dev/valid-attachments"] = serde_json::Value::Null;
+        assert_eq!(
+            parse(v).unwrap().valid_attachments.map(|a| a.len()),
+            Some(0)
+        );
+        let mut v = base();
+        v["cni.dev/valid-attachments"] =
+            serde_json::json!([{"containerID": "c", "ifname": "eth0"}]);
+        assert_eq!(
+            parse(v).unwrap().valid_attachments.map(|a| a.len()),
+            Some(1)
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! GC (CNI 1.1): free every address and host veth not among the runtime's
-//! valid attachments.
+//! GC (CNI 1.1): free every address of this network that is not among the
+//! runtime's valid attachments, and the host veths of exactly those.
 
 use std::collections::HashSet;
 
@@ -33,8 +33,10 @@ pub fn gc(conf: &NetConf, host: &mut impl Netlink) -> Result<()> {
     freed.extend(locked.state.gc(&valid, now));
     locked.commit()?;
 
-    // Veths of valid attachments, and of allocations GC kept (an ADD still
-    // running), stay.
+    // The valid list names only this network's attachments (CRI-O runs GC
+    // once per network; Multus puts several on one bridge), so a veth
+    // this store never recorded may be another network's live pod. Only
+    // the veths of what GC just freed here go.
     let keep: HashSet<String> = valid
         .iter()
         .map(|(c, i)| names::host_veth(c, i))
@@ -46,13 +48,18 @@ pub fn gc(conf: &NetConf, host: &mut impl Netlink) -> Result<()> {
                 .map(|a| names::host_veth(&a.container_id, &a.ifname)),
         )
         .collect();
+    let doomed: HashSet<String> = freed
+        .iter()
+        .map(|a| names::host_veth(&a.container_id, &a.ifname))
+        .filter(|n| !keep.contains(n))
+        .collect();
     let bridge = host.link_by_name(&conf.bridge)?;
     let mut removed = 0;
     for link in host.links()? {
         let on_bridge = bridge
             .as_ref()
             .is_some_and(|b| link.master == Some(b.index));
-        if names::is_ours(&link.name) && on_bridge && !keep.contains(&link.name) {
+        if on_bridge && doomed.contains(&link.name) {
             match host.delete_link(&link.name) {
                 Ok(_) => removed += 1,
                 Err(e) => warn!("GC: cannot delete {}: {e}", link.name),
