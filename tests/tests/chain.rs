@@ -1,5 +1,6 @@
 //! flatlan as the first plugin of a conflist, followed by Debian's
-//! reference `portmap`: prevResult chaining and DEL in reverse order.
+//! reference `portmap`, `tuning` or `sbr`: prevResult chaining, CHECK
+//! against what the chain changed, and DEL in reverse order.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -65,4 +66,42 @@ fn portmap_after_flatlan_works_for_add_and_del() {
     );
     assert!(flatlan_e2e::pod_veths(l.node_ns(1)).is_empty());
     assert_eq!(flatlan_e2e::allocation_count(&l.data_dir(1)), 0);
+}
+
+/// flatlan then `other` (a Debian reference plugin config), ADD, CHECK of
+/// the whole chain with its final result as prevResult, and DEL.
+fn chained_check(other: serde_json::Value) -> (FlatLab, serde_json::Value) {
+    let l = FlatLab::new(LabConfig::new().nodes(1));
+    let list = json!({
+        "cniVersion": "1.0.0",
+        "name": "lan",
+        "plugins": [
+            plugin_conf(l.state.path(), 1, &[]).expect("plugin config"),
+            other,
+        ],
+    });
+    let net = CniNetwork::new(list, vec![bin_dir(), reference_plugins()]).expect("conflist");
+    let ns = l.lab.add_pod_netns(1, "chk").expect("netns");
+    let att = Attachment::new("ctr-chk", &ns);
+    let result = net.add(l.node_ns(1), &att).expect("ADD through the chain");
+    net.check(l.node_ns(1), &att, &result)
+        .expect("CHECK of the chain against its own result");
+    net.del(l.node_ns(1), &att, Some(&result)).expect("DEL");
+    assert!(flatlan_e2e::pod_veths(l.node_ns(1)).is_empty());
+    assert_eq!(flatlan_e2e::allocation_count(&l.data_dir(1)), 0);
+    (l, result)
+}
+
+/// `tuning` sets its own MAC and reports it in the result; CHECK must
+/// expect that MAC, not flatlan's derived one (issue 10 item 15).
+#[test]
+fn check_passes_with_tuning_changing_the_mac() {
+    let (_l, result) = chained_check(json!({"type": "tuning", "mac": "02:11:22:33:44:55"}));
+    assert_eq!(flatlan_e2e::pod_mac(&result), "02:11:22:33:44:55");
+}
+
+/// `sbr` moves the pod's routes into a per-interface table.
+#[test]
+fn check_passes_with_sbr_moving_the_routes() {
+    chained_check(json!({"type": "sbr"}));
 }

@@ -60,7 +60,9 @@ pub trait Netlink {
     fn add_address(&mut self, index: u32, addr: IpNet) -> Result<()>;
     fn addresses(&mut self, index: u32) -> Result<Vec<IpNet>>;
     fn add_route(&mut self, route: &RouteSpec) -> Result<()>;
-    /// Routes of the main table only, filtered on the table attribute, not
-    /// the header byte (netavark #1381).
+    /// Routes of every table but `local`, filtered on the table attribute,
+    /// not the header byte (netavark #1381). Not just `main`: `sbr`, chained
+    /// after flatlan, moves the pod's routes into a per-interface table,
+    /// where they still route the pod's traffic through its policy rule.
     fn routes(&mut self, ipv4: bool) -> Result<Vec<RouteSpec>>;
 }

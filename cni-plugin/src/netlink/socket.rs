@@ -25,6 +25,7 @@ use super::{link_reply, Link, Netlink, RouteSpec, VethSpec};
 use crate::error::{Error, Result};
 
 const MAIN_TABLE: u32 = 254;
+const LOCAL_TABLE: u32 = 255;
 // linux/rtnetlink.h
 const RTM_NEWLINK: u16 = 16;
 
@@ -394,7 +395,9 @@ impl Netlink for Socket {
                     _ => {}
                 }
             }
-            if table != MAIN_TABLE {
+            // The local table holds the kernel's own address routes, never
+            // a pod route; every other table counts (see the trait).
+            if table == LOCAL_TABLE {
                 continue;
             }
             let unspecified: IpAddr = if ipv4 {
