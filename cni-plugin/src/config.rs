@@ -111,7 +111,8 @@ pub struct ProbeConf {
     pub wait_ms: u64,
     /// How many upcoming candidates a background probe verifies after ADD.
     pub ahead: usize,
-    /// How long a "nobody answered" verdict stays good.
+    /// How long a "nobody answered" verdict stays good (at most
+    /// [`MAX_VERIFIED_TTL_SECONDS`]).
     pub verified_ttl_seconds: u64,
     /// How long an address a LAN host answered for is skipped.
     pub quarantine_seconds: u64,
@@ -128,11 +129,17 @@ impl Default for ProbeConf {
             interval_ms: 20,
             wait_ms: 60,
             ahead: 8,
-            verified_ttl_seconds: 600,
+            // A LAN host may take an address at any moment, silently
+            // (`ip addr add` sends nothing); only a fresh verdict says much.
+            verified_ttl_seconds: 30,
             quarantine_seconds: 3600,
         }
     }
 }
+
+/// A "nobody answered" verdict older than this says little about the LAN
+/// now (issue 10: a 600 s verdict handed out an address a host had taken).
+pub const MAX_VERIFIED_TTL_SECONDS: u64 = 120;
 
 impl ProbeConf {
     pub fn sync_config(&self) -> flatlan_ipam::probe::ProbeConfig {
@@ -303,6 +310,12 @@ impl NetConf {
                 .validate()
                 .map_err(|e| Error::InvalidConfig(format!("ipam.probe: {e}")))?;
         }
+        if self.ipam.probe.verified_ttl_seconds > MAX_VERIFIED_TTL_SECONDS {
+            return Err(Error::InvalidConfig(format!(
+                "ipam.probe.verifiedTtlSeconds: {} is above the maximum of {MAX_VERIFIED_TTL_SECONDS}; a LAN host may have taken the address since",
+                self.ipam.probe.verified_ttl_seconds
+            )));
+        }
         for c in &self.service_cidrs {
             if !self
                 .subnets()
@@ -421,6 +434,23 @@ mod tests {
         assert_eq!(
             parse(v).unwrap().valid_attachments.map(|a| a.len()),
             Some(1)
+        );
+    }
+
+    #[test]
+    fn a_verdict_lifetime_is_short_and_bounded() {
+        assert_eq!(parse(base()).unwrap().ipam.probe.verified_ttl_seconds, 30);
+        let ttl = |t: u64| {
+            let mut v = base();
+            v["ipam"]["probe"] = serde_json::json!({ "verifiedTtlSeconds": t });
+            parse(v).map(|_| ()).map_err(|e| (e.code(), e.to_string()))
+        };
+        assert!(ttl(MAX_VERIFIED_TTL_SECONDS).is_ok());
+        let (code, msg) = ttl(600).unwrap_err();
+        assert_eq!(code, 7);
+        assert!(
+            msg.contains("verifiedTtlSeconds") && msg.contains("120"),
+            "{msg}"
         );
     }
 

@@ -199,22 +199,20 @@ pub fn probe_ahead(conf: &NetConf, node_ips: &[IpAddr]) -> Result<usize> {
         locked.commit()?;
         return Ok(0);
     }
-    let started = now_secs();
     let conflicts = probe_lan(&conf.bridge, &candidates, probe.ahead_config())?;
     let now = now_secs();
     let mut locked = store(conf)?.lock()?;
     locked.state.ahead_started = None;
     for ip in &candidates {
         // An ADD may have taken the address while we probed it, and its pod
-        // answered; the pod may even be DELeted again by now (its release
-        // marks the address verified). Either way the answer was ours: no
-        // conflict, and no verdict on a foreign host either.
+        // answered; the pod may even be DELeted again by now. Either way the
+        // answer was ours: no verdict at all, so the next ADD probes it.
         let allocated = locked.state.allocations.iter().any(|a| a.ip == *ip);
-        let released_meanwhile = locked.state.verified.get(ip).is_some_and(|t| *t >= started);
-        if allocated || released_meanwhile {
+        let conflict = conflicts.iter().find(|(c, _)| c == ip);
+        if allocated || conflict.is_some_and(|(_, mac)| is_ours(&locked.state, *mac)) {
             continue;
         }
-        match conflicts.iter().find(|(c, _)| c == ip) {
+        match conflict {
             Some((_, mac)) => locked.state.quarantine_ip(
                 *ip,
                 mac.to_string(),
@@ -228,6 +226,15 @@ pub fn probe_ahead(conf: &NetConf, node_ips: &[IpAddr]) -> Result<usize> {
     }
     locked.commit()?;
     Ok(candidates.len())
+}
+
+/// A MAC of this node's pods: one the store records, or flatlan's derived
+/// `0a:58:…` (a pod of ours that was added and deleted while we looked).
+/// Only this node allocates from its slice, so on a slice address such a
+/// MAC is one of ours.
+pub fn is_ours(state: &flatlan_ipam::State, mac: MacAddr) -> bool {
+    mac.octets()[..2] == MacAddr::POD_PREFIX
+        || state.allocations.iter().any(|a| a.mac == mac.to_string())
 }
 
 /// Allocates one address per configured subnet, durably, before any link
@@ -287,10 +294,12 @@ fn allocate(
             .as_ref()
             .and_then(|k| state.sticky.get(k))
             .and_then(|st| st.ips.iter().copied().find(|ip| ip.is_ipv4() == v4));
+        let cursor = state.cursors.get(&s.subnet.to_string()).copied();
         let want = Want {
             required: requested.iter().copied().find(|ip| s.subnet.contains(ip)),
             sticky,
-            cursor: state.cursors.get(&s.subnet.to_string()).copied(),
+            cursor,
+            prefer: freshly_verified(state, pool, cursor, now, ttl),
         };
         let ip = flatlan_ipam::allocate(
             pool,
@@ -304,7 +313,12 @@ fn allocate(
             address,
             gateway: s.gateway,
         });
-        if !state.is_verified(ip, now, ttl) {
+        // An address someone asked for by name (`IP=`, `ips`, or a pod
+        // identity coming back to its old one) was chosen without regard to
+        // any verdict, and is the likeliest to be what a LAN host took after
+        // our pod let it go: it is always probed (DESIGN §3).
+        let asked_for = want.required == Some(ip) || want.sticky == Some(ip);
+        if asked_for || !state.is_verified(ip, now, ttl) {
             unverified.push(ip);
         }
         let ready = pool
@@ -357,6 +371,26 @@ fn allocate(
         unverified,
         want_ahead,
     })
+}
+
+/// The free address nearest after `cursor` (round-robin order, wrapping)
+/// that a probe showed free within `ttl`: ADD takes it without probing.
+fn freshly_verified(
+    state: &flatlan_ipam::State,
+    pool: &Pool,
+    cursor: Option<IpAddr>,
+    now: u64,
+    ttl: u64,
+) -> Option<IpAddr> {
+    let fresh = |ip: &IpAddr| {
+        state.is_verified(*ip, now, ttl)
+            && pool.is_usable(*ip)
+            && state.owner_of(*ip, now).is_none()
+    };
+    let after = |ip: &&IpAddr| cursor.is_none_or(|c| **ip > c);
+    let mut usable = state.verified.keys().filter(|ip| fresh(ip));
+    let first = usable.clone().next().copied();
+    usable.find(after).copied().or(first)
 }
 
 /// The MAC follows the first address (IPv4 when dual-stack).

@@ -15,6 +15,9 @@ pub struct Want {
     pub sticky: Option<IpAddr>,
     /// The last address handed out in this pool, for round-robin order.
     pub cursor: Option<IpAddr>,
+    /// A free address a probe has just shown nobody on the LAN uses: taken
+    /// before the round-robin candidate, so that ADD need not probe.
+    pub prefer: Option<IpAddr>,
 }
 
 /// Picks an address from `pool`.
@@ -43,6 +46,11 @@ pub fn allocate(
     }
     if let Some(ip) = want.sticky {
         if pool.is_usable(ip) && owner(ip).is_none() {
+            return Ok(ip);
+        }
+    }
+    if let Some(ip) = want.prefer {
+        if pool.is_usable(ip) && owner(ip).is_none() && !reserved(ip) {
             return Ok(ip);
         }
     }
@@ -112,6 +120,37 @@ mod tests {
         assert!(matches!(e, Error::RequestedOutsideRange { .. }));
         let e = allocate(&p, &want("192.168.2.212"), |_| Some("c1".into()), |_| false).unwrap_err();
         assert!(e.to_string().contains("c1"));
+    }
+
+    #[test]
+    fn a_verified_address_beats_round_robin_but_not_sticky_or_owners() {
+        let p = pool(&["192.168.2.210-192.168.2.219"], &[]);
+        let want = Want {
+            prefer: Some(ip("192.168.2.214")),
+            ..Default::default()
+        };
+        assert_eq!(
+            allocate(&p, &want, |_| None, |_| false).unwrap(),
+            ip("192.168.2.214")
+        );
+        let sticky = Want {
+            sticky: Some(ip("192.168.2.212")),
+            ..want
+        };
+        assert_eq!(
+            allocate(&p, &sticky, |_| None, |_| false).unwrap(),
+            ip("192.168.2.212")
+        );
+        let taken = |a: IpAddr| (a == ip("192.168.2.214")).then(|| "pod x".to_string());
+        assert_eq!(
+            allocate(&p, &want, taken, |_| false).unwrap(),
+            ip("192.168.2.210")
+        );
+        let reserved = |a: IpAddr| a == ip("192.168.2.214");
+        assert_eq!(
+            allocate(&p, &want, |_| None, reserved).unwrap(),
+            ip("192.168.2.210")
+        );
     }
 
     #[test]

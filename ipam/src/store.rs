@@ -137,8 +137,8 @@ pub struct State {
     pub cursors: BTreeMap<String, IpAddr>,
     #[serde(default)]
     pub quarantine: Vec<Quarantine>,
-    /// Addresses a conflict probe (or our own use until a moment ago) showed
-    /// to be free, with when. ADD skips its own probe for these.
+    /// Addresses a conflict probe showed to be free, with when. An ADD that
+    /// allocates from the pool skips its own probe for a fresh one.
     #[serde(default)]
     pub verified: BTreeMap<IpAddr, u64>,
     /// When a background probe-ahead was last started; a burst of ADDs
@@ -201,13 +201,13 @@ impl State {
 
     /// Removes the attachment's allocations, remembering them for its pod identity.
     pub fn release(&mut self, container_id: &str, ifname: &str, now: u64) -> Vec<Allocation> {
-        self.remove_where(|a| a.is_for(container_id, ifname), now, true)
+        self.remove_where(|a| a.is_for(container_id, ifname), now)
     }
 
     /// Drops allocations made under another boot: their pods died with the
     /// machine (host-local leaks exactly these, containernetworking/plugins#697).
     pub fn reclaim_other_boots(&mut self, boot_id: &str, now: u64) -> Vec<Allocation> {
-        self.remove_where(|a| a.boot_id != boot_id, now, false)
+        self.remove_where(|a| a.boot_id != boot_id, now)
     }
 
     /// Frees every allocation whose attachment is not in `valid` (CNI GC),
@@ -220,24 +220,16 @@ impl State {
                 !valid.iter().any(|(c, i)| a.is_for(c, i)) && !a.adder.is_some_and(|p| p.is_alive())
             },
             now,
-            false,
         )
     }
 
-    /// `just_used`: the addresses answered as ours until now (a DEL), so no
-    /// LAN host can hold them. Not so after a reboot or for GC'd leftovers.
-    fn remove_where(
-        &mut self,
-        pred: impl Fn(&Allocation) -> bool,
-        now: u64,
-        just_used: bool,
-    ) -> Vec<Allocation> {
+    /// A freed address is never "verified": a LAN host may take it the
+    /// moment our pod lets go, and the next ADD must find out (issue 10).
+    fn remove_where(&mut self, pred: impl Fn(&Allocation) -> bool, now: u64) -> Vec<Allocation> {
         let (gone, keep): (Vec<_>, Vec<_>) = self.allocations.drain(..).partition(|a| pred(a));
         self.allocations = keep;
         for a in &gone {
-            if just_used {
-                self.verified.insert(a.ip, now);
-            }
+            self.verified.remove(&a.ip);
             if let Some(pod) = &a.pod {
                 let entry = self.sticky.entry(pod.key()).or_insert(Sticky {
                     ips: Vec::new(),
@@ -564,6 +556,18 @@ mod tests {
         );
         assert!(s.reserved_for_other("192.168.2.210".parse().unwrap(), Some("home/other")));
         assert!(!s.reserved_for_other("192.168.2.210".parse().unwrap(), Some("home/ha")));
+    }
+
+    #[test]
+    fn a_released_address_is_not_verified() {
+        // Issue 10: DEL used to mark the address verified for 600 s, so a LAN
+        // host that took it in between got a duplicate without a probe.
+        let mut s = State::default();
+        let ip: IpAddr = "192.168.2.210".parse().unwrap();
+        s.verified.insert(ip, 5);
+        s.allocations.push(alloc("192.168.2.210", "c1", None, "b1"));
+        s.release("c1", "eth0", 6);
+        assert!(!s.is_verified(ip, 6, 30));
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! times across runs).
 //!
 //! Phases, all on node1 of a fresh two-node lab:
-//! 1. warm-up: every flatlan address used once (so each is "verified" and
-//!    steady-state ADDs skip the conflict probe), the others a few times;
+//! 1. warm-up: every flatlan address used once, the others a few times
+//!    (steady-state ADDs take addresses the detached probe-ahead has just
+//!    verified and skip the conflict probe; a released address is never
+//!    verified);
 //! 2. cold first ADDs on fresh flatlan stores: the synchronous probe;
 //! 3. sequential ADD+DEL, rotating flatlan / reference / flatlan without
 //!    probe / bare `true` exec every iteration;
