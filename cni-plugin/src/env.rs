@@ -47,19 +47,22 @@ pub struct Attachment {
 }
 
 impl Attachment {
+    /// The sticky identity. Kubernetes runtimes send namespace and name;
+    /// podman sends only `K8S_POD_NAME`, the container's name, which is as
+    /// unique on its host as namespace/name in a cluster. So it counts,
+    /// with the empty namespace: a container recreated under its name gets
+    /// its address back, and no Kubernetes namespace is empty, so the two
+    /// kinds of key never meet (README, "Running under podman").
     pub fn pod(&self) -> Option<flatlan_ipam::PodRef> {
-        match (
-            self.args.get("K8S_POD_NAMESPACE"),
-            self.args.get("K8S_POD_NAME"),
-        ) {
-            (Some(ns), Some(name)) if !ns.is_empty() && !name.is_empty() => {
-                Some(flatlan_ipam::PodRef {
-                    namespace: ns.clone(),
-                    name: name.clone(),
-                })
-            }
-            _ => None,
-        }
+        let name = self.args.get("K8S_POD_NAME").filter(|n| !n.is_empty())?;
+        Some(flatlan_ipam::PodRef {
+            namespace: self
+                .args
+                .get("K8S_POD_NAMESPACE")
+                .cloned()
+                .unwrap_or_default(),
+            name: name.clone(),
+        })
     }
 }
 
@@ -178,6 +181,12 @@ mod tests {
         .unwrap();
         assert!(e.attachment.netns.is_none());
         assert_eq!(e.attachment.pod().unwrap().key(), "home/ha");
+        // podman: the container name alone.
+        let mut podman = e.attachment.clone();
+        podman.args.remove("K8S_POD_NAMESPACE");
+        assert_eq!(podman.pod().unwrap().key(), "/ha");
+        podman.args.insert("K8S_POD_NAME".into(), String::new());
+        assert!(podman.pod().is_none());
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub mod flatlan;
 mod lab;
 mod names;
 mod netns;
+pub mod podman;
 pub mod probe;
 mod process;
 mod scratch;
