@@ -19,10 +19,12 @@ use crate::netlink::{Netlink, Socket};
 const USAGE: &str = "usage:
   flatlan ipam ls      [--data-dir DIR] [--network NAME] [--json]
   flatlan ipam release ADDRESS [--data-dir DIR] [--network NAME] [--force]
+  flatlan ipam watch   --conf FILE
 
 Without --network, every network under the data directory is shown.
 `release` refuses to free an address whose pod veth still exists unless
---force is given.";
+--force is given. `watch` runs until killed: it quarantines a pool address
+as soon as a LAN host is seen using it (FILE: the conflist).";
 
 struct Opts {
     data_dir: PathBuf,
@@ -82,6 +84,9 @@ fn run(args: &[String]) -> Result<String> {
         _ => return Err(Error::Usage(USAGE.into())),
     }
     let verb = args.get(1).map(String::as_str).unwrap_or("");
+    if verb == "watch" {
+        return crate::watch::main(args.get(2..).unwrap_or_default());
+    }
     let opts = parse(args.get(2..).unwrap_or_default())?;
     match verb {
         "ls" => ls(&opts),

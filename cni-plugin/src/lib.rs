@@ -19,6 +19,7 @@ pub mod netns;
 pub mod plan;
 pub mod result;
 pub mod sysctl;
+pub mod watch;
 
 use std::io::{Read, Write};
 
@@ -165,7 +166,7 @@ fn spawn_probe_ahead(conf: &[u8]) {
 }
 
 /// Logs go to stderr, which runtimes capture; stdout is the protocol.
-fn init_logging(level: Option<&str>) {
+pub(crate) fn init_logging(level: Option<&str>) {
     let filter = std::env::var("FLATLAN_LOG")
         .ok()
         .or_else(|| level.map(str::to_string))

@@ -1,6 +1,6 @@
 //! Everything flatlan knows about addresses on the LAN: pools and ranges,
 //! pure allocation, the crash-safe on-disk store, and (in later modules)
-//! ARP/NDP frames and conflict probes. Both binaries use it.
+//! ARP/NDP frames, conflict probes and passive watching. Both binaries use it.
 //!
 //! `unsafe` is denied (workspace lint) and allowed in one module,
 //! `probe::async_socket` (feature `tokio`), for tokio's registration of a
@@ -22,3 +22,4 @@ pub use store::{Allocation, Locked, PodRef, State, Store};
 pub mod frame;
 pub mod mac;
 pub mod probe;
+pub mod watch;

@@ -10,10 +10,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use flatlan_e2e::{
-    allocation_count, assert_quarantined, error_code, ipam_ls, settle_store, FlatLab,
+    allocation_count, assert_quarantined, error_code, ipam_ls, plugin_conf, settle_store, FlatLab,
 };
 use netns_testkit::cni::{Attachment, CniNetwork};
-use netns_testkit::{LabConfig, Netns};
+use netns_testkit::probe::ping;
+use netns_testkit::{LabConfig, Netns, GATEWAY};
 use serde_json::json;
 
 /// flatlan's "address unavailable" code (cni-plugin/src/error.rs).
@@ -217,7 +218,6 @@ fn rows_for(node: &Netns, data_dir: &Path, ip: Ipv4Addr) -> Vec<serde_json::Valu
 }
 
 /// Polls `ipam ls` until `ip` is quarantined; panics after `within`.
-#[allow(dead_code)]
 fn wait_quarantined(node: &Netns, data_dir: &Path, ip: Ipv4Addr, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
@@ -234,4 +234,70 @@ fn wait_quarantined(node: &Netns, data_dir: &Path, ip: Ipv4Addr, within: Duratio
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn the_watcher_quarantines_an_address_a_lan_host_starts_using_with_no_add() {
+    let l = FlatLab::new(LabConfig::new().nodes(1));
+    let node = l.node_ns(1);
+    let dir = l.data_dir(1);
+    let conflist = l.state.path().join("10-flatlan.conflist");
+    let list = json!({"cniVersion": "1.1.0", "name": "lan",
+                      "plugins": [plugin_conf(l.state.path(), 1, &[]).expect("plugin config")]});
+    std::fs::write(&conflist, list.to_string()).expect("write the conflist");
+    let flatlan = flatlan_e2e::bin("flatlan").display().to_string();
+    let conf = conflist.display().to_string();
+    let mut watcher = node
+        .spawn(&[&flatlan, "ipam", "watch", "--conf", &conf])
+        .expect("start the watcher");
+    watcher
+        .wait_for_log("watching for foreign use", Duration::from_secs(10))
+        .expect("the watcher is up");
+
+    // Our own pod talking on the LAN is not foreign.
+    let web = l.pod(1, "web");
+    ping(&web.ns, GATEWAY.into(), 1, Duration::from_secs(5)).expect("the pod reaches the router");
+    settle_store(&dir);
+    // Probe-ahead has just verified the next candidates (.209 on), so only
+    // the watcher stands between them and a LAN host that takes one now.
+    let announced = Ipv4Addr::new(192, 168, 2, 211);
+    let mac = device_takes(&l, announced, Taking::Announced);
+    // A DHCP client's RFC 5227 probe (sender 0.0.0.0) for another one.
+    let probed = Ipv4Addr::new(192, 168, 2, 212);
+    l.lab
+        .client
+        .exec(&[
+            "arping",
+            "-D",
+            "-c",
+            "1",
+            "-w",
+            "1",
+            "-I",
+            "eth0",
+            &probed.to_string(),
+        ])
+        .expect("run arping -D");
+    let client_mac = l.lab.client.link_mac("eth0").expect("client MAC");
+    wait_quarantined(node, &dir, announced, Duration::from_secs(5));
+    wait_quarantined(node, &dir, probed, Duration::from_secs(5));
+    assert_quarantined(node, &dir, announced.into(), &mac);
+    assert_quarantined(node, &dir, probed.into(), &client_mac);
+    let web_rows = rows_for(node, &dir, web.ip);
+    assert!(
+        web_rows.iter().all(|r| r["state"] == "allocated"),
+        "our own pod's address was taken for foreign use: {web_rows:?}"
+    );
+
+    // Ordinary allocation now walks past both.
+    let pods: Vec<_> = (0..4).map(|i| l.pod(1, &format!("p{i}"))).collect();
+    let got: Vec<Ipv4Addr> = pods.iter().map(|p| p.ip).collect();
+    assert_eq!(
+        got,
+        [209, 210, 213, 214].map(|h| Ipv4Addr::new(192, 168, 2, h)),
+        "quarantined addresses must be skipped"
+    );
+    assert_only(&l, announced, &mac);
+    assert!(watcher.is_running(), "the watcher died: {}", watcher.log());
+    settle_store(&dir);
 }
