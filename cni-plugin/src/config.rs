@@ -4,16 +4,44 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use flatlan_ipam::mac::MacAddr;
 use flatlan_ipam::IpRange;
 use ipnet::IpNet;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::env::Command;
 use crate::error::{Error, Result};
 
-/// CNI versions this plugin speaks. 0.4.0 is the oldest with CHECK and the
-/// cached-result DEL semantics chained plugins rely on.
-pub const SUPPORTED_VERSIONS: &[&str] = &["0.4.0", "1.0.0", "1.1.0"];
+/// CNI versions this plugin speaks. 0.3.x is still what many older
+/// conflists (k3s and flannel templates) say; it has no CHECK, and only
+/// 1.1.0 has STATUS and GC ([`verb_allowed`]).
+pub const SUPPORTED_VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+
+/// The oldest config version that has each verb, as the reference plugins'
+/// skel enforces it: CHECK came with 0.4.0, STATUS and GC with 1.1.0.
+pub fn verb_allowed(command: Command, version: &str) -> Result<()> {
+    let (verb, need) = match command {
+        Command::Check => ("CHECK", "0.4.0"),
+        Command::Status => ("STATUS", "1.1.0"),
+        Command::Gc => ("GC", "1.1.0"),
+        _ => return Ok(()),
+    };
+    let parse = |v: &str| -> Vec<u32> { v.split('.').map(|p| p.parse().unwrap_or(0)).collect() };
+    if parse(version) < parse(need) {
+        return Err(Error::VerbNotInVersion {
+            verb,
+            version: version.to_string(),
+            need,
+        });
+    }
+    Ok(())
+}
+
+/// The most stdin flatlan reads. A network config is a few kilobytes even
+/// with a large prevResult; reading without a limit let 100 MB of input
+/// cost 850 MB of memory.
+pub const MAX_STDIN: usize = 1 << 20;
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/flatlan";
 pub const DEFAULT_BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
@@ -38,6 +66,15 @@ pub struct NetConf {
     /// that is bridged (not routed) still meet conntrack.
     #[serde(default = "yes")]
     pub ensure_br_netfilter: bool,
+    /// With Service CIDRs, turn on IPv4 (and, for IPv6 Service CIDRs, IPv6)
+    /// forwarding in the node: kube-proxy's DNAT to a pod on another node
+    /// is routed, and a pod's packets to a ClusterIP die without it.
+    #[serde(default = "yes")]
+    pub ensure_forwarding: bool,
+    /// Hairpin mode on the host veth's bridge port, so a pod reaches its
+    /// own Service: the DNATed frame must go back out the port it came in.
+    #[serde(default = "yes")]
+    pub hairpin_mode: bool,
     pub ipam: IpamConf,
     #[serde(default)]
     pub log_level: Option<String>,
@@ -64,6 +101,9 @@ pub struct RuntimeConfig {
     /// The `ips` capability: requested addresses, with or without a prefix.
     #[serde(default)]
     pub ips: Vec<String>,
+    /// The `mac` capability (podman's `--mac-address`): the pod's MAC.
+    #[serde(default)]
+    pub mac: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -150,6 +190,27 @@ impl ProbeConf {
         }
     }
 
+    /// Upper bounds, so a typo cannot stall every ADD (the synchronous probe
+    /// runs up to 9 rounds when LAN hosts answer) or keep verdicts forever.
+    fn check_bounds(&self) -> Result<()> {
+        // verifiedTtlSeconds has its own, tighter rule in `validate`.
+        let limits: [(&str, u64, u64, u64); 5] = [
+            ("probes", self.probes.into(), 1, 5),
+            ("intervalMs", self.interval_ms, 0, 500),
+            ("waitMs", self.wait_ms, 1, 1000),
+            ("ahead", self.ahead as u64, 0, 64),
+            ("quarantineSeconds", self.quarantine_seconds, 0, 7 * 86400),
+        ];
+        for (key, v, min, max) in limits {
+            if !(min..=max).contains(&v) {
+                return Err(Error::InvalidConfig(format!(
+                    "ipam.probe.{key} {v} is out of range {min}-{max}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Off the ADD path, so it can listen as long as RFC 5227's spirit asks.
     pub fn ahead_config(&self) -> flatlan_ipam::probe::ProbeConfig {
         flatlan_ipam::probe::ProbeConfig {
@@ -189,6 +250,25 @@ fn default_data_dir() -> PathBuf {
 }
 fn default_boot_id() -> PathBuf {
     DEFAULT_BOOT_ID.into()
+}
+
+/// A pod MAC must be one a host can own: unicast and not all zeros.
+fn parse_mac(s: &str) -> std::result::Result<MacAddr, String> {
+    let mac: MacAddr = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"))?;
+    if mac.is_zero() {
+        return Err(format!(
+            "{s} is the all-zero MAC, which no interface can own"
+        ));
+    }
+    if mac.is_multicast() {
+        return Err(format!(
+            "{s} is a multicast or broadcast MAC (the first octet is odd); a pod needs a unicast one"
+        ));
+    }
+    Ok(mac)
 }
 
 /// Reads just the version, for VERSION and for error replies to a config
@@ -303,6 +383,12 @@ impl NetConf {
                 flatlan_ipam::Pool::new(s.subnet, &s.ranges, &s.exclude)?;
             }
         }
+        self.ipam.probe.check_bounds()?;
+        self.check_paths()?;
+        if let Some(m) = &self.runtime_config.mac {
+            parse_mac(m)
+                .map_err(|why| Error::InvalidConfig(format!("runtimeConfig.mac: {why}")))?;
+        }
         if self.ipam.probe.enabled {
             self.ipam
                 .probe
@@ -328,6 +414,44 @@ impl NetConf {
             }
         }
         Ok(())
+    }
+
+    /// Paths are the node's: a relative one would be resolved against
+    /// whatever directory the runtime happened to start the plugin in.
+    fn check_paths(&self) -> Result<()> {
+        let i = &self.ipam;
+        let paths = [
+            ("ipam.dataDir", Some(&i.data_dir)),
+            ("ipam.bootIdPath", Some(&i.boot_id_path)),
+            ("ipam.rangeFile", i.range_file.as_ref()),
+        ];
+        for (key, p) in paths {
+            if let Some(p) = p.filter(|p| !p.is_absolute()) {
+                return Err(Error::InvalidConfig(format!(
+                    "{key} {:?} must be an absolute path",
+                    p.display().to_string()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The MAC the runtime asked for: the `mac` capability, else `MAC=` in
+    /// CNI_ARGS (the reference bridge plugin's order). Both were validated
+    /// before any change; an invalid `MAC=` is a code-4 error.
+    pub fn requested_mac(&self, args_mac: Option<&str>) -> Result<Option<MacAddr>> {
+        if let Some(m) = &self.runtime_config.mac {
+            return parse_mac(m)
+                .map(Some)
+                .map_err(|why| Error::InvalidConfig(format!("runtimeConfig.mac: {why}")));
+        }
+        match args_mac.map(str::trim).filter(|m| !m.is_empty()) {
+            Some(m) => parse_mac(m).map(Some).map_err(|why| Error::InvalidEnv {
+                var: "CNI_ARGS",
+                reason: format!("MAC: {why}"),
+            }),
+            None => Ok(None),
+        }
     }
 
     /// One LAN subnet per configured family, shorthand included.
@@ -477,6 +601,82 @@ mod tests {
         v["mtu"] = 1500.into();
         v["ipam"]["subnets"][1] = v["ipam"]["subnets"][0].clone();
         assert_eq!(parse(v).unwrap_err().code(), 7);
+    }
+
+    #[test]
+    fn cni_0_3_x_parses_and_has_no_check_status_or_gc() {
+        for v in ["0.3.0", "0.3.1"] {
+            let mut c = base();
+            c["cniVersion"] = v.into();
+            parse(c).unwrap_or_else(|e| panic!("{v}: {e}"));
+            for cmd in [Command::Check, Command::Status, Command::Gc] {
+                let e = verb_allowed(cmd, v).unwrap_err();
+                assert_eq!(e.code(), 1, "{e}");
+            }
+            verb_allowed(Command::Add, v).expect("ADD");
+            verb_allowed(Command::Del, v).expect("DEL");
+        }
+        verb_allowed(Command::Check, "0.4.0").expect("CHECK since 0.4.0");
+        let e = verb_allowed(Command::Status, "1.0.0").unwrap_err();
+        assert!(e.to_string().contains("1.1.0"), "{e}");
+        verb_allowed(Command::Gc, "1.1.0").expect("GC in 1.1.0");
+    }
+
+    #[test]
+    fn probe_knobs_have_upper_bounds() {
+        for (key, bad) in [
+            ("waitMs", 600_000u64),
+            ("probes", 200),
+            ("intervalMs", 10_000),
+            ("ahead", 100_000),
+            ("quarantineSeconds", 99_999_999),
+        ] {
+            let mut v = base();
+            v["ipam"]["probe"] = serde_json::json!({ key: bad });
+            let e = parse(v).unwrap_err();
+            assert_eq!(e.code(), 7, "{key}: {e}");
+            assert!(e.to_string().contains(key), "{e}");
+        }
+        let mut v = base();
+        v["ipam"]["probe"] = serde_json::json!({"waitMs": 1000, "probes": 5});
+        parse(v).expect("the bounds themselves are fine");
+    }
+
+    #[test]
+    fn relative_paths_are_refused() {
+        for key in ["dataDir", "bootIdPath", "rangeFile"] {
+            let mut v = base();
+            v["ipam"][key] = "var/lib/flatlan".into();
+            let e = parse(v).unwrap_err();
+            assert_eq!(e.code(), 7, "{key}: {e}");
+            assert!(e.to_string().contains(key), "{e}");
+            assert!(e.to_string().contains("absolute"), "{e}");
+        }
+    }
+
+    #[test]
+    fn requested_macs_must_be_unicast_and_not_zero() {
+        let c = parse(base()).unwrap();
+        assert_eq!(
+            c.requested_mac(Some("02:00:00:00:00:01")).unwrap(),
+            Some(MacAddr([2, 0, 0, 0, 0, 1]))
+        );
+        assert_eq!(c.requested_mac(None).unwrap(), None);
+        for bad in [
+            "00:00:00:00:00:00",
+            "01:00:5e:00:00:fb",
+            "ff:ff:ff:ff:ff:ff",
+            "nope",
+        ] {
+            let e = c.requested_mac(Some(bad)).unwrap_err();
+            assert_eq!(e.code(), 4, "{bad}: {e}");
+            assert!(e.to_string().contains("MAC"), "{e}");
+            let mut v = base();
+            v["runtimeConfig"] = serde_json::json!({ "mac": bad });
+            let e = parse(v).unwrap_err();
+            assert_eq!(e.code(), 7, "{bad}: {e}");
+            assert!(e.to_string().contains("runtimeConfig.mac"), "{e}");
+        }
     }
 
     #[test]

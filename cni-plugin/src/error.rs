@@ -14,6 +14,13 @@ pub enum Error {
     #[error("incompatible CNI version {version}; this plugin supports {supported}")]
     IncompatibleVersion { version: String, supported: String },
 
+    #[error("cniVersion {version} has no {verb}; it needs cniVersion {need} or later")]
+    VerbNotInVersion {
+        verb: &'static str,
+        version: String,
+        need: &'static str,
+    },
+
     #[error("unsupported field in network configuration: {0}")]
     UnsupportedField(String),
 
@@ -45,6 +52,9 @@ pub enum Error {
 
     #[error("bridge {0:?} not found on this node; create it (netplan/networkd, see README) or set `bridge` in the CNI config")]
     BridgeNotFound(String),
+
+    #[error("`bridge` {name:?} is a {kind}, not a Linux bridge; nothing was changed. Set `bridge` to the bridge that holds the node's NIC (see README)")]
+    NotABridge { name: String, kind: String },
 
     #[error(transparent)]
     Ipam(#[from] flatlan_ipam::Error),
@@ -99,7 +109,7 @@ impl Error {
     pub fn code(&self) -> u32 {
         use flatlan_ipam::Error as I;
         match self {
-            Error::IncompatibleVersion { .. } => 1,
+            Error::IncompatibleVersion { .. } | Error::VerbNotInVersion { .. } => 1,
             Error::UnsupportedField(_) => 2,
             Error::UnknownContainer(_) => 3,
             Error::InvalidEnv { .. } => 4,
@@ -108,7 +118,7 @@ impl Error {
             Error::InvalidConfig(_) => 7,
             Error::TryAgain(_) => 11,
             Error::NotReady(_) => 50,
-            Error::BridgeNotFound(_) => code::BRIDGE_NOT_FOUND,
+            Error::BridgeNotFound(_) | Error::NotABridge { .. } => code::BRIDGE_NOT_FOUND,
             Error::Ipam(e) => match e {
                 I::InvalidRange { .. }
                 | I::RangeOutsideSubnet { .. }

@@ -344,7 +344,7 @@ fn allocate(
     // The pod's MAC follows its IPv4 address whatever the order of
     // `subnets`; an IPv6-first list must not record a MAC derived from the
     // IPv6 address, which the pod never has, on any of its allocations.
-    let mac = MacAddr::from_ip(first_ip(&out)).to_string();
+    let mac = crate::plan::pod_mac(conf, att, &out).to_string();
     for a in locked
         .state
         .allocations

@@ -34,12 +34,23 @@ use netlink::Socket;
 /// Runs one CNI invocation and returns the process exit code.
 pub fn run() -> i32 {
     // Network configs are a few hundred bytes; one read takes them whole.
+    // One byte past the cap tells a config at the cap from a larger one.
     let mut stdin = Vec::with_capacity(16 * 1024);
-    let read = std::io::stdin().read_to_end(&mut stdin);
+    let read = std::io::stdin()
+        .take(config::MAX_STDIN as u64 + 1)
+        .read_to_end(&mut stdin);
     let version = config::peek_version(&stdin).unwrap_or_else(|| "1.1.0".to_string());
     let out = read
         .map_err(|e| Error::io("read", "stdin", e))
-        .and_then(|_| dispatch(&stdin, &version));
+        .and_then(|n| {
+            if n > config::MAX_STDIN {
+                return Err(Error::Decode(format!(
+                    "stdin is larger than {} KiB, the most flatlan reads; a network config is a few KiB",
+                    config::MAX_STDIN / 1024
+                )));
+            }
+            dispatch(&stdin, &version)
+        });
     let mut stdout = std::io::stdout().lock();
     match out {
         Ok(Some(v)) => {
@@ -65,6 +76,7 @@ fn dispatch(stdin: &[u8], version: &str) -> Result<Option<Value>> {
         })));
     }
     let conf = NetConf::parse(stdin)?;
+    config::verb_allowed(env.command, &conf.cni_version)?;
     init_logging(conf.log_level.as_deref());
     debug!(command = ?env.command, container = %env.attachment.container_id, "invoked");
     let att = &env.attachment;
@@ -78,7 +90,9 @@ fn dispatch(stdin: &[u8], version: &str) -> Result<Option<Value>> {
             // Everything the runtime sent is validated before the first
             // change to the node (the sysctl below).
             let requested = conf.requested_ips(att.args.get("IP").map(String::as_str))?;
+            conf.requested_mac(att.args.get("MAC").map(String::as_str))?;
             let pod_ns = netns::open(path)?;
+            netns::refuse_own(&pod_ns, path)?;
             let v6_default = conf
                 .subnets()
                 .iter()
@@ -92,12 +106,19 @@ fn dispatch(stdin: &[u8], version: &str) -> Result<Option<Value>> {
                     Ok(sock)
                 });
                 let mut host = Socket::new()?;
-                if conf.ensure_br_netfilter {
-                    sysctl::ensure_br_netfilter()?;
-                }
+                let mut sysctls = || {
+                    if conf.ensure_br_netfilter {
+                        sysctl::ensure_br_netfilter()?;
+                    }
+                    if conf.ensure_forwarding {
+                        sysctl::ensure_forwarding(&conf.service_cidrs)?;
+                    }
+                    Ok(())
+                };
                 let node = cmd::add::Node {
                     host: &mut host,
                     pod_ns: &pod_ns,
+                    sysctls: &mut sysctls,
                 };
                 let added = cmd::add::add(&conf, att, &requested, node, || pod.finish())?;
                 if added.probe_ahead {

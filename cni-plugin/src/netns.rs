@@ -25,6 +25,28 @@ pub fn open(path: &Path) -> Result<File> {
     })
 }
 
+/// Refuses the plugin's own network namespace (the node's): ADD would
+/// configure the node as if it were a pod. Namespaces are the same when
+/// their nsfs inodes are (what `ip netns identify` compares).
+pub fn refuse_own(ns: &File, path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let own = std::fs::metadata("/proc/self/ns/net")
+        .map_err(|e| Error::io("stat", "/proc/self/ns/net", e))?;
+    let pod = ns
+        .metadata()
+        .map_err(|e| Error::io("stat", path.display(), e))?;
+    if (pod.dev(), pod.ino()) == (own.dev(), own.ino()) {
+        return Err(Error::InvalidEnv {
+            var: "CNI_NETNS",
+            reason: format!(
+                "{} is the plugin's own network namespace (the node's), not a pod's; nothing was changed",
+                path.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// A thread inside a pod's namespace that was started ahead of need: it
 /// entered the namespace and ran its first step while the caller did other
 /// work, and runs its second step when [`Pending::finish`] is called.
@@ -103,6 +125,18 @@ mod tests {
             "the netns tests call setns(2) and need root: run them via scripts/test"
         );
         File::open("/proc/self/ns/net").expect("own netns")
+    }
+
+    #[test]
+    fn the_own_namespace_is_refused_and_another_is_not() {
+        let own = File::open("/proc/self/ns/net").expect("own netns");
+        let e = refuse_own(&own, Path::new("/proc/self/ns/net")).unwrap_err();
+        assert_eq!(e.code(), 4, "{e}");
+        assert!(e.to_string().contains("own network namespace"), "{e}");
+        // Any other namespace passes; the init process's is another one
+        // only inside a container, so compare with a file that is no netns.
+        let other = File::open("/dev/null").expect("/dev/null");
+        refuse_own(&other, Path::new("/dev/null")).expect("not our namespace");
     }
 
     #[test]

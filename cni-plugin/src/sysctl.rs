@@ -42,6 +42,44 @@ pub fn br_netfilter_problem() -> Option<String> {
         })
 }
 
+const FORWARD_V4: &str = "/proc/sys/net/ipv4/ip_forward";
+const FORWARD_V6: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
+
+/// The forwarding switches a pod's Service traffic needs: kube-proxy DNATs
+/// a ClusterIP in the node, and a backend on another node (or the LAN) is
+/// then reached by routing. Only the families of the Service CIDRs count.
+fn forwarding_paths(service_cidrs: &[ipnet::IpNet]) -> impl Iterator<Item = &'static str> {
+    let v4 = service_cidrs.iter().any(|c| c.addr().is_ipv4());
+    let v6 = service_cidrs.iter().any(|c| c.addr().is_ipv6());
+    [(v4, FORWARD_V4), (v6, FORWARD_V6)]
+        .into_iter()
+        .filter_map(|(on, p)| on.then_some(p))
+}
+
+/// Turns forwarding on for the Service CIDRs' families, as the reference
+/// bridge plugin's `isGateway` does; one read per family when it is on.
+pub fn ensure_forwarding(service_cidrs: &[ipnet::IpNet]) -> Result<()> {
+    for path in forwarding_paths(service_cidrs) {
+        match fs::read_to_string(path) {
+            Ok(v) if v.trim() == "1" => {}
+            _ => fs::write(path, "1").map_err(|e| Error::io("write", path, e))?,
+        }
+    }
+    Ok(())
+}
+
+/// Reports forwarding that is off, without changing anything.
+pub fn forwarding_problem(service_cidrs: &[ipnet::IpNet]) -> Option<String> {
+    forwarding_paths(service_cidrs).find_map(|path| match fs::read_to_string(path) {
+        Ok(v) if v.trim() == "1" => None,
+        Ok(v) => Some(format!(
+            "{path} is {} (must be 1 for pods to reach Service CIDRs)",
+            v.trim()
+        )),
+        Err(e) => Some(format!("{path} is unavailable ({e})")),
+    })
+}
+
 /// Pod-side IPv6 policy, set before the interface comes up (RA processing
 /// starts at link-up). The pod must not pick SLAAC addresses from the LAN
 /// router's RAs: they would be unreported in the CNI result and untracked

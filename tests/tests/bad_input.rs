@@ -39,7 +39,7 @@ const CASES: &[Case] = &[
         raw: b"",
         env: &[],
         code: 1,
-        msg: "0.4.0, 1.0.0, 1.1.0",
+        msg: "0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0",
     },
     Case {
         name: "too old cniVersion",
@@ -112,6 +112,79 @@ const CASES: &[Case] = &[
         env: &[],
         code: 100,
         msg: "nobr0",
+    },
+    Case {
+        name: "bridge is a veth",
+        edit: Some(|c| c["bridge"] = "eth0".into()),
+        raw: b"",
+        env: &[],
+        code: 100,
+        // The message is JSON in stdout: its quotes are escaped.
+        msg: "eth0\\\" is a veth device, not a Linux bridge",
+    },
+    Case {
+        name: "bridge is lo",
+        edit: Some(|c| c["bridge"] = "lo".into()),
+        raw: b"",
+        env: &[],
+        code: 100,
+        msg: "lo\\\" is a device without a link kind",
+    },
+    Case {
+        name: "CNI_NETNS is the plugin's own namespace",
+        edit: Some(|_| {}),
+        raw: b"",
+        env: &[("CNI_NETNS", "/proc/self/ns/net")],
+        code: 4,
+        msg: "own network namespace",
+    },
+    Case {
+        name: "probe wait of ten minutes",
+        edit: Some(|c| c["ipam"]["probe"] = json!({"waitMs": 600_000})),
+        raw: b"",
+        env: &[],
+        code: 7,
+        msg: "ipam.probe.waitMs 600000 is out of range",
+    },
+    Case {
+        name: "relative dataDir",
+        edit: Some(|c| c["ipam"]["dataDir"] = "flatlan-data".into()),
+        raw: b"",
+        env: &[],
+        code: 7,
+        msg: "ipam.dataDir \\\"flatlan-data\\\" must be an absolute path",
+    },
+    Case {
+        name: "relative rangeFile",
+        edit: Some(|c| c["ipam"]["rangeFile"] = "range.json".into()),
+        raw: b"",
+        env: &[],
+        code: 7,
+        msg: "ipam.rangeFile",
+    },
+    Case {
+        name: "multicast MAC capability",
+        edit: Some(|c| c["runtimeConfig"] = json!({"mac": "01:00:5e:00:00:fb"})),
+        raw: b"",
+        env: &[],
+        code: 7,
+        msg: "runtimeConfig.mac",
+    },
+    Case {
+        name: "all-zero MAC in CNI_ARGS",
+        edit: Some(|_| {}),
+        raw: b"",
+        env: &[("CNI_ARGS", "IgnoreUnknown=1;MAC=00:00:00:00:00:00")],
+        code: 4,
+        msg: "all-zero",
+    },
+    Case {
+        name: "garbage MAC in CNI_ARGS",
+        edit: Some(|_| {}),
+        raw: b"",
+        env: &[("CNI_ARGS", "MAC=0a:58:zz:00:00:01")],
+        code: 4,
+        msg: "not a MAC address",
     },
     Case {
         name: "range outside subnet",
@@ -242,6 +315,47 @@ fn bad_input_gets_the_documented_code_and_leaks_nothing() {
         vec!["lo".to_string()],
         "a failed ADD left an interface in the pod"
     );
+    // MAC pinning never reached the uplink or lo (NET_ADDR_SET is 3).
+    for dev in ["eth0", "lo"] {
+        let out = node
+            .exec_ok(&["cat", &format!("/sys/class/net/{dev}/addr_assign_type")])
+            .expect("addr_assign_type");
+        assert_ne!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "3",
+            "ADD with `bridge: {dev}` changed {dev}'s MAC"
+        );
+    }
+}
+
+/// 100 MB on stdin once cost 850 MB of memory; now it is cut at 1 MiB.
+#[test]
+fn stdin_beyond_the_cap_is_refused_with_code_6() {
+    let l = FlatLab::new(LabConfig::new().nodes(1));
+    let node = l.node_ns(1);
+    let pod = l.lab.add_pod_netns(1, "big").expect("netns");
+    let netns = pod.path().display().to_string();
+    let mut conf = plugin_conf(l.state.path(), 1, &[]).expect("plugin config");
+    conf["cniVersion"] = "1.1.0".into();
+    conf["name"] = "lan".into();
+    let env = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "ctr-big"),
+        ("CNI_NETNS", netns.as_str()),
+        ("CNI_IFNAME", "eth0"),
+    ];
+    // Valid JSON: only its size is wrong.
+    let mut stdin = conf.to_string().into_bytes();
+    stdin.extend(std::iter::repeat_n(b' ', 2 << 20));
+    let run = run_raw(node, &env, &stdin);
+    assert_eq!(run.cni_code(), Some(6), "{} {}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("1024 KiB"), "{}", run.stdout);
+    assert!(pod_veths(node).is_empty());
+    // A config just under the cap is still read whole.
+    let mut stdin = conf.to_string().into_bytes();
+    stdin.extend(std::iter::repeat_n(b' ', (1 << 20) - stdin.len()));
+    let run = run_raw(node, &env, &stdin);
+    assert_eq!(run.code, Some(0), "{} {}", run.stdout, run.stderr);
 }
 
 #[test]

@@ -154,3 +154,87 @@ fn clusterip_breaks_without_bridge_netfilter() {
         .expect("with bridge-nf on, the same ClusterIP request completes");
     assert_eq!(reply.reply, b"x");
 }
+
+/// A pod reaching its own Service (Home Assistant calling itself): the
+/// DNATed SYN must leave by the bridge port it came in on, which needs
+/// hairpin mode on the host veth. kube-proxy masquerades this hairpin
+/// traffic (KUBE-MARK-MASQ for a source that is the endpoint); so does
+/// this emulation.
+#[test]
+fn a_pod_reaches_its_own_service() {
+    let l = FlatLab::new(LabConfig::new().nodes(1));
+    let web = l.pod(1, "web");
+    let server = tcp_serve(&web.ns, SocketAddr::new(web.ip.into(), 8080)).expect("serve");
+    let cluster_ip = Ipv4Addr::new(10, 43, 0, 20);
+    iptables(
+        l.node_ns(1),
+        &format!("-t nat -A PREROUTING -d {cluster_ip}/32 -p tcp --dport 80 -j DNAT --to-destination {}:8080", web.ip),
+    );
+    iptables(
+        l.node_ns(1),
+        &format!(
+            "-t nat -A POSTROUTING -s {0}/32 -d {0}/32 -p tcp --dport 8080 -j MASQUERADE",
+            web.ip
+        ),
+    );
+    let veth = web.result["interfaces"][0]["name"]
+        .as_str()
+        .expect("host veth");
+    let hairpin = l
+        .node_ns(1)
+        .exec_ok(&["cat", &format!("/sys/class/net/{veth}/brport/hairpin_mode")])
+        .expect("hairpin_mode");
+    assert_eq!(String::from_utf8_lossy(&hairpin.stdout).trim(), "1");
+    let reply = tcp_request(&web.ns, SocketAddr::new(cluster_ip.into(), 80), b"me", T)
+        .expect("the pod's connection to its own Service completes");
+    assert_eq!(reply.peer, SocketAddr::new(cluster_ip.into(), 80));
+    assert_eq!(reply.reply, b"me");
+    assert_eq!(
+        server.peers().first().map(SocketAddr::ip),
+        Some(IpAddr::from(l.lab.nodes[0].ip)),
+        "the hairpin connection arrives masqueraded to the node"
+    );
+}
+
+/// With Service CIDRs configured, ADD turns on IPv4 forwarding in the node
+/// (kube-proxy's DNAT to a pod on another node is routed); with
+/// `ensureForwarding: false`, STATUS says what is wrong instead.
+#[test]
+fn add_turns_forwarding_on_and_status_reports_it_off() {
+    let l = FlatLab::new(LabConfig::new().nodes(2));
+    let node = l.node_ns(1);
+    let forwarding = || {
+        let out = node
+            .exec_ok(&["sysctl", "-n", "net.ipv4.ip_forward"])
+            .expect("sysctl");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    node.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=0"])
+        .expect("sysctl");
+    let off = l.network_with(1, |c| c["ensureForwarding"] = false.into());
+    let err = off.status(node).expect_err("STATUS must report not-ready");
+    assert_eq!(err.cni_code(), Some(50), "{err}");
+    assert!(err.to_string().contains("ip_forward"), "{err}");
+    assert_eq!(forwarding(), "0", "ensureForwarding: false changes nothing");
+
+    let client = l.pod(1, "client");
+    assert_eq!(forwarding(), "1", "ADD turned forwarding on");
+    let backend = l.pod(2, "backend");
+    let _server = tcp_serve(&backend.ns, SocketAddr::new(backend.ip.into(), 8080)).expect("serve");
+    let cluster_ip = Ipv4Addr::new(10, 43, 0, 10);
+    iptables(
+        node,
+        &format!("-t nat -A PREROUTING -d {cluster_ip}/32 -p tcp --dport 80 -j DNAT --to-destination {}:8080", backend.ip),
+    );
+    let reply = tcp_request(&client.ns, SocketAddr::new(cluster_ip.into(), 80), b"fw", T)
+        .expect("the pod reaches the ClusterIP");
+    assert_eq!(reply.reply, b"fw");
+
+    // STATUS repairs it like ADD does.
+    node.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=0"])
+        .expect("sysctl");
+    l.network(1)
+        .status(node)
+        .expect("STATUS repairs forwarding");
+    assert_eq!(forwarding(), "1");
+}

@@ -188,3 +188,107 @@ fn the_first_add_pins_the_bridge_mac_and_it_never_drifts() {
     }
     assert_eq!(node.link_mac("br0").expect("br0 MAC"), mac, "after DELs");
 }
+
+/// The result's host-veth MAC is the one the kernel holds (it reported
+/// `0e:58:...` while the kernel had picked a random one).
+#[test]
+fn the_result_reports_the_host_veths_real_mac() {
+    let l = FlatLab::new(LabConfig::new().nodes(1));
+    let pod = l.pod(1, "hm");
+    let host = &pod.result["interfaces"][0];
+    let name = host["name"].as_str().expect("host veth name");
+    let kernel = l.node_ns(1).link_mac(name).expect("host veth MAC");
+    assert_eq!(host["mac"], kernel.as_str(), "{}", pod.result);
+    let pod_if = &pod.result["interfaces"][1];
+    let kernel = pod.ns.link_mac("eth0").expect("pod MAC");
+    assert_eq!(pod_if["mac"], kernel.as_str(), "{}", pod.result);
+}
+
+/// podman's `--mac-address`: `MAC=` in CNI_ARGS, or the `mac` capability
+/// (which wins, as in the reference bridge plugin). The pod gets it, the
+/// result and the store report it, and DEL cleans up.
+#[test]
+fn a_requested_mac_is_honoured_from_cni_args_and_the_capability() {
+    let l = FlatLab::new(LabConfig::new().nodes(1));
+    let node = l.node_ns(1);
+    let mut net = l.network_with(1, |c| c["capabilities"] = serde_json::json!({"mac": true}));
+    for (i, (args_mac, cap_mac)) in [
+        ("02:42:c0:a8:02:01", None),
+        ("02:42:c0:a8:02:02", Some("02:42:c0:a8:02:03")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        match cap_mac {
+            Some(m) => net.capability_args.insert("mac".into(), m.into()),
+            None => net.capability_args.remove("mac"),
+        };
+        let want = cap_mac.unwrap_or(args_mac);
+        let ns = l.lab.add_pod_netns(1, &format!("mac{i}")).expect("netns");
+        let mut att = Attachment::new(&format!("ctr-mac{i}"), &ns);
+        att.args = vec![
+            ("IgnoreUnknown".into(), "1".into()),
+            ("K8S_POD_NAME".into(), format!("mac{i}")),
+            ("MAC".into(), args_mac.into()),
+        ];
+        let r = net.add(node, &att).expect("ADD with a MAC");
+        assert_eq!(ns.link_mac("eth0").expect("pod MAC"), want);
+        assert_eq!(r["interfaces"][1]["mac"], want, "{r}");
+        let state = store_state(&l.data_dir(1));
+        assert_eq!(state["allocations"][0]["mac"], want, "{state}");
+        ping(&ns, CLIENT_IP.into(), 1, Duration::from_secs(5)).expect("the pod works");
+        net.del(node, &att, Some(&r)).expect("DEL");
+        assert!(pod_veths(node).is_empty());
+        assert_eq!(allocation_count(&l.data_dir(1)), 0);
+    }
+}
+
+/// STATUS runs a flatlan invocation with `conf` and returns it.
+fn status_raw(l: &FlatLab, conf: &serde_json::Value) -> flatlan_e2e::RawRun {
+    flatlan_e2e::run_raw(
+        l.node_ns(1),
+        &[("CNI_COMMAND", "STATUS")],
+        conf.to_string().as_bytes(),
+    )
+}
+
+/// A `bridge` that is a veth: STATUS is not-ready, names it, and changes
+/// nothing (MAC pinning used to reach the veth first).
+#[test]
+fn status_is_not_ready_when_the_bridge_is_not_a_bridge() {
+    let l = FlatLab::new(LabConfig::new().nodes(1));
+    let mut conf = l.network(1).plugin_config(0, None).expect("conf");
+    conf["bridge"] = "eth0".into();
+    let run = status_raw(&l, &conf);
+    assert_eq!(run.cni_code(), Some(50), "{}", run.stdout);
+    let msg = serde_json::from_str::<serde_json::Value>(&run.stdout).expect("json")["msg"].clone();
+    assert!(
+        msg.as_str().unwrap_or("").contains("\"eth0\" is a veth"),
+        "{msg}"
+    );
+}
+
+/// A full slice keeps the node ready: not-ready would taint the node and
+/// evict its running pods. ADD says 101, and STATUS warns in its log.
+#[test]
+fn status_stays_ready_with_an_exhausted_pool_and_warns() {
+    let l = FlatLab::new(LabConfig::new().nodes(1));
+    let net = flatlan_e2e::network(l.state.path(), 1, &["192.168.2.210-192.168.2.210"]);
+    let conf = net.plugin_config(0, None).expect("conf");
+    let run = status_raw(&l, &conf);
+    assert_eq!(run.code, Some(0), "{} {}", run.stdout, run.stderr);
+    assert!(!run.stderr.contains("exhausted"), "{}", run.stderr);
+    l.pod_on(&net, 1, "only");
+    let ns = l.lab.add_pod_netns(1, "more").expect("netns");
+    let err = net
+        .add(l.node_ns(1), &Attachment::new("ctr-more", &ns))
+        .expect_err("the pool is full");
+    assert_eq!(error_code(&err), Some(101), "{err}");
+    let run = status_raw(&l, &conf);
+    assert_eq!(run.code, Some(0), "{} {}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("192.168.2.0/24") && run.stderr.contains("exhausted"),
+        "STATUS must say why ADD fails: {}",
+        run.stderr
+    );
+}

@@ -25,6 +25,8 @@ enum Undo {
 pub struct Node<'a, H: Netlink> {
     pub host: &'a mut H,
     pub pod_ns: &'a File,
+    /// The node-wide sysctls ADD repairs; run once the bridge is known good.
+    pub sysctls: &'a mut dyn FnMut() -> Result<()>,
 }
 
 /// A successful ADD: the result, and whether the caller should start a
@@ -43,10 +45,8 @@ pub fn add<H: Netlink, P: Netlink>(
     node: Node<'_, H>,
     open_pod: impl FnOnce() -> Result<P>,
 ) -> Result<Added> {
-    let bridge = node
-        .host
-        .link_by_name(&conf.bridge)?
-        .ok_or_else(|| Error::BridgeNotFound(conf.bridge.clone()))?;
+    let bridge = super::bridge(node.host, &conf.bridge)?;
+    (node.sysctls)()?;
     super::pin_bridge_mac(node.host, &bridge);
     let node_ips = plan::node_ips(conf, &node.host.addresses(bridge.index)?);
 
@@ -96,11 +96,12 @@ fn steps<H: Netlink, P: Netlink>(
     crate::hook::maybe_abort("allocated");
     debug!(?assigned, "allocated");
 
-    let mac = MacAddr::from_ip(ipam::first_ip(&assigned)).0;
+    let mac = plan::pod_mac(conf, att, &assigned).0;
+    let host_mac = names::host_mac(plan::derived_mac(&assigned).0);
     let host_name = names::host_veth(&att.container_id, &att.ifname);
     let spec = VethSpec {
         host_name: host_name.clone(),
-        host_mac: names::host_mac(mac),
+        host_mac,
         bridge_index: bridge.index,
         mtu: conf.mtu.unwrap_or(bridge.mtu),
         peer_name: att.ifname.clone(),
@@ -118,6 +119,9 @@ fn steps<H: Netlink, P: Netlink>(
         Err(e) => return Err(e),
     }
     undo.push(Undo::DeleteHostLink(host_name.clone()));
+    if conf.hairpin_mode {
+        host.set_hairpin(&host_name)?;
+    }
     crate::hook::maybe_abort("veth");
 
     let pod_plan = plan::pod_plan(conf, &assigned, node_ips);
@@ -143,7 +147,7 @@ fn steps<H: Netlink, P: Netlink>(
 
     let host_if = Interface {
         name: host_name,
-        mac: MacAddr(names::host_mac(mac)).to_string(),
+        mac: MacAddr(host_mac).to_string(),
         sandbox: None,
     };
     let pod_if = Interface {
@@ -171,8 +175,12 @@ mod tests {
     const BRIDGE: &str = "fltest-nobr";
 
     fn conf(dir: &std::path::Path) -> NetConf {
+        conf_with(dir, |_| {})
+    }
+
+    fn conf_with(dir: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) -> NetConf {
         std::fs::write(dir.join("boot_id"), "b1\n").unwrap();
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "cniVersion": "1.1.0", "name": "lan", "type": "flatlan",
             "bridge": BRIDGE, "serviceCIDRs": ["10.43.0.0/16"],
             "ipam": {"subnet": "192.168.2.0/24", "gateway": "192.168.2.1",
@@ -180,6 +188,7 @@ mod tests {
                      "dataDir": dir.join("data"), "bootIdPath": dir.join("boot_id"),
                      "probe": {"enabled": false}}
         });
+        edit(&mut v);
         NetConf::parse(v.to_string().as_bytes()).unwrap()
     }
 
@@ -202,9 +211,33 @@ mod tests {
 
     /// ADD on `host`, with `pod` as what the pod's netlink socket sees.
     fn add_on(dir: &std::path::Path, host: &mut Fake, pod: Fake) -> Result<Added> {
+        add_with(&conf(dir), &att(), host, pod, &mut || Ok(()))
+    }
+
+    fn add_with(
+        conf: &NetConf,
+        att: &Attachment,
+        host: &mut Fake,
+        pod: Fake,
+        sysctls: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Added> {
         let ns = File::open("/dev/null").unwrap();
-        let node = Node { host, pod_ns: &ns };
-        add(&conf(dir), &att(), &[], node, || Ok(pod))
+        let node = Node {
+            host,
+            pod_ns: &ns,
+            sysctls,
+        };
+        add(conf, att, &[], node, || Ok(pod))
+    }
+
+    /// A node as [`run`] makes it, for tests that vary the config.
+    fn node() -> (Fake, Fake) {
+        let mut host = Fake::with_bridge(BRIDGE);
+        let br = host.links[BRIDGE].index;
+        host.addrs.push((br, "192.168.2.11/24".parse().unwrap()));
+        let mut pod = Fake::default();
+        pod.insert("eth0", Some("veth"));
+        (host, pod)
     }
 
     /// A node with the bridge at 192.168.2.11, and a pod fake that gets an
@@ -227,12 +260,23 @@ mod tests {
         let (r, host) = run(dir.path(), None);
         let added = r.unwrap();
         let veth = names::host_veth("c1", "eth0");
-        assert_eq!(host.log, [format!("create_veth {veth} peer eth0")]);
+        assert_eq!(
+            host.log,
+            [
+                format!("create_veth {veth} peer eth0"),
+                format!("set_hairpin {veth}")
+            ]
+        );
         let j = added.result.to_json("1.1.0");
         assert_eq!(j["ips"][0]["address"], "192.168.2.210/24");
         assert_eq!(j["routes"][1]["dst"], "10.43.0.0/16");
         assert_eq!(j["routes"][1]["gw"], "192.168.2.11");
         assert_eq!(j["interfaces"][0]["mac"], "0e:58:c0:a8:02:d2");
+        // The MAC reported is the one the host end was created with.
+        assert_eq!(
+            host.links[&veth].mac.map(|m| MacAddr(m).to_string()),
+            Some("0e:58:c0:a8:02:d2".to_string())
+        );
         let state = stored(dir.path());
         assert_eq!(state.allocations.len(), 1);
     }
@@ -248,6 +292,7 @@ mod tests {
             host.log,
             [
                 format!("create_veth {veth} peer eth0"),
+                format!("set_hairpin {veth}"),
                 format!("delete_link {veth}")
             ],
             "the veth is removed in reverse order"
@@ -271,5 +316,63 @@ mod tests {
         );
         let state = stored(dir.path());
         assert!(state.allocations.is_empty());
+    }
+
+    #[test]
+    fn a_bridge_that_is_not_a_bridge_fails_100_before_any_change() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, kind) in [("veth9", Some("veth")), ("lo", None)] {
+            let mut host = Fake::default();
+            host.insert(name, kind);
+            let conf = conf_with(dir.path(), |v| v["bridge"] = name.into());
+            let mut touched = false;
+            let r = add_with(&conf, &att(), &mut host, Fake::default(), &mut || {
+                touched = true;
+                Ok(())
+            });
+            let e = r.err().expect("ADD must fail");
+            assert_eq!(e.code(), crate::error::code::BRIDGE_NOT_FOUND, "{e}");
+            assert!(e.to_string().contains(name), "{e}");
+            assert!(host.log.is_empty(), "{name} was changed: {:?}", host.log);
+            assert!(!touched, "node sysctls changed for {name}");
+            assert!(stored(dir.path()).allocations.is_empty());
+        }
+    }
+
+    #[test]
+    fn hairpin_mode_off_skips_the_port_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = conf_with(dir.path(), |v| v["hairpinMode"] = false.into());
+        let (mut host, pod) = node();
+        add_with(&conf, &att(), &mut host, pod, &mut || Ok(())).expect("ADD");
+        let veth = names::host_veth("c1", "eth0");
+        assert_eq!(host.log, [format!("create_veth {veth} peer eth0")]);
+    }
+
+    #[test]
+    fn a_requested_mac_is_the_pods_and_the_host_end_keeps_the_derived_one() {
+        for (capability, mac) in [
+            (Some("02:aa:bb:cc:dd:01"), "02:aa:bb:cc:dd:01"),
+            (None, "02:aa:bb:cc:dd:02"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let conf = conf_with(dir.path(), |v| {
+                if let Some(m) = capability {
+                    v["runtimeConfig"] = serde_json::json!({ "mac": m });
+                }
+            });
+            let mut a = att();
+            a.args.insert("MAC".into(), "02:aa:bb:cc:dd:02".into());
+            let (mut host, pod) = node();
+            let added = add_with(&conf, &a, &mut host, pod, &mut || Ok(())).expect("ADD");
+            let j = added.result.to_json("1.1.0");
+            assert_eq!(
+                j["interfaces"][1]["mac"], mac,
+                "the capability wins over MAC="
+            );
+            assert_eq!(j["interfaces"][0]["mac"], "0e:58:c0:a8:02:d2");
+            let state = stored(dir.path());
+            assert_eq!(state.allocations[0].mac, mac, "the store records it");
+        }
     }
 }

@@ -10,7 +10,27 @@ use std::fs;
 
 use tracing::warn;
 
+use crate::error::{Error, Result};
 use crate::netlink::{Link, Netlink};
+
+/// The configured bridge, checked to be one before anything touches it:
+/// MAC pinning on a veth or `lo` would change that device, and every later
+/// step would fail obscurely.
+pub fn bridge(nl: &mut impl Netlink, name: &str) -> Result<Link> {
+    let link = nl
+        .link_by_name(name)?
+        .ok_or_else(|| Error::BridgeNotFound(name.to_string()))?;
+    match link.kind.as_deref() {
+        Some("bridge") => Ok(link),
+        kind => Err(Error::NotABridge {
+            name: name.to_string(),
+            kind: kind.map_or_else(
+                || "device without a link kind (a NIC or lo)".to_string(),
+                |k| format!("{k} device"),
+            ),
+        }),
+    }
+}
 
 /// A bridge takes the lowest MAC among its ports unless one was set
 /// explicitly, so it would drift as pod veths come and go and every LAN

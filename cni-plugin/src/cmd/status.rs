@@ -1,5 +1,15 @@
-//! STATUS (CNI 1.1): ready only when an ADD could succeed. containerd 2.x
-//! polls this and will not schedule pods while it fails.
+//! STATUS (CNI 1.1): ready when the plugin can work on this node: the
+//! bridge is a bridge, the node's sysctls are right and the store is
+//! usable. containerd 2.x polls this and will not schedule pods while it
+//! fails.
+//!
+//! A full address pool is not "not ready": the runtime would mark the whole
+//! node NotReady, and Kubernetes would taint it and evict the pods that are
+//! running fine. A full slice only fails new ADDs (101), and STATUS logs a
+//! warning.
+
+use flatlan_ipam::store::now_secs;
+use tracing::warn;
 
 use crate::config::NetConf;
 use crate::error::{Error, Result};
@@ -8,11 +18,16 @@ use crate::{ipam, sysctl};
 
 pub fn status(conf: &NetConf, host: &mut impl Netlink) -> Result<()> {
     let not_ready = |m: String| Err(Error::NotReady(m));
-    let Some(bridge) = host.link_by_name(&conf.bridge)? else {
-        return not_ready(format!(
-            "bridge {} does not exist on this node",
-            conf.bridge
-        ));
+    let bridge = match super::bridge(host, &conf.bridge) {
+        Ok(b) => b,
+        Err(Error::BridgeNotFound(_)) => {
+            return not_ready(format!(
+                "bridge {} does not exist on this node",
+                conf.bridge
+            ))
+        }
+        Err(e @ Error::NotABridge { .. }) => return not_ready(e.to_string()),
+        Err(e) => return Err(e),
     };
     if conf.ensure_br_netfilter {
         // STATUS repairs what ADD would repair anyway; reporting not-ready for
@@ -27,12 +42,35 @@ pub fn status(conf: &NetConf, host: &mut impl Netlink) -> Result<()> {
             "replies to DNATed pod traffic would bypass conntrack: {p}"
         ));
     }
-    let node_ips = crate::plan::node_ips(conf, &host.addresses(bridge.index)?);
-    if let Err(e) = ipam::pools(conf, &node_ips) {
-        return not_ready(e.to_string());
+    if conf.ensure_forwarding {
+        if let Err(e) = sysctl::ensure_forwarding(&conf.service_cidrs) {
+            return not_ready(format!("pods could not reach Service CIDRs: {e}"));
+        }
+    } else if let Some(p) = sysctl::forwarding_problem(&conf.service_cidrs) {
+        return not_ready(format!("pods could not reach Service CIDRs: {p}"));
     }
-    if let Err(e) = ipam::store(conf)?.lock() {
-        return not_ready(format!("allocation store unusable: {e}"));
+    let node_ips = crate::plan::node_ips(conf, &host.addresses(bridge.index)?);
+    let pools = match ipam::pools(conf, &node_ips) {
+        Ok(p) => p,
+        Err(e) => return not_ready(e.to_string()),
+    };
+    let locked = match ipam::store(conf)?.lock() {
+        Ok(l) => l,
+        Err(e) => return not_ready(format!("allocation store unusable: {e}")),
+    };
+    let now = now_secs();
+    for (s, pool) in &pools {
+        let free = pool
+            .candidates_after(None)
+            .any(|ip| locked.state.owner_of(ip, now).is_none());
+        if !free {
+            warn!(
+                "the pool of subnet {} ({}) is exhausted: ADD fails with 101 until a pod is deleted; \
+                 STATUS stays ready so the node's running pods are not evicted",
+                s.subnet,
+                pool.describe()
+            );
+        }
     }
     Ok(())
 }

@@ -79,11 +79,11 @@ impl Netlink for Fake {
                 std::io::Error::from_raw_os_error(libc::EEXIST),
             ));
         }
-        let idx = self.insert(&spec.host_name, Some("veth"));
+        self.insert(&spec.host_name, Some("veth"));
         if let Some(l) = self.links.get_mut(&spec.host_name) {
             l.master = Some(spec.bridge_index);
+            l.mac = Some(spec.host_mac);
         }
-        let _ = idx;
         Ok(())
     }
 
@@ -94,6 +94,10 @@ impl Netlink for Fake {
 
     fn set_up(&mut self, index: u32) -> Result<()> {
         self.record(format!("set_up {index}"))
+    }
+
+    fn set_hairpin(&mut self, name: &str) -> Result<()> {
+        self.record(format!("set_hairpin {name}"))
     }
 
     fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> Result<()> {

@@ -55,6 +55,9 @@ pub trait Netlink {
     fn delete_link(&mut self, name: &str) -> Result<bool>;
     fn set_up(&mut self, index: u32) -> Result<()>;
     fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> Result<()>;
+    /// Hairpin mode on a bridge port: frames may leave by the port they
+    /// came in on, which a pod's DNATed packet to its own Service does.
+    fn set_hairpin(&mut self, name: &str) -> Result<()>;
     /// IPv6 addresses are added with NODAD: the conflict probe already ran,
     /// and waiting out DAD would stall ADD (DESIGN.md §2).
     fn add_address(&mut self, index: u32, addr: IpNet) -> Result<()>;

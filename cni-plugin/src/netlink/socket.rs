@@ -13,7 +13,8 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVeth, LinkAttribute, LinkExtentMask,
+    LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -216,6 +217,10 @@ impl Netlink for Socket {
         m.header.change_mask = LinkFlags::Up;
         m.attributes
             .push(LinkAttribute::IfName(spec.host_name.clone()));
+        // Without it the kernel picks a random MAC, and the result would
+        // report one the host end does not have.
+        m.attributes
+            .push(LinkAttribute::Address(spec.host_mac.to_vec()));
         m.attributes.push(LinkAttribute::Mtu(spec.mtu));
         m.attributes
             .push(LinkAttribute::Controller(spec.bridge_index));
@@ -254,6 +259,24 @@ impl Netlink for Socket {
         self.ack(
             &format!("set link {index} up"),
             RouteNetlinkMessage::SetLink(m),
+            0,
+        )
+    }
+
+    fn set_hairpin(&mut self, name: &str) -> Result<()> {
+        // Bridge-port options are the master's "slave data", which the
+        // kernel applies only to an existing port (__rtnl_newlink ignores
+        // it on create), so this cannot ride in the create message. A
+        // NEWLINK without NLM_F_CREATE finds the port by name.
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        m.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::PortData(
+                InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(true)]),
+            )]));
+        self.ack(
+            &format!("set hairpin on {name}"),
+            RouteNetlinkMessage::NewLink(m),
             0,
         )
     }
