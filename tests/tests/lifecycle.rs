@@ -292,3 +292,31 @@ fn status_stays_ready_with_an_exhausted_pool_and_warns() {
         run.stderr
     );
 }
+
+/// CHECK without a prevResult expects the MAC the store recorded, so a
+/// requested one (`MAC=`, podman's `--mac-address`) is not a mismatch.
+#[test]
+fn check_without_prev_result_expects_the_requested_mac() {
+    let l = FlatLab::new(LabConfig::new().nodes(1));
+    let node = l.node_ns(1);
+    let net = l.network(1);
+    let ns = l.lab.add_pod_netns(1, "mac").expect("netns");
+    let mut att = Attachment::new("ctr-mac", &ns);
+    att.args = vec![("MAC".into(), "02:42:c0:a8:02:99".into())];
+    let result = net.add(node, &att).expect("ADD with MAC=");
+    assert_eq!(flatlan_e2e::pod_mac(&result), "02:42:c0:a8:02:99");
+    let conf = net.plugin_config(0, None).expect("conf").to_string();
+    let netns = ns.path().display().to_string();
+    let run = flatlan_e2e::run_raw(
+        node,
+        &[
+            ("CNI_COMMAND", "CHECK"),
+            ("CNI_CONTAINERID", "ctr-mac"),
+            ("CNI_NETNS", &netns),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/usr/lib/cni"),
+        ],
+        conf.as_bytes(),
+    );
+    assert_eq!(run.code, Some(0), "{} {}", run.stdout, run.stderr);
+}

@@ -64,9 +64,14 @@ pub fn check<H: Netlink, P: Netlink>(
     let want = match &conf.prev_result {
         Some(prev) => expected_from_prev(prev, &att.ifname, &ours)?,
         // The spec requires prevResult for CHECK; without one, what flatlan
-        // itself would have reported is the best expectation there is.
+        // itself reported is the best expectation there is: the MAC the
+        // store recorded (a requested one, or the derived one).
         None => Expected {
-            mac: Some(MacAddr::from_ip(ipam::first_ip(&assigned)).0),
+            mac: allocs
+                .first()
+                .and_then(|a| a.mac.parse::<MacAddr>().ok())
+                .map(|m| m.0)
+                .or(Some(MacAddr::from_ip(ipam::first_ip(&assigned)).0)),
             plan: ours,
         },
     };
