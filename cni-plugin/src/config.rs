@@ -168,7 +168,11 @@ impl Default for ProbeConf {
             probes: 2,
             interval_ms: 20,
             wait_ms: 60,
-            ahead: 8,
+            // A DEL no longer leaves a verified address behind, so these
+            // verdicts are what keeps ADD from probing: a round starts when
+            // fewer than half are left, and 8 left outlast the ~0.4 s a
+            // round takes even at a dozen ADDs a second.
+            ahead: 16,
             // A LAN host may take an address at any moment, silently
             // (`ip addr add` sends nothing); only a fresh verdict says much.
             verified_ttl_seconds: 30,
