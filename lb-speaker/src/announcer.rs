@@ -12,7 +12,10 @@
 //!    member skips the probe, because the previous owner (possibly still
 //!    answering during a graceful handoff) would answer it; that also keeps
 //!    failover inside the one-second budget.
-//! 2. **Announce**: `garpCount` rounds `garpInterval` apart. IPv4 sends
+//! 2. **Announce**: `garpCount` rounds `garpInterval` apart, then rounds at
+//!    1.1, 2.2 and 4.4 s ([`LATE_ROUNDS`]): hosts that ignore an update
+//!    within 1 s of the previous one (Linux's `locktime` without its GARP
+//!    exception) take one of those. IPv4 sends
 //!    gratuitous ARP in *both* forms each round, request (RFC 5227 §2.3
 //!    announcement) and reply (RFC 5944 §4.6), because some clients only
 //!    act on one of them (kube-vip #82), and repeats them because a single
@@ -24,7 +27,8 @@
 //! 3. **Answer**: ARP requests for owned VIPs get a unicast reply, but only
 //!    requests sent to broadcast or to our MAC (a request to another MAC is
 //!    not for us, RFC 826). NS get a solicited NA with O=1 (RFC 4861 §7.2.4).
-//! 4. **Refresh** at `refreshInterval`, and re-announce in full when the link
+//! 4. **Refresh** at `refreshInterval` (30 s; at most 150 s, well inside
+//!    the 300 s a switch keeps a MAC), and re-announce in full when the link
 //!    comes back or a partition heals.
 //! 5. **Watch**: an ARP packet claiming the VIP from a MAC that is neither
 //!    ours nor a member's, or an NA for it with another link-layer address,
@@ -51,10 +55,22 @@ use flatlan_ipam::mac::MacAddr;
 use flatlan_ipam::probe::evidence::{arp_sighting, ndp_sighting, Evidence, Sighting};
 
 use crate::config::Timers;
+use crate::log_limit::{LogLimit, EVERY as LOG_EVERY};
 use crate::metrics::Metrics;
 
 /// How often a foreign claim is defended at most (RFC 5227 DEFEND_INTERVAL).
 pub const DEFEND_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Announcement rounds after the burst, counted from its first round.
+/// Linux ignores a neighbour update that comes within `locktime` (1 s) of
+/// the previous one unless it takes the GARP exception, and so do some
+/// embedded stacks: every round of a 100 ms burst falls inside that
+/// window. These come after it, spaced out in case one is lost.
+pub const LATE_ROUNDS: [Duration; 3] = [
+    Duration::from_millis(1100),
+    Duration::from_millis(2200),
+    Duration::from_millis(4400),
+];
 
 /// Something the engine must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,10 +164,14 @@ pub enum Phase {
     },
     /// Announcing and answering.
     Owned {
-        /// Announcement rounds still to send.
+        /// Burst rounds still to send.
         rounds_left: u32,
         /// When the next round (or refresh) is due.
         next: Instant,
+        /// When the burst started: [`LATE_ROUNDS`] count from here.
+        burst: Instant,
+        /// How many of [`LATE_ROUNDS`] are done (or skipped).
+        late: usize,
     },
     /// Refused: another device answered the probe.
     Conflict {
@@ -193,6 +213,10 @@ pub struct Announcer {
     vips: BTreeMap<IpAddr, VipState>,
     /// Announce a VIP only once its `Assign` is confirmed.
     confirm_assign: bool,
+    /// Foreign claims and conflicts are packets from outside: their
+    /// warnings are rate-limited ([`crate::log_limit`]).
+    foreign_log: LogLimit,
+    conflict_log: LogLimit,
 }
 
 fn v6_src(vip: Ipv6Addr) -> Ipv6Addr {
@@ -210,6 +234,8 @@ impl Announcer {
             metrics,
             vips: BTreeMap::new(),
             confirm_assign: false,
+            foreign_log: LogLimit::default(),
+            conflict_log: LogLimit::default(),
         }
     }
 
@@ -340,6 +366,8 @@ impl Announcer {
         st.phase = Phase::Owned {
             rounds_left: self.timers.garp_count,
             next: now,
+            burst: now,
+            late: 0,
         };
         let mut out = Vec::new();
         if let IpAddr::V6(v6) = vip {
@@ -383,7 +411,13 @@ impl Announcer {
         let Some(st) = self.vips.get_mut(&vip) else {
             return Vec::new();
         };
-        let Phase::Owned { rounds_left, next } = st.phase else {
+        let Phase::Owned {
+            rounds_left,
+            next,
+            burst,
+            late,
+        } = st.phase
+        else {
             return Vec::new();
         };
         if now < next {
@@ -397,12 +431,27 @@ impl Announcer {
             self.metrics.failover_seconds.observe(took.as_secs_f64());
             tracing::info!(%vip, latency_ms = took.as_millis() as u64, "failover: announced");
         }
-        let (rounds_left, next) = if rounds_left > 1 {
-            (rounds_left - 1, now + self.timers.garp_interval)
+        let (rounds_left, next, late) = if rounds_left > 1 {
+            (rounds_left - 1, now + self.timers.garp_interval, late)
         } else {
-            (0, now + self.timers.refresh_interval)
+            // The late rounds still ahead (a long burst may have passed
+            // some), then refreshes.
+            match LATE_ROUNDS
+                .iter()
+                .enumerate()
+                .skip(late)
+                .find(|(_, d)| burst + **d > now)
+            {
+                Some((i, d)) => (0, burst + *d, i + 1),
+                None => (0, now + self.timers.refresh_interval, LATE_ROUNDS.len()),
+            }
         };
-        st.phase = Phase::Owned { rounds_left, next };
+        st.phase = Phase::Owned {
+            rounds_left,
+            next,
+            burst,
+            late,
+        };
         out
     }
 
@@ -449,11 +498,16 @@ impl Announcer {
                 continue;
             }
             if let Phase::Owned {
-                rounds_left, next, ..
+                rounds_left,
+                next,
+                burst,
+                late,
             } = &mut st.phase
             {
                 *rounds_left = count;
                 *next = now;
+                *burst = now;
+                *late = 0;
             }
         }
         self.due(now)
@@ -543,8 +597,12 @@ impl Announcer {
     fn conflict(&mut self, now: Instant, vip: IpAddr, mac: MacAddr, how: &str) {
         let retry = self.timers.conflict_retry;
         if let Some(st) = self.vips.get_mut(&vip) {
-            tracing::warn!(%vip, %mac, iface = %st.link.iface, how,
-                "conflict: another device answers for this VIP; refusing to announce it");
+            if let Some(held) = self.conflict_log.pass(now, &self.metrics) {
+                tracing::warn!(%vip, %mac, iface = %st.link.iface, how, more_since_last = held,
+                    "conflict: another device answers for this VIP; refusing to announce it \
+                     (logged at most every {LOG_EVERY:?}, all counted in \
+                     flatlan_speaker_conflicts_total)");
+            }
             st.phase = Phase::Conflict {
                 mac,
                 retry_at: now + retry,
@@ -560,8 +618,11 @@ impl Announcer {
         let Some(st) = self.vips.get_mut(&vip) else {
             return Vec::new();
         };
-        tracing::warn!(%vip, %mac, iface = %st.link.iface, how,
-            "alarm: a foreign device claims a VIP we announce");
+        if let Some(held) = self.foreign_log.pass(now, &self.metrics) {
+            tracing::warn!(%vip, %mac, iface = %st.link.iface, how, more_since_last = held,
+                "alarm: a foreign device claims a VIP we announce (logged at most every \
+                 {LOG_EVERY:?}, all counted in flatlan_speaker_foreign_answers_total)");
+        }
         self.metrics.foreign_answers.inc();
         st.foreign = Some((mac, now));
         if st
@@ -853,15 +914,66 @@ mod tests {
         assert_eq!(hex(&f[0][..42]), garp_hex("0001", "000000000000"));
         assert_eq!(hex(&f[1][..42]), garp_hex("0002", "020000000001"));
         assert_eq!(m.garps_sent.get(), 2);
-        // garpCount rounds, then refresh.
+        // garpCount rounds, the late rounds past 1 s, then refreshes.
         let t1 = t0 + Duration::from_millis(100);
         assert_eq!(sent(&a.due(t1 + Duration::from_millis(100))).len(), 2);
         assert_eq!(sent(&a.due(t1 + Duration::from_millis(200))).len(), 2);
         assert!(sent(&a.due(t1 + Duration::from_millis(300))).is_empty());
-        assert_eq!(
-            a.next_deadline(),
-            Some(t1 + Duration::from_millis(200) + Timers::default().refresh_interval)
-        );
+        let mut at = Vec::new();
+        while let Some(t) = a.next_deadline() {
+            if t > t1 + Duration::from_secs(100) {
+                break;
+            }
+            assert_eq!(sent(&a.due(t)).len(), 2);
+            at.push(t.duration_since(t1).as_millis());
+        }
+        assert_eq!(at, [1100, 2200, 4400, 34_400, 64_400, 94_400]);
+    }
+
+    /// A burst longer than the first late rounds skips those, and a
+    /// re-announcement (link back, partition healed) repeats them all.
+    #[test]
+    fn late_rounds_follow_any_burst_and_every_reannouncement() {
+        let timers = Timers {
+            garp_count: 15,
+            ..Timers::default()
+        };
+        let m = Arc::new(Metrics::default());
+        let mut a = Announcer::new(timers, m);
+        let t0 = Instant::now();
+        a.claim(t0, IpAddr::V4(VIP), link(), Some(t0));
+        let mut at = Vec::new();
+        let mut run = |a: &mut Announcer, from: Instant, until: Duration| {
+            at.clear();
+            while let Some(t) = a.next_deadline() {
+                if t > from + until {
+                    break;
+                }
+                a.due(t);
+                at.push(t.duration_since(from).as_millis());
+            }
+            at.clone()
+        };
+        let first = run(&mut a, t0, Duration::from_secs(5));
+        assert_eq!(first.len(), 14 + 2, "{first:?}");
+        assert_eq!(first[13..], [1400, 2200, 4400]);
+        let t2 = t0 + Duration::from_secs(100);
+        a.reannounce(t2, None);
+        let again = run(&mut a, t2, Duration::from_secs(5));
+        assert_eq!(again, first);
+    }
+
+    /// A flood of spoofed ARP claims (any pod on the bridge can send
+    /// them) is counted one by one but logged once per period.
+    #[test]
+    fn a_flood_of_foreign_claims_is_counted_and_logged_once() {
+        let (mut a, m, t0) = owned();
+        let g = ArpPacket::gratuitous_reply(CLIENT, VIP).to_frame();
+        for i in 0..1000 {
+            a.on_frame(t0 + Duration::from_millis(i), "eth0", &g, &member);
+        }
+        assert_eq!(m.foreign_answers.get(), 1000);
+        assert_eq!(m.log_suppressed.get(), 999);
     }
 
     #[test]

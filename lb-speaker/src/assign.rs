@@ -7,11 +7,13 @@
 //! - adds the VIP as a host address (`/32`, `/128`) to `lo` while it owns it
 //!   and removes it on release (and, at start, removes leftovers from a
 //!   previous run that was killed);
-//! - sets `net.ipv4.conf.<if>.arp_ignore=1` on the announcing interface, so
-//!   the kernel answers ARP only for addresses configured *on that
+//! - sets `net.ipv4.conf.<if>.arp_ignore=1` on the announcing interface
+//!   and on `all` (every other interface, see [`crate::sysctls`]), so the
+//!   kernel answers ARP only for addresses configured *on the receiving
 //!   interface* and never for the VIP on `lo`. Otherwise every node that
-//!   ever held the VIP would answer, and the LAN's caches would flap between
-//!   them: only the speaker answers, and only on the owner;
+//!   ever held the VIP would answer, and so would a second NIC of the
+//!   owner, and the LAN's caches would flap between them: only the speaker
+//!   answers, and only on the owner's announcing interface;
 //! - sets `arp_announce=2`, so the kernel never uses the VIP as the sender
 //!   address of its own ARP requests (which would poison caches with a
 //!   non-owner's MAC).
@@ -20,14 +22,15 @@
 //! receiving interface, so a VIP on `lo` is answered by the speaker alone.
 //! The sysctls are runtime settings; a host that re-applies sysctl.d files
 //! (systemd-sysctl) may revert them, so deployments should also ship them
-//! in `/etc/sysctl.d/` (STYLE "Pitfalls"). The speaker remembers the values
-//! it replaced and puts them back on a clean exit, so stopping it leaves
-//! the interface as it found it.
+//! in `/etc/sysctl.d/` (STYLE "Pitfalls"). The speaker records the values
+//! it replaced (in `stateDir`, so a crash does not lose them) and puts them
+//! back on a clean exit, so stopping it leaves the host as it found it.
 
 use std::net::IpAddr;
 use std::process::Command;
 
 use crate::error::{Error, Result};
+use crate::sysctls::{record_path, ArpSysctls};
 
 /// The host operations `assign` needs, behind a trait so the engine can be
 /// run with a recorder (or with `assign: false`).
@@ -78,11 +81,20 @@ impl HostAddrs for NoAssign {
 }
 
 /// The real thing: iproute2 for the address, `/proc/sys` for sysctls (both
-/// act on the caller's network namespace).
+/// act on the caller's network namespace; see [`ArpSysctls`]).
 #[derive(Debug, Default)]
 pub struct LoopbackAssign {
-    /// Sysctl path and the value it had before we set it.
-    saved: std::collections::BTreeMap<String, String>,
+    sysctls: ArpSysctls,
+}
+
+impl LoopbackAssign {
+    /// Records the sysctl originals in `state_dir`, and restores what a
+    /// crashed run recorded there.
+    pub fn new(state_dir: &std::path::Path) -> Self {
+        LoopbackAssign {
+            sysctls: ArpSysctls::with_root("/proc/sys".into(), record_path(state_dir)),
+        }
+    }
 }
 
 fn host_net(vip: IpAddr) -> String {
@@ -94,25 +106,11 @@ fn host_net(vip: IpAddr) -> String {
 
 impl HostAddrs for LoopbackAssign {
     fn prepare_iface(&mut self, iface: &str) -> Result<()> {
-        for (key, val) in [("arp_ignore", "1"), ("arp_announce", "2")] {
-            let path = format!("/proc/sys/net/ipv4/conf/{iface}/{key}");
-            let old = std::fs::read_to_string(&path)
-                .map_err(|e| Error::sys(format!("read {path}"), e))?;
-            std::fs::write(&path, val).map_err(|e| Error::sys(format!("write {path}"), e))?;
-            self.saved.insert(path, old.trim().to_owned());
-        }
-        Ok(())
+        self.sysctls.prepare(iface)
     }
 
     fn restore_ifaces(&mut self) {
-        for (path, old) in std::mem::take(&mut self.saved) {
-            match std::fs::write(&path, &old) {
-                Ok(()) => tracing::debug!(%path, %old, "sysctl restored"),
-                // The interface is gone: nothing left to restore.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(%path, %old, "cannot restore sysctl: {e}"),
-            }
-        }
+        self.sysctls.restore();
     }
 
     fn add_many(&mut self, vips: &[IpAddr]) -> Vec<(IpAddr, Error)> {

@@ -20,6 +20,7 @@
 //! assign: true                   # VIP on lo + arp_ignore/arp_announce
 //! metricsAddr: 127.0.0.1:7472    # /metrics and /status
 //! statusFile: /run/flatlan-speaker/status.json
+//! stateDir: /run/flatlan-speaker  # sysctl originals, kept across a crash
 //! ```
 //!
 //! SIGHUP re-reads the file; what a running speaker takes from it is in
@@ -47,6 +48,14 @@ pub const MULTICAST_GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 70, 76);
 /// The shortest secret accepted: HMAC-SHA256 keys shorter than 128 bits are
 /// guessable.
 pub const MIN_SECRET_LEN: usize = 16;
+/// The longest `secretFile` read: a key is a few dozen bytes, and a path
+/// such as `/dev/zero` must not exhaust memory.
+pub const MAX_SECRET_FILE: u64 = 4096;
+/// Below this estimated entropy (bits) a secret is warned about.
+pub const LOW_ENTROPY_BITS: f64 = 64.0;
+/// The longest `refreshInterval`: switches age a MAC out after 300 s
+/// (metallb#2910, #259), and a refresh must come well before that.
+pub const MAX_REFRESH: Duration = Duration::from_secs(150);
 
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,7 +85,14 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// Where the status JSON is rewritten atomically.
     pub status_file: Option<PathBuf>,
+    /// Where the sysctl values the speaker replaced are kept, so that a
+    /// run after a crash still restores the originals (a tmpfs: they are
+    /// runtime values).
+    pub state_dir: PathBuf,
 }
+
+/// The default `stateDir`.
+pub const DEFAULT_STATE_DIR: &str = "/run/flatlan-speaker";
 
 /// One VIP.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,6 +201,7 @@ struct RawConfig {
     assign: Option<bool>,
     metrics_addr: Option<String>,
     status_file: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
 }
 
 /// Parses `100ms`, `1s`, `1.5s`, `2m`, or a bare number (milliseconds).
@@ -270,6 +287,53 @@ fn valid_ifname(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.@*".contains(&b))
 }
 
+/// Reads `secretFile`: a regular file that neither group nor others can
+/// write (anyone who can write it can join the cluster or split it), of at
+/// most [`MAX_SECRET_FILE`] bytes.
+pub fn read_secret_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let bad = |msg: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, msg);
+    let f = std::fs::File::open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(bad("not a regular file".into()));
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o022 != 0 {
+        return Err(bad(format!(
+            "mode {:o}: group or others can write it; chmod go-w",
+            mode & 0o7777
+        )));
+    }
+    let mut bytes = Vec::new();
+    f.take(MAX_SECRET_FILE + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_SECRET_FILE {
+        return Err(bad(format!("larger than {MAX_SECRET_FILE} bytes")));
+    }
+    Ok(bytes)
+}
+
+/// A rough estimate of a secret's entropy in bits: its length times the
+/// Shannon entropy of its byte distribution. It catches what people type
+/// ("aaaaaaaaaaaaaaaa", "1212121212121212"), not every weak key.
+pub fn entropy_bits(secret: &[u8]) -> f64 {
+    let mut counts = [0u32; 256];
+    for b in secret {
+        counts[usize::from(*b)] += 1;
+    }
+    let n = secret.len() as f64;
+    let per_byte: f64 = counts
+        .iter()
+        .filter(|c| **c > 0)
+        .map(|c| {
+            let p = f64::from(*c) / n;
+            -p * p.log2()
+        })
+        .sum();
+    per_byte * n
+}
+
 impl Config {
     /// Reads and validates a config file. `secretFile` is resolved relative
     /// to the working directory.
@@ -278,7 +342,7 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Config::from_yaml(&text, &|p: &Path| std::fs::read(p))
+        Config::from_yaml(&text, &read_secret_file)
     }
 
     /// Parses and validates YAML. `read_file` reads `secretFile`, so tests
@@ -368,6 +432,14 @@ impl Config {
                 bytes
             }
         };
+        let bits = entropy_bits(&secret);
+        if bits < LOW_ENTROPY_BITS {
+            tracing::warn!(
+                estimated_bits = bits as u64,
+                "the heartbeat secret looks guessable (repeated or few distinct characters); \
+                 use e.g. `head -c 32 /dev/urandom | base64`"
+            );
+        }
         if secret.len() < MIN_SECRET_LEN {
             return Err(Error::config(
                 "secret",
@@ -453,17 +525,27 @@ impl Config {
                 format!("{garp_count}: must be between 1 and 20"),
             ));
         }
+        let refresh_interval = duration(
+            "refreshInterval",
+            raw.refresh_interval,
+            d.refresh_interval,
+            ms(100),
+        )?;
+        if refresh_interval > MAX_REFRESH {
+            return Err(Error::config(
+                "refreshInterval",
+                format!(
+                    "{refresh_interval:?}: at most {MAX_REFRESH:?}, well inside the 300 s \
+                     after which switches forget a MAC"
+                ),
+            ));
+        }
         let timers = Timers {
             heartbeat_interval,
             dead_after,
             garp_count,
             garp_interval: duration("garpInterval", raw.garp_interval, d.garp_interval, ms(1))?,
-            refresh_interval: duration(
-                "refreshInterval",
-                raw.refresh_interval,
-                d.refresh_interval,
-                ms(100),
-            )?,
+            refresh_interval,
             probe_timeout: duration("probeTimeout", raw.probe_timeout, d.probe_timeout, ms(0))?,
             handoff_timeout: duration(
                 "handoffTimeout",
@@ -498,6 +580,9 @@ impl Config {
             assign: raw.assign.unwrap_or(true),
             metrics_addr,
             status_file: raw.status_file,
+            state_dir: raw
+                .state_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
         })
     }
 
@@ -611,6 +696,53 @@ garpInterval: 0.2s
             .unwrap_err()
             .to_string()
             .starts_with("secretFile:"));
+    }
+
+    /// `secretFile` must not be writable by group or others, must be a
+    /// regular file, and is read only up to a bound (`/dev/zero`).
+    #[test]
+    fn secret_file_rules() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("key");
+        std::fs::write(&p, "0123456789abcdef0123\n").unwrap();
+        for (mode, ok) in [(0o600, true), (0o644, true), (0o620, false), (0o606, false)] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            let r = read_secret_file(&p);
+            assert_eq!(r.is_ok(), ok, "mode {mode:o}: {r:?}");
+            if !ok {
+                assert!(r.unwrap_err().to_string().contains("chmod go-w"));
+            }
+        }
+        let e = read_secret_file(Path::new("/dev/zero")).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&p, vec![b'k'; 5000]).unwrap();
+        let e = read_secret_file(&p).unwrap_err();
+        assert!(e.to_string().contains("larger than 4096"), "{e}");
+        // Through the config: the path and the reason.
+        let y = GOOD.replace(
+            "secret: \"0123456789abcdef0123\"",
+            &format!("secretFile: {}", p.display()),
+        );
+        let e = Config::from_yaml(&y, &read_secret_file).unwrap_err();
+        assert!(e.to_string().starts_with("secretFile:"), "{e}");
+    }
+
+    #[test]
+    fn low_entropy_secrets_are_estimated_low() {
+        assert!(entropy_bits(b"aaaaaaaaaaaaaaaaaaaa") < LOW_ENTROPY_BITS);
+        assert!(entropy_bits(b"1212121212121212") < LOW_ENTROPY_BITS);
+        assert!(entropy_bits(b"flatlan-lab-fleet-secret-0123456789") >= LOW_ENTROPY_BITS);
+        assert!(entropy_bits(b"q8Zp2LxV0rT7mWc4YbN1sKd9") >= LOW_ENTROPY_BITS);
+    }
+
+    #[test]
+    fn refresh_stays_well_inside_switch_mac_aging() {
+        let y = format!("{GOOD}refreshInterval: 5m\n");
+        assert!(err(&y).starts_with("refreshInterval:"), "{}", err(&y));
+        let y = format!("{GOOD}refreshInterval: 2m\n");
+        assert!(parse(&y).is_ok());
     }
 
     #[test]

@@ -36,6 +36,7 @@ use crate::error::{Error, Result};
 use crate::heartbeat::{self, Outgoing};
 use crate::http::Shared;
 use crate::iface::{self, IfaceInfo};
+use crate::log_limit::{EngineNoise, EVERY as LOG_EVERY};
 use crate::membership::{Event, Membership};
 use crate::metrics::Metrics;
 use crate::ownership::owners;
@@ -52,43 +53,6 @@ const STATUS_EVERY: Duration = Duration::from_secs(1);
 const DEPARTED_KEEP: Duration = Duration::from_secs(600);
 /// The most queued datagrams read before a turn.
 const QUEUED_HEARTBEATS_MAX: usize = 1024;
-/// How often a datagram with a bad HMAC is logged at most: a LAN host (or
-/// a peer with the wrong secret) sending many would flood the log.
-const BAD_MAC_LOG_EVERY: Duration = Duration::from_secs(10);
-
-/// Lets a repeated warning through at most once per `every`, and counts
-/// what it held back meanwhile.
-#[derive(Debug)]
-struct LogLimit {
-    every: Duration,
-    last: Option<Instant>,
-    held: u64,
-}
-
-impl LogLimit {
-    fn new(every: Duration) -> Self {
-        LogLimit {
-            every,
-            last: None,
-            held: 0,
-        }
-    }
-
-    /// `Some(n)` if the warning is to be logged now, `n` being how many
-    /// were held back since the last one; `None` to hold this one back.
-    fn allow(&mut self, now: Instant) -> Option<u64> {
-        if self
-            .last
-            .is_some_and(|t| now.saturating_duration_since(t) < self.every)
-        {
-            self.held += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.held))
-    }
-}
-
 /// The running speaker.
 pub struct Engine {
     cfg: Config,
@@ -110,8 +74,8 @@ pub struct Engine {
     shared: Arc<Shared>,
     membership: Membership,
     replay: ReplayGuard,
-    /// Bad-HMAC warnings.
-    bad_mac_log: LogLimit,
+    /// Rate limits of the warnings packets from outside trigger.
+    noise: EngineNoise,
     announcer: Announcer,
     host: Box<dyn HostAddrs>,
     nonce: u64,
@@ -208,13 +172,12 @@ impl Engine {
         let udp =
             UdpSocket::from_std(udp).map_err(|e| Error::sys("register the heartbeat socket", e))?;
         if let Some(addr) = cfg.metrics_addr {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
+            let l = std::net::TcpListener::bind(addr)
                 .map_err(|e| Error::sys(format!("bind metrics endpoint {addr}"), e))?;
-            tokio::spawn(crate::http::serve(l, shared.clone()));
+            crate::http::spawn(l, shared.clone())?;
         }
         let mut host: Box<dyn HostAddrs> = if cfg.assign {
-            Box::new(LoopbackAssign::default())
+            Box::new(LoopbackAssign::new(&cfg.state_dir))
         } else {
             Box::new(NoAssign)
         };
@@ -238,7 +201,7 @@ impl Engine {
             metrics,
             shared,
             replay: ReplayGuard::new(),
-            bad_mac_log: LogLimit::new(BAD_MAC_LOG_EVERY),
+            noise: EngineNoise::default(),
             host,
             nonce,
             ifaces,
@@ -468,10 +431,10 @@ impl Engine {
             Ok(hb) => hb,
             Err(Error::BadMac) => {
                 self.metrics.heartbeat_auth_failures.inc();
-                if let Some(held) = self.bad_mac_log.allow(now) {
+                if let Some(held) = self.noise.bad_mac.pass(now, &self.metrics) {
                     tracing::warn!(%from, more_since_last = held,
                         "heartbeat with a bad HMAC dropped (wrong secret or forged); \
-                         logged at most every {BAD_MAC_LOG_EVERY:?}, all counted in \
+                         logged at most every {LOG_EVERY:?}, all counted in \
                          flatlan_speaker_heartbeat_auth_failures_total");
                 }
                 return;
@@ -484,13 +447,22 @@ impl Engine {
         };
         if hb.node == self.cfg.node_name {
             if hb.nonce != self.nonce {
-                tracing::warn!(%from, "heartbeat with our own node name from another speaker: duplicate node.name?");
+                self.metrics.heartbeat_own_name.inc();
+                if let Some(held) = self.noise.own_name.pass(now, &self.metrics) {
+                    tracing::warn!(%from, more_since_last = held,
+                        "heartbeat with our own node name from another speaker: duplicate \
+                         node.name, or our old heartbeats replayed; logged at most every \
+                         {LOG_EVERY:?}, all counted in flatlan_speaker_heartbeat_own_name_total");
+                }
             }
             return;
         }
         if let Err(e) = self.replay.check(&hb) {
             self.metrics.heartbeat_replays.inc();
-            tracing::warn!(%from, "{e}");
+            if let Some(held) = self.noise.replay.pass(now, &self.metrics) {
+                tracing::warn!(%from, more_since_last = held, "{e}; logged at most every \
+                    {LOG_EVERY:?}, all counted in flatlan_speaker_heartbeat_replays_total");
+            }
             return;
         }
         self.metrics.heartbeats_received.inc();
@@ -841,7 +813,10 @@ impl Engine {
                         continue;
                     };
                     if let Err(e) = s.send(frame.as_bytes()) {
-                        tracing::warn!(%iface, "send: {e}");
+                        self.metrics.frame_send_errors.inc();
+                        if let Some(held) = self.noise.send.pass(Instant::now(), &self.metrics) {
+                            tracing::warn!(%iface, more_since_last = held, "send: {e}");
+                        }
                     }
                 }
                 Action::Assign(_) => {}
@@ -979,9 +954,8 @@ impl Engine {
                 *s = json;
             }
         }
-        if let Ok(mut g) = self.shared.gauges.lock() {
-            *g = (self.last_owned.len(), self.membership.live().len());
-        }
+        self.metrics
+            .set_gauges(self.last_owned.len(), self.membership.live().len());
         if let Some(p) = &self.cfg.status_file {
             if let Err(e) = st.write_atomic(p) {
                 tracing::warn!("status file: {e}");
@@ -1081,6 +1055,9 @@ fn unassign_all(host: &mut dyn HostAddrs, vips: &[IpAddr]) {
 /// config, read from `path`, which SIGHUP re-reads), starts the engine and
 /// runs it to completion.
 pub fn run_static(cfg: Config, path: PathBuf) -> Result<()> {
+    // While this is the only thread: every later one inherits both.
+    crate::privileges::raise_fd_limit()?;
+    crate::privileges::drop_capabilities(&cfg)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -1541,18 +1518,5 @@ vips: [{ address: 192.0.2.1 }]
         e.on_ifaces(now, only(eth(100, 2)));
         let _ = e.ensure_sockets(&eth(100, 2), false);
         assert_eq!(prepares(), 2, "a new device");
-    }
-
-    #[test]
-    fn a_repeated_warning_is_logged_once_per_period_with_what_was_held() {
-        let t0 = Instant::now();
-        let s = Duration::from_secs(1);
-        let mut l = LogLimit::new(10 * s);
-        assert_eq!(l.allow(t0), Some(0));
-        assert_eq!(l.allow(t0 + s), None);
-        assert_eq!(l.allow(t0 + 9 * s), None);
-        assert_eq!(l.allow(t0 + 10 * s), Some(2));
-        assert_eq!(l.allow(t0 + 11 * s), None);
-        assert_eq!(l.allow(t0 + 30 * s), Some(1));
     }
 }

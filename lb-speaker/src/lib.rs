@@ -20,13 +20,16 @@ pub mod error;
 pub mod heartbeat;
 pub mod http;
 pub mod iface;
+pub mod log_limit;
 pub mod membership;
 pub mod metrics;
 pub mod node_agent;
 pub mod ownership;
+pub mod privileges;
 pub mod reload;
 pub mod sockets;
 pub mod status;
+pub mod sysctls;
 pub mod wire;
 
 pub use config::Config;

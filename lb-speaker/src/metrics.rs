@@ -1,27 +1,38 @@
-//! Prometheus metrics, rendered by hand in the text exposition format
-//! (version 0.0.4): a handful of counters and one histogram do not justify
-//! a metrics crate in a daemon that must stay small.
+//! The speaker's metrics, exposed by [`crate::http`] in the OpenMetrics
+//! text format (what Prometheus scrapes) through `prometheus-client`.
+//!
+//! The exposed names are stable: a counter registered as `garps_sent` is
+//! `flatlan_speaker_garps_sent_total` (OpenMetrics adds `_total`), the
+//! name the hand-written exposition used before; dashboards, tests and the
+//! bench read them.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A monotonically increasing counter.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+use prometheus_client::metrics::counter::Counter as PromCounter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram as PromHistogram;
+use prometheus_client::registry::Registry;
+
+/// The prefix of every metric name.
+const PREFIX: &str = "flatlan_speaker";
+
+/// A monotonically increasing counter (a handle: clones count together).
+#[derive(Debug, Default, Clone)]
+pub struct Counter(PromCounter);
 
 impl Counter {
     /// Adds one.
     pub fn inc(&self) {
-        self.add(1);
+        self.0.inc();
     }
     /// Adds `n`.
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        self.0.inc_by(n);
     }
     /// The current value.
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.get()
     }
 }
 
@@ -29,26 +40,28 @@ impl Counter {
 /// detector window (deadAfter × interval ≈ 0.3 s) up to the 1 s budget.
 pub const FAILOVER_BUCKETS: [f64; 10] = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0, 5.0];
 
-/// A fixed-bucket histogram.
-#[derive(Debug, Default)]
+/// A fixed-bucket histogram of seconds.
+#[derive(Debug, Clone)]
 pub struct Histogram {
-    buckets: [AtomicU64; FAILOVER_BUCKETS.len()],
-    count: AtomicU64,
-    /// Sum in microseconds, so it fits an atomic integer.
-    sum_us: AtomicU64,
+    inner: PromHistogram,
+    /// prometheus-client reads its count only in tests; ours do too.
+    count: std::sync::Arc<AtomicU64>,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            inner: PromHistogram::new(FAILOVER_BUCKETS),
+            count: Default::default(),
+        }
+    }
 }
 
 impl Histogram {
     /// Records one observation (seconds).
     pub fn observe(&self, secs: f64) {
-        for (i, b) in FAILOVER_BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                self.buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        self.inner.observe(secs.max(0.0));
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_us
-            .fetch_add((secs.max(0.0) * 1e6) as u64, Ordering::Relaxed);
     }
     /// Number of observations.
     pub fn count(&self) -> u64 {
@@ -57,7 +70,7 @@ impl Histogram {
 }
 
 /// Every metric the speaker exports.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     /// Claims that started announcing.
     pub announcements: Counter,
@@ -83,6 +96,9 @@ pub struct Metrics {
     pub heartbeat_replays: Counter,
     /// Heartbeats that were not ours at all or malformed.
     pub heartbeat_malformed: Counter,
+    /// Authenticated heartbeats with our node name from another process
+    /// (a duplicate `node.name`, or our own recorded heartbeats replayed).
+    pub heartbeat_own_name: Counter,
     /// Heartbeats sent.
     pub heartbeats_sent: Counter,
     /// Heartbeats accepted.
@@ -91,6 +107,11 @@ pub struct Metrics {
     pub conflicts: Counter,
     /// Foreign claims seen for a VIP we announce.
     pub foreign_answers: Counter,
+    /// Frames the kernel refused to send.
+    pub frame_send_errors: Counter,
+    /// Warnings held back by the log rate limit (each event is still
+    /// counted by its own metric).
+    pub log_suppressed: Counter,
     /// Claims released unannounced because the VIP could not be added to
     /// `lo`.
     pub assign_failures: Counter,
@@ -98,7 +119,126 @@ pub struct Metrics {
     pub config_reloads: Counter,
     /// Config reloads refused: the file did not validate.
     pub config_reload_failures: Counter,
+    /// VIPs this node announces.
+    pub owned_vips: Gauge,
+    /// Live peers (excluding this node).
+    pub live_members: Gauge,
+    registry: Registry,
 }
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix(PREFIX);
+        let mut counter = |name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.0.clone());
+            c
+        };
+        let announcements = counter("announcements", "VIP claims that started announcing");
+        let arp_requests_received = counter(
+            "arp_requests_received",
+            "ARP requests received for owned VIPs",
+        );
+        let arp_replies_sent = counter("arp_replies_sent", "ARP replies sent for owned VIPs");
+        let garps_sent = counter(
+            "garps_sent",
+            "gratuitous ARP frames sent (request and reply forms)",
+        );
+        let ns_received = counter(
+            "ns_received",
+            "neighbor solicitations received for owned VIPs",
+        );
+        let na_sent = counter("na_sent", "neighbor advertisements sent");
+        let probes_sent = counter("probes_sent", "conflict probes sent before a first claim");
+        let failovers_total = counter("failovers", "VIPs taken over from another member");
+        let heartbeat_auth_failures =
+            counter("heartbeat_auth_failures", "heartbeats with a bad HMAC");
+        let heartbeat_replays = counter(
+            "heartbeat_replays",
+            "authenticated heartbeats refused as stale or replayed",
+        );
+        let heartbeat_malformed = counter(
+            "heartbeat_malformed",
+            "datagrams that are not valid heartbeats",
+        );
+        let heartbeat_own_name = counter(
+            "heartbeat_own_name",
+            "authenticated heartbeats with this node's name from another process",
+        );
+        let heartbeats_sent = counter("heartbeats_sent", "heartbeats sent");
+        let heartbeats_received = counter("heartbeats_received", "heartbeats accepted");
+        let conflicts = counter(
+            "conflicts",
+            "VIPs refused because another device answered the probe",
+        );
+        let foreign_answers = counter(
+            "foreign_answers",
+            "foreign claims seen for an announced VIP",
+        );
+        let frame_send_errors = counter("frame_send_errors", "frames the kernel refused to send");
+        let log_suppressed = counter(
+            "log_suppressed",
+            "warnings held back by the log rate limit (the events are counted too)",
+        );
+        let assign_failures = counter(
+            "assign_failures",
+            "claims released unannounced: the VIP could not be added to lo",
+        );
+        let config_reloads = counter("config_reloads", "config reloads applied");
+        let config_reload_failures = counter(
+            "config_reload_failures",
+            "config reloads refused because the file did not validate",
+        );
+        let failover_seconds = Histogram::default();
+        registry.register(
+            "failover_seconds",
+            "previous owner's last heartbeat to our first announcement",
+            failover_seconds.inner.clone(),
+        );
+        let owned_vips = Gauge::default();
+        registry.register(
+            "owned_vips",
+            "VIPs this node announces",
+            owned_vips.clone(),
+        );
+        let live_members = Gauge::default();
+        registry.register(
+            "live_members",
+            "live peers (excluding this node)",
+            live_members.clone(),
+        );
+        Metrics {
+            announcements,
+            arp_requests_received,
+            arp_replies_sent,
+            garps_sent,
+            ns_received,
+            na_sent,
+            probes_sent,
+            failovers_total,
+            failover_seconds,
+            heartbeat_auth_failures,
+            heartbeat_replays,
+            heartbeat_malformed,
+            heartbeat_own_name,
+            heartbeats_sent,
+            heartbeats_received,
+            conflicts,
+            foreign_answers,
+            frame_send_errors,
+            log_suppressed,
+            assign_failures,
+            config_reloads,
+            config_reload_failures,
+            owned_vips,
+            live_members,
+            registry,
+        }
+    }
+}
+
+/// The content type of [`Metrics::render`].
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 impl Metrics {
     /// Counts one announcement round's frames for `vip`.
@@ -109,132 +249,17 @@ impl Metrics {
         }
     }
 
-    /// Renders the text exposition format. `owned` and `members` are
-    /// gauges the engine supplies.
-    pub fn render(&self, owned: usize, members: usize) -> String {
-        let mut s = String::with_capacity(2048);
-        let counters: [(&str, &str, &Counter); 18] = [
-            (
-                "announcements",
-                "VIP claims that started announcing",
-                &self.announcements,
-            ),
-            (
-                "arp_requests_received",
-                "ARP requests received for owned VIPs",
-                &self.arp_requests_received,
-            ),
-            (
-                "arp_replies_sent",
-                "ARP replies sent for owned VIPs",
-                &self.arp_replies_sent,
-            ),
-            (
-                "garps_sent",
-                "gratuitous ARP frames sent (request and reply forms)",
-                &self.garps_sent,
-            ),
-            (
-                "ns_received",
-                "neighbor solicitations received for owned VIPs",
-                &self.ns_received,
-            ),
-            ("na_sent", "neighbor advertisements sent", &self.na_sent),
-            (
-                "probes_sent",
-                "conflict probes sent before a first claim",
-                &self.probes_sent,
-            ),
-            (
-                "failovers",
-                "VIPs taken over from another member",
-                &self.failovers_total,
-            ),
-            (
-                "heartbeat_auth_failures",
-                "heartbeats with a bad HMAC",
-                &self.heartbeat_auth_failures,
-            ),
-            (
-                "heartbeat_replays",
-                "authenticated heartbeats refused as stale or replayed",
-                &self.heartbeat_replays,
-            ),
-            (
-                "heartbeat_malformed",
-                "datagrams that are not valid heartbeats",
-                &self.heartbeat_malformed,
-            ),
-            ("heartbeats_sent", "heartbeats sent", &self.heartbeats_sent),
-            (
-                "heartbeats_received",
-                "heartbeats accepted",
-                &self.heartbeats_received,
-            ),
-            (
-                "conflicts",
-                "VIPs refused because another device answered the probe",
-                &self.conflicts,
-            ),
-            (
-                "foreign_answers",
-                "foreign claims seen for an announced VIP",
-                &self.foreign_answers,
-            ),
-            (
-                "assign_failures",
-                "claims released unannounced: the VIP could not be added to lo",
-                &self.assign_failures,
-            ),
-            (
-                "config_reloads",
-                "config reloads applied",
-                &self.config_reloads,
-            ),
-            (
-                "config_reload_failures",
-                "config reloads refused because the file did not validate",
-                &self.config_reload_failures,
-            ),
-        ];
-        for (name, help, c) in counters {
-            let _ = writeln!(s, "# HELP flatlan_speaker_{name}_total {help}");
-            let _ = writeln!(s, "# TYPE flatlan_speaker_{name}_total counter");
-            let _ = writeln!(s, "flatlan_speaker_{name}_total {}", c.get());
-        }
-        let h = &self.failover_seconds;
-        let _ = writeln!(s, "# HELP flatlan_speaker_failover_seconds previous owner's last heartbeat to our first announcement");
-        let _ = writeln!(s, "# TYPE flatlan_speaker_failover_seconds histogram");
-        for (i, b) in FAILOVER_BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "flatlan_speaker_failover_seconds_bucket{{le=\"{b}\"}} {}",
-                h.buckets[i].load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(
-            s,
-            "flatlan_speaker_failover_seconds_bucket{{le=\"+Inf\"}} {}",
-            h.count()
-        );
-        let _ = writeln!(
-            s,
-            "flatlan_speaker_failover_seconds_sum {}",
-            h.sum_us.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(s, "flatlan_speaker_failover_seconds_count {}", h.count());
-        let _ = writeln!(
-            s,
-            "# HELP flatlan_speaker_owned_vips VIPs this node announces"
-        );
-        let _ = writeln!(s, "# TYPE flatlan_speaker_owned_vips gauge");
-        let _ = writeln!(s, "flatlan_speaker_owned_vips {owned}");
-        let _ = writeln!(
-            s,
-            "# HELP flatlan_speaker_live_members live peers (excluding this node)"
-        );
-        let _ = writeln!(s, "# TYPE flatlan_speaker_live_members gauge");
-        let _ = writeln!(s, "flatlan_speaker_live_members {members}");
+    /// Sets the gauges the engine supplies.
+    pub fn set_gauges(&self, owned: usize, members: usize) {
+        self.owned_vips.set(owned as i64);
+        self.live_members.set(members as i64);
+    }
+
+    /// Renders the OpenMetrics text format.
+    pub fn render(&self) -> String {
+        let mut s = String::with_capacity(4096);
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
         s
     }
 }
@@ -251,20 +276,40 @@ pub fn scrape(text: &str, name: &str) -> Option<f64> {
 mod tests {
     use super::*;
 
+    /// The names dashboards, tests and the bench read stay as they were.
     #[test]
-    fn renders_and_scrapes() {
+    fn renders_and_scrapes_the_stable_names() {
         let m = Metrics::default();
         m.garps_sent.add(6);
+        m.failovers_total.inc();
         m.failover_seconds.observe(0.35);
         m.failover_seconds.observe(0.45);
-        let t = m.render(2, 1);
+        m.set_gauges(2, 1);
+        let t = m.render();
         assert_eq!(scrape(&t, "flatlan_speaker_garps_sent_total"), Some(6.0));
+        assert_eq!(scrape(&t, "flatlan_speaker_failovers_total"), Some(1.0));
         assert_eq!(
             scrape(&t, "flatlan_speaker_failover_seconds_count"),
             Some(2.0)
         );
         assert!(t.contains("flatlan_speaker_failover_seconds_bucket{le=\"0.4\"} 1"));
         assert!(t.contains("flatlan_speaker_failover_seconds_bucket{le=\"0.5\"} 2"));
+        assert!(t.contains("flatlan_speaker_failover_seconds_bucket{le=\"+Inf\"} 2"));
         assert_eq!(scrape(&t, "flatlan_speaker_owned_vips"), Some(2.0));
+        assert_eq!(scrape(&t, "flatlan_speaker_live_members"), Some(1.0));
+        for name in [
+            "announcements",
+            "heartbeat_auth_failures",
+            "heartbeat_replays",
+            "heartbeat_own_name",
+            "foreign_answers",
+            "log_suppressed",
+            "config_reload_failures",
+            "conflicts",
+        ] {
+            let n = format!("flatlan_speaker_{name}_total");
+            assert_eq!(scrape(&t, &n), Some(0.0), "{n} in\n{t}");
+        }
+        assert!(t.ends_with("# EOF\n"), "OpenMetrics ends with EOF");
     }
 }
