@@ -492,12 +492,16 @@ fn fleet_yaml(
          deadAfter: {dead}\n\
          assign: {assign}\n\
          statusFile: \"{status}\"\n\
+         stateDir: \"{state}\"\n\
          vips:\n",
         peers = peers.join(", "),
         hb = options.heartbeat_ms,
         dead = options.dead_after,
         assign = options.assign,
         status = status.display(),
+        // The sysctl record stays in the fleet's scratch directory, not
+        // in the host's /run.
+        state = status.with_extension("state").display(),
     );
     for v in vips {
         let _ = writeln!(y, "  - address: \"{v}\"");

@@ -29,7 +29,7 @@ pub const VIP4: &str = "10.77.0.100";
 pub const VIP6: &str = "fd77::100";
 pub const SECRET: &str = "lab-secret-0123456789";
 pub const CLIENT_IP: &str = "10.77.0.2";
-const CLIENT_IP6: &str = "fd77::2";
+pub const CLIENT_IP6: &str = "fd77::2";
 
 pub fn node_ip(i: usize) -> String {
     format!("10.77.0.{}", 11 + i)
@@ -88,6 +88,9 @@ impl Speaker {
     }
     pub fn log_text(&self) -> String {
         self.proc.log()
+    }
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
     }
     /// The last status file, if there is one and it parses.
     pub fn status(&self) -> Option<SpeakerStatus> {
@@ -180,6 +183,24 @@ impl Lab {
         }
     }
 
+    /// Gives node `i` a second NIC, `eth1`, cabled to the same switch, with
+    /// `ip4`/24 and `ip6`/64 (a wired and a wireless link on one LAN);
+    /// returns its MAC.
+    pub fn add_second_nic(&self, i: usize, ip4: &str, ip6: &str) -> String {
+        let node = &self.nodes[i];
+        self.switch
+            .ip_batch(&format!(
+                "link add q{i} type veth peer name eth1 netns {}\nlink set q{i} master br0 up\n",
+                node.name()
+            ))
+            .unwrap_or_else(|e| panic!("switch: {e}"));
+        node.ip_batch(&format!(
+            "addr add {ip4}/24 dev eth1\naddr add {ip6}/64 dev eth1 nodad\nlink set eth1 up\n"
+        ))
+        .unwrap_or_else(|e| panic!("{}: {e}", node.name()));
+        node.mac("eth1")
+    }
+
     pub fn node_name(i: usize) -> String {
         format!("node-{i}")
     }
@@ -194,12 +215,13 @@ impl Lab {
             .map(|v| format!("  - address: \"{v}\"\n"))
             .collect();
         format!(
-            "node: {{ name: {}, address: {} }}\nlisten: \"0.0.0.0:7946\"\npeers: [{}]\nsecret: \"{SECRET}\"\nvips:\n{}statusFile: {}\nheartbeatInterval: 100ms\ndeadAfter: 3\n{extra}",
+            "node: {{ name: {}, address: {} }}\nlisten: \"0.0.0.0:7946\"\npeers: [{}]\nsecret: \"{SECRET}\"\nvips:\n{}statusFile: {}\nheartbeatInterval: 100ms\ndeadAfter: 3\nstateDir: {}\n{extra}",
             Self::node_name(i),
             node_ip(i),
             peers.join(", "),
             vips.concat(),
             self.status_path(i).display(),
+            self.dir.path().join(format!("state-{i}")).display(),
         )
     }
 
