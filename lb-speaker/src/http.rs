@@ -142,8 +142,10 @@ fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     };
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = code;
-    resp.headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(ctype));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(ctype),
+    );
     resp
 }
 

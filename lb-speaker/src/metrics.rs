@@ -196,11 +196,7 @@ impl Default for Metrics {
             failover_seconds.inner.clone(),
         );
         let owned_vips = Gauge::default();
-        registry.register(
-            "owned_vips",
-            "VIPs this node announces",
-            owned_vips.clone(),
-        );
+        registry.register("owned_vips", "VIPs this node announces", owned_vips.clone());
         let live_members = Gauge::default();
         registry.register(
             "live_members",

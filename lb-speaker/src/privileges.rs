@@ -36,7 +36,10 @@ pub fn needed(cfg: &Config) -> CapsHashSet {
 pub fn drop_capabilities(cfg: &Config) -> Result<()> {
     let keep = needed(cfg);
     let err = |what: &str, e: caps::errors::CapsError| {
-        Error::sys(format!("drop capabilities: {what}"), std::io::Error::other(e.to_string()))
+        Error::sys(
+            format!("drop capabilities: {what}"),
+            std::io::Error::other(e.to_string()),
+        )
     };
     // The ambient set is absent on old kernels: nothing to clear then.
     if let Err(e) = caps::clear(None, CapSet::Ambient) {
@@ -54,8 +57,7 @@ pub fn drop_capabilities(cfg: &Config) -> Result<()> {
     }
     let permitted = caps::read(None, CapSet::Permitted).map_err(|e| err("read permitted", e))?;
     let kept: CapsHashSet = permitted.intersection(&keep).copied().collect();
-    caps::set(None, CapSet::Inheritable, &CapsHashSet::new())
-        .map_err(|e| err("inheritable", e))?;
+    caps::set(None, CapSet::Inheritable, &CapsHashSet::new()).map_err(|e| err("inheritable", e))?;
     caps::set(None, CapSet::Effective, &kept).map_err(|e| err("effective", e))?;
     caps::set(None, CapSet::Permitted, &kept).map_err(|e| err("permitted", e))?;
     for cap in keep.difference(&kept) {

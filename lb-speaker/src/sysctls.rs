@@ -92,8 +92,8 @@ impl ArpSysctls {
                     .to_string();
                 // `all` is saved once per run; an interface's value is
                 // current again once it was set in this run.
-                let keep =
-                    self.inherited.remove(&path) || (dev == "all" && self.saved.contains_key(&path));
+                let keep = self.inherited.remove(&path)
+                    || (dev == "all" && self.saved.contains_key(&path));
                 if !keep {
                     let old = std::fs::read_to_string(&path)
                         .map_err(|e| Error::sys(format!("read {path}"), e))?;

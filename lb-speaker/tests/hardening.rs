@@ -120,8 +120,7 @@ fn ndp_answers(
                 let Some(n) = sock.recv_timeout(&mut buf, left).expect("receive") else {
                     continue;
                 };
-                if let Ok((eth, NdpMessage::Advertisement(na))) =
-                    NdpMessage::parse_frame(&buf[..n])
+                if let Ok((eth, NdpMessage::Advertisement(na))) = NdpMessage::parse_frame(&buf[..n])
                 {
                     if na.target == target {
                         out.insert((eth.src.to_string(), na.solicited));
@@ -155,7 +154,12 @@ fn only_the_announcing_interface_answers_for_a_vip() {
     let ns = NeighborSolicitation::resolve(v6(CLIENT_IP6), client_mac, vip6)
         .to_frame(client_mac, solicited_node_multicast_mac(vip6))
         .expect("NS");
-    let answers = ndp_answers(&lab.client, ns.as_bytes().to_vec(), vip6, Duration::from_secs(1));
+    let answers = ndp_answers(
+        &lab.client,
+        ns.as_bytes().to_vec(),
+        vip6,
+        Duration::from_secs(1),
+    );
     let macs: BTreeSet<&str> = answers.iter().map(|(m, _)| m.as_str()).collect();
     assert_eq!(macs, BTreeSet::from([eth0.as_str()]), "eth1 is {eth1}");
     std::thread::sleep(Duration::from_millis(300));
