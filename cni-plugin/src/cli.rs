@@ -7,37 +7,68 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use flatlan_ipam::store::{now_secs, State};
+use flatlan_ipam::store::{now_secs, read_boot_id, State};
 use flatlan_ipam::Store;
 use serde_json::json;
 
-use crate::config::DEFAULT_DATA_DIR;
+use crate::config::{DEFAULT_BOOT_ID, DEFAULT_DATA_DIR};
 use crate::error::{Error, Result};
 use crate::names;
 use crate::netlink::{Netlink, Socket};
 
 const USAGE: &str = "usage:
-  flatlan ipam ls      [--data-dir DIR] [--network NAME] [--json]
+  flatlan ipam ls      [--data-dir DIR] [--network NAME] [--boot-id-path FILE] [--json]
   flatlan ipam release ADDRESS [--data-dir DIR] [--network NAME] [--force]
   flatlan ipam watch   --conf FILE
 
-Without --network, every network under the data directory is shown.
-`release` refuses to free an address whose pod veth still exists unless
---force is given. `watch` runs until killed: it quarantines a pool address
-as soon as a LAN host is seen using it (FILE: the conflist).";
+Without arguments, flatlan is the CNI plugin (the runtime's CNI_* protocol).
+`flatlan ipam COMMAND --help` says more about each command.";
+
+const USAGE_LS: &str = "usage: flatlan ipam ls [--data-dir DIR] [--network NAME] [--boot-id-path FILE] [--json]
+
+Lists this node's addresses: allocated to a pod, reclaimable (allocated
+before the last reboot; the next ADD frees it), quarantined (a LAN host
+answered for it), and remembered (free, and preferred for the pod identity
+that last held it).
+
+  --data-dir DIR        the CNI config's ipam.dataDir (default /var/lib/cni/flatlan)
+  --network NAME        one network (default: every network under DIR)
+  --boot-id-path FILE   the CNI config's ipam.bootIdPath (default /proc/sys/kernel/random/boot_id)
+  --json                one JSON object per address";
+
+const USAGE_RELEASE: &str = "usage: flatlan ipam release ADDRESS [--data-dir DIR] [--network NAME] [--force]
+
+Frees an allocated, quarantined or remembered address. An address whose
+pod veth still exists is refused unless --force is given.
+
+  --data-dir DIR   the CNI config's ipam.dataDir (default /var/lib/cni/flatlan)
+  --network NAME   one network (default: every network under DIR)
+  --force          free the address of a pod that still exists";
+
+const USAGE_WATCH: &str = "usage: flatlan ipam watch --conf FILE
+
+Runs until killed: quarantines a pool address as soon as a LAN host is seen
+using it. FILE: a conflist, or flatlan's plugin config.";
+
+const USAGE_PROBE_AHEAD: &str = "usage: flatlan ipam probe-ahead < NETWORK-CONFIG
+
+Probes the next free addresses in the background; ADD starts it. Not for
+interactive use.";
 
 struct Opts {
     data_dir: PathBuf,
     network: Option<String>,
+    boot_id_path: PathBuf,
     json: bool,
     force: bool,
     positional: Vec<String>,
 }
 
-fn parse(args: &[String]) -> Result<Opts> {
+fn parse(args: &[String], usage: &str) -> Result<Opts> {
     let mut o = Opts {
         data_dir: DEFAULT_DATA_DIR.into(),
         network: None,
+        boot_id_path: DEFAULT_BOOT_ID.into(),
         json: false,
         force: false,
         positional: Vec::new(),
@@ -47,16 +78,16 @@ fn parse(args: &[String]) -> Result<Opts> {
         let mut value = |flag: &str| {
             it.next()
                 .cloned()
-                .ok_or_else(|| Error::Usage(format!("{flag} needs a value\n{USAGE}")))
+                .ok_or_else(|| Error::Usage(format!("{flag} needs a value\n{usage}")))
         };
         match a.as_str() {
             "--data-dir" => o.data_dir = value("--data-dir")?.into(),
             "--network" => o.network = Some(value("--network")?),
+            "--boot-id-path" => o.boot_id_path = value("--boot-id-path")?.into(),
             "--json" => o.json = true,
             "--force" => o.force = true,
-            "-h" | "--help" => return Err(Error::Usage(USAGE.into())),
             s if s.starts_with('-') => {
-                return Err(Error::Usage(format!("unknown flag {s}\n{USAGE}")))
+                return Err(Error::Usage(format!("unknown flag {s}\n{usage}")))
             }
             s => o.positional.push(s.to_string()),
         }
@@ -64,58 +95,96 @@ fn parse(args: &[String]) -> Result<Opts> {
     Ok(o)
 }
 
-/// Runs the CLI; returns the exit code.
+/// Runs the CLI; returns the exit code: 0, 2 for a misused command line,
+/// 1 for anything else.
 pub fn main(args: &[String]) -> i32 {
     match run(args) {
         Ok(out) => {
             print!("{out}");
             0
         }
-        Err(e) => {
+        Err(e @ Error::Usage(_)) => {
             eprintln!("flatlan: {e}");
             2
+        }
+        Err(e) => {
+            eprintln!("flatlan: {e}");
+            1
         }
     }
 }
 
+fn is_help(a: &str) -> bool {
+    matches!(a, "-h" | "--help" | "help")
+}
+
 fn run(args: &[String]) -> Result<String> {
-    match args.first().map(String::as_str) {
-        Some("ipam") => {}
-        _ => return Err(Error::Usage(USAGE.into())),
+    let first = args.first().map(String::as_str).unwrap_or("");
+    if is_help(first) {
+        return Ok(format!("{USAGE}\n"));
+    }
+    if first != "ipam" {
+        return Err(Error::Usage(format!("unknown command {first:?}\n{USAGE}")));
     }
     let verb = args.get(1).map(String::as_str).unwrap_or("");
-    if verb == "watch" {
-        return crate::watch::main(args.get(2..).unwrap_or_default());
+    let usage = match verb {
+        "ls" => USAGE_LS,
+        "release" => USAGE_RELEASE,
+        "watch" => USAGE_WATCH,
+        "probe-ahead" => USAGE_PROBE_AHEAD,
+        v if is_help(v) => return Ok(format!("{USAGE}\n")),
+        v => return Err(Error::Usage(format!("unknown command ipam {v:?}\n{USAGE}"))),
+    };
+    let rest = args.get(2..).unwrap_or_default();
+    if rest.iter().any(|a| a == "-h" || a == "--help") {
+        return Ok(format!("{usage}\n"));
     }
-    let opts = parse(args.get(2..).unwrap_or_default())?;
+    if verb == "watch" {
+        return crate::watch::main(rest);
+    }
+    let opts = parse(rest, usage)?;
     match verb {
         "ls" => ls(&opts),
         "release" => release(&opts),
-        "probe-ahead" => probe_ahead(),
-        _ => Err(Error::Usage(USAGE.into())),
+        _ => probe_ahead(),
     }
 }
 
+/// The networks to look at. A data directory or network that does not
+/// exist is an error, not an empty table: it is almost always a wrong
+/// `--data-dir` (the CNI config's `ipam.dataDir` differs from the default).
 fn networks(opts: &Opts) -> Result<Vec<(String, Store)>> {
-    let names: Vec<String> = match &opts.network {
+    let dir = &opts.data_dir;
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::Usage(format!(
+                "data directory {} does not exist: pass the CNI config's ipam.dataDir with --data-dir (no ADD has run on this node if that is the one)",
+                dir.display()
+            )))
+        }
+        Err(e) => return Err(Error::io("read", dir.display(), e)),
+    };
+    let mut found: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    found.sort();
+    let names = match &opts.network {
+        Some(n) if !found.contains(n) => {
+            return Err(Error::Usage(format!(
+                "network {n:?} has no store in {} (networks there: {})",
+                dir.display(),
+                if found.is_empty() { "none".to_string() } else { found.join(", ") }
+            )))
+        }
         Some(n) => vec![n.clone()],
-        None => match std::fs::read_dir(&opts.data_dir) {
-            Ok(rd) => {
-                let mut v: Vec<String> = rd
-                    .filter_map(|e| e.ok())
-                    .filter(|e| e.path().is_dir())
-                    .filter_map(|e| e.file_name().into_string().ok())
-                    .collect();
-                v.sort();
-                v
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(Error::io("read", opts.data_dir.display(), e)),
-        },
+        None => found,
     };
     names
         .into_iter()
-        .map(|n| Ok((n.clone(), Store::new(&opts.data_dir, &n)?)))
+        .map(|n| Ok((n.clone(), Store::new(dir, &n)?)))
         .collect()
 }
 
@@ -129,7 +198,8 @@ struct Row {
     state: String,
 }
 
-fn rows(network: &str, s: &State, now: u64) -> Vec<Row> {
+/// One row per address. `boot_id` is this boot's, if readable.
+fn rows(network: &str, s: &State, now: u64, boot_id: Option<&str>) -> Vec<Row> {
     let mut out: Vec<Row> = s
         .allocations
         .iter()
@@ -140,7 +210,12 @@ fn rows(network: &str, s: &State, now: u64) -> Vec<Row> {
             container: a.container_id.clone(),
             pod: a.pod.as_ref().map(|p| p.key()).unwrap_or_default(),
             since: a.since,
-            state: "allocated".into(),
+            state: match boot_id {
+                Some(b) if b != a.boot_id => {
+                    "reclaimable (allocated before the last reboot; the next ADD frees it)".into()
+                }
+                _ => "allocated".into(),
+            },
         })
         .collect();
     out.extend(s.quarantine.iter().filter(|q| q.until > now).map(|q| Row {
@@ -155,8 +230,10 @@ fn rows(network: &str, s: &State, now: u64) -> Vec<Row> {
             q.until - now
         ),
     }));
+    // Only remembered addresses that are free: one a pod holds is not
+    // reserved for anyone (stores from before that rule may list it).
     for (pod, st) in &s.sticky {
-        for ip in &st.ips {
+        for ip in st.ips.iter().filter(|ip| s.owner_of(**ip, now).is_none()) {
             out.push(Row {
                 network: network.to_string(),
                 ip: *ip,
@@ -164,7 +241,7 @@ fn rows(network: &str, s: &State, now: u64) -> Vec<Row> {
                 container: String::new(),
                 pod: pod.clone(),
                 since: st.last_seen,
-                state: "remembered (free; kept for this pod)".into(),
+                state: "remembered (free; preferred for this pod)".into(),
             });
         }
     }
@@ -178,9 +255,10 @@ fn ls(opts: &Opts) -> Result<String> {
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_default();
+    let boot_id = read_boot_id(&opts.boot_id_path).ok();
     let mut all = Vec::new();
     for (name, store) in networks(opts)? {
-        all.extend(rows(&name, &store.peek()?, now));
+        all.extend(rows(&name, &store.peek()?, now, boot_id.as_deref()));
     }
     if opts.json {
         let v: Vec<_> = all

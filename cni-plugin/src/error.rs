@@ -129,7 +129,7 @@ impl Error {
                 I::RequestedOutsideRange { .. } | I::RequestedInUse { .. } => {
                     code::ADDRESS_UNAVAILABLE
                 }
-                I::Io { .. } | I::Corrupt { .. } => code::STORE,
+                I::Io { .. } | I::Corrupt { .. } | I::StoreVersion { .. } => code::STORE,
                 I::Probe(_) => code::PROBE,
             },
             Error::InterfaceExists(_) => code::INTERFACE_EXISTS,

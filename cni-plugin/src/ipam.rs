@@ -10,7 +10,7 @@ use flatlan_ipam::probe::{probe_many, PacketSocket, ProbeOutcome};
 use flatlan_ipam::store::{now_secs, read_boot_id};
 use flatlan_ipam::{Allocation, IpRange, Pool, Store, Want};
 use ipnet::IpNet;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::config::{NetConf, SubnetConf};
 use crate::env::Attachment;
@@ -265,9 +265,6 @@ fn allocate(
     let now = now_secs();
 
     let mut locked = store(conf)?.lock()?;
-    if let Some(e) = locked.recovered.take() {
-        error!("{e}");
-    }
     let ttl = conf.ipam.probe.verified_ttl_seconds;
     locked.state.prune(now, ttl);
     let reclaimed = locked.state.reclaim_other_boots(&boot_id, now);
@@ -287,6 +284,7 @@ fn allocate(
     let mut out = Vec::new();
     let mut unverified = Vec::new();
     let mut want_ahead = false;
+    let reserved = locked.state.reserved_for_others(key.as_deref());
     for (s, pool) in pools {
         let v4 = s.subnet.addr().is_ipv4();
         let state = &locked.state;
@@ -305,7 +303,7 @@ fn allocate(
             pool,
             &want,
             |ip| state.owner_of(ip, now),
-            |ip| state.reserved_for_other(ip, key.as_deref()),
+            |ip| reserved.contains(&ip),
         )?;
         let address = IpNet::new(ip, s.subnet.prefix_len())
             .map_err(|e| Error::InvalidConfig(e.to_string()))?;
@@ -353,10 +351,11 @@ fn allocate(
     {
         a.mac.clone_from(&mac);
     }
-    if let Some(k) = &key {
-        // The pod holds its addresses again; they are no longer "remembered".
-        locked.state.sticky.remove(k);
-    }
+    // Remembered addresses are a preference, never a reservation: once
+    // given to a pod, they are remembered for no one (issue 10, item 11).
+    locked
+        .state
+        .handed_out(key.as_deref(), out.iter().map(|a| a.address.addr()));
     let running = locked
         .state
         .ahead_started

@@ -41,6 +41,13 @@ pub enum Error {
         action: String,
     },
 
+    #[error("allocation store {path} has format version {found}, but this flatlan reads only version {supported}: a newer flatlan wrote it. Reinstall that newer flatlan on this node, or move {path} aside to start an empty store (flatlan then probes every address before handing it out, and GC frees what the old store held)")]
+    StoreVersion {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+
     #[error("node range file {path}: {reason}")]
     RangeFile { path: PathBuf, reason: String },
 

@@ -12,6 +12,7 @@ pub mod error;
 pub mod node_range;
 pub mod pool;
 pub mod range;
+pub mod sticky;
 pub mod store;
 
 pub use alloc::{allocate, Want};

@@ -66,26 +66,49 @@ impl MacAddr {
         self.0[0] & 0x02 != 0
     }
 
-    /// The stable pod MAC for `ip`: `0a:58:` followed by the four IPv4
-    /// octets, or by the last four octets of an IPv6 address.
+    /// The first octet of an IPv6-only pod's MAC: locally administered
+    /// unicast like `0a`, and distinct from both `0a` (IPv4 pods) and `0e`
+    /// (their host veths, [`POD_PREFIX`](Self::POD_PREFIX) with bit 2 set).
+    pub const POD_V6_PREFIX: u8 = 0x06;
+
+    /// The stable pod MAC for `ip`.
     ///
-    /// For IPv6 only the low 32 bits fit; two pods whose addresses differ
-    /// only above the low 32 bits would share a MAC. flatlan's IPv6 pools
-    /// are single LAN prefixes (/64 or longer), so within one L2 segment
-    /// the low 32 bits already identify the pod. A dual-stack pod should
-    /// derive its MAC from its IPv4 address, so that the MAC matches what
-    /// kubenet/OVN would pick.
+    /// - IPv4: `0a:58:` followed by the four address octets (as kubenet and
+    ///   OVN-Kubernetes). A dual-stack pod takes this form, from its IPv4
+    ///   address.
+    /// - IPv6 (an IPv6-only pod): `06:` followed by 40 bits: the low 40 bits
+    ///   of the address XOR the top 40 bits of FNV-1a-64 over its first 11
+    ///   octets. Only 46 bits of a MAC are free and nodes' slices may differ
+    ///   anywhere in the interface ID, so no rule is injective; this one
+    ///   never gives one MAC to two addresses of the same /88 (every slice
+    ///   differing only in the low 40 bits, such as the /112s of one /64),
+    ///   and two addresses that differ above that collide with odds of one
+    ///   in 2^40. Taking just the low 32 bits, as before, gave a whole
+    ///   slice the same MACs as another node's (issue 10, item 17).
     pub fn from_ip(ip: IpAddr) -> Self {
-        let low = match ip {
-            IpAddr::V4(v4) => v4.octets(),
+        match ip {
+            IpAddr::V4(v4) => {
+                let [a, b, c, d] = v4.octets();
+                let [p0, p1] = Self::POD_PREFIX;
+                MacAddr([p0, p1, a, b, c, d])
+            }
             IpAddr::V6(v6) => {
                 let o = v6.octets();
-                [o[12], o[13], o[14], o[15]]
+                let high = fnv1a64(&o[..11]) >> 24;
+                let low = u64::from_be_bytes([0, 0, 0, o[11], o[12], o[13], o[14], o[15]]);
+                let [_, _, _, a, b, c, d, e] = (low ^ high).to_be_bytes();
+                MacAddr([Self::POD_V6_PREFIX, a, b, c, d, e])
             }
-        };
-        let [p0, p1] = Self::POD_PREFIX;
-        MacAddr([p0, p1, low[0], low[1], low[2], low[3]])
+        }
     }
+}
+
+/// FNV-1a, 64-bit (the published offset basis and prime): fixed forever,
+/// since pods' MACs must not change between flatlan versions.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 impl From<[u8; 6]> for MacAddr {
@@ -234,15 +257,50 @@ mod tests {
     }
 
     #[test]
-    fn pod_mac_from_ipv6_uses_low_32_bits() {
-        let ip: Ipv6Addr = "2001:db8:1:2::c0a8:117".parse().expect("valid v6");
-        let mac = MacAddr::from_ip(IpAddr::V6(ip));
-        assert_eq!(mac.to_string(), "0a:58:c0:a8:01:17");
-        let ip: Ipv6Addr = "fd00::1:2:3:4".parse().expect("valid v6");
-        assert_eq!(
-            MacAddr::from_ip(IpAddr::V6(ip)),
-            MacAddr([0x0a, 0x58, 0, 3, 0, 4])
-        );
+    fn pod_mac_from_ipv6_is_pinned() {
+        // Golden values, computed apart from this code (Python's ipaddress
+        // and FNV-1a by hand): a change here changes running pods' MACs.
+        for (ip, mac) in [
+            ("fd00:2::1:5", "06:18:1a:da:6d:4f"),
+            ("2001:db8:1:2::c0a8:117", "06:a6:7a:25:f6:ce"),
+            ("fd00::1:2:3:4", "06:d8:28:b0:5b:30"),
+        ] {
+            let ip: Ipv6Addr = ip.parse().expect("valid v6");
+            assert_eq!(MacAddr::from_ip(IpAddr::V6(ip)).to_string(), mac, "{ip}");
+        }
+    }
+
+    /// Issue 10, item 17: two nodes' slices that differ only above the low
+    /// 32 bits gave their pods the same MACs (`0a:58:00:00:00:00` twice).
+    #[test]
+    fn ipv6_slices_of_different_nodes_never_share_a_mac() {
+        use std::collections::HashSet;
+        let mut seen = HashSet::new();
+        // Slices differing in the low 40 bits (/112s of a /64), above them
+        // (bits 40-63), and in the prefix: 16 x 4096 addresses.
+        for slice in [
+            "fd00:2::1:0", "fd00:2::2:0", "fd00:2::ff:0", "fd00:2::1:0:0",
+            "fd00:2::1:0:0:0", "fd00:2::2:0:0:0", "fd00:2:0:0:100::", "fd00:2:0:0:200::",
+            "fd00:3::1:0", "fd00:3::1:0:0:0", "2001:db8::1:0", "2001:db8:0:1::1:0",
+            "2001:db8::100:0:0", "2001:db8::200:0:0", "fd00::", "fd00:0:0:1::",
+        ] {
+            let base = u128::from(slice.parse::<Ipv6Addr>().expect("valid v6"));
+            for i in 0..4096u128 {
+                let ip = Ipv6Addr::from(base + i);
+                let mac = MacAddr::from_ip(IpAddr::V6(ip));
+                assert!(mac.is_local() && mac.is_unicast(), "{ip}: {mac}");
+                assert_eq!(mac.0[0], MacAddr::POD_V6_PREFIX, "{ip}");
+                assert!(seen.insert(mac), "{ip} shares {mac} with another address");
+            }
+        }
+    }
+
+    #[test]
+    fn ipv6_pod_macs_never_look_like_ipv4_ones() {
+        let v4 = MacAddr::from_ip(IpAddr::V4(Ipv4Addr::new(0, 0, 0, 0)));
+        let v6 = MacAddr::from_ip(IpAddr::V6("::".parse().expect("valid v6")));
+        assert_ne!(v4.0[0], v6.0[0]);
+        assert_ne!(v4.0[0] ^ 0x04, v6.0[0], "nor like a host veth's");
     }
 
     #[test]

@@ -274,12 +274,23 @@ pub fn settle_store(data_dir: &Path) {
     panic!("background probe-ahead did not finish within 10 s");
 }
 
-/// `flatlan ipam ls --json` for a node's store, run inside the node.
+/// `flatlan ipam ls --json` for a node's store, run inside the node, with
+/// the lab node's boot ID file (next to its data directory).
 pub fn ipam_ls(node: &Netns, data_dir: &Path) -> Vec<Value> {
     let dir = data_dir.display().to_string();
+    let boot_id = data_dir.with_file_name("boot_id").display().to_string();
     let flatlan = bin("flatlan").display().to_string();
     let out = node
-        .exec_ok(&[&flatlan, "ipam", "ls", "--data-dir", &dir, "--json"])
+        .exec_ok(&[
+            &flatlan,
+            "ipam",
+            "ls",
+            "--data-dir",
+            &dir,
+            "--boot-id-path",
+            &boot_id,
+            "--json",
+        ])
         .expect("flatlan ipam ls");
     serde_json::from_slice::<Value>(&out.stdout)
         .expect("ipam ls --json")

@@ -17,14 +17,17 @@ pub fn del(conf: &NetConf, att: &Attachment, host: &mut impl Netlink) -> Result<
     // still answers for it would let the next ADD hand it out twice.
     let host_name = names::host_veth(&att.container_id, &att.ifname);
     let deleted = host.delete_link(&host_name)?;
-    if !deleted {
-        if let (Some(path), Some(alloc)) = (
-            &att.netns,
-            ipam::find(conf, &att.container_id, &att.ifname)?.first(),
-        ) {
-            if let Ok(mac) = alloc.mac.parse::<MacAddr>() {
-                delete_in_pod(path, &att.ifname, mac);
+    if let (false, Some(path)) = (deleted, &att.netns) {
+        // Only a fallback, so an unreadable store must not fail DEL here:
+        // the release below takes the store's lock, which recovers it
+        // (issue 10, item 3).
+        match ipam::find(conf, &att.container_id, &att.ifname) {
+            Ok(allocs) => {
+                if let Some(mac) = allocs.first().and_then(|a| a.mac.parse::<MacAddr>().ok()) {
+                    delete_in_pod(path, &att.ifname, mac);
+                }
             }
+            Err(e) => warn!("DEL: cannot look up the pod's MAC: {e}"),
         }
     }
     let gone = ipam::release(conf, &att.container_id, &att.ifname)?;
