@@ -24,7 +24,8 @@ const USAGE: &str = "usage:
 Without arguments, flatlan is the CNI plugin (the runtime's CNI_* protocol).
 `flatlan ipam COMMAND --help` says more about each command.";
 
-const USAGE_LS: &str = "usage: flatlan ipam ls [--data-dir DIR] [--network NAME] [--boot-id-path FILE] [--json]
+const USAGE_LS: &str =
+    "usage: flatlan ipam ls [--data-dir DIR] [--network NAME] [--boot-id-path FILE] [--json]
 
 Lists this node's addresses: allocated to a pod, reclaimable (allocated
 before the last reboot; the next ADD frees it), quarantined (a LAN host
@@ -36,7 +37,8 @@ that last held it).
   --boot-id-path FILE   the CNI config's ipam.bootIdPath (default /proc/sys/kernel/random/boot_id)
   --json                one JSON object per address";
 
-const USAGE_RELEASE: &str = "usage: flatlan ipam release ADDRESS [--data-dir DIR] [--network NAME] [--force]
+const USAGE_RELEASE: &str =
+    "usage: flatlan ipam release ADDRESS [--data-dir DIR] [--network NAME] [--force]
 
 Frees an allocated, quarantined or remembered address. An address whose
 pod veth still exists is refused unless --force is given.
@@ -176,7 +178,11 @@ fn networks(opts: &Opts) -> Result<Vec<(String, Store)>> {
             return Err(Error::Usage(format!(
                 "network {n:?} has no store in {} (networks there: {})",
                 dir.display(),
-                if found.is_empty() { "none".to_string() } else { found.join(", ") }
+                if found.is_empty() {
+                    "none".to_string()
+                } else {
+                    found.join(", ")
+                }
             )))
         }
         Some(n) => vec![n.clone()],

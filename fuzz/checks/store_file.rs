@@ -2,15 +2,27 @@
 //! the corpus replay in `ipam/tests/fuzz_corpus.rs`.
 //!
 //! Input: the bytes of a store's `state.json`. They are decoded exactly as
-//! `Store::lock` and `Store::peek` decode them (`serde_json::from_slice`
-//! into [`State`]), without the file system round trip.
+//! `Store::lock` and `Store::peek` decode them (`store::decode`), without
+//! the file system round trip. The edits below run on anything serde
+//! reads, so that corpus entries without a `version` still reach them.
 
 use std::net::IpAddr;
 
+use flatlan_ipam::store::{decode, Unusable};
 use flatlan_ipam::State;
 
 pub fn check(data: &[u8]) {
-    let Ok(state) = serde_json::from_slice::<State>(data) else {
+    let parsed = serde_json::from_slice::<State>(data);
+    match decode(data) {
+        // What the store accepts is exactly a version-1 object serde reads.
+        Ok(s) => {
+            assert_eq!(s.version, 1);
+            assert_eq!(parsed.as_ref().ok(), Some(&s));
+        }
+        Err(Unusable::Newer(v)) => assert!(v > 1),
+        Err(Unusable::Corrupt(_)) => {}
+    }
+    let Ok(state) = parsed else {
         return;
     };
     // Round trip: what a commit writes loads back equal.
@@ -37,8 +49,15 @@ pub fn check(data: &[u8]) {
         let gone = s.release(&a.container_id, &a.ifname, now);
         assert!(!gone.is_empty());
         assert!(s.find(&a.container_id, &a.ifname).is_empty());
-        // The newest released address of a pod is remembered for it.
-        if let Some((g, pod)) = gone.iter().rev().find_map(|g| Some((g, g.pod.as_ref()?))) {
+        // The newest released address of a pod is remembered for it (unless
+        // the document is so full that the count bound may evict it).
+        let room = state.sticky.len() < flatlan_ipam::sticky::MAX_REMEMBERED;
+        if let Some((g, pod)) = gone
+            .iter()
+            .rev()
+            .find_map(|g| Some((g, g.pod.as_ref()?)))
+            .filter(|_| room)
+        {
             assert!(s.sticky[&pod.key()].ips.contains(&g.ip));
         }
         let boot = a.boot_id.clone();
@@ -50,6 +69,10 @@ pub fn check(data: &[u8]) {
     s.quarantine_ip(probe, "02:00:00:00:00:01".into(), now, now + 10);
     assert!(s.owner_of(probe, now).is_some() || s.allocations.iter().any(|a| a.ip == probe));
     s.prune(now, 600);
+    assert!(s.sticky.len() <= flatlan_ipam::sticky::MAX_REMEMBERED);
+    // Once given to a pod, an address is remembered for no one.
+    s.handed_out(None, [probe]);
+    assert!(s.sticky.values().all(|st| !st.ips.contains(&probe)));
     let bytes = serde_json::to_vec(&s).expect("serializes");
     assert_eq!(serde_json::from_slice::<State>(&bytes).expect("loads"), s);
 }

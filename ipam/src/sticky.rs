@@ -17,8 +17,11 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 /// The most identities remembered per network; the least recently seen
-/// beyond this are forgotten.
-pub const MAX_REMEMBERED: usize = 1024;
+/// beyond this are forgotten. Every ADD reads and rewrites them: 256 cost
+/// about 0.25 ms an ADD, 1,024 about 1 ms (docs/BENCHMARKS.md). Without the
+/// bound, only a pool larger than this could fill it, since an address is
+/// remembered for one identity at most.
+pub const MAX_REMEMBERED: usize = 256;
 
 /// An identity not seen for this long (30 days) is forgotten.
 pub const MAX_AGE_SECS: u64 = 30 * 24 * 3600;
@@ -73,10 +76,8 @@ pub(crate) fn bound(mem: &mut Memory, now: u64) {
     if mem.len() <= MAX_REMEMBERED {
         return;
     }
-    let mut by_age: Vec<(u64, String)> = mem
-        .iter()
-        .map(|(k, s)| (s.last_seen, k.clone()))
-        .collect();
+    let mut by_age: Vec<(u64, String)> =
+        mem.iter().map(|(k, s)| (s.last_seen, k.clone())).collect();
     by_age.sort_unstable();
     let excess = mem.len() - MAX_REMEMBERED;
     for (_, k) in by_age.into_iter().take(excess) {
@@ -122,7 +123,12 @@ mod tests {
         for i in 0..n {
             let a = ip(&format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255));
             // Seen in an order unrelated to the key order.
-            remember(&mut m, &format!("ns/p{i}"), a, 1000 + (i as u64 * 7919) % n as u64);
+            remember(
+                &mut m,
+                &format!("ns/p{i}"),
+                a,
+                1000 + (i as u64 * 7919) % n as u64,
+            );
         }
         bound(&mut m, 2000);
         assert_eq!(m.len(), MAX_REMEMBERED);

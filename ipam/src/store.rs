@@ -20,8 +20,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::net::IpAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -610,9 +610,12 @@ mod tests {
                     cursor,
                     ..Default::default()
                 };
-                let ip = crate::allocate(&pool, &want, |ip| s.owner_of(ip, 1), |ip| {
-                    reserved.contains(&ip)
-                })
+                let ip = crate::allocate(
+                    &pool,
+                    &want,
+                    |ip| s.owner_of(ip, 1),
+                    |ip| reserved.contains(&ip),
+                )
                 .unwrap_or_else(|e| panic!("round {round} pod {i}: {e}"));
                 s.handed_out(Some(&key), [ip]);
                 let (ns, name) = key.split_once('/').unwrap();
@@ -622,7 +625,10 @@ mod tests {
                 cursor = Some(ip);
                 for st in s.sticky.values() {
                     for r in &st.ips {
-                        assert!(s.owner_of(*r, 1).is_none(), "{r} is remembered and allocated");
+                        assert!(
+                            s.owner_of(*r, 1).is_none(),
+                            "{r} is remembered and allocated"
+                        );
                     }
                 }
             }
@@ -630,9 +636,36 @@ mod tests {
                 s.release(&a.container_id, &a.ifname, 2 + round);
             }
             let remembered: Vec<IpAddr> = s.sticky.values().flat_map(|st| st.ips.clone()).collect();
-            assert_eq!(remembered.len(), 4, "round {round}: one identity per address");
-            assert!(s.sticky.keys().all(|k| k.starts_with(&format!("default/web-{round}"))));
+            assert_eq!(
+                remembered.len(),
+                4,
+                "round {round}: one identity per address"
+            );
+            assert!(s
+                .sticky
+                .keys()
+                .all(|k| k.starts_with(&format!("default/web-{round}"))));
         }
+    }
+
+    /// Issue 10, item 7: 300,000 remembered identities made every ADD five
+    /// times slower. The first ADD's prune trims them to the bound, keeping
+    /// the most recently seen.
+    #[test]
+    fn a_flood_of_remembered_identities_is_trimmed_by_one_prune() {
+        let mut s = State::default();
+        let n: u32 = 300_000;
+        for i in 0..n {
+            let st = Sticky {
+                ips: vec![IpAddr::from(i.to_be_bytes())],
+                last_seen: u64::from(i),
+            };
+            s.sticky.insert(format!("default/web-{i}"), st);
+        }
+        s.prune(u64::from(n), 600);
+        assert_eq!(s.sticky.len(), crate::sticky::MAX_REMEMBERED);
+        let oldest = u64::from(n) - crate::sticky::MAX_REMEMBERED as u64;
+        assert!(s.sticky.values().all(|st| st.last_seen >= oldest));
     }
 
     #[test]
@@ -717,7 +750,12 @@ mod tests {
             panic!("not reported: {:?}", l.recovered)
         };
         assert!(action.contains("state.json.prev"), "{action}");
-        let ips: Vec<String> = l.state.allocations.iter().map(|a| a.ip.to_string()).collect();
+        let ips: Vec<String> = l
+            .state
+            .allocations
+            .iter()
+            .map(|a| a.ip.to_string())
+            .collect();
         assert_eq!(ips, ["192.168.2.210"], "the state before the last commit");
         // The lost commit may have handed out an address: probe everything.
         assert!(l.state.verified.is_empty());
@@ -747,7 +785,9 @@ mod tests {
         drop(l);
         let names = files(store.dir());
         assert!(names.iter().any(|n| n.starts_with("state.json.corrupt-")));
-        assert!(names.iter().any(|n| n.starts_with("state.json.prev.corrupt-")));
+        assert!(names
+            .iter()
+            .any(|n| n.starts_with("state.json.prev.corrupt-")));
         assert_eq!(store.peek().unwrap().allocations.len(), 1);
     }
 
@@ -758,7 +798,10 @@ mod tests {
         fs::create_dir_all(store.dir()).unwrap();
         fs::write(store.dir().join(STATE), b"[]").unwrap();
         let e = store.peek().unwrap_err().to_string();
-        assert!(e.contains("not a JSON object") && e.contains("moves it aside"), "{e}");
+        assert!(
+            e.contains("not a JSON object") && e.contains("moves it aside"),
+            "{e}"
+        );
         let l = store.lock().unwrap();
         assert!(matches!(l.recovered, Some(Error::Corrupt { .. })));
     }
@@ -774,8 +817,14 @@ mod tests {
             store.lock().err().unwrap().to_string(),
             store.peek().unwrap_err().to_string(),
         ] {
-            assert!(e.contains("version 99") && e.contains("newer flatlan"), "{e}");
-            assert!(e.contains("move") && e.contains("aside"), "says what to do: {e}");
+            assert!(
+                e.contains("version 99") && e.contains("newer flatlan"),
+                "{e}"
+            );
+            assert!(
+                e.contains("move") && e.contains("aside"),
+                "says what to do: {e}"
+            );
         }
         assert_eq!(fs::read(store.dir().join(STATE)).unwrap(), doc);
     }

@@ -59,7 +59,9 @@ fn del_on_a_corrupt_store(prev_too: bool) {
         .collect();
     if prev_too {
         assert!(ips.is_empty(), "both unusable: an empty store, not {ips:?}");
-        assert!(aside.iter().any(|n| n.starts_with("state.json.prev.corrupt-")));
+        assert!(aside
+            .iter()
+            .any(|n| n.starts_with("state.json.prev.corrupt-")));
     } else {
         // The state before the last commit knew `kept`; `gone` was freed
         // by the DEL, whether or not the restored state knew it.
@@ -96,17 +98,25 @@ fn a_store_of_another_format_is_rejected_with_what_to_do() {
     std::fs::write(&state, newer).expect("write");
     let ns = l.lab.add_pod_netns(1, "second").expect("netns");
     let att = netns_testkit::cni::Attachment::new("ctr-second", &ns);
-    let err = l.network(1).add(l.node_ns(1), &att).expect_err("a newer store");
+    let err = l
+        .network(1)
+        .add(l.node_ns(1), &att)
+        .expect_err("a newer store");
     assert_eq!(error_code(&err), Some(106), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("version 99") && msg.contains("newer flatlan"), "{msg}");
+    assert!(
+        msg.contains("version 99") && msg.contains("newer flatlan"),
+        "{msg}"
+    );
     assert!(msg.contains("aside"), "says what to do: {msg}");
     assert_eq!(std::fs::read(&state).expect("read"), newer, "left alone");
 
     // A JSON array is no store at all: moved aside, not read as empty.
     std::fs::write(&state, b"[]").expect("write");
     let third = l.pod(1, "third");
-    assert!(corrupt_files(&l).iter().any(|n| n.starts_with("state.json.corrupt-")));
+    assert!(corrupt_files(&l)
+        .iter()
+        .any(|n| n.starts_with("state.json.corrupt-")));
     assert_eq!(
         flatlan_e2e::store_state(&l.data_dir(1))["version"],
         1,
@@ -122,13 +132,8 @@ fn store_files_are_owner_only() {
     let l = FlatLab::new(LabConfig::new().nodes(1));
     let _pod = l.pod(1, "p");
     settle_store(&l.data_dir(1));
-    let mode = |p: &std::path::Path| {
-        std::fs::metadata(p)
-            .expect("metadata")
-            .permissions()
-            .mode()
-            & 0o777
-    };
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
     let dir = store_dir(&l);
     assert_eq!(mode(&dir), 0o700, "{}", dir.display());
     for e in std::fs::read_dir(&dir).expect("store dir") {
@@ -164,7 +169,11 @@ fn remembered_identities_never_cost_a_new_pod_an_address() {
             net.del(node, &p.att, Some(&p.result)).expect("DEL");
         }
         let rows = ipam_ls(node, &l.data_dir(1));
-        assert_eq!(rows.len(), 8, "round {round}: one row per address: {rows:#?}");
+        assert_eq!(
+            rows.len(),
+            8,
+            "round {round}: one row per address: {rows:#?}"
+        );
         assert!(rows.iter().all(|r| {
             r["state"].as_str().unwrap_or("").starts_with("remembered")
                 && r["pod"]
@@ -209,10 +218,16 @@ fn ipam_command_line_helps_and_says_what_is_wrong() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--bogus"));
 
     let missing = l.state.path().join("no-such-dir");
-    let out = flatlan(node, &["ipam", "ls", "--data-dir", &missing.display().to_string()]);
+    let out = flatlan(
+        node,
+        &["ipam", "ls", "--data-dir", &missing.display().to_string()],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "exit {:?}", out.status);
-    assert!(err.contains("does not exist") && err.contains("no-such-dir"), "{err}");
+    assert!(
+        err.contains("does not exist") && err.contains("no-such-dir"),
+        "{err}"
+    );
 
     let pod = l.pod(1, "before-reboot");
     let rows = ipam_ls(node, &l.data_dir(1));
