@@ -209,7 +209,7 @@ pub fn probe_ahead(conf: &NetConf, node_ips: &[IpAddr]) -> Result<usize> {
         // answer was ours: no verdict at all, so the next ADD probes it.
         let allocated = locked.state.allocations.iter().any(|a| a.ip == *ip);
         let conflict = conflicts.iter().find(|(c, _)| c == ip);
-        if allocated || conflict.is_some_and(|(_, mac)| is_ours(&locked.state, *mac)) {
+        if allocated || conflict.is_some_and(|(_, mac)| is_ours(&locked.state, *ip, *mac)) {
             continue;
         }
         match conflict {
@@ -229,12 +229,11 @@ pub fn probe_ahead(conf: &NetConf, node_ips: &[IpAddr]) -> Result<usize> {
 }
 
 /// A MAC of this node's pods: one the store records, or flatlan's derived
-/// `0a:58:…` (a pod of ours that was added and deleted while we looked).
+/// MAC for `ip` (a pod of ours that was added and deleted while we looked).
 /// Only this node allocates from its slice, so on a slice address such a
 /// MAC is one of ours.
-pub fn is_ours(state: &flatlan_ipam::State, mac: MacAddr) -> bool {
-    mac.octets()[..2] == MacAddr::POD_PREFIX
-        || state.allocations.iter().any(|a| a.mac == mac.to_string())
+pub fn is_ours(state: &flatlan_ipam::State, ip: IpAddr, mac: MacAddr) -> bool {
+    mac.is_pod_mac_for(ip) || state.allocations.iter().any(|a| a.mac == mac.to_string())
 }
 
 /// Allocates one address per configured subnet, durably, before any link

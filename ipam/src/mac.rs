@@ -101,6 +101,15 @@ impl MacAddr {
             }
         }
     }
+
+    /// Whether this is the MAC flatlan derives for a pod that has `ip`:
+    /// any `0a:58:…` (a dual-stack pod's IPv6 frames carry the MAC of its
+    /// IPv4 address), or the IPv6-only form of exactly `ip`. Not just the
+    /// `06` prefix: LAN devices with random (locally administered) MACs
+    /// have it one time in 64.
+    pub fn is_pod_mac_for(&self, ip: IpAddr) -> bool {
+        self.0[..2] == Self::POD_PREFIX || *self == Self::from_ip(ip)
+    }
 }
 
 /// FNV-1a, 64-bit (the published offset basis and prime): fixed forever,
@@ -305,6 +314,18 @@ mod tests {
                 assert!(seen.insert(mac), "{ip} shares {mac} with another address");
             }
         }
+    }
+
+    #[test]
+    fn pod_macs_are_recognised_by_address() {
+        let v6: IpAddr = "fd00:2::1:5".parse().expect("valid v6");
+        let v4 = IpAddr::V4(Ipv4Addr::new(192, 168, 2, 210));
+        assert!(MacAddr::from_ip(v6).is_pod_mac_for(v6));
+        assert!(MacAddr::from_ip(v4).is_pod_mac_for(v6), "a dual-stack pod");
+        assert!(MacAddr::from_ip(v4).is_pod_mac_for(v4));
+        let other: IpAddr = "fd00:2::1:6".parse().expect("valid v6");
+        assert!(!MacAddr::from_ip(other).is_pod_mac_for(v6));
+        assert!(!MacAddr([0x06, 1, 2, 3, 4, 5]).is_pod_mac_for(v6));
     }
 
     #[test]

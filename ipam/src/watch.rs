@@ -151,7 +151,7 @@ impl Watch {
     /// allocates from its slice), or the MAC one of our allocations has or
     /// had moments ago.
     fn is_ours(&self, ip: IpAddr, mac: MacAddr) -> bool {
-        mac.octets()[..2] == MacAddr::POD_PREFIX
+        mac.is_pod_mac_for(ip)
             || self.pod_macs.contains(&mac)
             || self.recent.contains_key(&(ip, mac))
     }
