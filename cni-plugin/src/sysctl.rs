@@ -116,3 +116,22 @@ pub fn pod_ipv6_policy(ifname: &str, accept_ra: bool) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarding_follows_the_service_cidrs_families() {
+        let nets =
+            |v: &[&str]| -> Vec<ipnet::IpNet> { v.iter().map(|s| s.parse().unwrap()).collect() };
+        let paths = |v: &[&str]| forwarding_paths(&nets(v)).collect::<Vec<_>>();
+        assert!(paths(&[]).is_empty(), "no Service CIDRs, no forwarding");
+        assert_eq!(paths(&["10.43.0.0/16"]), [FORWARD_V4]);
+        assert_eq!(paths(&["fd00:43::/112"]), [FORWARD_V6]);
+        assert_eq!(
+            paths(&["fd00:43::/112", "10.43.0.0/16", "10.44.0.0/16"]),
+            [FORWARD_V4, FORWARD_V6]
+        );
+    }
+}

@@ -71,6 +71,24 @@ pub fn check(data: &[u8]) {
         probe.sync_config().duration(),
         probe.ahead_config().duration(),
     );
+    // Bounded knobs and node paths (issue 10 item 7).
+    assert!((1..=5).contains(&probe.probes) && probe.interval_ms <= 500);
+    assert!((1..=1000).contains(&probe.wait_ms) && probe.ahead <= 64);
+    assert!(conf.ipam.data_dir.is_absolute() && conf.ipam.boot_id_path.is_absolute());
+    assert!(conf
+        .ipam
+        .range_file
+        .as_ref()
+        .is_none_or(|p| p.is_absolute()));
+    // A MAC capability that parsed is one a pod can own, and wins over MAC=.
+    if conf.runtime_config.mac.is_some() {
+        let mac = conf
+            .requested_mac(Some("zz"))
+            .expect("validated at parse time")
+            .expect("the capability");
+        assert!(mac.is_unicast());
+    }
+    let _ = conf.requested_mac(Some("02:00:00:00:00:01"));
     // Requested addresses from the config alone, and with a CNI_ARGS IP.
     if let Ok(ips) = conf.requested_ips(None) {
         assert!(ips.len() <= conf.runtime_config.ips.len());
