@@ -237,6 +237,8 @@ fn a_requested_mac_is_honoured_from_cni_args_and_the_capability() {
         let state = store_state(&l.data_dir(1));
         assert_eq!(state["allocations"][0]["mac"], want, "{state}");
         ping(&ns, CLIENT_IP.into(), 1, Duration::from_secs(5)).expect("the pod works");
+        net.check(node, &att, &r)
+            .expect("CHECK with a requested MAC");
         net.del(node, &att, Some(&r)).expect("DEL");
         assert!(pod_veths(node).is_empty());
         assert_eq!(allocation_count(&l.data_dir(1)), 0);

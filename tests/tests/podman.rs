@@ -320,3 +320,37 @@ fn a_recreated_podman_container_gets_its_address_back() {
     podman.rm(&["ha", "other", "filler"]).expect("podman rm");
     assert_no_leaks(&l, &podman, &[]);
 }
+
+/// `--mac-address`: podman sends `MAC=` in CNI_ARGS (and `runtimeConfig.mac`
+/// to a plugin declaring the `mac` capability). The container gets that MAC,
+/// a LAN host reaches it there, and `rm` leaves nothing.
+#[test]
+fn podman_mac_address_is_the_containers() {
+    let (l, podman) = setup();
+    let want = "02:42:c0:a8:02:77";
+    let id = podman
+        .run("mac", "lan", &["--mac-address", want], &["sleep", "3600"])
+        .expect("podman run --mac-address");
+    let (ip, mac) = eth0(&podman, "mac");
+    assert_eq!(mac, want, "--mac-address was ignored");
+    ping(&l.lab.client, ip.into(), 1, Duration::from_secs(5))
+        .expect("a LAN host reaches the container");
+    let neigh = l
+        .lab
+        .client
+        .exec_ok(&["ip", "neigh", "show", &ip.to_string()])
+        .expect("ip neigh");
+    assert!(
+        String::from_utf8_lossy(&neigh.stdout).contains(want),
+        "the LAN learned another MAC: {}",
+        String::from_utf8_lossy(&neigh.stdout)
+    );
+    let calls = podman.calls().expect("recorded calls");
+    let add = calls
+        .iter()
+        .find(|c| c.command == "ADD" && c.container_id == id)
+        .expect("ADD recorded");
+    assert!(add.args.contains(&format!("MAC={want}")), "{}", add.args);
+    podman.rm(&["mac"]).expect("podman rm");
+    assert_no_leaks(&l, &podman, &[id]);
+}
