@@ -215,7 +215,7 @@ fn a_packet_flood_is_counted_not_logged_line_by_line() {
         "stale heartbeats counted: {stale} of {sent:?}"
     );
     assert!(
-        claims >= 1000.0,
+        claims >= 500.0 && claims >= sent.1 as f64 / 2.0,
         "foreign claims counted: {claims} of {sent:?}"
     );
     assert!(metric(&lab, 0, "flatlan_speaker_log_suppressed_total") >= 1.0);
