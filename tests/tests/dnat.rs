@@ -238,3 +238,38 @@ fn add_turns_forwarding_on_and_status_reports_it_off() {
         .expect("STATUS repairs forwarding");
     assert_eq!(forwarding(), "1");
 }
+
+/// An IPv6 Service CIDR needs IPv6 forwarding in the node too; only the
+/// families of the Service CIDRs are touched.
+#[test]
+fn an_ipv6_service_cidr_turns_ipv6_forwarding_on() {
+    let l = FlatLab::new(LabConfig::new().nodes(1));
+    let node = l.node_ns(1);
+    let read = |key: &str| {
+        let out = node.exec_ok(&["sysctl", "-n", key]).expect("sysctl");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    node.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=0"])
+        .expect("sysctl");
+    // IPv4 Service CIDRs only: IPv6 forwarding stays as it was.
+    l.pod(1, "v4only");
+    assert_eq!(read("net.ipv6.conf.all.forwarding"), "0");
+
+    let mut conf = flatlan_e2e::plugin_conf_dual(l.state.path(), 1).expect("plugin config");
+    conf["serviceCIDRs"] = serde_json::json!([flatlan_e2e::SERVICE_CIDR, "fd00:43::/112"]);
+    let list = serde_json::json!({"cniVersion": "1.1.0", "name": "lan", "plugins": [conf]});
+    let net =
+        netns_testkit::cni::CniNetwork::new(list, vec![flatlan_e2e::bin_dir()]).expect("conflist");
+    let pod = l.pod_on(&net, 1, "dual");
+    assert_eq!(read("net.ipv6.conf.all.forwarding"), "1");
+    assert_eq!(read("net.ipv4.ip_forward"), "1");
+    let routes = pod
+        .ns
+        .exec_ok(&["ip", "-6", "route", "show", "fd00:43::/112"])
+        .expect("ip route");
+    let routes = String::from_utf8_lossy(&routes.stdout);
+    assert!(
+        routes.contains(&format!("via {}", l.lab.nodes[0].ip6)),
+        "the IPv6 Service CIDR goes via the node: {routes}"
+    );
+}
