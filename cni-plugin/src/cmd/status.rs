@@ -74,3 +74,37 @@ pub fn status(conf: &NetConf, host: &mut impl Netlink) -> Result<()> {
     }
     Ok(())
 }
+
+/// The checks that come before any sysctl, against the recording fake.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::fake::Fake;
+
+    fn conf(bridge: &str) -> NetConf {
+        let v = serde_json::json!({
+            "cniVersion": "1.1.0", "name": "lan", "type": "flatlan", "bridge": bridge,
+            "ipam": {"subnet": "192.168.2.0/24", "ranges": ["192.168.2.210-192.168.2.211"],
+                     "dataDir": "/nonexistent/flatlan"}
+        });
+        NetConf::parse(v.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_bridge_that_is_not_one_is_not_ready_and_untouched() {
+        for (name, kind, says) in [
+            ("veth9", Some("veth"), "veth device"),
+            ("lo", None, "without a link kind"),
+        ] {
+            let mut host = Fake::default();
+            host.insert(name, kind);
+            let e = status(&conf(name), &mut host).unwrap_err();
+            assert_eq!(e.code(), 50, "{e}");
+            assert!(e.to_string().contains(says), "{e}");
+            assert!(host.log.is_empty(), "{:?}", host.log);
+        }
+        let e = status(&conf("nobr0"), &mut Fake::default()).unwrap_err();
+        assert_eq!(e.code(), 50, "{e}");
+        assert!(e.to_string().contains("nobr0 does not exist"), "{e}");
+    }
+}
