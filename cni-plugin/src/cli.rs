@@ -135,6 +135,11 @@ fn run(args: &[String]) -> Result<String> {
         "watch" => USAGE_WATCH,
         "probe-ahead" => USAGE_PROBE_AHEAD,
         v if is_help(v) => return Ok(format!("{USAGE}\n")),
+        "" => {
+            return Err(Error::Usage(format!(
+                "`flatlan ipam` needs a command\n{USAGE}"
+            )))
+        }
         v => return Err(Error::Usage(format!("unknown command ipam {v:?}\n{USAGE}"))),
     };
     let rest = args.get(2..).unwrap_or_default();

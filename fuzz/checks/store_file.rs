@@ -51,7 +51,8 @@ pub fn check(data: &[u8]) {
         assert!(s.find(&a.container_id, &a.ifname).is_empty());
         // The newest released address of a pod is remembered for it (unless
         // the document is so full that the count bound may evict it).
-        let room = state.sticky.len() < flatlan_ipam::sticky::MAX_REMEMBERED;
+        let room =
+            state.sticky.len() + state.allocations.len() <= flatlan_ipam::sticky::MAX_REMEMBERED;
         if let Some((g, pod)) = gone
             .iter()
             .rev()
