@@ -5,7 +5,10 @@
 //! twice: as given, and re-signed (its last 32 bytes replaced by the right
 //! HMAC), so that mutations get past the tag to the parser proper.
 
-use flatlan_speaker::wire::{decode, encode, tag, ReplayGuard, MIN_LEN, TAG_LEN};
+use std::time::{Duration, Instant};
+
+use flatlan_speaker::freshness::Challenges;
+use flatlan_speaker::wire::{decode, encode, tag, MIN_LEN, TAG_LEN};
 
 /// The fuzzing key; the corpus seeds are signed with it.
 pub const KEY: &[u8] = b"flatlan-fuzz-key";
@@ -50,8 +53,11 @@ fn check_signed(signed: &[u8]) {
     assert!(decode(signed, b"another-key").is_err());
     assert!(!hb.node.is_empty() && hb.node.len() <= flatlan_speaker::wire::MAX_NAME);
     assert!(hb.macs.len() <= flatlan_speaker::wire::MAX_MACS);
-    // A heartbeat is accepted once per (nonce, seq).
-    let mut guard = ReplayGuard::new();
-    guard.check(&hb).expect("first sight is accepted");
-    assert!(guard.check(&hb).is_err(), "a replay is refused");
+    assert!(hb.echoes.len() <= flatlan_speaker::wire::MAX_ECHOES);
+    // However odd its fields, a heartbeat is a sign of life only to a
+    // receiver whose recent challenge it echoes.
+    let now = Instant::now();
+    let mut ours = Challenges::new([7; 32], Duration::from_secs(1));
+    let c = ours.issue(now);
+    assert_eq!(ours.is_fresh(&hb, now), hb.echoes.contains(&c));
 }

@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flatlan_ipam::mac::MacAddr;
@@ -33,6 +33,7 @@ use crate::announcer::{Action, Announcer, Link, Phase};
 use crate::assign::{HostAddrs, LoopbackAssign, NoAssign};
 use crate::config::{Config, MULTICAST_GROUP};
 use crate::error::{Error, Result};
+use crate::freshness::{self, Challenges, Echoes};
 use crate::heartbeat::{self, Outgoing};
 use crate::http::Shared;
 use crate::iface::{self, IfaceInfo};
@@ -43,7 +44,7 @@ use crate::ownership::owners;
 use crate::reload;
 use crate::sockets::{FrameRx, FrameTx, IfaceSockets};
 use crate::status::{Status, VipStatus};
-use crate::wire::{self, Heartbeat, ReplayGuard, VipEntry};
+use crate::wire::{self, Heartbeat, VipEntry};
 
 /// How often interfaces are re-read (link up/down, address changes).
 const IFACE_POLL: Duration = Duration::from_millis(200);
@@ -73,9 +74,19 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     shared: Arc<Shared>,
     membership: Membership,
-    replay: ReplayGuard,
     /// Rate limits of the warnings packets from outside trigger.
     noise: EngineNoise,
+    /// Our challenges (issued by the heartbeat thread as it sends): a
+    /// heartbeat that echoes a recent one is fresh.
+    challenges: Arc<Mutex<Challenges>>,
+    /// The peers' challenges we echo.
+    echoes: Echoes,
+    /// When a peer that had not heard us lately last got a prompt
+    /// heartbeat (at most one per half interval: replays cannot make us
+    /// chatter).
+    prompted: Option<Instant>,
+    /// VIPs a reload added: not claimed before this (see `apply_config`).
+    claim_after: BTreeMap<IpAddr, Instant>,
     announcer: Announcer,
     host: Box<dyn HostAddrs>,
     nonce: u64,
@@ -162,12 +173,18 @@ impl Engine {
                 .map_err(|e| Error::sys("dup the heartbeat socket", e))
         };
         let udp_now = clone()?;
+        // Random, not the clock: membership must not depend on the nodes'
+        // clocks agreeing (issue 12).
+        let seed = freshness::random_seed()?;
+        let window = freshness::window(cfg.timers.dead_interval());
+        let challenges = Arc::new(Mutex::new(Challenges::new(seed, window)));
         let beats = heartbeat::Sender::spawn(
             clone()?,
             cfg.secret.clone(),
             cfg.timers.heartbeat_interval,
             heartbeat::engine_stall(cfg.timers.dead_interval()),
             metrics.clone(),
+            challenges.clone(),
         )?;
         let udp =
             UdpSocket::from_std(udp).map_err(|e| Error::sys("register the heartbeat socket", e))?;
@@ -188,10 +205,7 @@ impl Engine {
             tracing::warn!(%vip, "cannot remove a leftover VIP from lo: {e}");
         }
         let (frame_tx, frame_rx) = mpsc::channel(1024);
-        let nonce = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(1);
+        let nonce = freshness::boot_nonce(&seed);
         let now = Instant::now();
         let vips = cfg.vips.iter().map(|v| v.address).collect();
         let engine = Engine {
@@ -200,8 +214,11 @@ impl Engine {
             vips,
             metrics,
             shared,
-            replay: ReplayGuard::new(),
             noise: EngineNoise::default(),
+            challenges,
+            echoes: Echoes::new(window),
+            prompted: None,
+            claim_after: BTreeMap::new(),
             host,
             nonce,
             ifaces,
@@ -259,6 +276,7 @@ impl Engine {
                     .values()
                     .map(|t| *t + self.cfg.timers.heartbeat_interval)
                     .min(),
+                self.claim_after.values().min().copied(),
             ]
             .into_iter()
             .flatten()
@@ -345,10 +363,17 @@ impl Engine {
             );
         }
         self.cfg = reload::apply(&self.cfg, new);
+        // A VIP new to us may be new to every node at once (one SIGHUP
+        // to all): claimed at once, each would be its only eligible node
+        // and all would probe and claim it. Held for as long as a start
+        // listens, peers' heartbeats (sent at once, see below) first say
+        // who else may own it, and the hash picks one.
+        let hold = now + self.cfg.timers.heartbeat_interval * 2;
         for v in &plan.added {
             self.retiring.remove(v);
             if !self.vips.contains(v) {
                 self.vips.push(*v);
+                self.claim_after.insert(*v, hold);
             }
         }
         self.retiring.extend(plan.removed.iter().copied());
@@ -439,6 +464,20 @@ impl Engine {
                 }
                 return;
             }
+            Err(Error::BadVersion(v)) => {
+                // A mixed-version cluster must fail loudly: its nodes do
+                // not see each other and each announces on its own.
+                self.metrics.heartbeat_version_mismatches.inc();
+                if let Some(held) = self.noise.version.pass(now, &self.metrics) {
+                    tracing::error!(%from, version = v, ours = wire::VERSION, more_since_last = held,
+                        "heartbeat of another wire version dropped: a speaker of another \
+                         release cannot be a member, and both will announce the VIPs; run \
+                         one release on every node. Logged at most every \
+                         {LOG_EVERY:?}, all counted in \
+                         flatlan_speaker_heartbeat_version_mismatches_total");
+                }
+                return;
+            }
             Err(e) => {
                 self.metrics.heartbeat_malformed.inc();
                 tracing::debug!(%from, "datagram dropped: {e}");
@@ -457,12 +496,29 @@ impl Engine {
             }
             return;
         }
-        if let Err(e) = self.replay.check(&hb) {
-            self.metrics.heartbeat_replays.inc();
-            if let Some(held) = self.noise.replay.pass(now, &self.metrics) {
-                tracing::warn!(%from, more_since_last = held, "{e}; logged at most every \
-                    {LOG_EVERY:?}, all counted in flatlan_speaker_heartbeat_replays_total");
+        let fresh = self
+            .challenges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_fresh(&hb, now);
+        if self.echoes.heard(now, &hb.node, hb.challenge, fresh) {
+            // It has not heard us lately (it just started, or we did):
+            // our next heartbeat echoes its challenge, and sent now, lets
+            // its next one prove itself within a round trip.
+            let half = self.cfg.timers.heartbeat_interval / 2;
+            if self
+                .prompted
+                .is_none_or(|t| now.saturating_duration_since(t) >= half)
+            {
+                self.prompted = Some(now);
+                self.heartbeat_now = true;
             }
+        }
+        if !fresh {
+            // A replay, or a peer that has not heard us yet: no sign of
+            // life either way.
+            self.metrics.heartbeat_replays.inc();
+            tracing::debug!(%from, node = %hb.node, "heartbeat echoes no recent challenge of ours: not counted");
             return;
         }
         self.metrics.heartbeats_received.inc();
@@ -664,6 +720,7 @@ impl Engine {
         let desired = std::mem::take(&mut self.desired);
         let me = self.cfg.node_name.clone();
         let listening = now < self.listen_until;
+        self.claim_after.retain(|_, t| now < *t);
         // One batch per turn: a failover can move hundreds of VIPs, and
         // each `execute` may start an `ip` process, on this one loop that
         // also sends the heartbeats.
@@ -684,7 +741,10 @@ impl Engine {
             if want {
                 self.handover_since.remove(&vip);
                 self.successor_seen.remove(&vip);
-                if !listening && !self.announcer.is_claimed(vip) {
+                if !listening
+                    && !self.claim_after.contains_key(&vip)
+                    && !self.announcer.is_claimed(vip)
+                {
                     let Some(i) = mine.get(&vip).cloned() else {
                         continue;
                     };
@@ -849,6 +909,7 @@ impl Engine {
             .map(|v| VipEntry {
                 addr: *v,
                 owned: owned.contains(v),
+                refused: self.announcer.conflict_mac(*v),
             })
             .collect();
         // While leaving we are eligible for nothing, but still report what
@@ -863,6 +924,7 @@ impl Engine {
                 vips.push(VipEntry {
                     addr: *v,
                     owned: true,
+                    refused: None,
                 });
             }
         }
@@ -882,7 +944,10 @@ impl Engine {
             hb: Heartbeat {
                 node: self.cfg.node_name.clone(),
                 nonce: self.nonce,
+                // Both set by the heartbeat thread as it sends.
                 seq: 0,
+                challenge: 0,
+                echoes: self.echoes.echoes(now),
                 leaving: self.leaving.is_some(),
                 macs,
                 vips,
@@ -906,8 +971,18 @@ impl Engine {
                     Some(Phase::Conflict { .. }) => "conflict",
                     Some(Phase::Idle) | None => "standby",
                 };
-                let owner = if matches!(state, "announcing" | "releasing") {
+                let held = matches!(state, "announcing" | "releasing");
+                // A refused VIP has no owner, here or in any peer's view
+                // (its heartbeat says it refuses it): nobody answers for
+                // it but the device that answered the probe.
+                let refused_by = self
+                    .membership
+                    .refused_by(*vip)
+                    .filter(|(n, _)| self.desired.get(vip).is_some_and(|d| d == n));
+                let owner = if held {
                     Some(self.cfg.node_name.clone())
+                } else if state == "conflict" || refused_by.is_some() {
+                    None
                 } else {
                     self.desired.get(vip).cloned()
                 };
@@ -919,19 +994,30 @@ impl Engine {
                         .and_then(|v| iface::choose(&self.cfg, v, &self.ifaces))
                         .map(|i| i.name.clone())
                 });
+                let ours = st.and_then(|s| {
+                    matches!(s.phase, Phase::Conflict { .. })
+                        .then_some(s.conflict)
+                        .flatten()
+                        .map(|(mac, _)| format!("{mac} answered our probe; not announcing"))
+                });
+                let theirs = refused_by.map(|(n, mac)| {
+                    format!("{mac} answered {n}'s probe; {n} does not announce it")
+                });
                 VipStatus {
                     vip: vip.to_string(),
                     owner,
                     state: state.to_owned(),
                     interface: iface,
-                    mac: st.map(|s| s.link.mac.to_string()),
-                    last_garp_unix_ms: st.and_then(|s| s.last_announce).map(instant_to_unix_ms),
-                    conflict: st.and_then(|s| {
-                        matches!(s.phase, Phase::Conflict { .. })
-                            .then_some(s.conflict)
-                            .flatten()
-                            .map(|(mac, _)| format!("{mac} answered our probe; not announcing"))
-                    }),
+                    // What a standby node once announced with, and when,
+                    // is history, not state.
+                    mac: st
+                        .filter(|_| state != "standby" && state != "conflict")
+                        .map(|s| s.link.mac.to_string()),
+                    last_garp_unix_ms: st
+                        .filter(|_| held)
+                        .and_then(|s| s.last_announce)
+                        .map(instant_to_unix_ms),
+                    conflict: ours.or(theirs),
                     foreign: st
                         .and_then(|s| s.foreign)
                         .map(|(mac, t)| format!("{mac} claimed it at {}", instant_to_unix_ms(t))),
@@ -1185,11 +1271,15 @@ vips: [{ address: 192.0.2.1 }]
             .unwrap();
         let to = e.udp.local_addr().unwrap();
         let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let ours = e.challenges.clone();
         let send = |seq| {
+            // The peer heard our latest heartbeat: it echoes its challenge.
             let hb = Heartbeat {
                 node: "peer".into(),
                 nonce: 1,
                 seq,
+                challenge: seq,
+                echoes: vec![ours.lock().unwrap().issue(Instant::now())],
                 leaving: false,
                 macs: Vec::new(),
                 vips: Vec::new(),
@@ -1218,6 +1308,154 @@ vips: [{ address: 192.0.2.1 }]
         e.read_queued_heartbeats(&mut buf);
         e.step(Instant::now());
         assert!(e.membership.live().is_empty(), "silent: dead");
+    }
+
+    /// A heartbeat that echoes no recent challenge of ours (a recording,
+    /// or a peer that has not heard us yet) makes nobody a member, however
+    /// new its sequence number; its challenge is echoed at once, and the
+    /// sender's answer that echoes ours does make it one. Nothing it said
+    /// (here: seq 2^64-1) keeps the sender's later heartbeats out.
+    #[tokio::test]
+    async fn only_a_heartbeat_that_echoes_our_challenge_is_a_sign_of_life() {
+        let yaml = r#"
+node: { name: me }
+listen: "127.0.0.1:0"
+secret: "0123456789abcdef0123"
+metricsAddr: off
+assign: false
+vips: [{ address: 192.0.2.1 }]
+"#;
+        let no_files = |_: &std::path::Path| Err(std::io::ErrorKind::NotFound.into());
+        let cfg = Config::from_yaml(yaml, &no_files).unwrap();
+        let secret = cfg.secret.clone();
+        let (mut e, _frames) = Engine::start(cfg, PathBuf::from("/nonexistent"))
+            .await
+            .unwrap();
+        let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let hb = |seq, challenge, echoes| Heartbeat {
+            node: "peer".into(),
+            nonce: 1,
+            seq,
+            challenge,
+            echoes,
+            leaving: false,
+            macs: Vec::new(),
+            vips: Vec::new(),
+        };
+        let deliver = |e: &mut Engine, h: Heartbeat| {
+            let bytes = wire::encode(&h, &secret).unwrap();
+            e.on_datagram(Instant::now(), &bytes, from);
+        };
+        // A challenge of an earlier life of ours, say: not recent.
+        deliver(&mut e, hb(u64::MAX, 41, vec![12345]));
+        assert!(e.membership.live().is_empty(), "a replay is no member");
+        assert_eq!(e.metrics.heartbeat_replays.get(), 1);
+        assert!(e.heartbeat_now, "its sender is answered at once");
+        assert_eq!(e.outgoing(Instant::now()).hb.echoes, vec![41]);
+        let c = e.challenges.lock().unwrap().issue(Instant::now());
+        deliver(&mut e, hb(1, 42, vec![c]));
+        assert!(e.membership.live().contains_key("peer"));
+        assert_eq!(e.metrics.heartbeats_received.get(), 1);
+        assert_eq!(e.outgoing(Instant::now()).hb.echoes, vec![41, 42]);
+    }
+
+    /// Two nodes given the same new VIP by one SIGHUP each: neither claims
+    /// it before the other's heartbeat can say it may own it too.
+    #[tokio::test]
+    async fn a_vip_a_reload_adds_is_not_claimed_before_peers_can_speak() {
+        let yaml = |vips: &str| {
+            format!(
+                "node: {{ name: me }}\nlisten: \"127.0.0.1:0\"\nsecret: \"0123456789abcdef0123\"\n\
+                 metricsAddr: off\nassign: false\nvips: [{vips}]\n"
+            )
+        };
+        let no_files = |_: &std::path::Path| Err(std::io::ErrorKind::NotFound.into());
+        let cfg = Config::from_yaml(&yaml("{ address: 192.0.2.1 }"), &no_files).unwrap();
+        let interval = cfg.timers.heartbeat_interval;
+        let (mut e, _frames) = Engine::start(cfg, PathBuf::from("/nonexistent"))
+            .await
+            .unwrap();
+        let added: IpAddr = "192.0.2.2".parse().unwrap();
+        let now = Instant::now();
+        let new = Config::from_yaml(
+            &yaml("{ address: 192.0.2.1 }, { address: 192.0.2.2 }"),
+            &no_files,
+        )
+        .unwrap();
+        e.apply_config(now, &new);
+        assert!(e.heartbeat_now, "peers hear of it at once");
+        assert_eq!(e.claim_after.get(&added), Some(&(now + interval * 2)));
+        e.reconcile(now + interval);
+        assert!(e.claim_after.contains_key(&added), "still held");
+        e.reconcile(now + interval * 2);
+        assert!(e.claim_after.is_empty(), "free to claim");
+    }
+
+    /// Status tells the truth: a standby row shows no MAC or last GARP
+    /// from when it was ours, and a VIP its owner refuses (a foreign
+    /// device answered that owner's probe) has no owner in a peer's view,
+    /// and shows the conflict.
+    #[tokio::test]
+    async fn status_shows_no_stale_announcement_and_a_peers_conflict() {
+        let yaml = r#"
+node: { name: me }
+listen: "127.0.0.1:0"
+secret: "0123456789abcdef0123"
+metricsAddr: off
+assign: false
+vips: [{ address: 192.0.2.1 }]
+"#;
+        let no_files = |_: &std::path::Path| Err(std::io::ErrorKind::NotFound.into());
+        let cfg = Config::from_yaml(yaml, &no_files).unwrap();
+        let (mut e, _frames) = Engine::start(cfg, PathBuf::from("/nonexistent"))
+            .await
+            .unwrap();
+        let vip: IpAddr = "192.0.2.1".parse().unwrap();
+        let link = Link {
+            iface: "eth9".into(),
+            mac: MacAddr([2, 0, 0, 0, 0, 9]),
+        };
+        let now = Instant::now();
+        let acts = e.announcer.claim(now, vip, link, Some(now));
+        e.execute(acts);
+        let row = |e: &Engine| e.status().vips[0].clone();
+        let owned = row(&e);
+        assert_eq!(owned.state, "announcing");
+        assert_eq!(owned.mac.as_deref(), Some("02:00:00:00:00:09"));
+        assert!(owned.last_garp_unix_ms.is_some());
+        let acts = e.announcer.release(vip);
+        e.execute(acts);
+        let standby = row(&e);
+        assert_eq!(standby.state, "standby");
+        assert_eq!((standby.mac, standby.last_garp_unix_ms), (None, None));
+
+        let foreign = MacAddr([2, 0, 0, 0, 0, 0xee]);
+        e.membership.observe(
+            now,
+            &Heartbeat {
+                node: "peer".into(),
+                nonce: 1,
+                seq: 1,
+                challenge: 0,
+                echoes: Vec::new(),
+                leaving: false,
+                macs: Vec::new(),
+                vips: vec![VipEntry {
+                    addr: vip,
+                    owned: false,
+                    refused: Some(foreign),
+                }],
+            },
+        );
+        e.desired.insert(vip, "peer".into());
+        let r = row(&e);
+        assert_eq!(r.owner, None, "{r:?}");
+        let note = r.conflict.unwrap_or_default();
+        assert!(
+            note.contains("peer") && note.contains(&foreign.to_string()),
+            "{note}"
+        );
+        assert!(e.status().render(0).contains("conflict: "));
     }
 
     #[test]
@@ -1397,11 +1635,14 @@ vips: [{ address: 192.0.2.1 }, { address: 192.0.2.2 }]
             node: "peer".into(),
             nonce: 1,
             seq,
+            challenge: 0,
+            echoes: Vec::new(),
             leaving: false,
             macs: Vec::new(),
             vips: vec![VipEntry {
                 addr: handed,
                 owned,
+                refused: None,
             }],
         };
         e.membership.observe(now, &peer(1, false));

@@ -58,18 +58,6 @@ pub enum Error {
     /// The HMAC does not verify: wrong key or tampered bytes.
     #[error("heartbeat authentication failed")]
     BadMac,
-    /// An authenticated heartbeat whose (nonce, seq) is not newer than the
-    /// last one seen from that sender: a replay or a reordered packet.
-    #[error(
-        "stale or replayed heartbeat from {node}: ({nonce}, {seq}) <= ({last_nonce}, {last_seq})"
-    )]
-    Replay {
-        node: String,
-        nonce: u64,
-        seq: u64,
-        last_nonce: u64,
-        last_seq: u64,
-    },
     /// A heartbeat cannot be encoded (name too long, too many VIPs).
     #[error("cannot encode heartbeat: {0}")]
     Encode(&'static str),

@@ -24,6 +24,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::freshness::Challenges;
 use crate::metrics::Metrics;
 use crate::wire::{self, Heartbeat};
 
@@ -153,13 +154,17 @@ impl Sender {
     /// Starts the thread. `socket` is (a clone of) the heartbeat socket, so
     /// heartbeats keep their source port and multicast settings. `stall`
     /// is how long the engine may go without a turn before heartbeats are
-    /// withheld ([`engine_stall`]).
+    /// withheld ([`engine_stall`]). Every heartbeat sent carries a new
+    /// challenge from `challenges`, which the engine shares to judge the
+    /// echoes it receives: issued here, at the moment of sending, so that
+    /// a busy engine does not age them.
     pub fn spawn(
         socket: UdpSocket,
         secret: Vec<u8>,
         interval: Duration,
         stall: Duration,
         metrics: Arc<Metrics>,
+        challenges: Arc<Mutex<Challenges>>,
     ) -> Result<Sender> {
         let shared = Arc::new(Shared {
             clock: Mutex::new(Clock::new(Instant::now(), stall)),
@@ -171,6 +176,7 @@ impl Sender {
             secret,
             interval,
             metrics,
+            challenges,
             seq: 0,
             failing: BTreeSet::new(),
             silent: false,
@@ -232,6 +238,7 @@ struct Run {
     secret: Vec<u8>,
     interval: Duration,
     metrics: Arc<Metrics>,
+    challenges: Arc<Mutex<Challenges>>,
     seq: u64,
     /// Destinations whose last send failed.
     failing: BTreeSet<SocketAddr>,
@@ -281,6 +288,11 @@ impl Run {
                     }
                     self.seq += 1;
                     out.hb.seq = self.seq;
+                    out.hb.challenge = self
+                        .challenges
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .issue(Instant::now());
                     self.send(&out);
                 }
             }
@@ -343,6 +355,8 @@ mod tests {
                 node: node.into(),
                 nonce: 7,
                 seq: 0,
+                challenge: 0,
+                echoes: Vec::new(),
                 leaving: false,
                 macs: Vec::new(),
                 vips: Vec::new(),
@@ -421,21 +435,31 @@ mod tests {
         socket.set_nonblocking(true).expect("nonblocking");
         let metrics = Arc::new(Metrics::default());
         let interval = 50 * MS;
+        let challenges = Arc::new(Mutex::new(Challenges::new([3; 32], interval * 6)));
         let mut s = Sender::spawn(
             socket,
             b"0123456789abcdef".to_vec(),
             interval,
             engine_stall(interval * 3),
             metrics.clone(),
+            challenges.clone(),
         )
         .expect("spawn");
         let mut o = out("busy");
         o.dests = vec![to];
         let t0 = Instant::now();
         s.update(o.clone(), true);
-        let seqs: Vec<u64> = (0..6).map(|_| recv(&r).seq).collect();
+        let got: Vec<Heartbeat> = (0..6).map(|_| recv(&r)).collect();
         let took = t0.elapsed();
+        let seqs: Vec<u64> = got.iter().map(|h| h.seq).collect();
         assert_eq!(seqs, vec![1, 2, 3, 4, 5, 6]);
+        // A new challenge each time, each one the engine recognises as
+        // its own: the thread issues them, not the (busy) engine.
+        let mut cs: Vec<u64> = got.iter().map(|h| h.challenge).collect();
+        let last = cs[5];
+        assert!(challenges.lock().unwrap().is_recent(last, Instant::now()));
+        cs.dedup();
+        assert_eq!(cs.len(), 6, "{cs:?}");
         // Five intervals after the first; generous for a loaded machine.
         assert!(took >= 5 * interval - 10 * MS, "{took:?}");
         assert!(took < 40 * interval, "{took:?}");

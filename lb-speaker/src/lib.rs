@@ -2,7 +2,7 @@
 //!
 //! One node announces each VIP on the LAN (ARP for IPv4, NDP for IPv6), and
 //! another takes over in well under a second when it dies. The decisions
-//! are pure and unit-tested ([`config`], [`wire`], [`membership`],
+//! are pure and unit-tested ([`config`], [`wire`], [`freshness`], [`membership`],
 //! [`ownership`], [`announcer`]); the [`engine`] only feeds them with time,
 //! heartbeats and frames, and carries out what they decide.
 //!
@@ -17,6 +17,7 @@ pub mod bench;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod freshness;
 pub mod heartbeat;
 pub mod http;
 pub mod iface;

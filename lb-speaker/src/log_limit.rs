@@ -1,7 +1,7 @@
 //! Rate limits for the warnings a packet from outside can trigger.
 //!
 //! A LAN host (or any pod on the bridge) can send thousands of packets a
-//! second: forged or replayed heartbeats, datagrams that claim our node
+//! second: forged heartbeats or ones of another wire version, datagrams that claim our node
 //! name, ARP replies claiming a VIP we announce. Logged one line per
 //! packet, such a flood wrote 68–84 MB of log in 10 s (issue 12, finding
 //! 4). So each kind of warning is logged at most once per [`EVERY`], with
@@ -70,8 +70,8 @@ impl LogLimit {
 pub struct EngineNoise {
     /// Heartbeats with a bad HMAC.
     pub bad_mac: LogLimit,
-    /// Authenticated heartbeats refused as stale or replayed.
-    pub replay: LogLimit,
+    /// Heartbeats of another wire version (a mixed-version cluster).
+    pub version: LogLimit,
     /// Authenticated heartbeats with our name from another process.
     pub own_name: LogLimit,
     /// Frames the kernel refused to send (an ARP storm answered into a

@@ -1,6 +1,9 @@
-//! Membership: a pure state machine fed with time and authenticated
-//! heartbeats (STYLE rule 10). It never does I/O; the engine feeds it and
-//! acts on the [`Event`]s it returns.
+//! Membership: a pure state machine fed with time and authenticated,
+//! fresh heartbeats (STYLE rule 10). It never does I/O; the engine feeds it
+//! and acts on the [`Event`]s it returns. Only heartbeats that prove their
+//! freshness ([`crate::freshness`]) get here, so a replayed recording never
+//! keeps a member alive, and nothing here is a high-water mark: whatever
+//! one heartbeat changes, the sender's next one changes back.
 //!
 //! - A member is live from its first heartbeat until `dead_after` has passed
 //!   without one (`deadAfter` × `heartbeatInterval`): that is the failure
@@ -34,6 +37,8 @@ pub struct Member {
     pub owned: BTreeSet<IpAddr>,
     /// The MACs it announces from.
     pub macs: Vec<MacAddr>,
+    /// The VIPs it refuses, with the MAC that answered its probe.
+    pub refused: BTreeMap<IpAddr, MacAddr>,
 }
 
 /// Why a member stopped being live.
@@ -102,6 +107,11 @@ impl Membership {
             eligible: hb.vips.iter().map(|v| v.addr).collect(),
             owned: hb.vips.iter().filter(|v| v.owned).map(|v| v.addr).collect(),
             macs: hb.macs.clone(),
+            refused: hb
+                .vips
+                .iter()
+                .filter_map(|v| Some((v.addr, v.refused?)))
+                .collect(),
         };
         if hb.leaving {
             return match self.live.remove(&hb.node) {
@@ -129,7 +139,9 @@ impl Membership {
         match self.live.get_mut(&hb.node) {
             Some(m) => {
                 let restarted = m.nonce != hb.nonce;
-                let changed = m.eligible != member.eligible || m.owned != member.owned;
+                let changed = m.eligible != member.eligible
+                    || m.owned != member.owned
+                    || m.refused != member.refused;
                 *m = member;
                 if restarted {
                     vec![Event::Joined(hb.node.clone())]
@@ -220,6 +232,14 @@ impl Membership {
             .max_by_key(|(_, t)| *t)
     }
 
+    /// The live member that refuses `vip` (another device answered its
+    /// probe), with the MAC that answered.
+    pub fn refused_by(&self, vip: IpAddr) -> Option<(&str, MacAddr)> {
+        self.live
+            .iter()
+            .find_map(|(n, m)| Some((n.as_str(), *m.refused.get(&vip)?)))
+    }
+
     /// Forgets departed members older than `keep`, so the map stays small.
     pub fn prune(&mut self, now: Instant, keep: Duration) {
         self.departed
@@ -237,6 +257,8 @@ mod tests {
             node: node.into(),
             nonce,
             seq: 0,
+            challenge: 0,
+            echoes: Vec::new(),
             leaving,
             macs: vec![MacAddr([2, 0, 0, 0, 0, nonce as u8])],
             vips: ["10.0.0.1", "10.0.0.2"]
@@ -244,6 +266,7 @@ mod tests {
                 .map(|a| VipEntry {
                     addr: a.parse().unwrap(),
                     owned: owned.contains(a),
+                    refused: None,
                 })
                 .collect(),
         }
@@ -308,5 +331,38 @@ mod tests {
             m.observe(t0, &hb("b", 1, false, &["10.0.0.2"])),
             vec![Event::Changed("b".into())]
         );
+        let vip: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut refusing = hb("b", 1, false, &["10.0.0.2"]);
+        refusing.vips[0].refused = Some(MacAddr([2, 0, 0, 0, 0, 0xee]));
+        assert_eq!(m.observe(t0, &refusing), vec![Event::Changed("b".into())]);
+        assert_eq!(
+            m.refused_by(vip),
+            Some(("b", MacAddr([2, 0, 0, 0, 0, 0xee])))
+        );
+    }
+
+    /// Boot nonces are random: a restart is a restart whichever nonce is
+    /// larger (the wall-clock nonce of old made a node that restarted with
+    /// its clock behind a stranger whose heartbeats were all "replays").
+    /// And a single odd heartbeat (a huge seq, a leaving flag, a new
+    /// nonce) excludes nobody beyond the sender's next heartbeat.
+    #[test]
+    fn no_single_heartbeat_excludes_a_member_and_nonces_have_no_order() {
+        let t0 = Instant::now();
+        let mut m = Membership::new("me", 300 * MS);
+        m.observe(t0, &hb("b", 1000, false, &[]));
+        assert_eq!(
+            m.observe(t0 + MS, &hb("b", 3, false, &[])),
+            vec![Event::Joined("b".into())],
+            "a smaller nonce is a restart too"
+        );
+        let mut odd = hb("b", 3, true, &[]);
+        odd.seq = u64::MAX;
+        assert_eq!(m.observe(t0 + 2 * MS, &odd), vec![Event::Left("b".into())]);
+        assert_eq!(
+            m.observe(t0 + 100 * MS, &hb("b", 3, false, &[])),
+            vec![Event::Rejoined("b".into())]
+        );
+        assert!(m.live().contains_key("b"));
     }
 }

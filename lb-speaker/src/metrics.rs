@@ -92,8 +92,12 @@ pub struct Metrics {
     pub failover_seconds: Histogram,
     /// Heartbeats whose HMAC did not verify.
     pub heartbeat_auth_failures: Counter,
-    /// Authenticated heartbeats refused as replayed or stale.
+    /// Authenticated heartbeats not counted as a sign of life: they echo
+    /// no recent challenge of ours (a replay, or a peer that has not heard
+    /// us yet).
     pub heartbeat_replays: Counter,
+    /// Heartbeats of another wire version (a mixed-version cluster).
+    pub heartbeat_version_mismatches: Counter,
     /// Heartbeats that were not ours at all or malformed.
     pub heartbeat_malformed: Counter,
     /// Authenticated heartbeats with our node name from another process
@@ -155,7 +159,12 @@ impl Default for Metrics {
             counter("heartbeat_auth_failures", "heartbeats with a bad HMAC");
         let heartbeat_replays = counter(
             "heartbeat_replays",
-            "authenticated heartbeats refused as stale or replayed",
+            "authenticated heartbeats that echo no recent challenge of ours \
+             (replayed, or from a peer that has not heard us yet)",
+        );
+        let heartbeat_version_mismatches = counter(
+            "heartbeat_version_mismatches",
+            "heartbeats of another wire version: a speaker of another release is on the LAN",
         );
         let heartbeat_malformed = counter(
             "heartbeat_malformed",
@@ -215,6 +224,7 @@ impl Default for Metrics {
             failover_seconds,
             heartbeat_auth_failures,
             heartbeat_replays,
+            heartbeat_version_mismatches,
             heartbeat_malformed,
             heartbeat_own_name,
             heartbeats_sent,

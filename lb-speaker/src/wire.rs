@@ -2,35 +2,44 @@
 //!
 //! A heartbeat tells the other speakers that this node is alive, which VIPs
 //! it is eligible for, which of them it currently announces (so a leaving
-//! node knows when its successor has taken over: make-before-break), and the
-//! MACs it announces from (so a takeover from a known member is not mistaken
-//! for a foreign device answering for the VIP).
+//! node knows when its successor has taken over: make-before-break), which
+//! it refuses because another device answered its probe (so every node
+//! shows the conflict), and the MACs it announces from (so a takeover from
+//! a known member is not mistaken for a foreign device answering for the
+//! VIP).
 //!
 //! Layout (all integers big-endian):
 //!
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 4 | magic `FLHB` |
-//! | 4 | 1 | version (1) |
+//! | 4 | 1 | version (2) |
 //! | 5 | 1 | flags: bit 0 = leaving |
 //! | 6 | 1 | node name length `n` (1..=63) |
 //! | 7 | n | node name (ASCII `[A-Za-z0-9._-]`) |
-//! | 7+n | 8 | boot nonce |
-//! | 15+n | 8 | sequence number |
-//! | 23+n | 1 | MAC count `m` (0..=16) |
-//! | 24+n | 6m | MACs |
+//! | 7+n | 8 | boot nonce (random per start) |
+//! | 15+n | 8 | sequence number (diagnostics only) |
+//! | 23+n | 8 | challenge: the sender's current random challenge |
+//! | 31+n | 1 | echo count `e` (0..=64) |
+//! | 32+n | 8e | echoes: the latest challenges the sender heard from its peers |
+//! | … | 1 | MAC count `m` (0..=16) |
+//! | … | 6m | MACs |
 //! | … | 2 | VIP count `v` |
-//! | … | 5 or 17 each | VIP: kind byte (low nibble 4 or 6 = family, bit 7 = owned), then the address |
+//! | … | 5, 11, 17 or 23 each | VIP: kind byte (low nibble 4 or 6 = family, bit 7 = owned, bit 6 = refused), the address, then for a refused VIP the MAC that answered the probe |
 //! | end-32 | 32 | HMAC-SHA256 over every byte before it |
 //!
 //! The HMAC covers the whole message, so no field can be changed without
-//! the shared secret. Replay protection is [`ReplayGuard`]: per sender, the
-//! pair (boot nonce, sequence) must strictly increase. The boot nonce is the
-//! wall-clock time at start in microseconds, so a restarted speaker's
-//! heartbeats supersede its earlier life's, and a replayed heartbeat (from
-//! this life or an earlier one) is refused.
+//! the shared secret. Freshness is not a property of a message on its own:
+//! a heartbeat proves that it was sent recently only by echoing a recent
+//! challenge of the receiver's (see [`crate::freshness`]). Nothing here
+//! depends on a clock, and no field is remembered as a high-water mark, so
+//! no single message (a huge sequence number, a nonce from a clock an hour
+//! ahead) can make later ones look old.
+//!
+//! Version 1 (boot nonce = wall-clock microseconds, (nonce, seq) replay
+//! guard) is not compatible: a version-2 speaker drops version-1
+//! heartbeats and says so ([`Error::BadVersion`], logged and counted).
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use flatlan_ipam::mac::MacAddr;
@@ -42,7 +51,7 @@ use crate::error::{Error, Result};
 /// `FLHB`.
 pub const MAGIC: [u8; 4] = *b"FLHB";
 /// The version this build speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Flag: the sender is shutting down; drop it from membership now.
 pub const FLAG_LEAVING: u8 = 0x01;
 /// The longest node name.
@@ -55,10 +64,15 @@ pub const TAG_LEN: usize = 32;
 pub const MAX_LEN: usize = 65_000;
 /// VIP kind bit: the sender currently announces this VIP.
 pub const VIP_OWNED: u8 = 0x80;
+/// VIP kind bit: the sender refuses this VIP (another device answered its
+/// probe); the MAC that answered follows the address.
+pub const VIP_REFUSED: u8 = 0x40;
+/// The most echoed challenges in one heartbeat.
+pub const MAX_ECHOES: usize = 64;
 
 const NAME_OFFSET: usize = 7;
-/// The shortest possible heartbeat (1-byte name, no MACs, no VIPs).
-pub const MIN_LEN: usize = NAME_OFFSET + 1 + 8 + 8 + 1 + 2 + TAG_LEN;
+/// The shortest possible heartbeat (1-byte name, no echoes, MACs or VIPs).
+pub const MIN_LEN: usize = NAME_OFFSET + 1 + 8 + 8 + 8 + 1 + 1 + 2 + TAG_LEN;
 
 /// One VIP in a heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -67,6 +81,8 @@ pub struct VipEntry {
     pub addr: IpAddr,
     /// The sender currently announces it.
     pub owned: bool,
+    /// The sender refuses it: this MAC answered its probe.
+    pub refused: Option<MacAddr>,
 }
 
 /// A decoded, authenticated heartbeat.
@@ -74,10 +90,15 @@ pub struct VipEntry {
 pub struct Heartbeat {
     /// The sender's node name.
     pub node: String,
-    /// The sender's boot nonce.
+    /// The sender's boot nonce: random, new at every start.
     pub nonce: u64,
-    /// Monotonic per boot.
+    /// Counts up per boot; for captures and logs, never trusted.
     pub seq: u64,
+    /// The sender's current challenge: a receiver echoes it to prove that
+    /// its heartbeats are fresh.
+    pub challenge: u64,
+    /// Challenges the sender heard recently from its peers.
+    pub echoes: Vec<u64>,
     /// The sender is shutting down.
     pub leaving: bool,
     /// The MACs the sender announces from.
@@ -113,6 +134,9 @@ pub fn encode(hb: &Heartbeat, key: &[u8]) -> Result<Vec<u8>> {
     if hb.macs.len() > MAX_MACS {
         return Err(Error::Encode("too many MACs"));
     }
+    if hb.echoes.len() > MAX_ECHOES {
+        return Err(Error::Encode("too many echoes"));
+    }
     let vcount = u16::try_from(hb.vips.len()).map_err(|_| Error::Encode("too many VIPs"))?;
     let mut out = Vec::with_capacity(MIN_LEN + name.len() + 6 * hb.macs.len() + 17 * hb.vips.len());
     out.extend_from_slice(&MAGIC);
@@ -122,6 +146,11 @@ pub fn encode(hb: &Heartbeat, key: &[u8]) -> Result<Vec<u8>> {
     out.extend_from_slice(name);
     out.extend_from_slice(&hb.nonce.to_be_bytes());
     out.extend_from_slice(&hb.seq.to_be_bytes());
+    out.extend_from_slice(&hb.challenge.to_be_bytes());
+    out.push(hb.echoes.len() as u8);
+    for e in &hb.echoes {
+        out.extend_from_slice(&e.to_be_bytes());
+    }
     out.push(hb.macs.len() as u8);
     for m in &hb.macs {
         out.extend_from_slice(&m.0);
@@ -129,15 +158,19 @@ pub fn encode(hb: &Heartbeat, key: &[u8]) -> Result<Vec<u8>> {
     out.extend_from_slice(&vcount.to_be_bytes());
     for v in &hb.vips {
         let owned = if v.owned { VIP_OWNED } else { 0 };
+        let refused = if v.refused.is_some() { VIP_REFUSED } else { 0 };
         match v.addr {
             IpAddr::V4(a) => {
-                out.push(4 | owned);
+                out.push(4 | owned | refused);
                 out.extend_from_slice(&a.octets());
             }
             IpAddr::V6(a) => {
-                out.push(6 | owned);
+                out.push(6 | owned | refused);
                 out.extend_from_slice(&a.octets());
             }
+        }
+        if let Some(m) = v.refused {
+            out.extend_from_slice(&m.0);
         }
     }
     if out.len() + TAG_LEN > MAX_LEN {
@@ -207,6 +240,15 @@ pub fn decode(buf: &[u8], key: &[u8]) -> Result<Heartbeat> {
     let node = String::from_utf8_lossy(name).into_owned();
     let nonce = u64::from_be_bytes(r.array()?);
     let seq = u64::from_be_bytes(r.array()?);
+    let challenge = u64::from_be_bytes(r.array()?);
+    let ecount = usize::from(r.u8()?);
+    if ecount > MAX_ECHOES {
+        return Err(Error::Malformed("too many echoes"));
+    }
+    let mut echoes = Vec::with_capacity(ecount);
+    for _ in 0..ecount {
+        echoes.push(u64::from_be_bytes(r.array()?));
+    }
     let mcount = usize::from(r.u8()?);
     if mcount > MAX_MACS {
         return Err(Error::Malformed("too many MACs"));
@@ -220,12 +262,21 @@ pub fn decode(buf: &[u8], key: &[u8]) -> Result<Heartbeat> {
     for _ in 0..vcount {
         let kind = r.u8()?;
         let owned = kind & VIP_OWNED != 0;
-        let addr = match kind & !VIP_OWNED {
+        let addr = match kind & !(VIP_OWNED | VIP_REFUSED) {
             4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>()?)),
             6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>()?)),
             _ => return Err(Error::Malformed("bad VIP kind")),
         };
-        vips.push(VipEntry { addr, owned });
+        let refused = if kind & VIP_REFUSED != 0 {
+            Some(MacAddr(r.array()?))
+        } else {
+            None
+        };
+        vips.push(VipEntry {
+            addr,
+            owned,
+            refused,
+        });
     }
     if r.at != body.len() {
         return Err(Error::Malformed("trailing bytes"));
@@ -234,47 +285,12 @@ pub fn decode(buf: &[u8], key: &[u8]) -> Result<Heartbeat> {
         node,
         nonce,
         seq,
+        challenge,
+        echoes,
         leaving: flags & FLAG_LEAVING != 0,
         macs,
         vips,
     })
-}
-
-/// Per-sender replay protection: (nonce, seq) must strictly increase.
-#[derive(Debug, Default)]
-pub struct ReplayGuard {
-    last: HashMap<String, (u64, u64)>,
-}
-
-impl ReplayGuard {
-    /// An empty guard.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Accepts `hb` if it is newer than everything seen from its sender,
-    /// and remembers it. Only call this with authenticated heartbeats, so
-    /// the map holds only names that know the secret.
-    pub fn check(&mut self, hb: &Heartbeat) -> Result<()> {
-        let now = (hb.nonce, hb.seq);
-        match self.last.get_mut(&hb.node) {
-            Some(last) if now <= *last => Err(Error::Replay {
-                node: hb.node.clone(),
-                nonce: hb.nonce,
-                seq: hb.seq,
-                last_nonce: last.0,
-                last_seq: last.1,
-            }),
-            Some(last) => {
-                *last = now;
-                Ok(())
-            }
-            None => {
-                self.last.insert(hb.node.clone(), now);
-                Ok(())
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -288,16 +304,25 @@ mod tests {
             node: "node-a".into(),
             nonce: 0x0102_0304_0506_0708,
             seq: 42,
+            challenge: 0x1112_1314_1516_1718,
+            echoes: vec![0x2122_2324_2526_2728],
             leaving: true,
             macs: vec![MacAddr([0x02, 0, 0, 0, 0, 0x0a])],
             vips: vec![
                 VipEntry {
                     addr: "192.168.1.240".parse().unwrap(),
                     owned: true,
+                    refused: None,
                 },
                 VipEntry {
                     addr: "fd00::1".parse().unwrap(),
                     owned: false,
+                    refused: None,
+                },
+                VipEntry {
+                    addr: "192.168.1.241".parse().unwrap(),
+                    owned: false,
+                    refused: Some(MacAddr([0x02, 0, 0, 0, 0, 0x0b])),
                 },
             ],
         }
@@ -315,17 +340,22 @@ mod tests {
             body,
             concat!(
                 "464c4842", // FLHB
-                "01",       // version
+                "02",       // version
                 "01",       // leaving
                 "06",
                 "6e6f64652d61",     // node-a
                 "0102030405060708", // nonce
                 "000000000000002a", // seq 42
+                "1112131415161718", // challenge
+                "01",
+                "2122232425262728", // one echo
                 "01",
                 "02000000000a", // one MAC
-                "0002",
+                "0003",
                 "84c0a801f0", // owned v4 192.168.1.240
                 "06fd000000000000000000000000000001",
+                "44c0a801f1",   // refused v4 192.168.1.241 ...
+                "02000000000b", // ... the MAC that answered
             )
         );
         // The tag is HMAC-SHA256(KEY, body); pin it so the format cannot
@@ -371,27 +401,14 @@ mod tests {
         }
     }
 
+    /// Version 1 (the wall-clock nonce and the (nonce, seq) replay
+    /// guard) is refused by its version byte, before the HMAC: a
+    /// mixed-version cluster must be noticed, not half-parsed.
     #[test]
-    fn replay_guard() {
-        let mut g = ReplayGuard::new();
-        let mut hb = sample();
-        g.check(&hb).unwrap();
-        assert!(matches!(g.check(&hb), Err(Error::Replay { .. })));
-        hb.seq = 41;
-        assert!(g.check(&hb).is_err());
-        hb.seq = 43;
-        g.check(&hb).unwrap();
-        // A restart (larger nonce) may start its sequence again.
-        hb.nonce += 1;
-        hb.seq = 0;
-        g.check(&hb).unwrap();
-        // The earlier life's packets are now stale.
-        hb.nonce -= 1;
-        hb.seq = 1000;
-        assert!(g.check(&hb).is_err());
-        // Other senders are independent.
-        hb.node = "node-b".into();
-        g.check(&hb).unwrap();
+    fn another_version_is_named() {
+        let mut bytes = encode(&sample(), KEY).unwrap();
+        bytes[4] = 1;
+        assert!(matches!(decode(&bytes, KEY), Err(Error::BadVersion(1))));
     }
 
     #[test]
@@ -406,10 +423,14 @@ mod tests {
             .map(|i| VipEntry {
                 addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)),
                 owned: i % 2 == 0,
+                refused: None,
             })
             .collect();
+        hb.echoes = (0..MAX_ECHOES as u64).collect();
         let bytes = encode(&hb, KEY).unwrap();
         assert_eq!(decode(&bytes, KEY).unwrap(), hb);
+        hb.echoes.push(1);
+        assert!(encode(&hb, KEY).is_err());
     }
 
     mod props {
@@ -419,33 +440,44 @@ mod tests {
         fn arb_hb() -> impl Strategy<Value = Heartbeat> {
             (
                 "[a-z0-9.-]{1,63}",
-                any::<u64>(),
-                any::<u64>(),
+                (any::<u64>(), any::<u64>(), any::<u64>()),
+                proptest::collection::vec(any::<u64>(), 0..=MAX_ECHOES),
                 any::<bool>(),
                 proptest::collection::vec(any::<[u8; 6]>(), 0..=16),
                 proptest::collection::vec(
-                    (any::<bool>(), any::<u32>(), any::<u128>(), any::<bool>()),
+                    (
+                        any::<bool>(),
+                        any::<u32>(),
+                        any::<u128>(),
+                        any::<bool>(),
+                        proptest::option::of(any::<[u8; 6]>()),
+                    ),
                     0..50,
                 ),
             )
-                .prop_map(|(node, nonce, seq, leaving, macs, vips)| Heartbeat {
-                    node,
-                    nonce,
-                    seq,
-                    leaving,
-                    macs: macs.into_iter().map(MacAddr).collect(),
-                    vips: vips
-                        .into_iter()
-                        .map(|(v6, a4, a6, owned)| VipEntry {
-                            addr: if v6 {
-                                IpAddr::V6(Ipv6Addr::from(a6))
-                            } else {
-                                IpAddr::V4(Ipv4Addr::from(a4))
-                            },
-                            owned,
-                        })
-                        .collect(),
-                })
+                .prop_map(
+                    |(node, (nonce, seq, challenge), echoes, leaving, macs, vips)| Heartbeat {
+                        node,
+                        nonce,
+                        seq,
+                        challenge,
+                        echoes,
+                        leaving,
+                        macs: macs.into_iter().map(MacAddr).collect(),
+                        vips: vips
+                            .into_iter()
+                            .map(|(v6, a4, a6, owned, refused)| VipEntry {
+                                addr: if v6 {
+                                    IpAddr::V6(Ipv6Addr::from(a6))
+                                } else {
+                                    IpAddr::V4(Ipv4Addr::from(a4))
+                                },
+                                owned,
+                                refused: refused.map(MacAddr),
+                            })
+                            .collect(),
+                    },
+                )
         }
 
         proptest! {

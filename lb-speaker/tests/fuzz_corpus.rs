@@ -16,14 +16,16 @@ mod replay;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use flatlan_ipam::mac::MacAddr;
-use flatlan_speaker::wire::{decode, encode, Heartbeat, VipEntry, MAX_MACS, MAX_NAME};
+use flatlan_speaker::wire::{decode, encode, Heartbeat, VipEntry, MAX_ECHOES, MAX_MACS, MAX_NAME};
 use replay::{replay, seeds};
 
 fn hb(node: &str, leaving: bool, macs: usize, vips: &[(&str, bool)]) -> Heartbeat {
     Heartbeat {
         node: node.into(),
-        nonce: 1_700_000_000_123_456,
+        nonce: 0x9e37_79b9_7f4a_7c15,
         seq: 42,
+        challenge: 0x0123_4567_89ab_cdef,
+        echoes: vec![0xfedc_ba98_7654_3210],
         leaving,
         macs: (0..macs)
             .map(|i| MacAddr([0x02, 0, 0x5e, 0x10, 0, i as u8]))
@@ -33,6 +35,7 @@ fn hb(node: &str, leaving: bool, macs: usize, vips: &[(&str, bool)]) -> Heartbea
             .map(|(a, owned)| VipEntry {
                 addr: a.parse().expect("IP literal"),
                 owned: *owned,
+                refused: None,
             })
             .collect(),
     }
@@ -50,10 +53,15 @@ fn heartbeat_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 ))
             },
             owned: i % 3 == 0,
+            refused: (i % 5 == 1).then_some(MacAddr([0x02, 0, 0, 0, 0xee, i as u8])),
         })
         .collect();
     let mut big = hb(&"n".repeat(MAX_NAME), false, MAX_MACS, &[]);
     big.vips = many;
+    big.echoes = (0..MAX_ECHOES as u64).map(|i| i * 0x0101_0101).collect();
+    let mut first = hb("node-2", false, 1, &[("192.168.2.242", false)]);
+    // First contact: nothing heard yet, nothing echoed.
+    first.echoes.clear();
     vec![
         ("minimal", sign(hb("a", false, 0, &[]))),
         (
@@ -70,6 +78,7 @@ fn heartbeat_seeds() -> Vec<(&'static str, Vec<u8>)> {
             sign(hb("k3s-node.lan", true, 2, &[("192.168.2.241", true)])),
         ),
         ("max-name-macs", sign(big)),
+        ("first-contact", sign(first)),
     ]
 }
 

@@ -78,6 +78,10 @@ pub struct VipView {
     pub owner: Option<String>,
     /// The MAC this speaker announces it with, lower case (when it holds it).
     pub mac: Option<String>,
+    /// The last GARP this speaker sent for it (Unix ms), when it holds it.
+    pub last_garp_unix_ms: Option<u64>,
+    /// Why it is refused, here or by its owner, if it is.
+    pub conflict: Option<String>,
 }
 
 impl VipView {
@@ -119,6 +123,8 @@ impl SpeakerStatus {
                 state: e.state,
                 owner: e.owner,
                 mac: e.mac.map(|m| m.to_ascii_lowercase()),
+                last_garp_unix_ms: e.last_garp_unix_ms,
+                conflict: e.conflict,
             };
             if vips.insert(e.vip, view).is_some() {
                 return Err(Error::Probe {
@@ -162,6 +168,8 @@ struct RawVip {
     state: String,
     owner: Option<String>,
     mac: Option<String>,
+    last_garp_unix_ms: Option<u64>,
+    conflict: Option<String>,
 }
 
 /// `flatlan-speaker static` on each of a lab's nodes, by node position
@@ -291,6 +299,12 @@ impl<'a> SpeakerFleet<'a> {
     /// removed first: a killed speaker's last one still lists what it held,
     /// and the new one must not be read before it has written its own.
     fn spawn(&mut self, i: usize) -> Result<()> {
+        self.spawn_wrapped(i, &[])
+    }
+
+    /// Like [`Self::spawn`], with `wrapper` before the speaker's own argv
+    /// (e.g. `env DONT_FAKE_MONOTONIC=1 faketime -f -1h`).
+    fn spawn_wrapped(&mut self, i: usize, wrapper: &[&str]) -> Result<()> {
         if self.is_running(i) {
             return Err(Error::InvalidConfig(format!(
                 "the speaker on {} is already running",
@@ -308,10 +322,9 @@ impl<'a> SpeakerFleet<'a> {
         }
         let bin = self.bin.to_string_lossy().into_owned();
         let config = config.to_string_lossy().into_owned();
-        let h = self
-            .node(i)?
-            .ns
-            .spawn(&[bin.as_str(), "static", "--config", config.as_str()])?;
+        let mut argv: Vec<&str> = wrapper.to_vec();
+        argv.extend_from_slice(&[bin.as_str(), "static", "--config", config.as_str()]);
+        let h = self.node(i)?.ns.spawn(&argv)?;
         self.procs[i] = Some(h);
         Ok(())
     }
@@ -331,6 +344,31 @@ impl<'a> SpeakerFleet<'a> {
     pub fn start(&mut self, i: usize, timeout: Duration) -> Result<()> {
         self.spawn(i)?;
         self.wait_ready(i, timeout)
+    }
+
+    /// Starts speaker `i` under `wrapper` (see [`Self::spawn_wrapped`]) and
+    /// waits until it is ready.
+    pub fn start_wrapped(&mut self, i: usize, wrapper: &[&str], timeout: Duration) -> Result<()> {
+        self.spawn_wrapped(i, wrapper)?;
+        self.wait_ready(i, timeout)
+    }
+
+    /// Replaces the VIP list in every speaker's config file and sends each
+    /// running speaker SIGHUP, one right after the other (a fleet-wide
+    /// config push).
+    pub fn reload_vips(&mut self, vips: Vec<IpAddr>) -> Result<()> {
+        if vips.is_empty() {
+            return Err(Error::InvalidConfig("a speaker fleet needs VIPs".into()));
+        }
+        self.vips = vips;
+        for i in 0..self.len() {
+            let yaml = self.config_yaml(i)?;
+            self.dir.write(&format!("{}.yaml", self.name(i)), &yaml)?;
+        }
+        for h in self.procs.iter_mut().flatten() {
+            h.kill(Signal::SIGHUP)?;
+        }
+        Ok(())
     }
 
     /// Starts every speaker at once, then waits for each to be ready.

@@ -799,6 +799,8 @@ mod checker {
                         state: if mine { "announcing" } else { "standby" }.into(),
                         owner: on.then(|| owner(k).to_owned()),
                         mac: mine.then(|| m[*n].clone()),
+                        last_garp_unix_ms: mine.then_some(1),
+                        conflict: None,
                     };
                     (v, view)
                 })

@@ -18,6 +18,7 @@
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod floods;
+mod membership;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
