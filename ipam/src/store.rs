@@ -195,8 +195,11 @@ impl State {
     }
 
     /// Records that a LAN host answered for `ip`; it is skipped until `until`.
+    /// No pod identity keeps it as its remembered address: a host holds
+    /// it, and `ipam ls` would otherwise list it as free for that pod.
     pub fn quarantine_ip(&mut self, ip: IpAddr, mac: String, now: u64, until: u64) {
         self.verified.remove(&ip);
+        sticky::forget(&mut self.sticky, ip, None);
         self.quarantine.retain(|q| q.ip != ip);
         self.quarantine.push(Quarantine {
             ip,
@@ -675,9 +678,15 @@ mod tests {
         let mut s = State::default();
         let ip: IpAddr = "192.168.2.210".parse().unwrap();
         s.verified.insert(ip, 5);
-        s.allocations.push(alloc("192.168.2.210", "c1", None, "b1"));
+        s.allocations
+            .push(alloc("192.168.2.210", "c1", Some(("home", "ha")), "b1"));
         s.release("c1", "eth0", 6);
         assert!(!s.is_verified(ip, 6, 30));
+        // A LAN host takes it: no identity keeps it as its address.
+        assert!(s.reserved_for_other(ip, None));
+        s.quarantine_ip(ip, "3c:2a:f4:11:09:7e".into(), 7, 3607);
+        assert!(!s.reserved_for_other(ip, None));
+        assert!(s.sticky.is_empty());
     }
 
     #[test]

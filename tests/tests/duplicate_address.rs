@@ -109,6 +109,12 @@ fn refused_by_request(l: &FlatLab, net: &CniNetwork, ip: Ipv4Addr, mac: &str) {
     );
     assert_eq!(allocation_count(&l.data_dir(1)), 0);
     assert_quarantined(l.node_ns(1), &l.data_dir(1), ip.into(), mac);
+    let rows = rows_for(l.node_ns(1), &l.data_dir(1), ip);
+    assert_eq!(
+        rows.len(),
+        1,
+        "quarantined, and not also remembered: {rows:?}"
+    );
 }
 
 #[test]
