@@ -299,7 +299,7 @@ impl Store {
     /// the returned guard is dropped or committed.
     ///
     /// An unreadable `state.json` does not fail the command: it is moved
-    /// aside and the store recovers (see [`recovery`]), so that DEL, which
+    /// aside and the store recovers (see `store/recovery.rs`), so that DEL, which
     /// must succeed, can always run (issue 10, item 3).
     pub fn lock(&self) -> Result<Locked> {
         let lock_path = self.dir.join(LOCK);
