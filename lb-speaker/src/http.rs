@@ -218,9 +218,11 @@ mod tests {
         let mut buf = [0u8; 64];
         // EOF or a reset: either way the server let go.
         let _ = first.read(&mut buf);
+        // By the header-read timeout, not only by the overall one.
         assert!(
-            t.elapsed() < HEADER_READ_TIMEOUT * 3,
-            "an idle connection was not closed"
+            t.elapsed() < HEADER_READ_TIMEOUT + Duration::from_secs(1),
+            "an idle connection was closed after {:?}",
+            t.elapsed()
         );
         drop(idle);
         drop(first);
