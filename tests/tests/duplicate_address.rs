@@ -5,16 +5,17 @@
 //! Now the address is never handed out, and it is quarantined.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use flatlan_e2e::{
-    allocation_count, assert_quarantined, error_code, ipam_ls, plugin_conf, settle_store, FlatLab,
+    allocation_count, assert_quarantined, error_code, ipam_ls, plugin_conf, plugin_conf_dual,
+    settle_store, FlatLab,
 };
 use netns_testkit::cni::{Attachment, CniNetwork};
 use netns_testkit::probe::ping;
-use netns_testkit::{LabConfig, Netns, GATEWAY};
+use netns_testkit::{LabConfig, Netns, ProcHandle, GATEWAY};
 use serde_json::json;
 
 /// flatlan's "address unavailable" code (cni-plugin/src/error.rs).
@@ -215,8 +216,31 @@ fn a_silent_lan_host_is_found_by_the_probe() {
     settle_store(&l.data_dir(1));
 }
 
+/// `flatlan ipam watch` on node1 for the network with plugin config `conf`.
+fn start_watcher(l: &FlatLab, conf: serde_json::Value) -> ProcHandle {
+    let conflist = l.state.path().join("10-flatlan.conflist");
+    let list = json!({"cniVersion": "1.1.0", "name": "lan", "plugins": [conf]});
+    std::fs::write(&conflist, list.to_string()).expect("write the conflist");
+    let flatlan = flatlan_e2e::bin("flatlan").display().to_string();
+    let conf = conflist.display().to_string();
+    let mut watcher = l
+        .node_ns(1)
+        .spawn(&[&flatlan, "ipam", "watch", "--conf", &conf])
+        .expect("start the watcher");
+    watcher
+        .wait_for_log("watching for foreign use", Duration::from_secs(10))
+        .expect("the watcher is up");
+    watcher
+}
+
 /// `flatlan ipam ls` rows for `ip`.
-fn rows_for(node: &Netns, data_dir: &Path, ip: Ipv4Addr) -> Vec<serde_json::Value> {
+fn rows_for(node: &Netns, data_dir: &Path, ip: impl Into<IpAddr>) -> Vec<serde_json::Value> {
+    let ip = ip.into();
+    // `ipam ls` refuses a data directory that does not exist yet: nothing
+    // has been written, so nothing is listed.
+    if !data_dir.exists() {
+        return Vec::new();
+    }
     ipam_ls(node, data_dir)
         .into_iter()
         .filter(|r| r["ip"] == ip.to_string())
@@ -224,7 +248,8 @@ fn rows_for(node: &Netns, data_dir: &Path, ip: Ipv4Addr) -> Vec<serde_json::Valu
 }
 
 /// Polls `ipam ls` until `ip` is quarantined; panics after `within`.
-fn wait_quarantined(node: &Netns, data_dir: &Path, ip: Ipv4Addr, within: Duration) {
+fn wait_quarantined(node: &Netns, data_dir: &Path, ip: impl Into<IpAddr>, within: Duration) {
+    let ip = ip.into();
     let deadline = Instant::now() + within;
     loop {
         let rows = rows_for(node, data_dir, ip);
@@ -247,18 +272,8 @@ fn the_watcher_quarantines_an_address_a_lan_host_starts_using_with_no_add() {
     let l = FlatLab::new(LabConfig::new().nodes(1));
     let node = l.node_ns(1);
     let dir = l.data_dir(1);
-    let conflist = l.state.path().join("10-flatlan.conflist");
-    let list = json!({"cniVersion": "1.1.0", "name": "lan",
-                      "plugins": [plugin_conf(l.state.path(), 1, &[]).expect("plugin config")]});
-    std::fs::write(&conflist, list.to_string()).expect("write the conflist");
-    let flatlan = flatlan_e2e::bin("flatlan").display().to_string();
-    let conf = conflist.display().to_string();
-    let mut watcher = node
-        .spawn(&[&flatlan, "ipam", "watch", "--conf", &conf])
-        .expect("start the watcher");
-    watcher
-        .wait_for_log("watching for foreign use", Duration::from_secs(10))
-        .expect("the watcher is up");
+    let conf = plugin_conf(l.state.path(), 1, &[]).expect("plugin config");
+    let mut watcher = start_watcher(&l, conf);
 
     // Our own pod talking on the LAN is not foreign.
     let web = l.pod(1, "web");
@@ -304,6 +319,56 @@ fn the_watcher_quarantines_an_address_a_lan_host_starts_using_with_no_add() {
         "quarantined addresses must be skipped"
     );
     assert_only(&l, announced, &mac);
+    assert!(watcher.is_running(), "the watcher died: {}", watcher.log());
+    settle_store(&dir);
+}
+
+#[test]
+fn the_watcher_sees_a_lan_host_doing_dad_for_a_pool_ipv6_address() {
+    let l = FlatLab::new(LabConfig::new().nodes(1));
+    let node = l.node_ns(1);
+    let dir = l.data_dir(1);
+    let mut watcher = start_watcher(&l, plugin_conf_dual(l.state.path(), 1).expect("config"));
+    // A SLAAC or static host picks an address in node1's IPv6 slice
+    // (fd00:2::1:0/112); the kernel's DAD solicitation (from ::) gives it
+    // away before the host ever uses it.
+    let taken = Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 1, 5);
+    let dev = &l.lab.device;
+    dev.exec_ok(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        &format!("{taken}/64"),
+        "dev",
+        "eth0",
+    ])
+    .expect("the device takes the address, with DAD");
+    wait_quarantined(node, &dir, taken, Duration::from_secs(10));
+    assert_quarantined(
+        node,
+        &dir,
+        taken.into(),
+        &dev.link_mac("eth0").expect("MAC"),
+    );
+    // A dual-stack pod's own IPv6 traffic (its DAD is off, its NAs carry
+    // its 0a:58 MAC) is not foreign.
+    let pod = l.pod_on(&l.network_dual(1), 1, "web");
+    let v6 = flatlan_e2e::pod_ipv6(&pod.result);
+    ping(
+        &pod.ns,
+        netns_testkit::GATEWAY6.into(),
+        1,
+        Duration::from_secs(5),
+    )
+    .expect("the pod reaches the router over IPv6");
+    std::thread::sleep(Duration::from_millis(1500));
+    let rows = rows_for(node, &dir, v6);
+    assert!(
+        rows.iter().all(|r| r["state"] == "allocated"),
+        "our own pod's IPv6 address was taken for foreign use: {rows:?}"
+    );
+    assert_ne!(v6, taken, "ADD handed out the address the device took");
     assert!(watcher.is_running(), "the watcher died: {}", watcher.log());
     settle_store(&dir);
 }
