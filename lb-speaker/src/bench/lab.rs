@@ -290,11 +290,14 @@ impl Lab {
         format!(
             "node: {{ name: {}, address: {} }}\nlisten: \"0.0.0.0:7946\"\npeers: [{}]\n\
              secret: \"{SECRET}\"\nvips:\n{vips}statusFile: {}\nheartbeatInterval: 100ms\n\
-             deadAfter: 3\n",
+             deadAfter: 3\nstateDir: {}\n",
             Self::node_name(i),
             node_ip(i),
             peers.join(", "),
             self.dir.join(format!("status-{i}.json")).display(),
+            // The sysctl record of its killed speakers stays here, not
+            // in the host's /run.
+            self.dir.join(format!("state-{i}")).display(),
         )
     }
 
