@@ -85,8 +85,14 @@ pub struct Engine {
     /// heartbeat (at most one per half interval: replays cannot make us
     /// chatter).
     prompted: Option<Instant>,
-    /// VIPs a reload added: not claimed before this (see `apply_config`).
+    /// VIPs a reload added: not claimed before this, unless every live
+    /// peer heard of them first (see `apply_config`).
     claim_after: BTreeMap<IpAddr, Instant>,
+    /// When the heartbeat that lists them was handed to the sender.
+    told_at: Option<Instant>,
+    /// Per peer: when the newest of our challenges its fresh heartbeats
+    /// echo was issued (it heard what we sent until then).
+    heard_us: BTreeMap<String, Instant>,
     announcer: Announcer,
     host: Box<dyn HostAddrs>,
     nonce: u64,
@@ -219,6 +225,8 @@ impl Engine {
             echoes: Echoes::new(window),
             prompted: None,
             claim_after: BTreeMap::new(),
+            told_at: None,
+            heard_us: BTreeMap::new(),
             host,
             nonce,
             ifaces,
@@ -365,15 +373,19 @@ impl Engine {
         self.cfg = reload::apply(&self.cfg, new);
         // A VIP new to us may be new to every node at once (one SIGHUP
         // to all): claimed at once, each would be its only eligible node
-        // and all would probe and claim it. Held for as long as a start
-        // listens, peers' heartbeats (sent at once, see below) first say
-        // who else may own it, and the hash picks one.
+        // and all would probe and claim it. So it is held until every live
+        // peer has answered the heartbeat that lists it (they answer a
+        // changed member at once), or for as long as a start listens: a
+        // peer that got it too has said so by then, and the hash picks
+        // one. With no peer to wait for, that is no wait at all.
         let hold = now + self.cfg.timers.heartbeat_interval * 2;
+        let mut added = false;
         for v in &plan.added {
             self.retiring.remove(v);
             if !self.vips.contains(v) {
                 self.vips.push(*v);
                 self.claim_after.insert(*v, hold);
+                added = true;
             }
         }
         self.retiring.extend(plan.removed.iter().copied());
@@ -381,6 +393,10 @@ impl Engine {
         // Peers learn our new eligible set at once rather than within an
         // interval: that is what lets the VIP's owner be agreed on quickly.
         self.heartbeat_now = true;
+        if added {
+            self.beats.update(self.outgoing(now), true);
+            self.told_at = Some(Instant::now());
+        }
         self.next_status = now;
         tracing::info!(
             added = plan.added.len(),
@@ -505,14 +521,19 @@ impl Engine {
             // It has not heard us lately (it just started, or we did):
             // our next heartbeat echoes its challenge, and sent now, lets
             // its next one prove itself within a round trip.
-            let half = self.cfg.timers.heartbeat_interval / 2;
-            if self
-                .prompted
-                .is_none_or(|t| now.saturating_duration_since(t) >= half)
-            {
-                self.prompted = Some(now);
-                self.heartbeat_now = true;
-            }
+            self.prompt(now);
+        }
+        let newest = fresh
+            .then(|| {
+                self.challenges
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .newest_echoed(&hb, now)
+            })
+            .flatten();
+        if let Some(t) = newest {
+            let e = self.heard_us.entry(hb.node.clone()).or_insert(t);
+            *e = (*e).max(t);
         }
         if !fresh {
             // A replay, or a peer that has not heard us yet: no sign of
@@ -527,10 +548,29 @@ impl Engine {
         }
     }
 
+    /// Sends our heartbeat now rather than at the next interval, at most
+    /// once per half interval (replays or a churning peer cannot make us
+    /// chatter).
+    fn prompt(&mut self, now: Instant) {
+        let half = self.cfg.timers.heartbeat_interval / 2;
+        if self
+            .prompted
+            .is_none_or(|t| now.saturating_duration_since(t) >= half)
+        {
+            self.prompted = Some(now);
+            self.heartbeat_now = true;
+        }
+    }
+
     fn on_event(&mut self, now: Instant, ev: Event) {
         match &ev {
             Event::Joined(n) => tracing::info!(member = %n, "member joined"),
-            Event::Changed(n) => tracing::debug!(member = %n, "member changed"),
+            Event::Changed(n) => {
+                // Its answer tells it we heard the change (a peer holding
+                // a VIP a reload added waits for it).
+                self.prompt(now);
+                tracing::debug!(member = %n, "member changed");
+            }
             Event::Left(n) => tracing::info!(member = %n, "member is leaving"),
             Event::Died(n) => tracing::warn!(member = %n, "member missed its heartbeats: dead"),
             Event::Rejoined(n) => {
@@ -721,6 +761,19 @@ impl Engine {
         let me = self.cfg.node_name.clone();
         let listening = now < self.listen_until;
         self.claim_after.retain(|_, t| now < *t);
+        let heard_us = &self.heard_us;
+        let all_heard = self.told_at.is_some_and(|told| {
+            self.membership
+                .live()
+                .keys()
+                .all(|m| heard_us.get(m).is_some_and(|t| *t >= told))
+        });
+        if all_heard || self.claim_after.is_empty() {
+            self.claim_after.clear();
+            self.told_at = None;
+        }
+        let live = self.membership.live();
+        self.heard_us.retain(|m, _| live.contains_key(m));
         // One batch per turn: a failover can move hundreds of VIPs, and
         // each `execute` may start an `ip` process, on this one loop that
         // also sends the heartbeats.
@@ -1376,17 +1429,73 @@ vips: [{ address: 192.0.2.1 }]
             .await
             .unwrap();
         let added: IpAddr = "192.0.2.2".parse().unwrap();
+        let both = yaml("{ address: 192.0.2.1 }, { address: 192.0.2.2 }");
+        let new = Config::from_yaml(&both, &no_files).unwrap();
         let now = Instant::now();
-        let new = Config::from_yaml(
-            &yaml("{ address: 192.0.2.1 }, { address: 192.0.2.2 }"),
-            &no_files,
-        )
-        .unwrap();
+        // Alone: nobody to wait for.
         e.apply_config(now, &new);
         assert!(e.heartbeat_now, "peers hear of it at once");
+        e.reconcile(now);
+        assert!(e.claim_after.is_empty(), "alone: free to claim at once");
+
+        // With a live peer: held until the peer echoes a challenge sent
+        // with the new VIP, or for two intervals.
+        let (mut e, _frames) = Engine::start(
+            Config::from_yaml(&yaml("{ address: 192.0.2.1 }"), &no_files).unwrap(),
+            PathBuf::from("/nonexistent"),
+        )
+        .await
+        .unwrap();
+        let peer = |echoes| Heartbeat {
+            node: "peer".into(),
+            nonce: 1,
+            seq: 1,
+            challenge: 7,
+            echoes,
+            leaving: false,
+            macs: Vec::new(),
+            vips: Vec::new(),
+        };
+        let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let deliver = |e: &mut Engine, h: Heartbeat| {
+            let bytes = wire::encode(&h, &e.cfg.secret).unwrap();
+            e.on_datagram(Instant::now(), &bytes, from);
+        };
+        let before = e.challenges.lock().unwrap().issue(Instant::now());
+        deliver(&mut e, peer(vec![before]));
+        assert!(e.membership.live().contains_key("peer"));
+        let now = Instant::now();
+        e.apply_config(now, &new);
         assert_eq!(e.claim_after.get(&added), Some(&(now + interval * 2)));
+        e.reconcile(now);
+        assert!(
+            e.claim_after.contains_key(&added),
+            "held: the peer may have it too"
+        );
+        deliver(&mut e, peer(vec![before]));
+        e.reconcile(Instant::now());
+        assert!(
+            e.claim_after.contains_key(&added),
+            "an answer to what it knew before"
+        );
+        let after = e.challenges.lock().unwrap().issue(Instant::now());
+        deliver(&mut e, peer(vec![after]));
+        e.reconcile(Instant::now());
+        assert!(
+            e.claim_after.is_empty(),
+            "the peer heard of it: free to claim"
+        );
+        // And without an answer, two intervals at most.
+        e.apply_config(
+            now,
+            &Config::from_yaml(
+                &yaml("{ address: 192.0.2.1 }, { address: 192.0.2.2 }, { address: 192.0.2.3 }"),
+                &no_files,
+            )
+            .unwrap(),
+        );
         e.reconcile(now + interval);
-        assert!(e.claim_after.contains_key(&added), "still held");
+        assert!(!e.claim_after.is_empty(), "still held");
         e.reconcile(now + interval * 2);
         assert!(e.claim_after.is_empty(), "free to claim");
     }

@@ -130,7 +130,19 @@ impl Challenges {
     /// True if `hb` echoes one of our recent challenges: it was sent after
     /// its sender heard one of our recent heartbeats.
     pub fn is_fresh(&self, hb: &Heartbeat, now: Instant) -> bool {
-        hb.echoes.iter().any(|e| self.is_recent(*e, now))
+        self.newest_echoed(hb, now).is_some()
+    }
+
+    /// When the newest of our recent challenges that `hb` echoes was
+    /// issued: its sender has heard what we sent from then on.
+    pub fn newest_echoed(&self, hb: &Heartbeat, now: Instant) -> Option<Instant> {
+        self.issued
+            .iter()
+            .filter(|(c, t)| {
+                now.saturating_duration_since(*t) <= self.window && hb.echoes.contains(c)
+            })
+            .map(|(_, t)| *t)
+            .max()
     }
 }
 
@@ -262,6 +274,10 @@ mod tests {
         assert!(!ours.is_fresh(&hb(vec![]), t0), "no echo: not fresh");
         assert!(!ours.is_fresh(&hb(vec![c1 ^ 1]), t0), "not ours");
         assert!(ours.is_fresh(&hb(vec![5, c1]), t0 + 600 * MS));
+        assert_eq!(
+            ours.newest_echoed(&hb(vec![c2, c1]), t0 + 200 * MS),
+            Some(t0 + 100 * MS)
+        );
         // A recording replayed later: its echoes are too old.
         assert!(!ours.is_fresh(&hb(vec![c1]), t0 + 601 * MS));
         assert!(ours.is_fresh(&hb(vec![c2]), t0 + 601 * MS));

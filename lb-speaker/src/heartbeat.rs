@@ -282,17 +282,22 @@ impl Run {
                     let Some(mut out) = c.out.clone() else {
                         continue;
                     };
+                    // Issued while the clock is held, so that a challenge
+                    // issued after an `update` returned is sent with what
+                    // that update handed over: an echo of it proves the
+                    // peer heard the new content (see the engine's
+                    // `told_at`).
+                    out.hb.challenge = self
+                        .challenges
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .issue(Instant::now());
                     drop(c);
                     if std::mem::take(&mut self.silent) {
                         tracing::info!("the engine works again: heartbeats resume");
                     }
                     self.seq += 1;
                     out.hb.seq = self.seq;
-                    out.hb.challenge = self
-                        .challenges
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .issue(Instant::now());
                     self.send(&out);
                 }
             }
