@@ -44,7 +44,9 @@ fn crash_then(cleanup: &str) {
         let run = run_raw(node, &add, conf.as_bytes());
         assert_eq!(
             run.code, None,
-            "step {step}: expected death by SIGKILL, got {:?} {}",
+            "step {step}: expected death by SIGKILL, got {:?} {}\n(a flatlan without the \
+             crash hook? It is built only with flatlan-cni's `test-hooks` feature, which \
+             `cargo build --workspace --bins` turns on through this crate)",
             run.code, run.stdout
         );
         // The store must be intact whatever the moment of death, and the

@@ -9,6 +9,8 @@ use ipnet::IpNet;
 
 use crate::error::Result;
 
+// Tests only: never compiled into the shipped plugin.
+#[cfg(any(test, feature = "test-fakes"))]
 pub mod fake;
 mod link_reply;
 mod socket;

@@ -10,8 +10,9 @@
 //!
 //! The probe logic in [`conflict`] is written against the [`FrameSocket`]
 //! trait: [`packet_socket::PacketSocket`] is the real `AF_PACKET`
-//! implementation (with its kernel filter in [`bpf`]), [`fake::FakeSocket`]
-//! an in-memory one for tests without root (STYLE rule 9). What a received
+//! implementation (with its kernel filter in [`bpf`]), `fake::FakeSocket`
+//! an in-memory one for tests without root (STYLE rule 9), compiled only
+//! for tests (`cfg(test)` or the `test-fakes` feature). What a received
 //! frame proves is decided by the pure [`evidence`] classifier, which the
 //! speaker shares.
 
@@ -20,6 +21,7 @@ pub mod async_socket;
 pub(crate) mod bpf;
 pub mod conflict;
 pub mod evidence;
+#[cfg(any(test, feature = "test-fakes"))]
 pub mod fake;
 pub mod packet_socket;
 
@@ -27,6 +29,7 @@ pub mod packet_socket;
 pub use async_socket::AsyncPacketSocket;
 pub use conflict::{probe_ipv4, probe_ipv6, probe_many, ProbeOutcome};
 pub use evidence::{sighting, Evidence, Sighting};
+#[cfg(any(test, feature = "test-fakes"))]
 pub use fake::{FakeSocket, GroupEvent};
 pub use packet_socket::PacketSocket;
 
@@ -89,7 +92,7 @@ pub enum ProbeError {
 /// Every method takes `&self`, so one thread can send while another
 /// receives on the same socket. The trait itself promises no thread
 /// safety (it has no `Send`/`Sync` bound, and a test double may be
-/// `!Sync`); [`PacketSocket`] and [`FakeSocket`] are both `Send + Sync`,
+/// `!Sync`); [`PacketSocket`] and `FakeSocket` are both `Send + Sync`,
 /// which is checked at compile time below. The fake locks a mutex;
 /// [`PacketSocket`] locks nothing: each call is one system call on one
 /// file descriptor, and the kernel sends and dequeues whole frames, so
@@ -140,6 +143,7 @@ pub trait FrameSocket {
 const _: () = {
     const fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<PacketSocket>();
+    #[cfg(any(test, feature = "test-fakes"))]
     assert_send_sync::<FakeSocket>();
 };
 
