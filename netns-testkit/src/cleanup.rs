@@ -75,7 +75,7 @@ const TESTKIT_DAEMONS: &[&str] = &[
 
 /// The processes (PID, `comm`) whose network namespace is the one bound at
 /// `ns_path`: what `ip netns pids` finds, without running a process.
-pub(crate) fn processes_in(ns_path: &Path) -> Vec<(i32, String)> {
+pub fn processes_in(ns_path: &Path) -> Vec<(i32, String)> {
     let Ok(target) = std::fs::metadata(ns_path) else {
         return Vec::new();
     };

@@ -49,7 +49,7 @@ fn spawn_reader<R: Read + Send + 'static>(mut r: R) -> mpsc::Receiver<Vec<u8>> {
 
 /// Runs `cmd` to completion, feeding `stdin`, and returns its output
 /// whatever the exit status. Fails only if it cannot start or overruns.
-pub(crate) fn run(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Result<Output> {
+pub fn run(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Result<Output> {
     let what = describe(&cmd);
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()

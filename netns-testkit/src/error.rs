@@ -93,14 +93,16 @@ impl Error {
         matches!(self, Error::Timeout { .. } | Error::CommandTimeout { .. })
     }
 
-    pub(crate) fn io(what: impl Into<String>, source: io::Error) -> Self {
+    /// An [`Error::Io`] saying what was being done.
+    pub fn io(what: impl Into<String>, source: io::Error) -> Self {
         Error::Io {
             what: what.into(),
             source,
         }
     }
 
-    pub(crate) fn sys(what: impl Into<String>, source: nix::Error) -> Self {
+    /// An [`Error::Sys`] saying what was being done.
+    pub fn sys(what: impl Into<String>, source: nix::Error) -> Self {
         Error::Sys {
             what: what.into(),
             source,

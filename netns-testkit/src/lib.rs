@@ -1,5 +1,6 @@
-//! A simulated home LAN built from network namespaces, for flatlan's
-//! privileged tests and the `flatlan-lab` demo.
+//! A simulated home LAN built from network namespaces: the primitives of
+//! flatlan's privileged tests, and of the `flatlan-lab` demo and bench
+//! (the `flatlan-lab` crate in `lab/`, which sits on top of this one).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -24,17 +25,9 @@
 
 mod addresses;
 pub mod avahi;
-pub mod bench;
-mod bench_cni;
-mod bench_datapath;
-mod bench_report;
-mod bench_speaker;
-mod bench_stats;
 mod cleanup;
 pub mod cni;
-mod command;
-pub mod demo;
-mod demo_speaker;
+pub mod command;
 pub mod dns;
 mod dnsmasq;
 mod error;
@@ -50,11 +43,12 @@ pub mod speaker_fleet;
 mod topology;
 
 pub use addresses::*;
-pub use cleanup::cleanup_stale;
+pub use cleanup::{cleanup_stale, processes_in};
 pub use dnsmasq::LAN_DOMAIN;
 pub use error::{Error, Result};
 pub use lab::{device_service, Lab, LabConfig, Node};
 pub use names::{require_root, NAME_PREFIX};
 pub use netns::Netns;
-pub use process::ProcHandle;
+pub use process::{deadline_after, ProcHandle};
+pub use scratch::ScratchDir;
 pub use topology::{NODE_BRIDGE, NODE_UPLINK, SWITCH_BRIDGE};

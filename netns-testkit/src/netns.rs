@@ -50,7 +50,7 @@ impl Netns {
     /// Creates several namespaces with one `ip -batch` (one process instead
     /// of one per namespace). Handles exist before the command runs, so a
     /// partial failure still removes whatever was created.
-    pub(crate) fn create_many(names: &[String]) -> Result<Vec<Netns>> {
+    pub fn create_many(names: &[String]) -> Result<Vec<Netns>> {
         let handles: Vec<Netns> = names
             .iter()
             .map(|n| Netns {

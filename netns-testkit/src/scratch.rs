@@ -8,12 +8,12 @@ use crate::names::state_dir;
 /// A directory under the state dir, removed on drop. Its name starts with a
 /// lab prefix so stale ones can be found after a crash.
 #[derive(Debug)]
-pub(crate) struct ScratchDir {
+pub struct ScratchDir {
     path: PathBuf,
 }
 
 impl ScratchDir {
-    pub(crate) fn new(name: &str) -> Result<Self> {
+    pub fn new(name: &str) -> Result<Self> {
         let path = state_dir().join(name);
         // A leftover from a dead process with a recycled PID would confuse
         // the daemons we point at it; start empty.
@@ -26,11 +26,11 @@ impl ScratchDir {
         Ok(ScratchDir { path })
     }
 
-    pub(crate) fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         &self.path
     }
 
-    pub(crate) fn write(&self, file: &str, contents: &str) -> Result<PathBuf> {
+    pub fn write(&self, file: &str, contents: &str) -> Result<PathBuf> {
         let p = self.path.join(file);
         if let Some(parent) = p.parent() {
             std::fs::create_dir_all(parent)

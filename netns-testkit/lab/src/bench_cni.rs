@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::addresses::GATEWAY;
+use netns_testkit::GATEWAY;
 use crate::bench_stats::Samples;
-use crate::cleanup::processes_in;
-use crate::cni::{Attachment, CniCommand, CniInvocation, CniNetwork, Launcher};
-use crate::error::{Error, Result};
-use crate::flatlan::{self, ipv4_of};
-use crate::netns::Netns;
+use netns_testkit::processes_in;
+use netns_testkit::cni::{Attachment, CniCommand, CniInvocation, CniNetwork, Launcher};
+use netns_testkit::{Error, Result};
+use netns_testkit::flatlan::{self, ipv4_of};
+use netns_testkit::Netns;
 
 /// The CNI version both plugins are configured with, so they get the same
 /// stdin (Debian's plugins 1.1.1 stop at 1.0.0).
@@ -190,7 +190,7 @@ pub(crate) fn exec_baseline(node: &Netns, ns: &Netns, config: &Value) -> Result<
 /// probe-ahead), so one measurement does not compete with the previous
 /// one's leftovers. Returns how many were seen at first.
 pub(crate) fn wait_quiet(ns: &Netns, timeout: Duration) -> usize {
-    let deadline = crate::process::deadline_after(timeout);
+    let deadline = netns_testkit::deadline_after(timeout);
     let first = processes_in(&ns.path()).len();
     let mut n = first;
     while n > 0 && Instant::now() < deadline {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::command;
+use netns_testkit::command;
 
 /// What the bench reports from the speaker, by JSON key.
 pub const SPEAKER_KEYS: [&str; 5] = [

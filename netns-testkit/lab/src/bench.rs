@@ -28,13 +28,13 @@ use crate::bench_cni::{
 use crate::bench_datapath::{iperf, Overlay, VethPair, OVERLAY_POD2, VETH_B};
 use crate::bench_speaker::speaker_figures;
 use crate::bench_stats::{median, ratio, Samples};
-use crate::cni::DEBIAN_CNI_DIR;
-use crate::error::{Error, Result};
-use crate::flatlan;
-use crate::lab::{Lab, LabConfig};
-use crate::netns::Netns;
-use crate::scratch::ScratchDir;
-use crate::DEVICE_IP;
+use netns_testkit::cni::DEBIAN_CNI_DIR;
+use netns_testkit::{Error, Result};
+use netns_testkit::flatlan;
+use netns_testkit::{Lab, LabConfig};
+use netns_testkit::Netns;
+use netns_testkit::ScratchDir;
+use netns_testkit::DEVICE_IP;
 
 pub use crate::bench_report::{BenchReport, BurstFigures, LatencyPair, Target, Throughput};
 pub use crate::bench_speaker::{SpeakerFigures, SPEAKER_KEYS};
@@ -350,7 +350,7 @@ enum Path {
 
 fn datapath(
     lab: &Lab,
-    net: &crate::cni::CniNetwork,
+    net: &netns_testkit::cni::CniNetwork,
     opts: &BenchOptions,
     report: &mut BenchReport,
 ) -> Result<()> {

@@ -102,8 +102,8 @@ struct BenchArgs {
 }
 
 impl BenchArgs {
-    fn options(self) -> netns_testkit::bench::BenchOptions {
-        netns_testkit::bench::BenchOptions {
+    fn options(self) -> flatlan_lab::bench::BenchOptions {
+        flatlan_lab::bench::BenchOptions {
             plugin: self.plugin,
             reference_dir: self.reference_dir,
             speaker: self.speaker,
@@ -122,7 +122,7 @@ impl BenchArgs {
 
 fn bench(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let (json, strict, json_file) = (args.json, args.strict, args.json_file.clone());
-    let report = netns_testkit::bench::run(&args.options())?;
+    let report = flatlan_lab::bench::run(&args.options())?;
     if let Some(path) = json_file {
         let mut t = serde_json::to_string_pretty(&report)?;
         t.push('\n');
@@ -205,7 +205,7 @@ fn main() -> ExitCode {
             })
             .map_err(Into::into),
         Cmd::Demo { plugin } => {
-            match netns_testkit::demo::run(&netns_testkit::demo::DemoOptions { plugin }) {
+            match flatlan_lab::demo::run(&flatlan_lab::demo::DemoOptions { plugin }) {
                 Ok(report) => {
                     print!("{}", report.render());
                     return if report.passed() {

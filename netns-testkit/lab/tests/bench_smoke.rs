@@ -3,7 +3,7 @@
 //! how fast anything is (the machines are shared and noisy). Without root
 //! it fails, never silently passes.
 
-use netns_testkit::bench::{self, BenchOptions};
+use flatlan_lab::bench::{self, BenchOptions};
 
 #[test]
 fn bench_runs_end_to_end_with_tiny_counts() {
@@ -15,7 +15,7 @@ fn bench_runs_end_to_end_with_tiny_counts() {
         .with_test_writer()
         .try_init();
     if let Err(e) = netns_testkit::require_root() {
-        panic!("privileged test cannot run: {e}. Run as root: sudo -E cargo test -p netns-testkit");
+        panic!("privileged test cannot run: {e}. Run as root: sudo -E cargo test -p flatlan-lab");
     }
     let opts = BenchOptions {
         iterations: 5,

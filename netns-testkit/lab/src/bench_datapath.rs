@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::error::{Error, Result};
-use crate::lab::Lab;
-use crate::netns::Netns;
+use netns_testkit::{Error, Result};
+use netns_testkit::Lab;
+use netns_testkit::Netns;
 
 static NEXT_PORT: AtomicU16 = AtomicU16::new(5201);
 

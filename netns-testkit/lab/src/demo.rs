@@ -9,13 +9,13 @@ use std::net::{IpAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::addresses::{CLIENT_IP, DEVICE_IP, INTERNET_IP, LAN_BROADCAST};
-use crate::avahi::{start_avahi, wait_avahi_ready, MdnsService};
-use crate::error::{Error, Result};
-use crate::flatlan::{self, Pod};
-use crate::lab::{device_service, LabConfig};
-use crate::probe::{mdns_query, ping, udp_broadcast};
-use crate::scratch::ScratchDir;
+use netns_testkit::{CLIENT_IP, DEVICE_IP, INTERNET_IP, LAN_BROADCAST};
+use netns_testkit::avahi::{start_avahi, wait_avahi_ready, MdnsService};
+use netns_testkit::{Error, Result};
+use netns_testkit::flatlan::{self, Pod};
+use netns_testkit::{device_service, LabConfig};
+use netns_testkit::probe::{mdns_query, ping, udp_broadcast};
+use netns_testkit::ScratchDir;
 
 const PING: Duration = Duration::from_secs(5);
 const MDNS: Duration = Duration::from_secs(10);
@@ -191,7 +191,7 @@ pub fn run(opts: &DemoOptions) -> Result<Report> {
             Ok(format!("received from {from}"))
         },
     );
-    let pings: [(String, &crate::netns::Netns, Result<IpAddr>); 4] = [
+    let pings: [(String, &netns_testkit::Netns, Result<IpAddr>); 4] = [
         (
             format!("pod {} (node1) -> pod {} (node2)", ha.name, db.name),
             &ha.ns,

@@ -14,11 +14,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::demo::Report;
-use crate::error::{Error, Result};
-use crate::lab::Lab;
-use crate::probe::{arp_neighbors, ping};
-use crate::process::ProcHandle;
-use crate::speaker_fleet::{arping, FleetOptions, SpeakerFleet};
+use netns_testkit::{Error, Result};
+use netns_testkit::Lab;
+use netns_testkit::probe::{arp_neighbors, ping};
+use netns_testkit::ProcHandle;
+use netns_testkit::speaker_fleet::{arping, FleetOptions, SpeakerFleet};
 
 /// The demo's VIP: on the LAN, outside the router's DHCP pool and outside
 /// both nodes' pod slices (.208/28, .224/28).
@@ -58,7 +58,7 @@ fn announcers(sp: &mut SpeakerFleet) -> Vec<usize> {
 
 /// Waits until exactly one running speaker announces the VIP.
 fn wait_owner(sp: &mut SpeakerFleet, timeout: Duration) -> Result<usize> {
-    let deadline = crate::process::deadline_after(timeout);
+    let deadline = netns_testkit::deadline_after(timeout);
     loop {
         let owners = announcers(sp);
         if let [one] = owners.as_slice() {
@@ -85,7 +85,7 @@ fn br0_mac(sp: &SpeakerFleet, i: usize) -> Result<String> {
 
 /// The MAC `ns` (the client or the router) has cached for the VIP on
 /// its LAN interface, `eth0`.
-fn neighbour_mac(ns: &crate::netns::Netns) -> Result<Option<String>> {
+fn neighbour_mac(ns: &netns_testkit::Netns) -> Result<Option<String>> {
     Ok(arp_neighbors(ns, "eth0")?
         .into_iter()
         .find(|n| n.ip == IpAddr::V4(VIP))

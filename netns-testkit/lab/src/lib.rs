@@ -1,0 +1,23 @@
+//! `flatlan-lab`: the demo and the bench of flatlan, an application on
+//! top of netns-testkit's primitives (the lab, namespaces, processes,
+//! probes, the CNI launcher and the speaker fleet).
+//!
+//! - [`demo`]: pods on the simulated LAN with the real `flatlan` binary,
+//!   then `flatlan-speaker` announcing a VIP and failing over; a report.
+//! - [`bench`]: flatlan against Debian's reference `bridge` +
+//!   `host-local` plugins in one interleaved run, plus the speaker's
+//!   figures.
+//!
+//! It is its own crate so that netns-testkit stays the kit the test suites
+//! build on, and neither the kit nor the shipped binaries carry the demo
+//! or the bench (docs/ARCHITECTURE.md, "The workspace").
+#![forbid(unsafe_code)]
+
+pub mod bench;
+mod bench_cni;
+mod bench_datapath;
+mod bench_report;
+mod bench_speaker;
+mod bench_stats;
+pub mod demo;
+mod demo_speaker;
