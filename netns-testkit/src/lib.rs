@@ -39,6 +39,8 @@ pub mod podman;
 pub mod probe;
 mod process;
 mod scratch;
+pub mod segment;
+pub mod speaker;
 pub mod speaker_fleet;
 mod topology;
 

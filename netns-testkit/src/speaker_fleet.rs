@@ -470,6 +470,33 @@ impl<'a> SpeakerFleet<'a> {
         out
     }
 
+    /// The positions of the running speakers whose status file says they
+    /// announce `vip`.
+    pub fn announcers(&mut self, vip: IpAddr) -> Vec<usize> {
+        let running: Vec<usize> = (0..self.len()).filter(|i| self.is_running(*i)).collect();
+        running
+            .into_iter()
+            .filter(|i| {
+                self.status(*i)
+                    .ok()
+                    .and_then(|st| st.vips.get(&vip).cloned())
+                    .is_some_and(|v| v.state == "announcing")
+            })
+            .collect()
+    }
+
+    /// Waits until exactly one running speaker announces `vip`; returns
+    /// its position.
+    pub fn wait_owner(&mut self, vip: IpAddr, timeout: Duration) -> Result<usize> {
+        let fleet = std::cell::RefCell::new(self);
+        crate::speaker::wait_single_owner(
+            vip,
+            timeout,
+            || fleet.borrow_mut().announcers(vip),
+            || fleet.borrow().log_tails(8),
+        )
+    }
+
     /// Everything speaker `i` logged (empty if it never ran).
     pub fn log(&self, i: usize) -> String {
         self.procs

@@ -29,12 +29,12 @@ use crate::bench_datapath::{iperf, Overlay, VethPair, OVERLAY_POD2, VETH_B};
 use crate::bench_speaker::speaker_figures;
 use crate::bench_stats::{median, ratio, Samples};
 use netns_testkit::cni::DEBIAN_CNI_DIR;
-use netns_testkit::{Error, Result};
 use netns_testkit::flatlan;
-use netns_testkit::{Lab, LabConfig};
 use netns_testkit::Netns;
 use netns_testkit::ScratchDir;
 use netns_testkit::DEVICE_IP;
+use netns_testkit::{Error, Result};
+use netns_testkit::{Lab, LabConfig};
 
 pub use crate::bench_report::{BenchReport, BurstFigures, LatencyPair, Target, Throughput};
 pub use crate::bench_speaker::{SpeakerFigures, SPEAKER_KEYS};

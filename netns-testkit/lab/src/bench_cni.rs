@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use netns_testkit::GATEWAY;
 use crate::bench_stats::Samples;
-use netns_testkit::processes_in;
 use netns_testkit::cni::{Attachment, CniCommand, CniInvocation, CniNetwork, Launcher};
-use netns_testkit::{Error, Result};
 use netns_testkit::flatlan::{self, ipv4_of};
+use netns_testkit::processes_in;
 use netns_testkit::Netns;
+use netns_testkit::GATEWAY;
+use netns_testkit::{Error, Result};
 
 /// The CNI version both plugins are configured with, so they get the same
 /// stdin (Debian's plugins 1.1.1 stop at 1.0.0).

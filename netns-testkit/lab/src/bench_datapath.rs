@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use netns_testkit::{Error, Result};
 use netns_testkit::Lab;
 use netns_testkit::Netns;
+use netns_testkit::{Error, Result};
 
 static NEXT_PORT: AtomicU16 = AtomicU16::new(5201);
 

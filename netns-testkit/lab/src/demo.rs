@@ -9,13 +9,13 @@ use std::net::{IpAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use netns_testkit::{CLIENT_IP, DEVICE_IP, INTERNET_IP, LAN_BROADCAST};
 use netns_testkit::avahi::{start_avahi, wait_avahi_ready, MdnsService};
-use netns_testkit::{Error, Result};
 use netns_testkit::flatlan::{self, Pod};
-use netns_testkit::{device_service, LabConfig};
 use netns_testkit::probe::{mdns_query, ping, udp_broadcast};
 use netns_testkit::ScratchDir;
+use netns_testkit::{device_service, LabConfig};
+use netns_testkit::{Error, Result};
+use netns_testkit::{CLIENT_IP, DEVICE_IP, INTERNET_IP, LAN_BROADCAST};
 
 const PING: Duration = Duration::from_secs(5);
 const MDNS: Duration = Duration::from_secs(10);

@@ -14,11 +14,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::demo::Report;
-use netns_testkit::{Error, Result};
-use netns_testkit::Lab;
-use netns_testkit::probe::{arp_neighbors, ping};
-use netns_testkit::ProcHandle;
+use netns_testkit::probe::{arp_neighbors, ping, ping_background, ping_finish};
 use netns_testkit::speaker_fleet::{arping, FleetOptions, SpeakerFleet};
+use netns_testkit::Lab;
+use netns_testkit::ProcHandle;
+use netns_testkit::{Error, Result};
 
 /// The demo's VIP: on the LAN, outside the router's DHCP pool and outside
 /// both nodes' pod slices (.208/28, .224/28).
@@ -40,42 +40,9 @@ const EXIT: Duration = Duration::from_secs(5);
 /// tolerating scheduling hiccups on a busy machine. The target is 0.
 const GRACEFUL_MAX_LOST: u32 = 10;
 
-/// The speakers' view of the VIP: the positions of the running speakers
-/// that announce it.
-fn announcers(sp: &mut SpeakerFleet) -> Vec<usize> {
-    let vip = IpAddr::V4(VIP);
-    let running: Vec<usize> = (0..sp.len()).filter(|i| sp.is_running(*i)).collect();
-    running
-        .into_iter()
-        .filter(|i| {
-            sp.status(*i)
-                .ok()
-                .and_then(|st| st.vips.get(&vip).cloned())
-                .is_some_and(|v| v.state == "announcing")
-        })
-        .collect()
-}
-
 /// Waits until exactly one running speaker announces the VIP.
 fn wait_owner(sp: &mut SpeakerFleet, timeout: Duration) -> Result<usize> {
-    let deadline = netns_testkit::deadline_after(timeout);
-    loop {
-        let owners = announcers(sp);
-        if let [one] = owners.as_slice() {
-            return Ok(*one);
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::Probe {
-                what: format!("waiting for one owner of {VIP}"),
-                detail: format!(
-                    "owners after {timeout:?}: {:?}\n{}",
-                    owners.iter().map(|i| sp.name(*i)).collect::<Vec<_>>(),
-                    sp.log_tails(8)
-                ),
-            });
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    sp.wait_owner(IpAddr::V4(VIP), timeout)
 }
 
 /// The br0 MAC of the node at position `i`.
@@ -92,110 +59,15 @@ fn neighbour_mac(ns: &netns_testkit::Netns) -> Result<Option<String>> {
         .and_then(|n| n.mac))
 }
 
-/// What a background `ping -D` printed.
-#[derive(Debug, Default, PartialEq)]
-struct PingRun {
-    sent: u32,
-    /// Answered sequence numbers with the reply's `-D` timestamp (seconds),
-    /// sorted by sequence number, duplicates removed.
-    replies: Vec<(u32, f64)>,
-}
-
-impl PingRun {
-    /// Parses ping output (with or without `-D` timestamps).
-    fn parse(out: &str) -> PingRun {
-        let mut run = PingRun::default();
-        for l in out.lines() {
-            if l.contains("bytes from") {
-                let t = l
-                    .strip_prefix('[')
-                    .and_then(|r| r.split(']').next())
-                    .and_then(|t| t.parse().ok())
-                    .unwrap_or(f64::NAN);
-                if let Some(i) = l.find("icmp_seq=") {
-                    let n: String = l[i + 9..]
-                        .chars()
-                        .take_while(char::is_ascii_digit)
-                        .collect();
-                    if let Ok(n) = n.parse() {
-                        run.replies.push((n, t));
-                    }
-                }
-            }
-            if let Some(i) = l.find(" packets transmitted") {
-                run.sent = l[..i].trim().parse().unwrap_or(0);
-            }
-        }
-        run.replies.sort_by_key(|r| r.0);
-        run.replies.dedup_by_key(|r| r.0);
-        run
-    }
-
-    fn received(&self) -> u32 {
-        u32::try_from(self.replies.len()).unwrap_or(u32::MAX)
-    }
-
-    fn lost(&self) -> u32 {
-        self.sent.saturating_sub(self.received())
-    }
-
-    /// The longest run of missing sequence numbers between two answered ones.
-    fn longest_gap(&self) -> u32 {
-        self.replies
-            .windows(2)
-            .map(|w| w[1].0.saturating_sub(w[0].0).saturating_sub(1))
-            .max()
-            .unwrap_or(0)
-    }
-
-    /// The longest time between two consecutive replies, in ms: the
-    /// outage as the client lives it. Counting lost pings alone would
-    /// assume ping keeps its 20 ms pace, which it does not quite on a
-    /// loaded machine.
-    fn longest_silence_ms(&self) -> f64 {
-        self.replies
-            .windows(2)
-            .map(|w| (w[1].1 - w[0].1) * 1000.0)
-            .filter(|d| d.is_finite())
-            .fold(0.0, f64::max)
-    }
-
-    /// True if the last replies came back: the run ended with service.
-    fn resumed(&self) -> bool {
-        self.replies.last().is_some_and(|l| l.0 + 10 >= self.sent)
-    }
-}
-
 /// A ping from the LAN client to the VIP every 20 ms for `secs`, in the
 /// background.
-fn ping_background(lab: &Lab, secs: u32) -> Result<ProcHandle> {
-    let interval = format!("{:.3}", PING_INTERVAL_MS as f64 / 1000.0);
-    let deadline = secs.to_string();
-    let vip = VIP.to_string();
-    lab.client.spawn(&[
-        "ping",
-        "-n",
-        "-D",
-        "-i",
-        interval.as_str(),
-        "-W",
-        "0.5",
-        "-w",
-        deadline.as_str(),
-        vip.as_str(),
-    ])
-}
-
-/// Waits for a background ping and parses what it printed.
-fn ping_finish(mut h: ProcHandle, secs: u32) -> Result<PingRun> {
-    let timeout = Duration::from_secs(u64::from(secs) + 10);
-    if h.wait_timeout(timeout).is_none() {
-        return Err(Error::Timeout {
-            what: format!("`{}`", h.command()),
-            timeout,
-        });
-    }
-    Ok(PingRun::parse(&h.log()))
+fn ping_vip(lab: &Lab, secs: u32) -> Result<ProcHandle> {
+    ping_background(
+        &lab.client,
+        IpAddr::V4(VIP),
+        Duration::from_millis(PING_INTERVAL_MS),
+        secs,
+    )
 }
 
 /// Runs the speaker checks on `lab`'s first two nodes and adds them to
@@ -329,7 +201,7 @@ pub(crate) fn run(lab: &Lab, bin: Result<PathBuf>, report: &mut Report) {
             let old = owner.ok_or_else(no_owner)?;
             let old_node = sp.node(old)?;
             const SECS: u32 = 6;
-            let pinger = ping_background(lab, SECS)?;
+            let pinger = ping_vip(lab, SECS)?;
             thread::sleep(Duration::from_secs(1));
             sp.crash(old)?;
             // A dead machine neither answers nor forwards: pull its cable,
@@ -406,7 +278,7 @@ pub(crate) fn run(lab: &Lab, bin: Result<PathBuf>, report: &mut Report) {
             let from = wait_owner(&mut sp, OWNER)?;
             owner = Some(from);
             const SECS: u32 = 4;
-            let pinger = ping_background(lab, SECS)?;
+            let pinger = ping_vip(lab, SECS)?;
             thread::sleep(Duration::from_secs(1));
             let st = sp.terminate(from, EXIT)?;
             let run = ping_finish(pinger, SECS)?;
@@ -443,34 +315,5 @@ fn no_owner() -> Error {
     Error::Probe {
         what: format!("owner of {VIP}"),
         detail: "no speaker announces it (see the first speaker check)".into(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_ping_output_and_gaps() {
-        let out = "PING 192.168.2.240 (192.168.2.240) 56(84) bytes of data.\n\
-                   [100.000] 64 bytes from 192.168.2.240: icmp_seq=1 ttl=64 time=0.05 ms\n\
-                   [100.020] 64 bytes from 192.168.2.240: icmp_seq=2 ttl=64 time=0.05 ms\n\
-                   [100.021] 64 bytes from 192.168.2.240: icmp_seq=2 ttl=64 time=0.07 ms (DUP!)\n\
-                   [100.130] 64 bytes from 192.168.2.240: icmp_seq=7 ttl=64 time=0.05 ms\n\
-                   \n--- 192.168.2.240 ping statistics ---\n\
-                   8 packets transmitted, 3 received, 62.5% packet loss, time 140ms\n";
-        let run = PingRun::parse(out);
-        assert_eq!(run.sent, 8);
-        let seqs: Vec<u32> = run.replies.iter().map(|r| r.0).collect();
-        assert_eq!(seqs, vec![1, 2, 7]);
-        assert_eq!(run.longest_gap(), 4);
-        assert_eq!(run.lost(), 5);
-        assert!((run.longest_silence_ms() - 110.0).abs() < 1e-6);
-        assert!(run.resumed());
-        assert_eq!(PingRun::parse("").longest_gap(), 0);
-        assert!(!PingRun::parse("").resumed());
-        // Without -D there are no timestamps, and no made-up silence.
-        let plain = PingRun::parse("64 bytes from x: icmp_seq=1\n64 bytes from x: icmp_seq=3\n");
-        assert_eq!(plain.longest_silence_ms(), 0.0);
     }
 }

@@ -4,6 +4,7 @@
 mod mdns;
 mod neigh;
 mod ping;
+mod ping_run;
 mod tcp;
 mod udp;
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 pub use mdns::{mdns_query, MdnsAnswer};
 pub use neigh::{arp_neighbors, Neighbor};
 pub use ping::{ping, PingReport};
+pub use ping_run::{ping_background, ping_finish, PingRun};
 pub use tcp::{tcp_echo, tcp_request, tcp_serve, TcpEcho, TcpReply, TcpServer};
 pub use udp::udp_broadcast;
 
