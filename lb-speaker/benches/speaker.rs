@@ -1,14 +1,14 @@
 //! Speaker benchmarks in network namespaces (root; nothing touches the host
-//! namespace). The measurements live in the library
-//! ([`flatlan_speaker::bench`]), so `flatlan-speaker bench --json` (what
-//! `flatlan-lab bench` runs) and this entry point report the same figures.
-//! Prints a Markdown table for docs/BENCHMARKS.md.
+//! namespace). The measurements live in flatlan-lab
+//! ([`flatlan_lab::speaker_bench`]), so `flatlan-lab speaker-bench`,
+//! `flatlan-speaker bench`, `flatlan-lab bench` and this entry point report
+//! the same figures. Prints a Markdown table for docs/BENCHMARKS.md.
 //!
 //! `cargo bench -p flatlan-speaker --bench speaker -- [TRIALS]` (default 20).
 
 use std::process::ExitCode;
 
-use flatlan_speaker::bench::{run, BenchOptions};
+use flatlan_lab::speaker_bench::{run, BenchOptions};
 
 fn main() -> ExitCode {
     let mut opts = BenchOptions::new(env!("CARGO_BIN_EXE_flatlan-speaker").into());

@@ -13,7 +13,6 @@
 
 pub mod announcer;
 pub mod assign;
-pub mod bench;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -53,13 +53,13 @@ enum Cmd {
         json: bool,
     },
     /// Measure failover, handoff, first GARP, ARP reply latency and RSS
-    /// in network namespaces of its own (root).
+    /// in network namespaces of its own (root): runs `flatlan-lab
+    /// speaker-bench` on this binary (flatlan-lab must sit next to it).
     Bench {
         /// Crash and graceful-handoff trials, each.
         #[arg(long, default_value_t = 20)]
         trials: usize,
-        /// Print one JSON object (what `flatlan-lab bench` reads) instead
-        /// of the Markdown table.
+        /// Print one JSON object instead of the Markdown table.
         #[arg(long)]
         json: bool,
     },
@@ -135,8 +135,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// Measures this very binary (the daemons it spawns are `current_exe`).
+/// Measures this very binary with `flatlan-lab speaker-bench`: the bench
+/// and its namespace lab live in flatlan-lab, on netns-testkit, so that
+/// none of it is compiled into the daemon. Replaces this process.
 fn bench(trials: usize, json: bool) -> ExitCode {
+    use std::os::unix::process::CommandExt;
     let exe = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => {
@@ -144,22 +147,23 @@ fn bench(trials: usize, json: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut opts = flatlan_speaker::bench::BenchOptions::new(exe);
-    opts.trials = trials;
-    match flatlan_speaker::bench::run(&opts) {
-        Ok(r) => {
-            if json {
-                println!("{}", serde_json::to_string(&r).unwrap_or_default());
-            } else {
-                print!("{}", r.render_markdown());
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("flatlan-speaker bench: {e}");
-            ExitCode::FAILURE
-        }
+    let lab = exe.with_file_name("flatlan-lab");
+    let mut cmd = std::process::Command::new(&lab);
+    cmd.arg("speaker-bench")
+        .arg("--speaker")
+        .arg(&exe)
+        .arg("--trials")
+        .arg(trials.to_string());
+    if json {
+        cmd.arg("--json");
     }
+    let e = cmd.exec();
+    eprintln!(
+        "flatlan-speaker bench: cannot run {}: {e} (the bench is `flatlan-lab speaker-bench`; \
+         build it with `cargo build -p flatlan-lab`)",
+        lab.display()
+    );
+    ExitCode::FAILURE
 }
 
 /// In-cluster config (or KUBECONFIG), then sync until SIGTERM or Ctrl-C.

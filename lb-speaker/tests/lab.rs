@@ -232,7 +232,7 @@ fn link_down_failover() {
     assert_eq!(
         lab.speakers[other]
             .as_ref()
-            .and_then(|s| s.vip_state(VIP4))
+            .and_then(|s| s.vip_state(ip(VIP4)))
             .as_deref(),
         Some("announcing")
     );
@@ -284,7 +284,7 @@ fn graceful_handoff_loses_at_most_one_ping() {
         assert_ne!(new_owner, owner);
         let log = lab.speakers[owner]
             .as_ref()
-            .map(|s| s.log_text())
+            .map(|s| s.log())
             .unwrap_or_default();
         assert!(
             log.contains("handed_over=true"),
@@ -380,7 +380,7 @@ fn forged_and_replayed_heartbeats_move_nothing() {
     assert!(auth >= 20.0 && replays >= 20.0, "{m}");
     assert!(!lab.speakers[other]
         .as_ref()
-        .map(|s| s.log_text())
+        .map(|s| s.log())
         .unwrap_or_default()
         .contains("member is leaving"));
 }

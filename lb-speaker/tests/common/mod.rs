@@ -1,44 +1,44 @@
-//! A small L2 lab for the speaker's privileged tests: a switch namespace
-//! with a bridge, N node namespaces and a client namespace, each with an
-//! `eth0` veth into the switch. The nodes have no default route, as on a
-//! LAN segment without a gateway (the multicast test relies on that), which
-//! is why this is not netns-testkit's home-LAN `Lab`.
+//! The speaker's privileged tests' lab: netns-testkit's [`SpeakerLab`]
+//! (a bare L2 segment: a switch namespace with a bridge, N node namespaces
+//! and a client namespace, no router, so the multicast test finds its
+//! interface without a default route), with panicking shorthands, since
+//! in a test a failed step is a failed test. `flatlan-lab speaker-bench`
+//! measures on the same lab.
 //!
-//! The parts are netns-testkit's: [`Netns`] gives unique `fl<pid>l<n>-…`
-//! names (parallel tests do not collide, `cleanup_stale` finds leftovers)
-//! and deletes the namespace on drop, also when a test panics; every
-//! speaker is a [`ProcHandle`], signalled by PID only. Nothing touches the
-//! host namespace: veths are created inside the switch namespace and moved
-//! straight into their node.
+//! The parts are netns-testkit's: unique `fl<pid>l<n>-…` namespace names
+//! (parallel tests do not collide, `cleanup_stale` finds leftovers),
+//! deleted on drop, also when a test panics; every speaker is signalled by
+//! PID only. Nothing touches the host namespace.
 #![allow(dead_code)] // each test binary uses a different part
 
-use std::fmt::Write as _;
-use std::fs;
 use std::net::IpAddr;
+use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use netns_testkit::probe::arp_neighbors;
+use netns_testkit::probe::{arp_neighbors, PingRun};
+use netns_testkit::segment::{host_ip, host_ip6};
+use netns_testkit::speaker::{SpeakerLab, StaticSpeaker};
 use netns_testkit::speaker_fleet::{addresses, arping, ArpingReplies, SpeakerStatus};
-use netns_testkit::{Netns, ProcHandle};
+use netns_testkit::Netns;
 use nix::sys::signal::Signal;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_flatlan-speaker");
 pub const VIP4: &str = "10.77.0.100";
 pub const VIP6: &str = "fd77::100";
-pub const SECRET: &str = "lab-secret-0123456789";
+pub const SECRET: &str = netns_testkit::speaker::SPEAKER_SECRET;
 pub const CLIENT_IP: &str = "10.77.0.2";
 pub const CLIENT_IP6: &str = "fd77::2";
 
 pub fn node_ip(i: usize) -> String {
-    format!("10.77.0.{}", 11 + i)
+    host_ip(i).to_string()
 }
 pub fn node_ip6(i: usize) -> String {
-    format!("fd77::{}", 11 + i)
+    host_ip6(i).to_string()
 }
 
-fn ip(s: &str) -> IpAddr {
+pub fn ip(s: &str) -> IpAddr {
     s.parse()
         .unwrap_or_else(|e| panic!("{s:?} is not an IP: {e}"))
 }
@@ -65,168 +65,71 @@ impl NetnsExt for Netns {
     }
 }
 
-/// A running (or exited) speaker.
-pub struct Speaker {
-    proc: ProcHandle,
-    /// Set once [`Speaker::wait`] has seen it exit: from then on it is no
-    /// owner, whatever its last status file says.
-    exited: Option<ExitStatus>,
+/// A running (or exited) speaker, with panicking shorthands.
+pub struct Speaker<'a> {
+    inner: &'a mut StaticSpeaker,
     pub config: PathBuf,
-    status: PathBuf,
 }
 
-impl Speaker {
+impl Speaker<'_> {
     pub fn signal(&mut self, sig: Signal) {
-        let _ = self.proc.kill(sig);
+        let _ = self.inner.signal(sig);
     }
     pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let st = self.proc.wait_timeout(timeout);
-        if st.is_some() {
-            self.exited = st;
-        }
-        st
+        self.inner.wait(timeout)
     }
     pub fn log_text(&self) -> String {
-        self.proc.log()
+        self.inner.log()
     }
     pub fn pid(&self) -> u32 {
-        self.proc.pid()
+        self.inner.pid()
     }
     /// The last status file, if there is one and it parses.
     pub fn status(&self) -> Option<SpeakerStatus> {
-        SpeakerStatus::parse(&fs::read(&self.status).ok()?).ok()
+        self.inner.status()
     }
     pub fn vip_state(&self, vip: &str) -> Option<String> {
-        let vip = ip(vip);
-        self.status()?.vips.get(&vip).map(|v| v.state.clone())
-    }
-    fn announces(&self, vip: &str) -> bool {
-        self.exited.is_none() && self.vip_state(vip).as_deref() == Some("announcing")
+        self.inner.vip_state(ip(vip))
     }
 }
 
-impl Drop for Speaker {
-    /// SIGKILL, not the handle's SIGTERM: a graceful leave would spend the
-    /// teardown handing VIPs to peers that are about to go too.
-    fn drop(&mut self) {
-        let _ = self.proc.kill(Signal::SIGKILL);
-        let _ = self.proc.wait_timeout(Duration::from_secs(5));
+/// The lab: [`SpeakerLab`] (its `client`, `nodes`, `switch` and
+/// `speakers`), with panicking methods.
+pub struct Lab(SpeakerLab);
+
+impl Deref for Lab {
+    type Target = SpeakerLab;
+    fn deref(&self) -> &SpeakerLab {
+        &self.0
     }
 }
 
-/// The lab. `speakers` is the first field, so they are gone before the
-/// namespaces (a namespace with a process in it outlives its name).
-pub struct Lab {
-    pub speakers: Vec<Option<Speaker>>,
-    pub client: Netns,
-    pub nodes: Vec<Netns>,
-    pub switch: Netns,
-    dir: tempfile::TempDir,
-}
-
-fn netns(role: &str) -> Netns {
-    Netns::new(role).unwrap_or_else(|e| panic!("namespace {role}: {e}"))
-}
-
-/// Addresses and link state of a host's `eth0`. No DAD on the lab's fresh
-/// links: until the link-local address leaves "tentative", Linux sends no
-/// NS at all (ndisc_send_ns needs a usable link-local source), so IPv6
-/// replies would stall for the first ~2 s of every test.
-fn attach(ns: &Netns, ip4: &str, ip6: &str) {
-    // /proc/sys/net is the calling thread's namespace: no process, and
-    // the host's value is never touched.
-    ns.run(|| fs::write("/proc/sys/net/ipv6/conf/eth0/accept_dad", "0"))
-        .unwrap_or_else(|e| panic!("enter {}: {e}", ns.name()))
-        .unwrap_or_else(|e| panic!("accept_dad=0 in {}: {e}", ns.name()));
-    ns.ip_batch(&format!(
-        "addr add {ip4}/24 dev eth0\naddr add {ip6}/64 dev eth0 nodad\nlink set eth0 up\n"
-    ))
-    .unwrap_or_else(|e| panic!("{}: {e}", ns.name()));
+impl DerefMut for Lab {
+    fn deref_mut(&mut self) -> &mut SpeakerLab {
+        &mut self.0
+    }
 }
 
 impl Lab {
     /// Needs root: fails (never skips) without it.
     pub fn new(nodes: usize) -> Lab {
-        let switch = netns("spk-switch");
-        let client = netns("spk-client");
-        let node_ns: Vec<Netns> = (0..nodes).map(|i| netns(&format!("spk-node{i}"))).collect();
-        // No multicast snooping: NS to solicited-node groups are flooded,
-        // like on a typical home switch.
-        let mut script =
-            String::from("link add br0 type bridge mcast_snooping 0\nlink set br0 up\n");
-        let ports = std::iter::once(("pc".to_owned(), &client)).chain(
-            node_ns
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (format!("p{i}"), n)),
-        );
-        for (port, host) in ports {
-            let _ = writeln!(
-                script,
-                "link add {port} type veth peer name eth0 netns {}\nlink set {port} master br0 up",
-                host.name()
-            );
-        }
-        switch
-            .ip_batch(&script)
-            .unwrap_or_else(|e| panic!("switch: {e}"));
-        attach(&client, CLIENT_IP, CLIENT_IP6);
-        for (i, n) in node_ns.iter().enumerate() {
-            attach(n, &node_ip(i), &node_ip6(i));
-        }
-        Lab {
-            speakers: (0..nodes).map(|_| None).collect(),
-            client,
-            nodes: node_ns,
-            switch,
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
+        Lab(SpeakerLab::new(BIN.as_ref(), nodes).unwrap_or_else(|e| panic!("speaker lab: {e}")))
     }
 
     /// Gives node `i` a second NIC, `eth1`, cabled to the same switch, with
     /// `ip4`/24 and `ip6`/64 (a wired and a wireless link on one LAN);
     /// returns its MAC.
     pub fn add_second_nic(&self, i: usize, ip4: &str, ip6: &str) -> String {
-        let node = &self.nodes[i];
-        self.switch
-            .ip_batch(&format!(
-                "link add q{i} type veth peer name eth1 netns {}\nlink set q{i} master br0 up\n",
-                node.name()
-            ))
-            .unwrap_or_else(|e| panic!("switch: {e}"));
-        node.ip_batch(&format!(
-            "addr add {ip4}/24 dev eth1\naddr add {ip6}/64 dev eth1 nodad\nlink set eth1 up\n"
-        ))
-        .unwrap_or_else(|e| panic!("{}: {e}", node.name()));
-        node.mac("eth1")
+        let (IpAddr::V4(v4), IpAddr::V6(v6)) = (ip(ip4), ip(ip6)) else {
+            panic!("{ip4} and {ip6}: one IPv4 and one IPv6 address");
+        };
+        self.0
+            .add_second_nic(i, v4, v6)
+            .unwrap_or_else(|e| panic!("second NIC on node {i}: {e}"))
     }
 
     pub fn node_name(i: usize) -> String {
-        format!("node-{i}")
-    }
-
-    pub fn config_text(&self, i: usize, vips: &[&str], extra: &str) -> String {
-        let peers: Vec<String> = (0..self.nodes.len())
-            .filter(|j| *j != i)
-            .map(|j| format!("\"{}:7946\"", node_ip(j)))
-            .collect();
-        let vips: Vec<String> = vips
-            .iter()
-            .map(|v| format!("  - address: \"{v}\"\n"))
-            .collect();
-        format!(
-            "node: {{ name: {}, address: {} }}\nlisten: \"0.0.0.0:7946\"\npeers: [{}]\nsecret: \"{SECRET}\"\nvips:\n{}statusFile: {}\nheartbeatInterval: 100ms\ndeadAfter: 3\nstateDir: {}\n{extra}",
-            Self::node_name(i),
-            node_ip(i),
-            peers.join(", "),
-            vips.concat(),
-            self.status_path(i).display(),
-            self.dir.path().join(format!("state-{i}")).display(),
-        )
-    }
-
-    fn status_path(&self, i: usize) -> PathBuf {
-        self.dir.path().join(format!("status-{i}.json"))
+        SpeakerLab::node_name(i)
     }
 
     pub fn start(&mut self, i: usize, vips: &[&str], extra: &str) {
@@ -236,57 +139,23 @@ impl Lab {
 
     /// Starts node `i`'s speaker with a config file of exactly `text`.
     pub fn start_text(&mut self, i: usize, text: &str) {
-        let config = self.dir.path().join(format!("config-{i}.yaml"));
-        fs::write(&config, text).expect("config");
-        let proc = self.nodes[i]
-            .spawn(&[BIN, "static", "--config", config.to_str().expect("utf8")])
-            .expect("spawn the speaker");
-        self.speakers[i] = Some(Speaker {
-            proc,
-            exited: None,
-            config,
-            status: self.status_path(i),
-        });
+        self.0
+            .start_text(i, text)
+            .unwrap_or_else(|e| panic!("start the speaker on node {i}: {e}"));
     }
 
-    pub fn speaker(&mut self, i: usize) -> &mut Speaker {
-        self.speakers[i].as_mut().expect("speaker started")
-    }
-
-    /// Every speaker's log, for failure messages.
-    pub fn logs(&self) -> String {
-        let mut out = String::new();
-        for (i, s) in self.speakers.iter().enumerate() {
-            if let Some(s) = s {
-                let _ = writeln!(out, "----- node {i} -----\n{}", s.log_text());
-            }
-        }
-        out
+    pub fn speaker(&mut self, i: usize) -> Speaker<'_> {
+        let inner = self.0.speaker(i).expect("speaker started");
+        let config = inner.config().to_path_buf();
+        Speaker { inner, config }
     }
 
     /// Waits until exactly one speaker reports `announcing` for `vip`;
     /// returns its index.
     pub fn wait_owner(&self, vip: &str, timeout: Duration) -> usize {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let owners: Vec<usize> = self
-                .speakers
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.as_ref().is_some_and(|s| s.announces(vip)))
-                .map(|(i, _)| i)
-                .collect();
-            if owners.len() == 1 {
-                return owners[0];
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "no single owner for {vip} (owners {owners:?}); logs:\n{}",
-                    self.logs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.0
+            .wait_owner(ip(vip), timeout)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub fn metrics(&self, i: usize) -> String {
@@ -322,33 +191,17 @@ pub fn capture(ns: &Netns, dur: Duration) -> std::thread::JoinHandle<Vec<Vec<u8>
 
 /// Parses `ping` output: (transmitted, received seqs).
 pub fn ping_seqs(out: &str) -> (u32, Vec<u32>) {
-    let mut seqs = Vec::new();
-    let mut sent = 0;
-    for l in out.lines() {
-        if let Some(i) = l.find("icmp_seq=") {
-            if l.contains("bytes from") {
-                let n: String = l[i + 9..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_digit())
-                    .collect();
-                if let Ok(n) = n.parse() {
-                    seqs.push(n);
-                }
-            }
-        }
-        if let Some(i) = l.find(" packets transmitted") {
-            sent = l[..i].trim().parse().unwrap_or(0);
-        }
-    }
-    (sent, seqs)
+    let run = PingRun::parse(out);
+    (run.sent, run.seqs())
 }
 
 /// The longest run of missing sequence numbers.
 pub fn longest_gap(seqs: &[u32]) -> u32 {
-    seqs.windows(2)
-        .map(|w| w[1].saturating_sub(w[0]).saturating_sub(1))
-        .max()
-        .unwrap_or(0)
+    PingRun {
+        sent: 0,
+        replies: seqs.iter().map(|s| (*s, f64::NAN)).collect(),
+    }
+    .longest_gap()
 }
 
 /// The MAC `ns`'s neighbour cache on `eth0` holds for `ip` (v4 or v6).

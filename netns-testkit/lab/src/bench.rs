@@ -13,7 +13,7 @@
 //!    probe / bare `true` exec every iteration;
 //! 4. concurrent bursts, alternating which plugin goes first;
 //! 5. iperf3: flatlan pod → LAN device and → node, bare veth, VXLAN;
-//! 6. the speaker's own bench, if its binary has one.
+//! 6. the speaker's figures from [`crate::speaker_bench`].
 //!
 //! Everything runs in namespaces the bench creates; dropping them (also
 //! on error) removes every pod, veth and VXLAN device.

@@ -1,20 +1,17 @@
-//! The speaker figures of `flatlan-lab bench`, taken from the speaker's
-//! own bench entry point through its binary, so netns-testkit does not
-//! depend on the speaker crate.
+//! The speaker figures of `flatlan-lab bench`: [`crate::speaker_bench`]
+//! run on the `flatlan-speaker` binary (driven as a process, so flatlan-lab
+//! does not depend on the speaker crate).
 //!
-//! The contract: `flatlan-speaker bench --json` measures in namespaces of
-//! its own and prints one JSON object with (some of) the keys in
-//! [`SPEAKER_KEYS`], numbers or null. A binary without a `bench`
-//! subcommand yields "not available" and nulls, never made-up numbers.
+//! The contract: the speaker bench's report has (some of) the keys in
+//! [`SPEAKER_KEYS`], numbers or null. A bench that fails yields "not
+//! available" and nulls, never made-up numbers.
 
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
 
-use netns_testkit::command;
+use crate::speaker_bench::{self, BenchOptions};
 
 /// What the bench reports from the speaker, by JSON key.
 pub const SPEAKER_KEYS: [&str; 5] = [
@@ -24,9 +21,6 @@ pub const SPEAKER_KEYS: [&str; 5] = [
     "arp_reply_p99_ms",
     "rss_mb_1000_vips",
 ];
-
-/// The speaker bench may build labs and run 20+ failovers.
-const SPEAKER_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SpeakerFigures {
@@ -63,10 +57,10 @@ impl SpeakerFigures {
         SpeakerFigures {
             available: missing.len() < SPEAKER_KEYS.len(),
             note: if missing.is_empty() {
-                "from `flatlan-speaker bench --json`".into()
+                "from `flatlan-lab speaker-bench`".into()
             } else {
                 format!(
-                    "`flatlan-speaker bench --json` did not report {}",
+                    "`flatlan-lab speaker-bench` did not report {}",
                     missing.join(", ")
                 )
             },
@@ -80,47 +74,18 @@ impl SpeakerFigures {
     }
 }
 
-/// True when clap's help lists a `bench` subcommand.
-fn has_bench_subcommand(help: &str) -> bool {
-    help.lines()
-        .skip_while(|l| !l.trim_start().starts_with("Commands:"))
-        .any(|l| l.split_whitespace().next() == Some("bench"))
-}
-
-/// Runs the speaker's bench if its binary has one.
+/// Runs the speaker bench on `binary`.
 pub fn speaker_figures(binary: Option<&Path>) -> SpeakerFigures {
     let Some(bin) = binary else {
         return SpeakerFigures::unavailable("flatlan-speaker binary not found");
     };
-    let mut help = Command::new(bin);
-    help.arg("--help");
-    let help = match command::run(help, None, Duration::from_secs(10)) {
-        Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
-        Err(e) => return SpeakerFigures::unavailable(format!("cannot run {}: {e}", bin.display())),
+    let report = match speaker_bench::run(&BenchOptions::new(bin.to_path_buf())) {
+        Ok(r) => r,
+        Err(e) => return SpeakerFigures::unavailable(format!("speaker bench: {e}")),
     };
-    if !has_bench_subcommand(&help) {
-        return SpeakerFigures::unavailable(
-            "flatlan-speaker has no `bench` subcommand yet (lb-speaker is still in progress)",
-        );
-    }
-    let mut cmd = Command::new(bin);
-    cmd.args(["bench", "--json"]);
-    let out = match command::run(cmd, None, SPEAKER_TIMEOUT) {
-        Ok(o) => o,
-        Err(e) => return SpeakerFigures::unavailable(format!("flatlan-speaker bench: {e}")),
-    };
-    if !out.status.success() {
-        return SpeakerFigures::unavailable(format!(
-            "flatlan-speaker bench failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    match serde_json::from_slice::<Value>(&out.stdout) {
+    match serde_json::to_value(&report) {
         Ok(v) => SpeakerFigures::from_json(&v),
-        Err(e) => SpeakerFigures::unavailable(format!(
-            "flatlan-speaker bench printed no JSON object: {e}"
-        )),
+        Err(e) => SpeakerFigures::unavailable(format!("speaker bench report: {e}")),
     }
 }
 
@@ -128,17 +93,6 @@ pub fn speaker_figures(binary: Option<&Path>) -> SpeakerFigures {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn finds_a_bench_subcommand_in_clap_help() {
-        let without = "flatlan's L2 load-balancer speaker\n\nUsage: flatlan-speaker <COMMAND>\n\n\
-                       Commands:\n  static  Announce\n  status  Print\n  help    Print this\n";
-        assert!(!has_bench_subcommand(without));
-        let with = format!("{without}  bench   Measure failover\n");
-        assert!(has_bench_subcommand(&with));
-        // "bench" in prose before the command list does not count.
-        assert!(!has_bench_subcommand("bench it\nCommands:\n  static  x\n"));
-    }
 
     #[test]
     fn figures_from_json_keep_nulls() {

@@ -6,7 +6,10 @@
 //!   then `flatlan-speaker` announcing a VIP and failing over; a report.
 //! - [`bench`]: flatlan against Debian's reference `bridge` +
 //!   `host-local` plugins in one interleaved run, plus the speaker's
-//!   figures.
+//!   figures from [`speaker_bench`].
+//! - [`speaker_bench`]: failover, handoff, first GARP, ARP reply latency
+//!   and RSS of the real `flatlan-speaker` on netns-testkit's
+//!   `SpeakerLab` (also behind `flatlan-speaker bench`).
 //!
 //! It is its own crate so that netns-testkit stays the kit the test suites
 //! build on, and neither the kit nor the shipped binaries carry the demo
@@ -21,3 +24,4 @@ mod bench_speaker;
 mod bench_stats;
 pub mod demo;
 mod demo_speaker;
+pub mod speaker_bench;

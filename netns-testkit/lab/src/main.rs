@@ -53,6 +53,43 @@ enum Cmd {
     /// the speaker's figures. Exits 1 on error, and with --strict also when
     /// a target is not met.
     Bench(BenchArgs),
+    /// Measure the speaker alone: failover, handoff, first GARP, ARP reply
+    /// latency and RSS, in namespaces of its own (what `flatlan-speaker
+    /// bench` runs). Prints a Markdown table, or one JSON object.
+    SpeakerBench {
+        /// The flatlan-speaker binary (default: next to flatlan-lab).
+        #[arg(long)]
+        speaker: Option<std::path::PathBuf>,
+        /// Crash and graceful-handoff trials, each.
+        #[arg(long, default_value_t = 20)]
+        trials: usize,
+        /// Print one JSON object instead of the Markdown table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn speaker_bench(
+    speaker: Option<std::path::PathBuf>,
+    trials: usize,
+    json: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let speaker = match speaker {
+        Some(p) => p,
+        None => netns_testkit::flatlan::sibling_binary("flatlan-speaker")?,
+    };
+    let mut opts = flatlan_lab::speaker_bench::BenchOptions::new(speaker);
+    opts.trials = trials;
+    let r = flatlan_lab::speaker_bench::run(&opts)?;
+    let text = if json {
+        format!("{}\n", serde_json::to_string(&r)?)
+    } else {
+        r.render_markdown()
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -217,6 +254,11 @@ fn main() -> ExitCode {
                 Err(e) => Err(e.into()),
             }
         }
+        Cmd::SpeakerBench {
+            speaker,
+            trials,
+            json,
+        } => speaker_bench(speaker, trials, json),
         Cmd::Bench(args) => match bench(args) {
             Ok(code) => return code,
             Err(e) => Err(e),
