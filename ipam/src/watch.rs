@@ -8,7 +8,8 @@
 //! ARP packet with the address as sender (requests, replies, gratuitous
 //! ARP), another host's RFC 5227 ARP probe for it (a DHCP client about to
 //! take it), a Neighbor Advertisement for it, and another host's DAD
-//! solicitation. Frames from this node's own pods are not foreign: pods
+//! solicitation; and, IPv6's ARP sender, a Neighbor Solicitation from it.
+//! Frames from this node's own pods are not foreign: pods
 //! have flatlan's derived `0a:58:…` MACs, and the store records each
 //! allocation's MAC.
 //!
@@ -25,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crate::mac::MacAddr;
+use crate::probe::evidence::ns_sender_sighting;
 use crate::probe::{sighting, Sighting};
 use crate::store::State;
 
@@ -93,7 +95,7 @@ impl Watch {
         now: u64,
         in_scope: impl Fn(IpAddr) -> bool,
     ) -> Option<Sighting> {
-        let s = sighting(frame, self.bridge)?;
+        let s = sighting(frame, self.bridge).or_else(|| ns_sender_sighting(frame, self.bridge))?;
         if !in_scope(s.addr) || self.is_ours(s.addr, s.mac) || self.known(&s, now) {
             return None;
         }
@@ -171,7 +173,9 @@ mod tests {
 
     use super::*;
     use crate::frame::ndp::{ipv6_multicast_mac, ALL_NODES};
-    use crate::frame::{ArpPacket, NeighborAdvertisement};
+    use crate::frame::{
+        solicited_node_multicast_mac, ArpPacket, NeighborAdvertisement, NeighborSolicitation,
+    };
     use crate::probe::Evidence;
     use crate::store::Allocation;
 
@@ -179,6 +183,7 @@ mod tests {
     const HOST: MacAddr = MacAddr([0x3c, 0x2a, 0xf4, 0x11, 0x09, 0x7e]);
     const IP: Ipv4Addr = Ipv4Addr::new(192, 168, 2, 210);
     const Q: u64 = 3600;
+    const ROUTER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, 1);
 
     fn scope(ip: IpAddr) -> bool {
         match ip {
@@ -227,6 +232,14 @@ mod tests {
                     .expect("valid"),
                 ip6.into(),
                 Evidence::NeighborAdvertisement,
+            ),
+            // The host resolving its router from the address: IPv6's ARP sender.
+            (
+                NeighborSolicitation::resolve(ip6, HOST, ROUTER6)
+                    .to_frame(HOST, solicited_node_multicast_mac(ROUTER6))
+                    .expect("valid"),
+                ip6.into(),
+                Evidence::SolicitationSender,
             ),
         ];
         for (frame, addr, evidence) in frames {

@@ -792,6 +792,7 @@ fn how(e: Evidence) -> &'static str {
         Evidence::SimultaneousArpProbe => "simultaneous probe",
         Evidence::NeighborAdvertisement => "NA",
         Evidence::SimultaneousDad => "simultaneous DAD",
+        Evidence::SolicitationSender => "NS",
     }
 }
 

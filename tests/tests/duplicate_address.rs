@@ -324,7 +324,7 @@ fn the_watcher_quarantines_an_address_a_lan_host_starts_using_with_no_add() {
 }
 
 #[test]
-fn the_watcher_sees_a_lan_host_doing_dad_for_a_pool_ipv6_address() {
+fn the_watcher_sees_a_lan_host_take_a_pool_ipv6_address_by_dad_or_by_using_it() {
     let l = FlatLab::new(LabConfig::new().nodes(1));
     let node = l.node_ns(1);
     let dir = l.data_dir(1);
@@ -345,12 +345,40 @@ fn the_watcher_sees_a_lan_host_doing_dad_for_a_pool_ipv6_address() {
     ])
     .expect("the device takes the address, with DAD");
     wait_quarantined(node, &dir, taken, Duration::from_secs(10));
-    assert_quarantined(
-        node,
-        &dir,
-        taken.into(),
-        &dev.link_mac("eth0").expect("MAC"),
-    );
+    let mac = dev.link_mac("eth0").expect("MAC");
+    assert_quarantined(node, &dir, taken.into(), &mac);
+    // Another one, configured without DAD (no frame at all), is seen the
+    // moment the host uses it: its Neighbor Solicitation for the router
+    // carries it as the source, as an ARP request carries the sender's IP.
+    let quiet = Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 1, 6);
+    dev.exec_ok(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        &format!("{quiet}/64"),
+        "dev",
+        "eth0",
+        "nodad",
+    ])
+    .expect("a second address, no DAD");
+    dev.exec_ok(&["ip", "-6", "neigh", "flush", "dev", "eth0"])
+        .expect("forget the router, so the next packet resolves it");
+    let gw = netns_testkit::GATEWAY6.to_string();
+    dev.exec_ok(&[
+        "ping",
+        "-6",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        "-I",
+        &quiet.to_string(),
+        &gw,
+    ])
+    .expect("the device uses the address");
+    wait_quarantined(node, &dir, quiet, Duration::from_secs(10));
+    assert_quarantined(node, &dir, quiet.into(), &mac);
     // A dual-stack pod's own IPv6 traffic (its DAD is off, its NAs carry
     // its 0a:58 MAC) is not foreign.
     let pod = l.pod_on(&l.network_dual(1), 1, "web");

@@ -31,6 +31,10 @@ pub enum Evidence {
     /// Another host's DAD solicitation for the same address (RFC 4862
     /// §5.4.3).
     SimultaneousDad,
+    /// A Neighbor Solicitation whose source is the address: the host uses
+    /// it to resolve someone else. Only [`ns_sender_sighting`] reports it;
+    /// the probe and the speaker do not ask for it.
+    SolicitationSender,
 }
 
 /// Another host using or claiming an address.
@@ -51,7 +55,10 @@ impl Evidence {
     pub fn is_claim(self) -> bool {
         matches!(
             self,
-            Evidence::ArpReply | Evidence::ArpSender | Evidence::NeighborAdvertisement
+            Evidence::ArpReply
+                | Evidence::ArpSender
+                | Evidence::NeighborAdvertisement
+                | Evidence::SolicitationSender
         )
     }
 }
@@ -132,6 +139,32 @@ pub fn ndp_sighting(eth: &EthernetHeader, m: &NdpMessage, ours: MacAddr) -> Opti
     })
 }
 
+/// The IPv6 counterpart of an ARP request's sender address, for the
+/// passive watcher (`crate::watch`): a Neighbor Solicitation from a real
+/// source shows that source in use by the sender (RFC 4861 §7.2.2 puts the
+/// sender's own address there), as an ARP request's sender IP does for
+/// IPv4. [`sighting`] leaves it out because it reports what a frame says
+/// about its target, and this is about the source.
+pub fn ns_sender_sighting(frame: &[u8], ours: MacAddr) -> Option<Sighting> {
+    if peek_ethertype(frame) != Some(EtherType::IPV6) {
+        return None;
+    }
+    let (eth, m) = NdpMessage::parse_frame(frame).ok()?;
+    let NdpMessage::Solicitation(ns) = m else {
+        return None;
+    };
+    let mac = ns.source_ll.unwrap_or(eth.src);
+    let link_local = ns.src.segments()[0] & 0xffc0 == 0xfe80;
+    if eth.src == ours || mac == ours || ns.src.is_unspecified() || link_local {
+        return None;
+    }
+    Some(Sighting {
+        addr: IpAddr::V6(ns.src),
+        mac,
+        evidence: Evidence::SolicitationSender,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +222,14 @@ mod tests {
             .to_frame(THEM, group)
             .expect("valid");
         assert_eq!(seen(&resolve), None);
+        // ...but it shows its source in use, for the watcher.
+        let sender = ns_sender_sighting(&resolve, US).map(|s| (s.addr, s.mac, s.evidence));
+        assert_eq!(
+            sender,
+            Some((src.into(), THEM, Evidence::SolicitationSender))
+        );
+        assert_eq!(ns_sender_sighting(&dad, US), None, "DAD has no source");
+        assert_eq!(ns_sender_sighting(&resolve, THEM), None, "our own");
         // An NA naming our MAC, even relayed by someone else, is us.
         let ours = NeighborAdvertisement::unsolicited(IP6, US, IP6)
             .to_frame(THEM, ipv6_multicast_mac(ALL_NODES))
