@@ -231,7 +231,12 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     }
     let spawned = wait_quiet(&node, QUIET);
     if spawned > 0 {
-        tracing::warn!(spawned, "a probe-ahead ran during the steady-state phase");
+        // Expected: a DEL leaves no verified address (issue 10), so the
+        // measured ADDs start probe-ahead rounds as a node's would.
+        tracing::info!(
+            spawned,
+            "a probe-ahead was still running after the steady-state phase"
+        );
     }
     let [fl, rf, off] = &contenders;
     report.flatlan = LatencyPair {
