@@ -11,6 +11,9 @@
 //! permitted capabilities, so only a narrow bounding set keeps `ip` from
 //! regaining them.
 //!
+//! Run as a non-root user with those capabilities granted (ambient), it
+//! keeps them ambient, so that `ip` still has `CAP_NET_ADMIN`.
+//!
 //! Capabilities belong to a thread: this runs before the runtime and the
 //! heartbeat thread exist, so every thread inherits the narrowed sets.
 
@@ -57,9 +60,23 @@ pub fn drop_capabilities(cfg: &Config) -> Result<()> {
     }
     let permitted = caps::read(None, CapSet::Permitted).map_err(|e| err("read permitted", e))?;
     let kept: CapsHashSet = permitted.intersection(&keep).copied().collect();
-    caps::set(None, CapSet::Inheritable, &CapsHashSet::new()).map_err(|e| err("inheritable", e))?;
+    // Root's `ip` gets its capabilities back from the bounding set at
+    // exec; a non-root speaker (given NET_ADMIN and NET_RAW) passes them
+    // on through the inheritable and ambient sets, or `ip addr` would fail.
+    let root = nix::unistd::geteuid().is_root();
+    let pass_on = if root {
+        CapsHashSet::new()
+    } else {
+        kept.clone()
+    };
+    caps::set(None, CapSet::Inheritable, &pass_on).map_err(|e| err("inheritable", e))?;
     caps::set(None, CapSet::Effective, &kept).map_err(|e| err("effective", e))?;
     caps::set(None, CapSet::Permitted, &kept).map_err(|e| err("permitted", e))?;
+    for cap in &pass_on {
+        if let Err(e) = caps::raise(None, CapSet::Ambient, *cap) {
+            tracing::warn!(%cap, "cannot pass the capability on to `ip`: {e}");
+        }
+    }
     for cap in keep.difference(&kept) {
         tracing::warn!(%cap, "missing capability: the speaker will fail where it needs it");
     }
