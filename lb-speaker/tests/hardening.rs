@@ -266,3 +266,56 @@ fn the_claim_schedule_repeats_past_one_second() {
     }
     assert_eq!(garps.len(), 2 * want.len(), "two GARP forms per round");
 }
+
+/// Run as an unprivileged user given only NET_ADMIN and NET_RAW (ambient,
+/// as a container or a systemd unit with `AmbientCapabilities=` grants
+/// them), the speaker keeps them ambient: the `ip` it runs can still put
+/// the VIP on `lo`, and the sysctls are set and restored.
+#[test]
+fn an_unprivileged_speaker_with_the_two_capabilities_works() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let lab = Lab::new(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let config = dir.path().join("speaker.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "node: {{ name: solo }}\nsecret: \"{SECRET}\"\nvips: [{{ address: \"{VIP4}\" }}]\n\
+             statusFile: {0}/status.json\nstateDir: {0}/state\n",
+            dir.path().display()
+        ),
+    )
+    .expect("config");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let caps = "+net_admin,+net_raw";
+    let mut proc = lab.nodes[0]
+        .spawn(&[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            &format!("--inh-caps={caps}"),
+            &format!("--ambient-caps={caps}"),
+            BIN,
+            "static",
+            "--config",
+            config.to_str().expect("utf8"),
+        ])
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !on_lo(&lab.nodes[0], VIP4) {
+        assert!(Instant::now() < deadline, "VIP not on lo:\n{}", proc.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(arp_sysctls(&lab.nodes[0], "all"), "1 2");
+    let r = arp_responders(&lab.client, VIP4, "2");
+    assert_eq!(r.macs, vec![lab.nodes[0].mac("eth0")]);
+    assert_eq!(cap_set(proc.pid(), "CapEff"), NET_ADMIN_AND_RAW);
+    proc.kill(Signal::SIGTERM).expect("SIGTERM");
+    let st = proc.wait_timeout(Duration::from_secs(3)).expect("exit");
+    assert!(st.success(), "{st:?}\n{}", proc.log());
+    assert!(!on_lo(&lab.nodes[0], VIP4), "{}", proc.log());
+    assert_eq!(arp_sysctls(&lab.nodes[0], "all"), "0 0");
+    assert_eq!(arp_sysctls(&lab.nodes[0], "eth0"), "0 0");
+}
