@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use flatlan_e2e::{
     allocation_count, assert_quarantined, bin_dir, ipam_ls, plugin_conf_dual, pod_ipv4, pod_ipv6,
-    pod_mac, settle_store, FlatLab,
+    pod_mac, pod_veths, settle_store, FlatLab,
 };
 use netns_testkit::cni::CniNetwork;
 use netns_testkit::probe::{arp_neighbors, ping};
@@ -213,6 +213,15 @@ fn del_frees_both_families_and_identity_brings_both_back() {
         .switch
         .exec_ok(&["ip", "netns", "del", again.ns.name()])
         .expect("pod gone");
+    // The kernel tears a deleted namespace down in the background: until its
+    // veth is gone, the old pod still answers the conflict probe that a
+    // returning identity's address always gets, with its own MAC, and the
+    // address would be quarantined. A real reboot leaves nothing behind.
+    let deadline = Instant::now() + WAIT;
+    while pod_veths(node).len() > 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(pod_veths(node).len(), 2, "the deleted pod's veth is gone");
     let rebooted = l.pod_as(&net, 1, "ha-3", "homeassistant");
     assert_eq!(pod_ipv4(&rebooted.result), v4);
     assert_eq!(pod_ipv6(&rebooted.result), v6);
