@@ -40,11 +40,6 @@ const EXIT: Duration = Duration::from_secs(5);
 /// tolerating scheduling hiccups on a busy machine. The target is 0.
 const GRACEFUL_MAX_LOST: u32 = 10;
 
-/// Waits until exactly one running speaker announces the VIP.
-fn wait_owner(sp: &mut SpeakerFleet, timeout: Duration) -> Result<usize> {
-    sp.wait_owner(IpAddr::V4(VIP), timeout)
-}
-
 /// The br0 MAC of the node at position `i`.
 fn br0_mac(sp: &SpeakerFleet, i: usize) -> Result<String> {
     sp.node(i)?.ns.link_mac("br0")
@@ -108,7 +103,7 @@ pub(crate) fn run(lab: &Lab, bin: Result<PathBuf>, report: &mut Report) {
         || {
             let started = Instant::now();
             sp.start_all(START)?;
-            let o = wait_owner(&mut sp, OWNER)?;
+            let o = sp.wait_owner(IpAddr::V4(VIP), OWNER)?;
             owner = Some(o);
             let mac = sp
                 .status(o)?
@@ -215,7 +210,7 @@ pub(crate) fn run(lab: &Lab, bin: Result<PathBuf>, report: &mut Report) {
                 .ns
                 .exec_ok(&["ip", "addr", "del", vip_host.as_str(), "dev", "lo"])?;
             let run = ping_finish(pinger, SECS)?;
-            let new = wait_owner(&mut sp, OWNER)?;
+            let new = sp.wait_owner(IpAddr::V4(VIP), OWNER)?;
             owner = Some(new);
             if new == old {
                 return Err(Error::Probe {
@@ -275,14 +270,14 @@ pub(crate) fn run(lab: &Lab, bin: Result<PathBuf>, report: &mut Report) {
             // Two heartbeats of listening, the takeover, then the status
             // file; 2 s covers it with room to spare.
             thread::sleep(Duration::from_secs(2));
-            let from = wait_owner(&mut sp, OWNER)?;
+            let from = sp.wait_owner(IpAddr::V4(VIP), OWNER)?;
             owner = Some(from);
             const SECS: u32 = 4;
             let pinger = ping_vip(lab, SECS)?;
             thread::sleep(Duration::from_secs(1));
             let st = sp.terminate(from, EXIT)?;
             let run = ping_finish(pinger, SECS)?;
-            let to = wait_owner(&mut sp, OWNER)?;
+            let to = sp.wait_owner(IpAddr::V4(VIP), OWNER)?;
             owner = Some(to);
             let (lost, sent) = (run.lost(), run.sent);
             let handed_over = sp.log(from).contains("handed_over=true");
