@@ -48,9 +48,25 @@ pub fn with_fixed_checksum(data: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn check_one(data: &[u8]) {
+    // The passive watcher (ipam/src/watch.rs) classifies every frame a LAN
+    // host puts on the bridge; an NS-sender sighting is the NS's source.
+    let ours = flatlan_ipam::mac::MacAddr([0x02, 0, 0, 0, 0, 1]);
+    let _ = flatlan_ipam::watch::Watch::new(ours, 3600).observe(data, 1, |_| true);
+    let sender = flatlan_ipam::probe::evidence::ns_sender_sighting(data, ours);
     let Ok((hdr, msg)) = NdpMessage::parse_frame(data) else {
+        assert!(
+            sender.is_none(),
+            "a sighting from a frame that does not parse"
+        );
         return;
     };
+    if let Some(s) = sender {
+        assert!(
+            matches!(&msg, NdpMessage::Solicitation(ns)
+                if std::net::IpAddr::V6(ns.src) == s.addr && !ns.src.is_unspecified()),
+            "{s:?} is not the source of {msg:?}"
+        );
+    }
     assert_eq!(hdr.ethertype, EtherType::IPV6);
     assert_eq!(
         NdpMessage::parse_ipv6(&data[HEADER_LEN..]).as_ref(),
