@@ -93,6 +93,9 @@ pub struct Engine {
     /// Per peer: when the newest of our challenges its fresh heartbeats
     /// echo was issued (it heard what we sent until then).
     heard_us: BTreeMap<String, Instant>,
+    /// Non-members heard from without proof of freshness: since when, and
+    /// when last.
+    unanswered: BTreeMap<String, (Instant, Instant)>,
     announcer: Announcer,
     host: Box<dyn HostAddrs>,
     nonce: u64,
@@ -227,6 +230,7 @@ impl Engine {
             claim_after: BTreeMap::new(),
             told_at: None,
             heard_us: BTreeMap::new(),
+            unanswered: BTreeMap::new(),
             host,
             nonce,
             ifaces,
@@ -540,11 +544,43 @@ impl Engine {
             // life either way.
             self.metrics.heartbeat_replays.inc();
             tracing::debug!(%from, node = %hb.node, "heartbeat echoes no recent challenge of ours: not counted");
+            self.note_unanswered(now, &hb.node, from);
             return;
         }
+        self.unanswered.remove(&hb.node);
         self.metrics.heartbeats_received.inc();
         for ev in self.membership.observe(now, &hb) {
             self.on_event(now, ev);
+        }
+    }
+
+    /// A node we keep hearing whose heartbeats never echo ours is no
+    /// member: it does not hear us (a one-sided `peers` list, a firewall)
+    /// or it is a recording. Said (at most every 10 s) once that has gone
+    /// on for a dead interval past the window, so a peer that is just
+    /// starting is not reported.
+    fn note_unanswered(&mut self, now: Instant, node: &str, from: SocketAddr) {
+        let dead = self.cfg.timers.dead_interval();
+        let window = freshness::window(dead);
+        self.unanswered
+            .retain(|_, (_, last)| now.saturating_duration_since(*last) <= window);
+        if self.membership.live().contains_key(node)
+            || (self.unanswered.len() >= freshness::MAX_SENDERS
+                && !self.unanswered.contains_key(node))
+        {
+            return;
+        }
+        let (since, last) = self.unanswered.entry(node.to_owned()).or_insert((now, now));
+        *last = now;
+        if now.saturating_duration_since(*since) < window + dead {
+            return;
+        }
+        if let Some(held) = self.noise.unanswered.pass(now, &self.metrics) {
+            tracing::warn!(%from, %node, more_since_last = held,
+                "heartbeats from this node never echo ours, so it is no member and both \
+                 may announce the same VIPs: it does not hear us (is this node in its \
+                 peers, is UDP {} open both ways?), or they are replayed; counted in \
+                 flatlan_speaker_heartbeat_replays_total", self.cfg.listen.port());
         }
     }
 
@@ -1405,11 +1441,21 @@ vips: [{ address: 192.0.2.1 }]
         assert_eq!(e.metrics.heartbeat_replays.get(), 1);
         assert!(e.heartbeat_now, "its sender is answered at once");
         assert_eq!(e.outgoing(Instant::now()).hb.echoes, vec![41]);
+        // Heard for long without an echo of ours: said, once.
+        let t0 = Instant::now();
+        let stale = wire::encode(&hb(2, 43, vec![]), &secret).unwrap();
+        for ms in (0..=1200).step_by(100) {
+            e.on_datagram(t0 + Duration::from_millis(ms), &stale, from);
+        }
+        assert!(e.unanswered.contains_key("peer"));
+        assert_eq!(e.metrics.log_suppressed.get(), 3, "logged once, then held");
         let c = e.challenges.lock().unwrap().issue(Instant::now());
         deliver(&mut e, hb(1, 42, vec![c]));
         assert!(e.membership.live().contains_key("peer"));
+        assert!(e.unanswered.is_empty());
         assert_eq!(e.metrics.heartbeats_received.get(), 1);
-        assert_eq!(e.outgoing(Instant::now()).hb.echoes, vec![41, 42]);
+        // Its latest fresh and latest other challenge.
+        assert_eq!(e.outgoing(Instant::now()).hb.echoes, vec![42, 43]);
     }
 
     /// Two nodes given the same new VIP by one SIGHUP each: neither claims

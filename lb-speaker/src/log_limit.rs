@@ -74,6 +74,8 @@ pub struct EngineNoise {
     pub version: LogLimit,
     /// Authenticated heartbeats with our name from another process.
     pub own_name: LogLimit,
+    /// A node heard for a while whose heartbeats never echo ours.
+    pub unanswered: LogLimit,
     /// Frames the kernel refused to send (an ARP storm answered into a
     /// full queue).
     pub send: LogLimit,
