@@ -1249,6 +1249,19 @@ mod tests {
     use crate::announcer::{announce_frames, Link};
     use crate::config::Timers;
 
+    /// A config reader for tests whose config names no files.
+    fn no_files(_: &std::path::Path) -> std::io::Result<Vec<u8>> {
+        Err(std::io::ErrorKind::NotFound.into())
+    }
+
+    /// An engine started from `yaml`, with no key or status files.
+    async fn started(yaml: &str) -> (Engine, FrameRx) {
+        let cfg = Config::from_yaml(yaml, &no_files).unwrap();
+        Engine::start(cfg, PathBuf::from("/nonexistent"))
+            .await
+            .unwrap()
+    }
+
     /// What the fake host was asked.
     #[derive(Debug, Default)]
     struct HostLog {
@@ -1352,12 +1365,8 @@ heartbeatInterval: 20ms
 deadAfter: 3
 vips: [{ address: 192.0.2.1 }]
 "#;
-        let no_files = |_: &std::path::Path| Err(std::io::ErrorKind::NotFound.into());
-        let cfg = Config::from_yaml(yaml, &no_files).unwrap();
-        let secret = cfg.secret.clone();
-        let (mut e, _frames) = Engine::start(cfg, PathBuf::from("/nonexistent"))
-            .await
-            .unwrap();
+        let (mut e, _frames) = started(yaml).await;
+        let secret = e.cfg.secret.clone();
         let to = e.udp.local_addr().unwrap();
         let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let ours = e.challenges.clone();
@@ -1414,12 +1423,8 @@ metricsAddr: off
 assign: false
 vips: [{ address: 192.0.2.1 }]
 "#;
-        let no_files = |_: &std::path::Path| Err(std::io::ErrorKind::NotFound.into());
-        let cfg = Config::from_yaml(yaml, &no_files).unwrap();
-        let secret = cfg.secret.clone();
-        let (mut e, _frames) = Engine::start(cfg, PathBuf::from("/nonexistent"))
-            .await
-            .unwrap();
+        let (mut e, _frames) = started(yaml).await;
+        let secret = e.cfg.secret.clone();
         let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let hb = |seq, challenge, echoes| Heartbeat {
             node: "peer".into(),
@@ -1468,12 +1473,8 @@ vips: [{ address: 192.0.2.1 }]
                  metricsAddr: off\nassign: false\nvips: [{vips}]\n"
             )
         };
-        let no_files = |_: &std::path::Path| Err(std::io::ErrorKind::NotFound.into());
-        let cfg = Config::from_yaml(&yaml("{ address: 192.0.2.1 }"), &no_files).unwrap();
-        let interval = cfg.timers.heartbeat_interval;
-        let (mut e, _frames) = Engine::start(cfg, PathBuf::from("/nonexistent"))
-            .await
-            .unwrap();
+        let (mut e, _frames) = started(&yaml("{ address: 192.0.2.1 }")).await;
+        let interval = e.cfg.timers.heartbeat_interval;
         let added: IpAddr = "192.0.2.2".parse().unwrap();
         let both = yaml("{ address: 192.0.2.1 }, { address: 192.0.2.2 }");
         let new = Config::from_yaml(&both, &no_files).unwrap();
@@ -1560,11 +1561,7 @@ metricsAddr: off
 assign: false
 vips: [{ address: 192.0.2.1 }]
 "#;
-        let no_files = |_: &std::path::Path| Err(std::io::ErrorKind::NotFound.into());
-        let cfg = Config::from_yaml(yaml, &no_files).unwrap();
-        let (mut e, _frames) = Engine::start(cfg, PathBuf::from("/nonexistent"))
-            .await
-            .unwrap();
+        let (mut e, _frames) = started(yaml).await;
         let vip: IpAddr = "192.0.2.1".parse().unwrap();
         let link = Link {
             iface: "eth9".into(),
@@ -1706,12 +1703,8 @@ metricsAddr: off
 assign: false
 vips: [{ address: 192.0.2.1 }, { address: 192.0.2.2 }]
 "#;
-        let no_files = |_: &std::path::Path| Err(std::io::ErrorKind::NotFound.into());
-        let cfg = Config::from_yaml(yaml, &no_files).unwrap();
-        let retry = cfg.timers.conflict_retry;
-        let (mut e, _frames) = Engine::start(cfg, PathBuf::from("/nonexistent"))
-            .await
-            .unwrap();
+        let (mut e, _frames) = started(yaml).await;
+        let retry = e.cfg.timers.conflict_retry;
         let (good, bad): (IpAddr, IpAddr) =
             ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         let eth = IfaceInfo {
@@ -1757,13 +1750,9 @@ vips: [{ address: 192.0.2.1 }, { address: 192.0.2.2 }]
                  metricsAddr: off\nassign: false\nvips: [{vips}]\n"
             )
         };
-        let no_files = |_: &std::path::Path| Err(std::io::ErrorKind::NotFound.into());
         let all = "{ address: 192.0.2.1 }, { address: 192.0.2.2 }, { address: 192.0.2.3 }";
-        let cfg = Config::from_yaml(&yaml(all), &no_files).unwrap();
-        let interval = cfg.timers.heartbeat_interval;
-        let (mut e, _frames) = Engine::start(cfg, PathBuf::from("/nonexistent"))
-            .await
-            .unwrap();
+        let (mut e, _frames) = started(&yaml(all)).await;
+        let interval = e.cfg.timers.heartbeat_interval;
         let [kept, handed, alone]: [IpAddr; 3] =
             ["192.0.2.1", "192.0.2.2", "192.0.2.3"].map(|v| v.parse().unwrap());
         let mac = MacAddr([2, 0, 0, 0, 0, 9]);
@@ -1835,11 +1824,7 @@ metricsAddr: off
 assign: false
 vips: [{ address: 192.0.2.1 }, { address: 192.0.2.2 }, { address: 192.0.2.3 }]
 "#;
-        let no_files = |_: &std::path::Path| Err(std::io::ErrorKind::NotFound.into());
-        let cfg = Config::from_yaml(yaml, &no_files).unwrap();
-        let (mut e, _frames) = Engine::start(cfg, PathBuf::from("/nonexistent"))
-            .await
-            .unwrap();
+        let (mut e, _frames) = started(yaml).await;
         let host = FakeHost::default();
         e.host = Box::new(host.clone());
         let link = Link {
@@ -1871,11 +1856,7 @@ metricsAddr: off
 assign: false
 vips: [{ address: 192.0.2.1 }]
 "#;
-        let no_files = |_: &std::path::Path| Err(std::io::ErrorKind::NotFound.into());
-        let cfg = Config::from_yaml(yaml, &no_files).unwrap();
-        let (mut e, _frames) = Engine::start(cfg, PathBuf::from("/nonexistent"))
-            .await
-            .unwrap();
+        let (mut e, _frames) = started(yaml).await;
         e.cfg.assign = true;
         let host = FakeHost::default();
         e.host = Box::new(host.clone());
