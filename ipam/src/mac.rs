@@ -102,13 +102,16 @@ impl MacAddr {
         }
     }
 
-    /// Whether this is the MAC flatlan derives for a pod that has `ip`:
-    /// any `0a:58:…` (a dual-stack pod's IPv6 frames carry the MAC of its
-    /// IPv4 address), or the IPv6-only form of exactly `ip`. Not just the
-    /// `06` prefix: LAN devices with random (locally administered) MACs
-    /// have it one time in 64.
+    /// Whether this is the MAC flatlan derives for a pod that has `ip`.
+    /// For IPv4 only exactly `0a:58:<ip>`: kubenet and OVN pods of another
+    /// cluster on the LAN, or anyone who picks such a MAC, use the same
+    /// prefix, and a claim from one of them on a pool address must still
+    /// be quarantined. For IPv6 any `0a:58:…` (a dual-stack pod's IPv6
+    /// frames carry the MAC of its IPv4 address), or the IPv6-only form of
+    /// exactly `ip`. Not just the `06` prefix: LAN devices with random
+    /// (locally administered) MACs have it one time in 64.
     pub fn is_pod_mac_for(&self, ip: IpAddr) -> bool {
-        self.0[..2] == Self::POD_PREFIX || *self == Self::from_ip(ip)
+        *self == Self::from_ip(ip) || (ip.is_ipv6() && self.0[..2] == Self::POD_PREFIX)
     }
 }
 
@@ -326,6 +329,11 @@ mod tests {
         let other: IpAddr = "fd00:2::1:6".parse().expect("valid v6");
         assert!(!MacAddr::from_ip(other).is_pod_mac_for(v6));
         assert!(!MacAddr([0x06, 1, 2, 3, 4, 5]).is_pod_mac_for(v6));
+        let other_v4 = IpAddr::V4(Ipv4Addr::new(192, 168, 2, 99));
+        assert!(
+            !MacAddr::from_ip(other_v4).is_pod_mac_for(v4),
+            "another host's 0a:58 MAC claiming an IPv4 pool address"
+        );
     }
 
     #[test]
