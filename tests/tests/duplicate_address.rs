@@ -305,6 +305,7 @@ fn the_watcher_quarantines_an_address_a_lan_host_starts_using_with_no_add() {
     assert_quarantined(node, &dir, announced.into(), &mac);
     assert_quarantined(node, &dir, probed.into(), &client_mac);
     let web_rows = rows_for(node, &dir, web.ip);
+    assert_eq!(web_rows.len(), 1, "our pod's row in ipam ls: {web_rows:?}");
     assert!(
         web_rows.iter().all(|r| r["state"] == "allocated"),
         "our own pod's address was taken for foreign use: {web_rows:?}"
@@ -392,6 +393,7 @@ fn the_watcher_sees_a_lan_host_take_a_pool_ipv6_address_by_dad_or_by_using_it() 
     .expect("the pod reaches the router over IPv6");
     std::thread::sleep(Duration::from_millis(1500));
     let rows = rows_for(node, &dir, v6);
+    assert_eq!(rows.len(), 1, "our pod's IPv6 row in ipam ls: {rows:?}");
     assert!(
         rows.iter().all(|r| r["state"] == "allocated"),
         "our own pod's IPv6 address was taken for foreign use: {rows:?}"
