@@ -203,7 +203,7 @@ impl<'a> Reader<'a> {
 }
 
 /// Authenticates and decodes a heartbeat. The HMAC is checked (in constant
-/// time) before any field beyond magic and version is interpreted, so
+/// time) before any field beyond the magic is interpreted, so
 /// unauthenticated input never reaches the parser proper.
 pub fn decode(buf: &[u8], key: &[u8]) -> Result<Heartbeat> {
     if buf.len() < MIN_LEN {
@@ -212,13 +212,17 @@ pub fn decode(buf: &[u8], key: &[u8]) -> Result<Heartbeat> {
     if buf[..4] != MAGIC {
         return Err(Error::BadMagic);
     }
-    if buf[4] != VERSION {
-        return Err(Error::BadVersion(buf[4]));
-    }
     let (body, their_tag) = buf.split_at(buf.len() - TAG_LEN);
     let mut mac = Hmac::<Sha256>::new_from_slice(key).map_err(|_| Error::BadMac)?;
     mac.update(body);
     mac.verify_slice(their_tag).map_err(|_| Error::BadMac)?;
+    // After the tag, not before: every version signs its datagram the same
+    // way, so a mismatch is reported only for a node holding the key. An
+    // outsider's "FLHB" + another version byte is just a bad MAC, and
+    // cannot raise the mixed-version alarm.
+    if buf[4] != VERSION {
+        return Err(Error::BadVersion(buf[4]));
+    }
 
     let mut r = Reader { buf: body, at: 5 };
     let flags = r.u8()?;
@@ -408,7 +412,17 @@ mod tests {
     fn another_version_is_named() {
         let mut bytes = encode(&sample(), KEY).unwrap();
         bytes[4] = 1;
+        let body = bytes.len() - TAG_LEN;
+        let resigned = tag(KEY, &bytes[..body]);
+        bytes[body..].copy_from_slice(&resigned);
         assert!(matches!(decode(&bytes, KEY), Err(Error::BadVersion(1))));
+    }
+
+    #[test]
+    fn an_unsigned_version_byte_is_a_bad_mac_not_a_version_alarm() {
+        let mut bytes = encode(&sample(), KEY).unwrap();
+        bytes[4] = 1;
+        assert!(matches!(decode(&bytes, KEY), Err(Error::BadMac)));
     }
 
     #[test]
