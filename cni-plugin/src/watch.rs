@@ -83,9 +83,8 @@ pub fn load(path: &Path) -> Result<NetConf> {
 /// Watches until the bridge goes away or the pools need re-reading.
 fn watch(conf: &NetConf) -> Result<()> {
     let mut nl = Socket::new()?;
-    let bridge = nl
-        .link_by_name(&conf.bridge)?
-        .ok_or_else(|| Error::BridgeNotFound(conf.bridge.clone()))?;
+    // The same check ADD makes: `bridge: eth0` must not sniff the NIC.
+    let bridge = crate::cmd::bridge(&mut nl, &conf.bridge)?;
     let node_ips = crate::plan::node_ips(conf, &nl.addresses(bridge.index)?);
     let pools: Vec<Pool> = crate::ipam::pools(conf, &node_ips)?
         .into_iter()
