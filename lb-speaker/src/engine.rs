@@ -516,25 +516,20 @@ impl Engine {
             }
             return;
         }
-        let fresh = self
+        // One look at our challenges: the newest of ours it echoes, if any,
+        // is both the proof of freshness and when it last heard us.
+        let newest = self
             .challenges
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .is_fresh(&hb, now);
+            .newest_echoed(&hb, now);
+        let fresh = newest.is_some();
         if self.echoes.heard(now, &hb.node, hb.challenge, fresh) {
             // It has not heard us lately (it just started, or we did):
             // our next heartbeat echoes its challenge, and sent now, lets
             // its next one prove itself within a round trip.
             self.prompt(now);
         }
-        let newest = fresh
-            .then(|| {
-                self.challenges
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .newest_echoed(&hb, now)
-            })
-            .flatten();
         if let Some(t) = newest {
             let e = self.heard_us.entry(hb.node.clone()).or_insert(t);
             *e = (*e).max(t);

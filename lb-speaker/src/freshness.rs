@@ -121,6 +121,7 @@ impl Challenges {
     }
 
     /// True if `c` is one of ours, issued within the window before `now`.
+    #[cfg(test)]
     pub fn is_recent(&self, c: u64, now: Instant) -> bool {
         self.issued
             .iter()
