@@ -845,8 +845,13 @@ impl Engine {
                             t
                         });
                     tracing::info!(%vip, iface = %i.name, probe = takeover.is_none(), "claiming");
+                    // The probe window starts now, not when the turn began:
+                    // an interface poll or socket setup earlier in this turn
+                    // can take longer than the whole window on a busy node,
+                    // and a late answer (a device that holds the VIP) would
+                    // then land after "no answer, claiming" (a CI flake).
                     let acts = self.announcer.claim(
-                        now,
+                        Instant::now(),
                         vip,
                         Link {
                             iface: i.name.clone(),
