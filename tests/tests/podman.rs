@@ -152,30 +152,6 @@ fn podman_run_ip_and_rm_through_libcni_leave_nothing() {
     }
 }
 
-/// podman's `--mac-address` arrives as `MAC=` in CNI_ARGS (and the `mac`
-/// capability); flatlan must honour it (issue 10 item 2).
-#[test]
-fn podman_mac_address_is_the_containers_mac() {
-    let (l, podman) = setup();
-    let id = podman
-        .run(
-            "mac",
-            "lan",
-            &["--mac-address", "02:42:c0:a8:02:99"],
-            &["sleep", "3600"],
-        )
-        .expect("podman run --mac-address");
-    assert_eq!(eth0(&podman, "mac").1, "02:42:c0:a8:02:99");
-    let calls = podman.calls().expect("recorded calls");
-    let add = calls
-        .iter()
-        .find(|c| c.command == "ADD" && c.container_id == id)
-        .expect("ADD recorded");
-    assert!(add.args.contains("MAC=02:42:c0:a8:02:99"), "{}", add.args);
-    podman.rm(&["mac"]).expect("podman rm");
-    assert_no_leaks(&l, &podman, &[id]);
-}
-
 /// A LAN client's HTTP request to the node's hostPort, answered by the
 /// container's `/cgi-bin/peer` with the source address it saw.
 fn peer_seen_via_hostport(l: &FlatLab, port: u16) -> netns_testkit::Result<String> {
