@@ -20,6 +20,8 @@ const USAGE: &str = "usage:
   flatlan ipam ls      [--data-dir DIR] [--network NAME] [--boot-id-path FILE] [--json]
   flatlan ipam release ADDRESS [--data-dir DIR] [--network NAME] [--force]
   flatlan ipam watch   --conf FILE
+  flatlan install      --conflist FILE [...]   (flatlan install --help)
+  flatlan uninstall    [--root DIR] [--state-dir DIR]
 
 Without arguments, flatlan is the CNI plugin (the runtime's CNI_* protocol).
 `flatlan ipam COMMAND --help` says more about each command.";
@@ -124,6 +126,9 @@ fn run(args: &[String]) -> Result<String> {
     let first = args.first().map(String::as_str).unwrap_or("");
     if is_help(first) {
         return Ok(format!("{USAGE}\n"));
+    }
+    if first == "install" || first == "uninstall" {
+        return crate::install::main(args);
     }
     if first != "ipam" {
         return Err(Error::Usage(format!("unknown command {first:?}\n{USAGE}")));

@@ -12,6 +12,7 @@ pub mod config;
 pub mod env;
 pub mod error;
 pub mod hook;
+pub mod install;
 pub mod ipam;
 pub mod names;
 pub mod netlink;
