@@ -217,7 +217,7 @@ struct Row {
 /// One row per address. `boot_id` is this boot's, if readable.
 fn rows(network: &str, s: &State, now: u64, boot_id: Option<&str>) -> Vec<Row> {
     let mut out: Vec<Row> = s
-        .allocations
+        .allocations()
         .iter()
         .map(|a| Row {
             network: network.to_string(),
@@ -234,21 +234,26 @@ fn rows(network: &str, s: &State, now: u64, boot_id: Option<&str>) -> Vec<Row> {
             },
         })
         .collect();
-    out.extend(s.quarantine.iter().filter(|q| q.until > now).map(|q| Row {
-        network: network.to_string(),
-        ip: q.ip,
-        mac: q.mac.clone(),
-        container: String::new(),
-        pod: String::new(),
-        since: q.since,
-        state: format!(
-            "quarantined (held by a LAN host, retry in {}s)",
-            q.until - now
-        ),
-    }));
+    out.extend(
+        s.quarantined()
+            .iter()
+            .filter(|q| q.until > now)
+            .map(|q| Row {
+                network: network.to_string(),
+                ip: q.ip,
+                mac: q.mac.clone(),
+                container: String::new(),
+                pod: String::new(),
+                since: q.since,
+                state: format!(
+                    "quarantined (held by a LAN host, retry in {}s)",
+                    q.until - now
+                ),
+            }),
+    );
     // Only remembered addresses that are free: one a pod holds is not
     // reserved for anyone (stores from before that rule may list it).
-    for (pod, st) in &s.sticky {
+    for (pod, st) in s.remembered() {
         for ip in st.ips.iter().filter(|ip| s.owner_of(**ip, now).is_none()) {
             out.push(Row {
                 network: network.to_string(),
@@ -343,7 +348,7 @@ fn release(opts: &Opts) -> Result<String> {
     for (name, store) in networks(opts)? {
         let mut locked = store.lock()?;
         let s = &mut locked.state;
-        if let Some(a) = s.allocations.iter().find(|a| a.ip == ip).cloned() {
+        if let Some(a) = s.allocation_of(ip).cloned() {
             let veth = names::host_veth(&a.container_id, &a.ifname);
             let alive = Socket::new()
                 .and_then(|mut nl| nl.link_by_name(&veth))
@@ -362,16 +367,7 @@ fn release(opts: &Opts) -> Result<String> {
                 a.describe()
             ));
         }
-        let before = s.quarantine.len();
-        s.quarantine.retain(|q| q.ip != ip);
-        let mut changed = before != s.quarantine.len();
-        for st in s.sticky.values_mut() {
-            let n = st.ips.len();
-            st.ips.retain(|x| *x != ip);
-            changed |= n != st.ips.len();
-        }
-        s.sticky.retain(|_, st| !st.ips.is_empty());
-        if changed {
+        if s.forget(ip) {
             locked.commit()?;
             return Ok(format!("released {ip} in network {name}\n"));
         }

@@ -129,6 +129,8 @@ impl Error {
                 I::RequestedOutsideRange { .. } | I::RequestedInUse { .. } => {
                     code::ADDRESS_UNAVAILABLE
                 }
+                I::AlreadyAttached { .. } => code::INTERFACE_EXISTS,
+                I::ConflictsInARow(_) => 11,
                 I::Io { .. } | I::Corrupt { .. } | I::StoreVersion { .. } => code::STORE,
                 I::Probe(_) => code::PROBE,
             },

@@ -1,16 +1,18 @@
-//! Glue between the CNI config and `flatlan-ipam`: builds this node's pools
-//! and takes or gives back addresses under the store lock.
+//! The plugin's side of IPAM: maps the CNI config onto flatlan-ipam's pools
+//! and policy, and lends it a probe on the bridge. Which address a pod
+//! gets, quarantines, remembered identities and the probe-ahead's verdicts
+//! are flatlan-ipam's (`ipam/src/policy.rs`).
 
 use std::net::IpAddr;
 
 use flatlan_ipam::frame::EtherType;
 use flatlan_ipam::mac::MacAddr;
 use flatlan_ipam::node_range::NodeRange;
+use flatlan_ipam::policy::Conflicts;
 use flatlan_ipam::probe::{probe_many, PacketSocket, ProbeOutcome};
-use flatlan_ipam::store::{now_secs, read_boot_id};
-use flatlan_ipam::{Allocation, IpRange, Pool, Store, Want};
+use flatlan_ipam::store::read_boot_id;
+use flatlan_ipam::{Allocation, IpRange, Policy, Pool, Request, Store};
 use ipnet::IpNet;
-use tracing::{info, warn};
 
 use crate::config::{NetConf, SubnetConf};
 use crate::env::Attachment;
@@ -64,80 +66,74 @@ pub fn pools<'c>(conf: &'c NetConf, node_ips: &[IpAddr]) -> Result<Vec<(&'c Subn
         .collect()
 }
 
-/// What [`allocate`] took, and what still needs a conflict probe.
-struct Allocated {
-    assigned: Vec<Assigned>,
-    /// Addresses no probe (or recent use of ours) has shown free.
-    unverified: Vec<IpAddr>,
-    /// Fewer verified candidates are waiting than the probe-ahead keeps.
-    want_ahead: bool,
+/// The probe knobs of the config, as flatlan-ipam's allocation policy.
+pub fn policy(conf: &NetConf) -> Policy {
+    let p = &conf.ipam.probe;
+    Policy {
+        probe: p.enabled,
+        verified_ttl: p.verified_ttl_seconds,
+        ahead: p.ahead,
+        quarantine_secs: p.quarantine_seconds,
+    }
 }
 
-/// At most this many conflicting addresses are skipped in one ADD; more
-/// means something on the LAN answers for everything (a proxy-ARP router).
-const MAX_CONFLICTS: usize = 8;
+/// A durable reservation for one attachment.
+#[derive(Clone, Debug)]
+pub struct Reservation {
+    /// One per configured subnet, in config order.
+    pub assigned: Vec<Assigned>,
+    /// The pod's MAC: the requested one, else derived from its addresses.
+    pub mac: MacAddr,
+    /// The caller should start a background probe-ahead.
+    pub probe_ahead: bool,
+}
 
-/// A probe-ahead that has not finished within this long is presumed dead.
-const AHEAD_LEASE_SECS: u64 = 5;
-
-/// Allocates, probes the LAN for what is not yet known to be free, and
-/// quarantines and skips addresses some LAN host answers for. Returns the
-/// addresses and whether a background probe-ahead should run.
-pub fn allocate_checked(
+/// Reserves one address per subnet for the attachment, durably, before
+/// any link exists (a crash after this leaves a store entry that DEL or GC
+/// frees, never an interface the store does not know), probing from
+/// `bridge` what is not known to be free. The policy is flatlan-ipam's
+/// (`Store::reserve`).
+pub fn reserve(
     conf: &NetConf,
     att: &Attachment,
     node_ips: &[IpAddr],
     requested: &[IpAddr],
+    mac: Option<MacAddr>,
     bridge: &str,
-) -> Result<(Vec<Assigned>, bool)> {
-    let probe = &conf.ipam.probe;
+) -> Result<Reservation> {
     let pools = pools(conf, node_ips)?;
-    for _ in 0..=MAX_CONFLICTS {
-        let a = allocate(conf, att, &pools, requested)?;
-        if !probe.enabled || a.unverified.is_empty() {
-            return Ok((a.assigned, a.want_ahead));
-        }
+    let boot_id = read_boot_id(&conf.ipam.boot_id_path)?;
+    let req = Request {
+        container_id: &att.container_id,
+        ifname: &att.ifname,
+        pod: att.pod(),
+        required: requested,
+        mac,
+        boot_id: &boot_id,
+    };
+    let bare: Vec<Pool> = pools.iter().map(|(_, p)| p.clone()).collect();
+    let sync = conf.ipam.probe.sync_config();
+    let reserved = store(conf)?.reserve(&bare, &req, &policy(conf), |ips| {
         crate::hook::maybe_abort("allocated-unprobed");
-        let conflicts = match probe_lan(bridge, &a.unverified, probe.sync_config()) {
-            Ok(c) => c,
-            Err(e) => {
-                // The probe's failure is what the runtime must see; a failed
-                // release only adds a log line (DEL or GC frees it later).
-                if let Err(r) = release(conf, &att.container_id, &att.ifname) {
-                    warn!("releasing after a failed probe: {r}");
-                }
-                return Err(e);
-            }
-        };
-        if conflicts.is_empty() {
-            return Ok((a.assigned, a.want_ahead));
-        }
-        let now = now_secs();
-        let mut locked = store(conf)?.lock()?;
-        locked.state.release(&att.container_id, &att.ifname, now);
-        if a.want_ahead {
-            // This attempt claimed the probe-ahead but will not start it;
-            // the retry must be free to.
-            locked.state.ahead_started = None;
-        }
-        for (ip, mac) in &conflicts {
-            warn!(%ip, %mac, "a LAN host answers for this address; quarantined");
-            locked
-                .state
-                .quarantine_ip(*ip, mac.to_string(), now, now + probe.quarantine_seconds);
-        }
-        locked.commit()?;
-        if let Some((ip, mac)) = conflicts.iter().find(|(ip, _)| requested.contains(ip)) {
-            return Err(flatlan_ipam::Error::RequestedInUse {
-                ip: *ip,
-                owner: format!("a LAN host with MAC {mac} (it answered the conflict probe)"),
-            }
-            .into());
-        }
-    }
-    Err(Error::TryAgain(format!(
-        "{MAX_CONFLICTS} candidate addresses in a row are answered by LAN hosts; check `flatlan ipam ls` for quarantined addresses"
-    )))
+        probe_lan(bridge, ips, sync)
+    })?;
+    let assigned = pools
+        .iter()
+        .zip(&reserved.ips)
+        .map(|((s, _), ip)| {
+            let address = IpNet::new(*ip, s.subnet.prefix_len())
+                .map_err(|e| Error::InvalidConfig(e.to_string()))?;
+            Ok(Assigned {
+                address,
+                gateway: s.gateway,
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(Reservation {
+        assigned,
+        mac: reserved.mac,
+        probe_ahead: reserved.want_ahead,
+    })
 }
 
 /// Probes `ips` from the node's bridge; returns those someone answers for.
@@ -145,7 +141,7 @@ fn probe_lan(
     bridge: &str,
     ips: &[IpAddr],
     cfg: flatlan_ipam::probe::ProbeConfig,
-) -> Result<Vec<(IpAddr, MacAddr)>> {
+) -> flatlan_ipam::Result<Conflicts> {
     if ips.is_empty() {
         return Ok(Vec::new());
     }
@@ -158,8 +154,8 @@ fn probe_lan(
     if ips.iter().any(IpAddr::is_ipv6) {
         families.push(EtherType::IPV6);
     }
-    let sock = PacketSocket::open_filtered(bridge, &families).map_err(flatlan_ipam::Error::from)?;
-    let outcomes = probe_many(&sock, ips, cfg).map_err(flatlan_ipam::Error::from)?;
+    let sock = PacketSocket::open_filtered(bridge, &families)?;
+    let outcomes = probe_many(&sock, ips, cfg)?;
     Ok(ips
         .iter()
         .zip(outcomes)
@@ -170,244 +166,19 @@ fn probe_lan(
         .collect())
 }
 
-/// The background half of the probe: verifies the next candidates with a
-/// long, RFC 5227-minded probe and records the verdicts, so later ADDs
-/// skip the synchronous probe. Runs detached from the runtime.
+/// The background half of the probe, run detached from the runtime
+/// (`flatlan ipam probe-ahead`): verifies the next candidates with a long,
+/// RFC 5227-minded probe so later ADDs skip theirs (`Store::probe_ahead`).
 pub fn probe_ahead(conf: &NetConf, node_ips: &[IpAddr]) -> Result<usize> {
-    let probe = &conf.ipam.probe;
-    let now = now_secs();
-    let pools = pools(conf, node_ips)?;
-    let candidates: Vec<IpAddr> = {
-        let state = store(conf)?.peek()?;
-        pools
-            .iter()
-            .flat_map(|(s, pool)| {
-                let cursor = state.cursors.get(&s.subnet.to_string()).copied();
-                pool.candidates_after(cursor)
-                    .filter(|ip| {
-                        state.owner_of(*ip, now).is_none()
-                            && !state.is_verified(*ip, now, probe.verified_ttl_seconds)
-                    })
-                    .take(probe.ahead)
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    };
-    if candidates.is_empty() {
-        let mut locked = store(conf)?.lock()?;
-        locked.state.ahead_started = None;
-        locked.commit()?;
-        return Ok(0);
-    }
-    let conflicts = probe_lan(&conf.bridge, &candidates, probe.ahead_config())?;
-    let now = now_secs();
-    let mut locked = store(conf)?.lock()?;
-    locked.state.ahead_started = None;
-    for ip in &candidates {
-        // An ADD may have taken the address while we probed it, and its pod
-        // answered; the pod may even be DELeted again by now. Either way the
-        // answer was ours: no verdict at all, so the next ADD probes it.
-        let allocated = locked.state.allocations.iter().any(|a| a.ip == *ip);
-        let conflict = conflicts.iter().find(|(c, _)| c == ip);
-        if allocated || conflict.is_some_and(|(_, mac)| is_ours(&locked.state, *ip, *mac)) {
-            continue;
-        }
-        match conflict {
-            Some((_, mac)) => locked.state.quarantine_ip(
-                *ip,
-                mac.to_string(),
-                now,
-                now + probe.quarantine_seconds,
-            ),
-            None => {
-                locked.state.verified.insert(*ip, now);
-            }
-        }
-    }
-    locked.commit()?;
-    Ok(candidates.len())
-}
-
-/// A MAC of this node's pods: one the store records, or flatlan's derived
-/// MAC for `ip` (a pod of ours that was added and deleted while we looked).
-/// Only this node allocates from its slice, so on a slice address such a
-/// MAC is one of ours.
-pub fn is_ours(state: &flatlan_ipam::State, ip: IpAddr, mac: MacAddr) -> bool {
-    mac.is_pod_mac_for(ip) || state.allocations.iter().any(|a| a.mac == mac.to_string())
-}
-
-/// Allocates one address per configured subnet, durably, before any link
-/// exists: a crash after this point leaves a store entry that DEL or GC
-/// frees, never an interface with an address the store does not know.
-fn allocate(
-    conf: &NetConf,
-    att: &Attachment,
-    pools: &[(&SubnetConf, Pool)],
-    requested: &[IpAddr],
-) -> Result<Allocated> {
-    for ip in requested {
-        if !pools.iter().any(|(s, _)| s.subnet.contains(ip)) {
-            return Err(flatlan_ipam::Error::RequestedOutsideRange {
-                ip: *ip,
-                pool: pools
-                    .iter()
-                    .map(|(_, p)| p.describe())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            }
-            .into());
-        }
-    }
-    let boot_id = read_boot_id(&conf.ipam.boot_id_path)?;
-    let pod = att.pod();
-    let key = pod.as_ref().map(|p| p.key());
-    let now = now_secs();
-
-    let mut locked = store(conf)?.lock()?;
-    let ttl = conf.ipam.probe.verified_ttl_seconds;
-    locked.state.prune(now, ttl);
-    let reclaimed = locked.state.reclaim_other_boots(&boot_id, now);
-    if !reclaimed.is_empty() {
-        info!(
-            count = reclaimed.len(),
-            "reclaimed allocations from before a reboot"
-        );
-    }
-    if let Some(a) = locked.state.find(&att.container_id, &att.ifname).first() {
-        return Err(Error::InterfaceExists(format!(
-            "container {} already has {} on {}; DEL it before adding it again",
-            att.container_id, a.ip, att.ifname
-        )));
-    }
-    let adder = flatlan_ipam::store::ProcId::current();
-    let mut out = Vec::new();
-    let mut unverified = Vec::new();
-    let mut want_ahead = false;
-    let reserved = locked.state.reserved_for_others(key.as_deref());
-    for (s, pool) in pools {
-        let v4 = s.subnet.addr().is_ipv4();
-        let state = &locked.state;
-        let sticky = key
-            .as_ref()
-            .and_then(|k| state.sticky.get(k))
-            .and_then(|st| st.ips.iter().copied().find(|ip| ip.is_ipv4() == v4));
-        let cursor = state.cursors.get(&s.subnet.to_string()).copied();
-        let want = Want {
-            required: requested.iter().copied().find(|ip| s.subnet.contains(ip)),
-            sticky,
-            cursor,
-            prefer: freshly_verified(state, pool, cursor, now, ttl),
-        };
-        let ip = flatlan_ipam::allocate(
-            pool,
-            &want,
-            |ip| state.owner_of(ip, now),
-            |ip| reserved.contains(&ip),
-        )?;
-        let address = IpNet::new(ip, s.subnet.prefix_len())
-            .map_err(|e| Error::InvalidConfig(e.to_string()))?;
-        out.push(Assigned {
-            address,
-            gateway: s.gateway,
-        });
-        // An address someone asked for by name (`IP=`, `ips`, or a pod
-        // identity coming back to its old one) was chosen without regard to
-        // any verdict, and is the likeliest to be what a LAN host took after
-        // our pod let it go: it is always probed (DESIGN §3).
-        let asked_for = want.required == Some(ip) || want.sticky == Some(ip);
-        if asked_for || !state.is_verified(ip, now, ttl) {
-            unverified.push(ip);
-        }
-        let ready = pool
-            .candidates_after(Some(ip))
-            .take(conf.ipam.probe.ahead)
-            .filter(|c| state.owner_of(*c, now).is_none() && state.is_verified(*c, now, ttl))
-            .count();
-        want_ahead |= ready < conf.ipam.probe.ahead / 2;
-        locked.state.cursors.insert(s.subnet.to_string(), ip);
-        locked.state.allocations.push(Allocation {
-            ip,
-            prefix_len: s.subnet.prefix_len(),
-            // Filled in below, once every family is allocated.
-            mac: String::new(),
-            container_id: att.container_id.clone(),
-            ifname: att.ifname.clone(),
-            pod: pod.clone(),
-            boot_id: boot_id.clone(),
-            since: now,
-            adder,
-        });
-    }
-    // The pod's MAC follows its IPv4 address whatever the order of
-    // `subnets`; an IPv6-first list must not record a MAC derived from the
-    // IPv6 address, which the pod never has, on any of its allocations.
-    let mac = crate::plan::pod_mac(conf, att, &out).to_string();
-    for a in locked
-        .state
-        .allocations
-        .iter_mut()
-        .filter(|a| a.is_for(&att.container_id, &att.ifname))
-    {
-        a.mac.clone_from(&mac);
-    }
-    // Remembered addresses are a preference, never a reservation: once
-    // given to a pod, they are remembered for no one (issue 10, item 11).
-    locked
-        .state
-        .handed_out(key.as_deref(), out.iter().map(|a| a.address.addr()));
-    let running = locked
-        .state
-        .ahead_started
-        .is_some_and(|t| now.saturating_sub(t) < AHEAD_LEASE_SECS);
-    want_ahead &= conf.ipam.probe.enabled && !running;
-    if want_ahead {
-        locked.state.ahead_started = Some(now);
-    }
-    locked.commit()?;
-    Ok(Allocated {
-        assigned: out,
-        unverified,
-        want_ahead,
-    })
-}
-
-/// The free address nearest after `cursor` (round-robin order, wrapping)
-/// that a probe showed free within `ttl`: ADD takes it without probing.
-fn freshly_verified(
-    state: &flatlan_ipam::State,
-    pool: &Pool,
-    cursor: Option<IpAddr>,
-    now: u64,
-    ttl: u64,
-) -> Option<IpAddr> {
-    let fresh = |ip: &IpAddr| {
-        state.is_verified(*ip, now, ttl)
-            && pool.is_usable(*ip)
-            && state.owner_of(*ip, now).is_none()
-    };
-    let after = |ip: &&IpAddr| cursor.is_none_or(|c| **ip > c);
-    let mut usable = state.verified.keys().filter(|ip| fresh(ip));
-    let first = usable.clone().next().copied();
-    usable.find(after).copied().or(first)
-}
-
-/// The MAC follows the first address (IPv4 when dual-stack).
-pub fn first_ip(assigned: &[Assigned]) -> IpAddr {
-    assigned
-        .iter()
-        .find(|a| a.address.addr().is_ipv4())
-        .or(assigned.first())
-        .map(|a| a.address.addr())
-        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+    let pools: Vec<Pool> = pools(conf, node_ips)?.into_iter().map(|(_, p)| p).collect();
+    let cfg = conf.ipam.probe.ahead_config();
+    Ok(store(conf)?.probe_ahead(&pools, &policy(conf), |ips| {
+        probe_lan(&conf.bridge, ips, cfg)
+    })?)
 }
 
 pub fn release(conf: &NetConf, container_id: &str, ifname: &str) -> Result<Vec<Allocation>> {
-    let mut locked = store(conf)?.lock()?;
-    let gone = locked.state.release(container_id, ifname, now_secs());
-    if !gone.is_empty() {
-        locked.commit()?;
-    }
-    Ok(gone)
+    Ok(store(conf)?.release(container_id, ifname)?)
 }
 
 pub fn find(conf: &NetConf, container_id: &str, ifname: &str) -> Result<Vec<Allocation>> {

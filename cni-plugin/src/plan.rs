@@ -8,7 +8,6 @@ use ipnet::IpNet;
 use flatlan_ipam::mac::MacAddr;
 
 use crate::config::NetConf;
-use crate::env::Attachment;
 use crate::ipam::Assigned;
 use crate::result::{CniResult, Interface, IpConfig, Route};
 
@@ -54,22 +53,12 @@ pub fn pod_plan(conf: &NetConf, assigned: &[Assigned], node_ips: &[IpAddr]) -> P
     }
 }
 
-/// The pod's MAC: the one the runtime asked for (the `mac` capability or
-/// `MAC=`, podman's `--mac-address`), else derived from the address so LAN
-/// ARP caches stay right when the pod comes back with it. Both sources were
-/// validated before ADD changed anything.
-pub fn pod_mac(conf: &NetConf, att: &Attachment, assigned: &[Assigned]) -> MacAddr {
-    conf.requested_mac(att.args.get("MAC").map(String::as_str))
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| derived_mac(assigned))
-}
-
 /// The MAC an address implies, whatever MAC the pod was given: the host
 /// veth's is derived from it, so it stays unique on the LAN (addresses are)
 /// even when a runtime picks the pod's MAC.
 pub fn derived_mac(assigned: &[Assigned]) -> MacAddr {
-    MacAddr::from_ip(crate::ipam::first_ip(assigned))
+    let ips: Vec<IpAddr> = assigned.iter().map(|a| a.address.addr()).collect();
+    flatlan_ipam::policy::derived_mac(&ips)
 }
 
 /// Node addresses on the bridge that lie in a configured LAN subnet.

@@ -22,6 +22,18 @@ pub enum Error {
     #[error("requested address {ip} is already allocated to {owner}")]
     RequestedInUse { ip: IpAddr, owner: String },
 
+    #[error(
+        "container {container_id} already has {ip} on {ifname}; DEL it before adding it again"
+    )]
+    AlreadyAttached {
+        container_id: String,
+        ip: IpAddr,
+        ifname: String,
+    },
+
+    #[error("{0} candidate addresses in a row are answered by LAN hosts; check `flatlan ipam ls` for quarantined addresses; try again")]
+    ConflictsInARow(usize),
+
     #[error("network name {0:?} is not usable as a directory name: use 1-128 characters of [A-Za-z0-9._-]")]
     InvalidNetworkName(String),
 

@@ -10,6 +10,7 @@
 pub mod alloc;
 pub mod error;
 pub mod node_range;
+pub mod policy;
 pub mod pool;
 pub mod range;
 pub mod sticky;
@@ -17,6 +18,7 @@ pub mod store;
 
 pub use alloc::{allocate, Want};
 pub use error::{Error, Result};
+pub use policy::{Policy, Request, Reserved};
 pub use pool::Pool;
 pub use range::IpRange;
 pub use store::{Allocation, Locked, PodRef, State, Store};

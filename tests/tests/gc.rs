@@ -52,7 +52,7 @@ fn gc_of_one_network_leaves_another_networks_pods_on_the_same_bridge() {
     let b_store = flatlan_ipam::Store::new(&l.data_dir(1), "lan-b")
         .and_then(|s| s.peek())
         .expect("lan-b store");
-    assert_eq!(b_store.allocations.len(), 1, "lan-b's address survives");
+    assert_eq!(b_store.allocations().len(), 1, "lan-b's address survives");
 }
 
 /// libcni (CRI-O's ocicni) sends `null` for a network with no attachments.

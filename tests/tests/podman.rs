@@ -237,7 +237,7 @@ fn podman_publish_reaches_the_container_with_the_clients_address() {
         .and_then(|s| s.peek())
         .expect("lan-masq store");
     assert!(
-        lan_masq.allocations.is_empty(),
+        lan_masq.allocations().is_empty(),
         "lan-masq leaked an address"
     );
 }

@@ -9,7 +9,7 @@ use tracing::{debug, warn};
 use crate::config::NetConf;
 use crate::env::Attachment;
 use crate::error::{Error, Result};
-use crate::ipam::{self, Assigned};
+use crate::ipam;
 use crate::names;
 use crate::netlink::{Netlink, RouteSpec, VethSpec};
 use crate::plan;
@@ -90,13 +90,16 @@ fn steps<H: Netlink, P: Netlink>(
 ) -> Result<Added> {
     use std::os::fd::AsRawFd;
 
-    let (assigned, probe_ahead): (Vec<Assigned>, bool) =
-        ipam::allocate_checked(conf, att, node_ips, requested, &bridge.name)?;
+    let requested_mac = conf.requested_mac(att.args.get("MAC").map(String::as_str))?;
+    let ipam::Reservation {
+        assigned,
+        mac,
+        probe_ahead,
+    } = ipam::reserve(conf, att, node_ips, requested, requested_mac, &bridge.name)?;
     undo.push(Undo::Release);
     crate::hook::maybe_abort("allocated");
     debug!(?assigned, "allocated");
 
-    let mac = plan::pod_mac(conf, att, &assigned).0;
     let host_mac = names::host_mac(plan::derived_mac(&assigned).0);
     let host_name = names::host_veth(&att.container_id, &att.ifname);
     let spec = VethSpec {
@@ -105,7 +108,7 @@ fn steps<H: Netlink, P: Netlink>(
         bridge_index: bridge.index,
         mtu: conf.mtu.unwrap_or(bridge.mtu),
         peer_name: att.ifname.clone(),
-        peer_mac: mac,
+        peer_mac: mac.0,
         peer_netns_fd: pod_ns.as_raw_fd(),
     };
     match host.create_veth(&spec) {
@@ -152,7 +155,7 @@ fn steps<H: Netlink, P: Netlink>(
     };
     let pod_if = Interface {
         name: att.ifname.clone(),
-        mac: MacAddr(mac).to_string(),
+        mac: mac.to_string(),
         sandbox: att.netns.as_ref().map(|p| p.display().to_string()),
     };
     Ok(Added {
@@ -278,7 +281,7 @@ mod tests {
             Some("0e:58:c0:a8:02:d2".to_string())
         );
         let state = stored(dir.path());
-        assert_eq!(state.allocations.len(), 1);
+        assert_eq!(state.allocations().len(), 1);
     }
 
     #[test]
@@ -298,7 +301,7 @@ mod tests {
             "the veth is removed in reverse order"
         );
         let state = stored(dir.path());
-        assert!(state.allocations.is_empty(), "the address is released");
+        assert!(state.allocations().is_empty(), "the address is released");
     }
 
     #[test]
@@ -315,7 +318,7 @@ mod tests {
             host.log
         );
         let state = stored(dir.path());
-        assert!(state.allocations.is_empty());
+        assert!(state.allocations().is_empty());
     }
 
     #[test]
@@ -335,7 +338,7 @@ mod tests {
             assert!(e.to_string().contains(name), "{e}");
             assert!(host.log.is_empty(), "{name} was changed: {:?}", host.log);
             assert!(!touched, "node sysctls changed for {name}");
-            assert!(stored(dir.path()).allocations.is_empty());
+            assert!(stored(dir.path()).allocations().is_empty());
         }
     }
 
@@ -372,7 +375,7 @@ mod tests {
             );
             assert_eq!(j["interfaces"][0]["mac"], "0e:58:c0:a8:02:d2");
             let state = stored(dir.path());
-            assert_eq!(state.allocations[0].mac, mac, "the store records it");
+            assert_eq!(state.allocations()[0].mac, mac, "the store records it");
         }
     }
 }

@@ -71,7 +71,7 @@ pub fn check<H: Netlink, P: Netlink>(
                 .first()
                 .and_then(|a| a.mac.parse::<MacAddr>().ok())
                 .map(|m| m.0)
-                .or(Some(MacAddr::from_ip(ipam::first_ip(&assigned)).0)),
+                .or(Some(plan::derived_mac(&assigned).0)),
             plan: ours,
         },
     };

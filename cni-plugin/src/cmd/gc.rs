@@ -43,7 +43,7 @@ pub fn gc(conf: &NetConf, host: &mut impl Netlink) -> Result<()> {
         .chain(
             locked
                 .state
-                .allocations
+                .allocations()
                 .iter()
                 .map(|a| names::host_veth(&a.container_id, &a.ifname)),
         )
