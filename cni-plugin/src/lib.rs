@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod apply;
 pub mod cli;
 pub mod cmd;
 pub mod config;
@@ -30,7 +31,6 @@ use tracing::debug;
 use config::{NetConf, SUPPORTED_VERSIONS};
 use env::{Command, Env};
 use error::{Error, Result};
-use netlink::Socket;
 
 /// Runs one CNI invocation and returns the process exit code.
 pub fn run() -> i32 {
@@ -81,74 +81,13 @@ fn dispatch(stdin: &[u8], version: &str) -> Result<Option<Value>> {
     init_logging(conf.log_level.as_deref());
     debug!(command = ?env.command, container = %env.attachment.container_id, "invoked");
     let att = &env.attachment;
-    let open_pod = |ns: &std::fs::File| netns::run_in(ns, Socket::new);
+    // Each verb opens what it needs (namespaces, sockets) in its own file.
     match env.command {
-        Command::Add => {
-            let path = att.netns.as_deref().ok_or_else(|| Error::InvalidEnv {
-                var: "CNI_NETNS",
-                reason: "required for ADD".into(),
-            })?;
-            // Everything the runtime sent is validated before the first
-            // change to the node (the sysctl below).
-            let requested = conf.requested_ips(att.args.get("IP").map(String::as_str))?;
-            conf.requested_mac(att.args.get("MAC").map(String::as_str))?;
-            let pod_ns = netns::open(path)?;
-            netns::refuse_own(&pod_ns, path)?;
-            let v6_default = conf
-                .subnets()
-                .iter()
-                .any(|s| s.subnet.addr().is_ipv6() && s.gateway.is_some());
-            let ifname = att.ifname.as_str();
-            std::thread::scope(|s| {
-                // The pod's socket is opened while the node side works; its
-                // interface, and so its sysctls, exist only after the veth.
-                let pod = netns::start_in(s, &pod_ns, Socket::new, |sock| {
-                    sysctl::pod_ipv6_policy(ifname, !v6_default)?;
-                    Ok(sock)
-                });
-                let mut host = Socket::new()?;
-                let mut sysctls = || {
-                    if conf.ensure_br_netfilter {
-                        sysctl::ensure_br_netfilter()?;
-                    }
-                    if conf.ensure_forwarding {
-                        sysctl::ensure_forwarding(&conf.service_cidrs)?;
-                    }
-                    Ok(())
-                };
-                let node = cmd::add::Node {
-                    host: &mut host,
-                    pod_ns: &pod_ns,
-                    sysctls: &mut sysctls,
-                };
-                let added = cmd::add::add(&conf, att, &requested, node, || pod.finish())?;
-                if added.probe_ahead {
-                    spawn_probe_ahead(stdin);
-                }
-                Ok(Some(added.result.to_json(&conf.cni_version)))
-            })
-        }
-        Command::Del => {
-            cmd::del::del(&conf, att, &mut Socket::new()?)?;
-            Ok(None)
-        }
-        Command::Check => {
-            let path = att.netns.as_deref().ok_or_else(|| Error::InvalidEnv {
-                var: "CNI_NETNS",
-                reason: "required for CHECK".into(),
-            })?;
-            let pod_ns = netns::open(path)?;
-            cmd::check::check(&conf, att, &mut Socket::new()?, &pod_ns, open_pod)?;
-            Ok(None)
-        }
-        Command::Status => {
-            cmd::status::status(&conf, &mut Socket::new()?)?;
-            Ok(None)
-        }
-        Command::Gc => {
-            cmd::gc::gc(&conf, &mut Socket::new()?)?;
-            Ok(None)
-        }
+        Command::Add => cmd::add::add(&conf, att, stdin).map(Some),
+        Command::Del => cmd::del::del(&conf, att).map(|()| None),
+        Command::Check => cmd::check::check(&conf, att).map(|()| None),
+        Command::Status => cmd::status::status(&conf).map(|()| None),
+        Command::Gc => cmd::gc::gc(&conf).map(|()| None),
         Command::Version => unreachable_version(),
     }
 }
@@ -163,7 +102,7 @@ fn unreachable_version() -> Result<Option<Value>> {
 /// Starts `flatlan ipam probe-ahead` detached: its own process group, no
 /// stdout or stderr, so the runtime, which waits for our output pipes to
 /// close, is not held up by it.
-fn spawn_probe_ahead(conf: &[u8]) {
+pub(crate) fn spawn_probe_ahead(conf: &[u8]) {
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
     let Ok(exe) = std::env::current_exe() else {

@@ -1,24 +1,93 @@
-//! ADD: allocate, create the veth straight into the pod, address and route
-//! it. Every step pushes its undo; on failure they run in reverse and the
-//! original error is returned.
+//! ADD, top to bottom: validate (pure) → observe the node → reserve the
+//! addresses → plan the changes (pure) → apply them, an undo per op → the
+//! result. Nothing on the node changes before the reservation, and the
+//! plan is complete before the first link exists.
 
 use std::fs::File;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::path::Path;
 
-use tracing::{debug, warn};
+use serde_json::Value;
+use tracing::debug;
 
+use crate::apply::{self, Op, Pod, Undo};
 use crate::config::NetConf;
 use crate::env::Attachment;
 use crate::error::{Error, Result};
-use crate::ipam;
-use crate::names;
-use crate::netlink::{Netlink, RouteSpec, VethSpec};
-use crate::plan;
+use crate::ipam::{self, Reservation};
+use crate::netlink::{Link, Netlink, Socket, VethSpec};
 use crate::result::{CniResult, Interface};
+use crate::{names, netns, plan, sysctl};
 use flatlan_ipam::mac::MacAddr;
 
-enum Undo {
-    Release,
-    DeleteHostLink(String),
+/// The verb as `dispatch` calls it: opens the pod namespace and the two
+/// netlink sockets, runs ADD, and starts the probe-ahead it asks for.
+pub fn add(conf: &NetConf, att: &Attachment, stdin: &[u8]) -> Result<Value> {
+    let req = validate(conf, att)?;
+    let pod_ns = netns::open(req.netns)?;
+    netns::refuse_own(&pod_ns, req.netns)?;
+    let ifname = att.ifname.as_str();
+    std::thread::scope(|s| {
+        // The pod's socket is opened while the node side works; its
+        // interface, and so its sysctls, exist only after the veth.
+        let pod = netns::start_in(s, &pod_ns, Socket::new, |sock| {
+            sysctl::pod_ipv6_policy(ifname, !req.v6_default)?;
+            Ok(sock)
+        });
+        let mut host = Socket::new()?;
+        let mut sysctls = || node_sysctls(conf);
+        let node = Node {
+            host: &mut host,
+            pod_ns: &pod_ns,
+            sysctls: &mut sysctls,
+        };
+        let added = run(conf, att, &req, node, || pod.finish())?;
+        if added.probe_ahead {
+            crate::spawn_probe_ahead(stdin);
+        }
+        Ok(added.result.to_json(&conf.cni_version))
+    })
+}
+
+/// What ADD was asked for, checked before the first change to the node.
+pub struct Request<'a> {
+    pub netns: &'a Path,
+    /// `IP=` in CNI_ARGS, or the `ips` capability.
+    pub ips: Vec<IpAddr>,
+    /// The `mac` capability, else `MAC=` (podman's `--mac-address`).
+    pub mac: Option<MacAddr>,
+    /// An IPv6 gateway is configured: the pod's default route is ours, so
+    /// it must ignore router advertisements.
+    pub v6_default: bool,
+}
+
+/// Step 1, validate: everything the runtime sent, touching nothing.
+pub fn validate<'a>(conf: &NetConf, att: &'a Attachment) -> Result<Request<'a>> {
+    let netns = att.netns.as_deref().ok_or_else(|| Error::InvalidEnv {
+        var: "CNI_NETNS",
+        reason: "required for ADD".into(),
+    })?;
+    Ok(Request {
+        netns,
+        ips: conf.requested_ips(att.args.get("IP").map(String::as_str))?,
+        mac: conf.requested_mac(att.args.get("MAC").map(String::as_str))?,
+        v6_default: conf
+            .subnets()
+            .iter()
+            .any(|s| s.subnet.addr().is_ipv6() && s.gateway.is_some()),
+    })
+}
+
+/// The node-wide sysctls ADD repairs.
+fn node_sysctls(conf: &NetConf) -> Result<()> {
+    if conf.ensure_br_netfilter {
+        sysctl::ensure_br_netfilter()?;
+    }
+    if conf.ensure_forwarding {
+        sysctl::ensure_forwarding(&conf.service_cidrs)?;
+    }
+    Ok(())
 }
 
 /// The parts of ADD that touch the system, behind seams for unit tests.
@@ -36,118 +105,96 @@ pub struct Added {
     pub probe_ahead: bool,
 }
 
-/// `requested` comes from [`NetConf::requested_ips`], parsed by the caller
-/// before anything on the node changes.
-pub fn add<H: Netlink, P: Netlink>(
+/// What ADD found on the node.
+struct Observed {
+    bridge: Link,
+    /// The node's own addresses in the LAN subnets: never handed out, and
+    /// the pod's next hop to Service CIDRs.
+    node_ips: Vec<IpAddr>,
+}
+
+/// Steps 2 to 6, against any [`Netlink`]; `open_pod` yields the pod's socket.
+pub fn run<H: Netlink, P: Netlink>(
     conf: &NetConf,
     att: &Attachment,
-    requested: &[std::net::IpAddr],
+    req: &Request,
     node: Node<'_, H>,
     open_pod: impl FnOnce() -> Result<P>,
 ) -> Result<Added> {
-    let bridge = super::bridge(node.host, &conf.bridge)?;
-    (node.sysctls)()?;
-    super::pin_bridge_mac(node.host, &bridge);
-    let node_ips = plan::node_ips(conf, &node.host.addresses(bridge.index)?);
-
-    let mut undo = Vec::new();
-    let out = steps(
+    let seen = observe(conf, node.host, node.sysctls)?;
+    let reserved = ipam::reserve(
         conf,
         att,
-        &node_ips,
-        requested,
-        &bridge,
+        &seen.node_ips,
+        &req.ips,
+        req.mac,
+        &seen.bridge.name,
+    )?;
+    crate::hook::maybe_abort("allocated");
+    debug!(?reserved, "allocated");
+    let (ops, result) = plan(conf, att, &seen, &reserved, node.pod_ns);
+    let mut pod = Pod::new(&att.ifname, open_pod);
+    apply::apply(
+        &ops,
         node.host,
-        node.pod_ns,
-        open_pod,
-        &mut undo,
-    );
-    if out.is_err() {
-        for step in undo.into_iter().rev() {
-            let r = match &step {
-                Undo::Release => ipam::release(conf, &att.container_id, &att.ifname).map(|_| ()),
-                Undo::DeleteHostLink(name) => node.host.delete_link(name).map(|_| ()),
-            };
-            if let Err(e) = r {
-                warn!("undo after failed ADD: {e}");
-            }
-        }
-    }
-    out
+        &mut pod,
+        vec![Undo::Release],
+        |host, undo| match undo {
+            Undo::Release => ipam::release(conf, &att.container_id, &att.ifname).map(|_| ()),
+            Undo::DeleteHostLink(name) => host.delete_link(name).map(|_| ()),
+        },
+    )?;
+    Ok(Added {
+        result,
+        probe_ahead: reserved.probe_ahead,
+    })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn steps<H: Netlink, P: Netlink>(
+/// Step 2, observe: the bridge (checked to be one before anything touches
+/// it), the node sysctls it needs, its pinned MAC, the node's addresses.
+fn observe(
+    conf: &NetConf,
+    host: &mut impl Netlink,
+    sysctls: &mut dyn FnMut() -> Result<()>,
+) -> Result<Observed> {
+    let bridge = super::bridge(host, &conf.bridge)?;
+    sysctls()?;
+    super::pin_bridge_mac(host, &bridge);
+    let node_ips = plan::node_ips(conf, &host.addresses(bridge.index)?);
+    Ok(Observed { bridge, node_ips })
+}
+
+/// Step 4, plan (pure): the ops that build the pod's interface, and the
+/// result they will have built.
+fn plan(
     conf: &NetConf,
     att: &Attachment,
-    node_ips: &[std::net::IpAddr],
-    requested: &[std::net::IpAddr],
-    bridge: &crate::netlink::Link,
-    host: &mut H,
+    seen: &Observed,
+    reserved: &Reservation,
     pod_ns: &File,
-    open_pod: impl FnOnce() -> Result<P>,
-    undo: &mut Vec<Undo>,
-) -> Result<Added> {
-    use std::os::fd::AsRawFd;
-
-    let requested_mac = conf.requested_mac(att.args.get("MAC").map(String::as_str))?;
-    let ipam::Reservation {
-        assigned,
-        mac,
-        probe_ahead,
-    } = ipam::reserve(conf, att, node_ips, requested, requested_mac, &bridge.name)?;
-    undo.push(Undo::Release);
-    crate::hook::maybe_abort("allocated");
-    debug!(?assigned, "allocated");
-
-    let host_mac = names::host_mac(plan::derived_mac(&assigned).0);
+) -> (Vec<Op>, CniResult) {
+    let host_mac = names::host_mac(plan::derived_mac(&reserved.assigned).0);
     let host_name = names::host_veth(&att.container_id, &att.ifname);
-    let spec = VethSpec {
+    let pod_plan = plan::pod_plan(conf, &reserved.assigned, &seen.node_ips);
+    let mut ops = vec![Op::CreateVeth(VethSpec {
         host_name: host_name.clone(),
         host_mac,
-        bridge_index: bridge.index,
-        mtu: conf.mtu.unwrap_or(bridge.mtu),
+        bridge_index: seen.bridge.index,
+        mtu: conf.mtu.unwrap_or(seen.bridge.mtu),
         peer_name: att.ifname.clone(),
-        peer_mac: mac.0,
+        peer_mac: reserved.mac.0,
         peer_netns_fd: pod_ns.as_raw_fd(),
-    };
-    match host.create_veth(&spec) {
-        Ok(()) => {}
-        Err(Error::Netlink { source, .. }) if source.raw_os_error() == Some(libc::EEXIST) => {
-            return Err(Error::InterfaceExists(format!(
-                "interface {} already exists in the pod namespace, or host veth {} exists on the node",
-                att.ifname, host_name
-            )));
-        }
-        Err(e) => return Err(e),
-    }
-    undo.push(Undo::DeleteHostLink(host_name.clone()));
+    })];
     if conf.hairpin_mode {
-        host.set_hairpin(&host_name)?;
+        ops.push(Op::SetHairpin(host_name.clone()));
     }
-    crate::hook::maybe_abort("veth");
-
-    let pod_plan = plan::pod_plan(conf, &assigned, node_ips);
-    let mut pod = open_pod()?;
-    let pod_link = pod.link_by_name(&att.ifname)?.ok_or_else(|| {
-        Error::TryAgain(format!("{} vanished from the pod namespace", att.ifname))
-    })?;
-    for a in &pod_plan.addresses {
-        pod.add_address(pod_link.index, *a)?;
-    }
-    crate::hook::maybe_abort("addresses");
-    if !pod_link.up {
-        pod.set_up(pod_link.index)?;
-    }
-    for (dst, gw) in &pod_plan.routes {
-        pod.add_route(&RouteSpec {
-            dst: *dst,
-            gateway: Some(*gw),
-            oif: pod_link.index,
-        })?;
-    }
-    crate::hook::maybe_abort("routes");
-
+    ops.extend(pod_plan.addresses.iter().map(|a| Op::PodAddress(*a)));
+    ops.push(Op::PodUp);
+    ops.extend(pod_plan.routes.iter().map(|(dst, gw)| Op::PodRoute {
+        dst: *dst,
+        gateway: *gw,
+    }));
+    // Step 6, the result: what the ops above build.
     let host_if = Interface {
         name: host_name,
         mac: MacAddr(host_mac).to_string(),
@@ -155,13 +202,11 @@ fn steps<H: Netlink, P: Netlink>(
     };
     let pod_if = Interface {
         name: att.ifname.clone(),
-        mac: mac.to_string(),
+        mac: reserved.mac.to_string(),
         sandbox: att.netns.as_ref().map(|p| p.display().to_string()),
     };
-    Ok(Added {
-        result: plan::result(host_if, pod_if, &assigned, &pod_plan),
-        probe_ahead,
-    })
+    let result = plan::result(host_if, pod_if, &reserved.assigned, &pod_plan);
+    (ops, result)
 }
 
 /// ADD against the recording fake: the order of operations and the undo
@@ -230,7 +275,8 @@ mod tests {
             pod_ns: &ns,
             sysctls,
         };
-        add(conf, att, &[], node, || Ok(pod))
+        let req = validate(conf, att)?;
+        super::run(conf, att, &req, node, || Ok(pod))
     }
 
     /// A node as [`run`] makes it, for tests that vary the config.
@@ -377,5 +423,58 @@ mod tests {
             let state = stored(dir.path());
             assert_eq!(state.allocations()[0].mac, mac, "the store records it");
         }
+    }
+
+    /// Step 4 is pure and complete: every change ADD will make, known
+    /// before the first (issue 11 item 3: the plan used to be computed
+    /// only once the veth existed).
+    #[test]
+    fn the_plan_lists_every_change_before_any_is_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = conf(dir.path());
+        let (host, _) = node();
+        let seen = Observed {
+            bridge: host.links[BRIDGE].clone(),
+            node_ips: vec!["192.168.2.11".parse().unwrap()],
+        };
+        let reserved = Reservation {
+            assigned: vec![crate::ipam::Assigned {
+                address: "192.168.2.210/24".parse().unwrap(),
+                gateway: Some("192.168.2.1".parse().unwrap()),
+            }],
+            mac: "02:aa:bb:cc:dd:01".parse().unwrap(),
+            probe_ahead: false,
+        };
+        let ns = File::open("/dev/null").unwrap();
+        let (ops, result) = plan(&conf, &att(), &seen, &reserved, &ns);
+        let veth = names::host_veth("c1", "eth0");
+        let Op::CreateVeth(spec) = &ops[0] else {
+            panic!("{ops:?}")
+        };
+        assert_eq!(spec.host_name, veth);
+        assert_eq!(
+            spec.peer_mac, reserved.mac.0,
+            "the requested MAC, reserved once"
+        );
+        assert_eq!(MacAddr(spec.host_mac).to_string(), "0e:58:c0:a8:02:d2");
+        assert_eq!(
+            ops[1..],
+            [
+                Op::SetHairpin(veth),
+                Op::PodAddress("192.168.2.210/24".parse().unwrap()),
+                Op::PodUp,
+                Op::PodRoute {
+                    dst: "0.0.0.0/0".parse().unwrap(),
+                    gateway: "192.168.2.1".parse().unwrap()
+                },
+                Op::PodRoute {
+                    dst: "10.43.0.0/16".parse().unwrap(),
+                    gateway: "192.168.2.11".parse().unwrap()
+                },
+            ]
+        );
+        let j = result.to_json("1.1.0");
+        assert_eq!(j["interfaces"][1]["mac"], "02:aa:bb:cc:dd:01");
+        assert_eq!(j["routes"][1]["gw"], "192.168.2.11");
     }
 }

@@ -14,12 +14,24 @@ use crate::config::NetConf;
 use crate::env::Attachment;
 use crate::error::{Error, Result};
 use crate::ipam::{self, Assigned};
-use crate::names;
-use crate::netlink::Netlink;
+use crate::netlink::{Netlink, Socket};
 use crate::plan::{self, PodPlan};
+use crate::{names, netns};
 use flatlan_ipam::mac::MacAddr;
 
-pub fn check<H: Netlink, P: Netlink>(
+/// The verb as `dispatch` calls it, on the real sockets.
+pub fn check(conf: &NetConf, att: &Attachment) -> Result<()> {
+    let path = att.netns.as_deref().ok_or_else(|| Error::InvalidEnv {
+        var: "CNI_NETNS",
+        reason: "required for CHECK".into(),
+    })?;
+    let pod_ns = netns::open(path)?;
+    let open_pod = |ns: &File| netns::run_in(ns, Socket::new);
+    run(conf, att, &mut Socket::new()?, &pod_ns, open_pod)
+}
+
+/// CHECK against any [`Netlink`].
+pub fn run<H: Netlink, P: Netlink>(
     conf: &NetConf,
     att: &Attachment,
     host: &mut H,

@@ -8,10 +8,16 @@ use tracing::{info, warn};
 
 use crate::config::NetConf;
 use crate::error::{Error, Result};
-use crate::netlink::Netlink;
+use crate::netlink::{Netlink, Socket};
 use crate::{ipam, names};
 
-pub fn gc(conf: &NetConf, host: &mut impl Netlink) -> Result<()> {
+/// The verb as `dispatch` calls it, on the real socket.
+pub fn gc(conf: &NetConf) -> Result<()> {
+    run(conf, &mut Socket::new()?)
+}
+
+/// GC against any [`Netlink`].
+pub fn run(conf: &NetConf, host: &mut impl Netlink) -> Result<()> {
     let valid: Vec<(String, String)> = conf
         .valid_attachments
         .as_ref()

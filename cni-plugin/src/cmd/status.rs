@@ -13,10 +13,16 @@ use tracing::warn;
 
 use crate::config::NetConf;
 use crate::error::{Error, Result};
-use crate::netlink::Netlink;
+use crate::netlink::{Netlink, Socket};
 use crate::{ipam, sysctl};
 
-pub fn status(conf: &NetConf, host: &mut impl Netlink) -> Result<()> {
+/// The verb as `dispatch` calls it, on the real socket.
+pub fn status(conf: &NetConf) -> Result<()> {
+    run(conf, &mut Socket::new()?)
+}
+
+/// STATUS against any [`Netlink`].
+pub fn run(conf: &NetConf, host: &mut impl Netlink) -> Result<()> {
     let not_ready = |m: String| Err(Error::NotReady(m));
     let bridge = match super::bridge(host, &conf.bridge) {
         Ok(b) => b,
@@ -98,12 +104,12 @@ mod tests {
         ] {
             let mut host = Fake::default();
             host.insert(name, kind);
-            let e = status(&conf(name), &mut host).unwrap_err();
+            let e = run(&conf(name), &mut host).unwrap_err();
             assert_eq!(e.code(), 50, "{e}");
             assert!(e.to_string().contains(says), "{e}");
             assert!(host.log.is_empty(), "{:?}", host.log);
         }
-        let e = status(&conf("nobr0"), &mut Fake::default()).unwrap_err();
+        let e = run(&conf("nobr0"), &mut Fake::default()).unwrap_err();
         assert_eq!(e.code(), 50, "{e}");
         assert!(e.to_string().contains("nobr0 does not exist"), "{e}");
     }

@@ -134,3 +134,41 @@ impl Netlink for Fake {
             .collect())
     }
 }
+
+/// A borrowed fake, so a test can hand a verb the pod's socket and read
+/// its op log afterwards.
+impl Netlink for &mut Fake {
+    fn link_by_name(&mut self, name: &str) -> Result<Option<Link>> {
+        (**self).link_by_name(name)
+    }
+    fn links(&mut self) -> Result<Vec<Link>> {
+        (**self).links()
+    }
+    fn create_veth(&mut self, spec: &VethSpec) -> Result<()> {
+        (**self).create_veth(spec)
+    }
+    fn delete_link(&mut self, name: &str) -> Result<bool> {
+        (**self).delete_link(name)
+    }
+    fn set_up(&mut self, index: u32) -> Result<()> {
+        (**self).set_up(index)
+    }
+    fn set_hairpin(&mut self, name: &str) -> Result<()> {
+        (**self).set_hairpin(name)
+    }
+    fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> Result<()> {
+        (**self).set_mac(index, mac)
+    }
+    fn add_address(&mut self, index: u32, addr: IpNet) -> Result<()> {
+        (**self).add_address(index, addr)
+    }
+    fn addresses(&mut self, index: u32) -> Result<Vec<IpNet>> {
+        (**self).addresses(index)
+    }
+    fn add_route(&mut self, route: &RouteSpec) -> Result<()> {
+        (**self).add_route(route)
+    }
+    fn routes(&mut self, ipv4: bool) -> Result<Vec<RouteSpec>> {
+        (**self).routes(ipv4)
+    }
+}
