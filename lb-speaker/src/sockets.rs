@@ -8,6 +8,12 @@
 //! lets only Neighbor Solicitations and Advertisements through (see
 //! `flatlan_ipam::probe::bpf`), which is all the announcer reads, so the
 //! host's IPv6 traffic is not copied into the speaker.
+//!
+//! [`Sockets`] keeps them per interface, for as long as a VIP is claimed
+//! there: [`Sockets::sync`] closes those of interfaces with no claimed VIP,
+//! of vanished or recreated devices, and replaces those whose reader died
+//! (re-joining their solicited-node groups), so no socket outlives what it
+//! is for and no dead one stays behind.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv6Addr;
@@ -39,6 +45,92 @@ pub struct IfaceSockets {
     v6: Option<Sock>,
     readers: Vec<JoinHandle<()>>,
     groups: Groups,
+}
+
+/// Every interface's sockets, and where their frames go.
+pub struct Sockets {
+    by_iface: BTreeMap<String, IfaceSockets>,
+    tx: FrameTx,
+}
+
+impl Sockets {
+    /// No sockets yet; readers will forward frames to `tx`.
+    pub fn new(tx: FrameTx) -> Self {
+        Sockets {
+            by_iface: BTreeMap::new(),
+            tx,
+        }
+    }
+
+    /// The interfaces with sockets open.
+    pub fn ifaces(&self) -> impl Iterator<Item = &str> {
+        self.by_iface.keys().map(String::as_str)
+    }
+
+    /// Opens the ARP socket of `i` unless it is open, and the NDP socket
+    /// too when `v6` (a reload may add the first IPv6 VIP to a running
+    /// speaker).
+    pub fn ensure(&mut self, i: &IfaceInfo, v6: bool) -> Result<()> {
+        if !self.by_iface.contains_key(&i.name) {
+            let s = IfaceSockets::open(i, &self.tx)?;
+            self.by_iface.insert(i.name.clone(), s);
+        }
+        if v6 {
+            if let Some(s) = self.by_iface.get_mut(&i.name) {
+                s.ensure_v6(i, &self.tx)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `frame` on `iface`'s socket; `None` if it has none.
+    pub fn send(&self, iface: &str, frame: &[u8]) -> Option<Result<()>> {
+        Some(self.by_iface.get(iface)?.send(frame))
+    }
+
+    /// Joins (`join`) or leaves `vip`'s solicited-node group on `iface`.
+    pub fn group(&mut self, iface: &str, vip: Ipv6Addr, join: bool) {
+        let Some(s) = self.by_iface.get_mut(iface) else {
+            return;
+        };
+        let r = if join { s.join(vip) } else { s.leave(vip) };
+        if let Err(e) = r {
+            tracing::warn!(%iface, %vip, join, "multicast membership: {e}");
+        }
+    }
+
+    /// Keeps the sockets of the interfaces in `claimed` (each with whether
+    /// an IPv6 VIP is claimed on it) that still exist as the same device;
+    /// closes the others. A socket whose reader ended (a socket error) is
+    /// opened again, with its groups, so the interface is not left deaf.
+    pub fn sync(&mut self, claimed: &BTreeMap<String, bool>, ifaces: &BTreeMap<String, IfaceInfo>) {
+        self.by_iface.retain(|name, s| {
+            claimed.contains_key(name) && ifaces.get(name).is_some_and(|i| i.index == s.ifindex)
+        });
+        let dead: Vec<String> = self
+            .by_iface
+            .iter()
+            .filter(|(_, s)| s.readers.iter().any(JoinHandle::is_finished))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in dead {
+            let (Some(old), Some(i)) = (self.by_iface.remove(&name), ifaces.get(&name)) else {
+                continue;
+            };
+            tracing::warn!(iface = %name, "packet socket reader stopped: opening the sockets again");
+            let groups: Vec<Ipv6Addr> = old.groups.0.values().flatten().copied().collect();
+            drop(old);
+            let v6 = claimed.get(&name).copied().unwrap_or(false) || !groups.is_empty();
+            match self.ensure(i, v6) {
+                Ok(()) => {
+                    for vip in groups {
+                        self.group(&name, vip, true);
+                    }
+                }
+                Err(e) => tracing::warn!(iface = %name, "cannot open packet socket again: {e}"),
+            }
+        }
+    }
 }
 
 impl Drop for IfaceSockets {

@@ -6,9 +6,25 @@
 use std::io::Write as _;
 use std::path::Path;
 
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
 use serde::{Deserialize, Serialize};
 
+use crate::announcer::Phase;
 use crate::error::{Error, Result};
+use crate::iface;
+use crate::snapshot::Snapshot;
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn instant_to_unix_ms(t: Instant) -> u64 {
+    let ago = Instant::now().saturating_duration_since(t);
+    unix_ms(SystemTime::now().checked_sub(ago).unwrap_or(UNIX_EPOCH))
+}
 
 /// One VIP's line.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -114,6 +130,89 @@ impl Status {
             ));
         }
         s
+    }
+}
+
+impl Status {
+    /// The document for `s`. It tells the truth: a standby row shows no
+    /// MAC or last GARP from when it was ours, and a VIP its owner refuses
+    /// (a foreign device answered that owner's probe) has no owner.
+    pub fn of(s: &Snapshot) -> Status {
+        let vips = s
+            .planner
+            .vips()
+            .iter()
+            .map(|vip| vip_status(s, *vip))
+            .collect();
+        Status {
+            node: s.cfg.node_name.clone(),
+            updated_unix_ms: unix_ms(SystemTime::now()),
+            members: s.membership.live().keys().cloned().collect(),
+            leaving: s.leaving,
+            vips,
+        }
+    }
+}
+
+fn vip_status(s: &Snapshot, vip: std::net::IpAddr) -> VipStatus {
+    let st = s.announcer.vips().get(&vip);
+    let desired = s.planner.owners().get(&vip);
+    let state = match st.map(|st| &st.phase) {
+        Some(Phase::Owned { .. }) if s.planner.handing_over(vip) => "releasing",
+        Some(Phase::Owned { .. }) => "announcing",
+        Some(Phase::Probing { .. }) => "probing",
+        Some(Phase::Assigning) => "assigning",
+        Some(Phase::Conflict { .. }) => "conflict",
+        Some(Phase::Idle) | None => "standby",
+    };
+    let held = matches!(state, "announcing" | "releasing");
+    // A refused VIP has no owner, here or in any peer's view (its
+    // heartbeat says it refuses it): nobody answers for it but the device
+    // that answered the probe.
+    let refused_by = s
+        .membership
+        .refused_by(vip)
+        .filter(|(n, _)| desired.is_some_and(|d| d == n));
+    let owner = if held {
+        Some(s.cfg.node_name.clone())
+    } else if state == "conflict" || refused_by.is_some() {
+        None
+    } else {
+        desired.cloned()
+    };
+    let interface = st.map(|st| st.link.iface.clone()).or_else(|| {
+        s.desired
+            .iter()
+            .find(|d| d.vip.address == vip)
+            .and_then(|d| iface::choose(s.cfg, &d.vip, s.ifaces))
+            .map(|i| i.name.clone())
+    });
+    let ours = st.and_then(|st| {
+        matches!(st.phase, Phase::Conflict { .. })
+            .then_some(st.conflict)
+            .flatten()
+            .map(|(mac, _)| format!("{mac} answered our probe; not announcing"))
+    });
+    let theirs =
+        refused_by.map(|(n, mac)| format!("{mac} answered {n}'s probe; {n} does not announce it"));
+    VipStatus {
+        vip: vip.to_string(),
+        owner,
+        state: state.to_owned(),
+        interface,
+        // What a standby node once announced with, and when, is history,
+        // not state.
+        mac: st
+            .filter(|_| state != "standby" && state != "conflict")
+            .map(|st| st.link.mac.to_string()),
+        last_garp_unix_ms: st
+            .filter(|_| held)
+            .and_then(|st| st.last_announce)
+            .map(instant_to_unix_ms),
+        conflict: ours.or(theirs),
+        foreign: st
+            .and_then(|st| st.foreign)
+            .map(|(mac, t)| format!("{mac} claimed it at {}", instant_to_unix_ms(t))),
     }
 }
 

@@ -1,0 +1,256 @@
+//! Carrying out a turn: the planner's [`Intent`]s become the announcer's
+//! [`Action`]s, and those become frames on the packet sockets, VIPs added
+//! to or taken off `lo`, and solicited-node group joins. Everything one
+//! loop iteration decided is carried out here, once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::announcer::{Action, Announcer, Link, Phase};
+use crate::assign::HostAddrs;
+use crate::iface::IfaceInfo;
+use crate::log_limit::EngineNoise;
+use crate::metrics::Metrics;
+use crate::plan::Intent;
+use crate::sockets::Sockets;
+
+/// The host side of the speaker: `lo`, the interfaces' sysctls, the
+/// packet sockets.
+pub struct Executor {
+    host: Box<dyn HostAddrs>,
+    /// Whether VIPs go on `lo` (and interfaces get the ARP sysctls).
+    assign: bool,
+    sockets: Sockets,
+    /// Interfaces whose sysctls are set.
+    prepared: BTreeSet<String>,
+    metrics: Arc<Metrics>,
+    noise: EngineNoise,
+}
+
+impl Executor {
+    /// An executor with no sockets open and no interface prepared.
+    pub fn new(
+        host: Box<dyn HostAddrs>,
+        assign: bool,
+        sockets: Sockets,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Executor {
+            host,
+            assign,
+            sockets,
+            prepared: BTreeSet::new(),
+            metrics,
+            noise: EngineNoise::default(),
+        }
+    }
+
+    /// Turns `intents` into announcer actions, in order. A claim opens its
+    /// interface's sockets (and sets its sysctls) first; one that cannot is
+    /// skipped and tried again next turn.
+    pub fn apply(&mut self, intents: Vec<Intent>, announcer: &mut Announcer) -> Vec<Action> {
+        let mut acts = Vec::new();
+        for intent in intents {
+            match intent {
+                Intent::Claim {
+                    vip,
+                    iface,
+                    takeover,
+                } => {
+                    if let Err(e) = self.ensure_sockets(&iface, vip.is_ipv6()) {
+                        tracing::error!(%vip, iface = %iface.name, "cannot open packet socket: {e}");
+                        continue;
+                    }
+                    let link = Link {
+                        iface: iface.name.clone(),
+                        mac: iface.mac,
+                    };
+                    // The clock now, not the turn's: see `Intent::Claim`.
+                    acts.extend(announcer.claim(Instant::now(), vip, link, takeover));
+                }
+                Intent::Release(vip) => acts.extend(announcer.release(vip)),
+                Intent::Forget(vip) => {
+                    announcer.forget(vip);
+                    tracing::info!(%vip, "VIP removed from the source: no longer handled");
+                }
+                Intent::Reannounce(iface) => {
+                    acts.extend(announcer.reannounce(Instant::now(), iface.as_deref()))
+                }
+            }
+        }
+        acts
+    }
+
+    /// Prepares `i` for claiming a VIP of the family `v6` says: sysctls,
+    /// the ARP socket, and the IPv6 socket once an IPv6 VIP is claimed on it.
+    pub fn ensure_sockets(&mut self, i: &IfaceInfo, v6: bool) -> crate::Result<()> {
+        if self.assign && !self.prepared.contains(&i.name) {
+            self.host.prepare_iface(&i.name)?;
+            self.prepared.insert(i.name.clone());
+        }
+        self.sockets.ensure(i, v6)
+    }
+
+    /// Carries out `acts`; true if the host refused a VIP (we are no
+    /// longer eligible for it: peers should hear so at once).
+    pub fn execute(&mut self, announcer: &mut Announcer, acts: Vec<Action>) -> bool {
+        let (acts, failed) = assign_or_release(
+            Instant::now(),
+            announcer,
+            &mut *self.host,
+            &self.metrics,
+            net_assignments(acts),
+        );
+        let mut unassign = Vec::new();
+        for a in acts {
+            match a {
+                Action::Send { iface, frame } => {
+                    match self.sockets.send(&iface, frame.as_bytes()) {
+                        None => tracing::debug!(%iface, "no socket to send on"),
+                        Some(Ok(())) => {}
+                        Some(Err(e)) => {
+                            self.metrics.frame_send_errors.inc();
+                            if let Some(held) = self.noise.send.pass(Instant::now(), &self.metrics)
+                            {
+                                tracing::warn!(%iface, more_since_last = held, "send: {e}");
+                            }
+                        }
+                    }
+                }
+                Action::Assign(_) => {}
+                Action::Unassign(vip) => unassign.push(vip),
+                Action::JoinSolicitedNode { iface, vip } => self.sockets.group(&iface, vip, true),
+                Action::LeaveSolicitedNode { iface, vip } => self.sockets.group(&iface, vip, false),
+            }
+        }
+        // After the frames: a VIP stops being answered before the kernel
+        // stops accepting its traffic.
+        unassign_all(&mut *self.host, &unassign);
+        failed
+    }
+
+    /// Keeps the packet sockets of the interfaces a VIP is claimed on, and
+    /// only those (see [`Sockets::sync`]). An interface that vanished may
+    /// come back as a new device, with default sysctls: prepared again then.
+    pub fn sync_sockets(&mut self, announcer: &Announcer, ifaces: &BTreeMap<String, IfaceInfo>) {
+        let mut claimed: BTreeMap<String, bool> = BTreeMap::new();
+        for (vip, s) in announcer.vips() {
+            if !matches!(s.phase, Phase::Idle) {
+                *claimed.entry(s.link.iface.clone()).or_default() |= vip.is_ipv6();
+            }
+        }
+        self.sockets.sync(&claimed, ifaces);
+        self.prepared.retain(|name| ifaces.contains_key(name));
+    }
+
+    /// A new device with this name: its sysctls are the defaults again.
+    pub fn recreated(&mut self, name: &str) {
+        self.prepared.remove(name);
+    }
+
+    /// The interfaces with packet sockets open.
+    pub fn socket_ifaces(&self) -> Vec<String> {
+        self.sockets.ifaces().map(str::to_owned).collect()
+    }
+
+    /// Removes `vips` from `lo` (leftovers of a previous run at start).
+    pub fn remove_leftovers(&mut self, vips: &[IpAddr]) {
+        for (vip, e) in self.host.del_many(vips) {
+            tracing::warn!(%vip, "cannot remove a leftover VIP from lo: {e}");
+        }
+    }
+
+    /// On a clean exit: puts back the interface sysctls we changed, but
+    /// only once no VIP is left on `lo`. With `arp_ignore` back at 0 the
+    /// kernel would answer ARP for a leftover VIP on the LAN and draw its
+    /// traffic here.
+    pub fn restore_host(&mut self, vips: &[IpAddr]) {
+        let left = self.host.del_many(vips);
+        if left.is_empty() {
+            self.host.restore_ifaces();
+            return;
+        }
+        for (vip, e) in left {
+            tracing::warn!(%vip, "cannot remove the VIP from lo: {e}; keeping arp_ignore/arp_announce");
+        }
+    }
+}
+
+/// Keeps, for each VIP, only its last `Assign` or `Unassign` in `acts`: a
+/// batch may release and claim the same VIP (an interface recreated, a
+/// conflict retried), and since assigns run first and unassigns last, an
+/// earlier `Unassign` would otherwise undo a later `Assign`.
+pub(crate) fn net_assignments(acts: Vec<Action>) -> Vec<Action> {
+    let mut last: BTreeMap<IpAddr, usize> = BTreeMap::new();
+    for (i, a) in acts.iter().enumerate() {
+        if let Action::Assign(v) | Action::Unassign(v) = a {
+            last.insert(*v, i);
+        }
+    }
+    acts.into_iter()
+        .enumerate()
+        .filter(|(i, a)| match a {
+            Action::Assign(v) | Action::Unassign(v) => last.get(v) == Some(i),
+            _ => true,
+        })
+        .map(|(_, a)| a)
+        .collect()
+}
+
+/// Carries out the `Assign`s among `acts` first, in one batch, so traffic
+/// attracted by the announcements is accepted, and returns what is left to
+/// do, with the first announcements of the VIPs the host accepted, and
+/// whether any failed. A VIP that could not be added to `lo` is not
+/// announced: an announced VIP the kernel does not accept draws the LAN's
+/// traffic to a node that drops it. It backs off for `conflictRetry`,
+/// during which this node is not eligible for it, so the next node by
+/// hash announces it; then it is claimed again, so a passing failure heals
+/// by itself.
+pub(crate) fn assign_or_release(
+    now: Instant,
+    announcer: &mut Announcer,
+    host: &mut dyn HostAddrs,
+    metrics: &Metrics,
+    mut acts: Vec<Action>,
+) -> (Vec<Action>, bool) {
+    let assign: Vec<IpAddr> = acts
+        .iter()
+        .filter_map(|a| match a {
+            Action::Assign(v) => Some(*v),
+            _ => None,
+        })
+        .collect();
+    let failed: BTreeSet<IpAddr> = host
+        .add_many(&assign)
+        .into_iter()
+        .map(|(vip, e)| {
+            tracing::error!(%vip, "cannot add the VIP to lo: {e}; not announcing it, \
+                leaving it to another node for a while");
+            vip
+        })
+        .collect();
+    metrics.assign_failures.add(failed.len() as u64);
+    // Frames for a refused VIP (an announcer that did not wait for the
+    // host) are not sent.
+    acts.retain(|a| {
+        !matches!(a, Action::Send { .. }) || !a.vip().is_some_and(|v| failed.contains(&v))
+    });
+    for vip in assign {
+        if failed.contains(&vip) {
+            acts.extend(announcer.assign_failed(now, vip));
+        } else {
+            acts.extend(announcer.assigned(now, vip));
+        }
+    }
+    (acts, !failed.is_empty())
+}
+
+/// Takes `vips` off `lo`. Most batches (every received frame, most turns)
+/// release nothing, which costs nothing ([`HostAddrs`]).
+pub(crate) fn unassign_all(host: &mut dyn HostAddrs, vips: &[IpAddr]) {
+    for (vip, e) in host.del_many(vips) {
+        tracing::warn!(%vip, "cannot remove the VIP from lo: {e}");
+    }
+}
