@@ -39,6 +39,11 @@ enum Cmd {
         /// Seconds between reads of the Node.
         #[arg(long, default_value_t = 30)]
         interval: u64,
+        /// Exit once the file holds the slice, retrying every second for
+        /// at most this many seconds (the DaemonSet's init step, so the
+        /// installer can write the conflist).
+        #[arg(long, value_name = "TIMEOUT_SECONDS")]
+        once: Option<u64>,
     },
     /// Print each VIP's owner, interface, MAC and last GARP.
     Status {
@@ -100,7 +105,8 @@ fn main() -> ExitCode {
             node,
             range_file,
             interval,
-        } => match node_agent(&node, &range_file, interval) {
+            once,
+        } => match node_agent(&node, &range_file, interval, once) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("flatlan-speaker node-agent: {e}");
@@ -171,12 +177,26 @@ fn node_agent(
     node: &str,
     range_file: &std::path::Path,
     interval: u64,
+    once: Option<u64>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let client = kube::Client::try_default().await?;
+        if let Some(timeout) = once {
+            let api = kube::Api::all(client);
+            let secs = std::time::Duration::from_secs;
+            flatlan_speaker::node_agent::until_synced(
+                &api,
+                node,
+                range_file,
+                secs(1),
+                secs(timeout),
+            )
+            .await?;
+            return Ok(());
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let stop = async move {
             tokio::select! {

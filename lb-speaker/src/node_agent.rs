@@ -90,6 +90,41 @@ pub async fn sync_once(api: &Api<Node>, node: &str, out: &Path) -> Result<Synced
     })
 }
 
+/// Syncs until the file holds the node's slice, retrying every `retry`
+/// for at most `timeout`: the DaemonSet's first init container (issue 14).
+/// The installer writes the conflist only once this file exists, and a
+/// freshly registered Node gets its podCIDRs some seconds after it shows
+/// up (it may not even exist yet: `nodes "vm" not found`), so a short
+/// retry here, not the 30 s resync interval, decides how soon pods start.
+pub async fn until_synced(
+    api: &Api<Node>,
+    node: &str,
+    out: &Path,
+    retry: Duration,
+    timeout: Duration,
+) -> Result<Vec<String>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let last = match sync_once(api, node, out).await {
+            Ok(Synced::Written(c)) => return Ok(c),
+            Ok(Synced::Unchanged) => return Ok(Vec::new()),
+            Ok(Synced::NotAllocated) => Error::Sys {
+                op: format!(
+                    "Node {node} has no spec.podCIDRs after {} s (does the controller manager allocate node CIDRs? k3s: --cluster-cidr)",
+                    timeout.as_secs()
+                ),
+                source: io::ErrorKind::TimedOut.into(),
+            },
+            Err(e) => e,
+        };
+        if tokio::time::Instant::now() + retry > deadline {
+            return Err(last);
+        }
+        info!(node, "{last}; retrying in {} ms", retry.as_millis());
+        tokio::time::sleep(retry).await;
+    }
+}
+
 /// Keeps the file in sync until `shutdown` resolves. Errors are logged and
 /// retried; the last good file stays in place.
 pub async fn run(
@@ -203,6 +238,31 @@ mod tests {
         let (api, _s) = fake_api(503, b"{}".to_vec());
         assert!(sync_once(&api, "node1", &out).await.is_err());
         assert_eq!(fs::read_to_string(&out).unwrap(), "previous\n");
+    }
+
+    #[tokio::test]
+    async fn until_synced_returns_once_written_and_gives_up_after_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("node-range.json");
+        let (api, _s) = fake_api(
+            200,
+            node_json(serde_json::json!({"podCIDRs": ["192.168.2.208/28"]})),
+        );
+        let ms = Duration::from_millis;
+        let got = until_synced(&api, "node1", &out, ms(10), ms(1000))
+            .await
+            .unwrap();
+        assert_eq!(got, ["192.168.2.208/28"]);
+        assert!(out.is_file());
+        let empty = dir.path().join("empty.json");
+        let (api, s) = fake_api(200, node_json(serde_json::json!({})));
+        let e = until_synced(&api, "node1", &empty, ms(10), ms(100))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("no spec.podCIDRs"), "{e}");
+        assert!(!empty.exists());
+        drop(api);
+        assert!(s.await.unwrap().len() > 2, "it retried");
     }
 
     #[test]
