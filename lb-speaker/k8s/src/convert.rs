@@ -1,0 +1,314 @@
+//! Every source of pools and advertisements onto the one model: flatlan's
+//! CRDs, MetalLB's CRDs and MetalLB's legacy ConfigMap. A bad object
+//! becomes a [`Warning`] for that object only; the rest carries on.
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{Resource, ResourceExt};
+
+use crate::crd::{self, ServiceAllocationSpec};
+use crate::error::{Error, Result};
+use crate::metallb::{self, LegacyConfig};
+use crate::model::{Advertisement, ObjectRef, Pool, ServiceAllocation, Source, Warning};
+use crate::selector::{Labels, Selector};
+
+/// Pools and advertisements gathered from every source, and what was
+/// wrong or ignored on the way.
+#[derive(Debug, Clone, Default)]
+pub struct Collected {
+    pub pools: Vec<Pool>,
+    pub advertisements: Vec<Advertisement>,
+    pub warnings: Vec<Warning>,
+}
+
+/// The object reference of any typed resource.
+pub fn object_ref<K: Resource<DynamicType = ()>>(o: &K) -> ObjectRef {
+    ObjectRef {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        namespace: o.namespace(),
+        name: o.name_any(),
+    }
+}
+
+fn created<K: Resource>(o: &K) -> i64 {
+    o.meta()
+        .creation_timestamp
+        .as_ref()
+        .map_or(0, |t| t.0.as_second())
+}
+
+/// The pool fields both APIs share.
+struct PoolFields<'a> {
+    addresses: &'a [String],
+    auto_assign: Option<bool>,
+    avoid_buggy_ips: bool,
+    alloc: Option<&'a ServiceAllocationSpec>,
+}
+
+impl Collected {
+    /// A `flatlan.dev/v1alpha1` IPAddressPool.
+    pub fn flatlan_pool(&mut self, p: &crd::IPAddressPool) {
+        let s = &p.spec;
+        let f = PoolFields {
+            addresses: &s.addresses,
+            auto_assign: s.auto_assign,
+            avoid_buggy_ips: s.avoid_buggy_ips,
+            alloc: s.service_allocation.as_ref(),
+        };
+        self.pool(
+            object_ref(p),
+            Source::Flatlan,
+            created(p),
+            p.labels().clone(),
+            f,
+        );
+    }
+
+    /// A `metallb.io/v1beta1` IPAddressPool.
+    pub fn metallb_pool(&mut self, p: &metallb::IPAddressPool) {
+        let s = &p.spec;
+        let f = PoolFields {
+            addresses: &s.addresses,
+            auto_assign: s.auto_assign,
+            avoid_buggy_ips: s.avoid_buggy_ips,
+            alloc: s.service_allocation.as_ref(),
+        };
+        self.pool(
+            object_ref(p),
+            Source::MetalLb,
+            created(p),
+            p.labels().clone(),
+            f,
+        );
+    }
+
+    /// A `flatlan.dev/v1alpha1` L2Advertisement.
+    pub fn flatlan_advertisement(&mut self, a: &crd::L2Advertisement) {
+        let s = &a.spec;
+        let object = object_ref(a);
+        match advertisement(
+            object.clone(),
+            &s.ip_address_pools,
+            &s.ip_address_pool_selectors,
+            &s.node_selectors,
+            &s.service_selectors,
+            &s.interfaces,
+        ) {
+            Ok(ad) => self.advertisements.push(ad),
+            Err(problem) => self.warnings.push(Warning { object, problem }),
+        }
+    }
+
+    /// A `metallb.io/v1beta1` L2Advertisement.
+    pub fn metallb_advertisement(&mut self, a: &metallb::L2Advertisement) {
+        let s = &a.spec;
+        let object = object_ref(a);
+        if !s.preferred_node_selectors.is_empty() {
+            self.warn(&object, "spec.preferredNodeSelectors", "flatlan picks the announcing node by a hash over the eligible nodes (nodeSelectors), which is what keeps failover free of API writes");
+        }
+        match advertisement(
+            object.clone(),
+            &s.ip_address_pools,
+            &s.ip_address_pool_selectors,
+            &s.node_selectors,
+            &s.service_selectors,
+            &s.interfaces,
+        ) {
+            Ok(ad) => self.advertisements.push(ad),
+            Err(problem) => self.warnings.push(Warning { object, problem }),
+        }
+    }
+
+    /// Any other object of MetalLB's group (BGPPeer, BGPAdvertisement, …):
+    /// a warning, never silence.
+    pub fn metallb_other(&mut self, kind: &str, namespace: Option<String>, name: &str) {
+        let object = ObjectRef {
+            api_version: metallb::API_VERSION.into(),
+            kind: kind.into(),
+            namespace,
+            name: name.into(),
+        };
+        let why = metallb::unsupported_kind(kind)
+            .unwrap_or("flatlan reads only IPAddressPool and L2Advertisement from metallb.io");
+        self.warn(&object, &format!("{kind} {name}"), why);
+    }
+
+    /// The legacy `metallb-system/config` ConfigMap: each `protocol:
+    /// layer2` pool becomes a pool and an advertisement of it from every
+    /// node, as MetalLB did; BGP pools, peers and communities are warned
+    /// about.
+    pub fn metallb_config_map(&mut self, cm: &ConfigMap) {
+        let object = object_ref(cm);
+        let created = created(cm);
+        let text = cm.data.as_ref().and_then(|d| d.get("config"));
+        let Some(text) = text else {
+            let problem = Error::BadConfigMap {
+                name: object.name.clone(),
+                why: "it has no `config` key; MetalLB's layout is data.config holding the YAML"
+                    .into(),
+            };
+            self.warnings.push(Warning { object, problem });
+            return;
+        };
+        let cfg: LegacyConfig = match serde_yaml::from_str(text) {
+            Ok(c) => c,
+            Err(e) => {
+                let problem = Error::BadConfigMap {
+                    name: object.name.clone(),
+                    why: format!("data.config is not MetalLB's configuration: {e}"),
+                };
+                self.warnings.push(Warning { object, problem });
+                return;
+            }
+        };
+        for key in cfg.other.keys() {
+            let why = match key.as_str() {
+                "peers" | "bgp-communities" | "bfd-profiles" => {
+                    "BGP is not implemented; flatlan announces on the LAN (layer 2)"
+                }
+                _ => "it is not a key of MetalLB's configuration that flatlan knows",
+            };
+            self.warn(&object, &format!("data.config: {key}"), why);
+        }
+        for (i, p) in cfg.address_pools.iter().enumerate() {
+            let at = format!("data.config: address-pools[{i}] ({})", p.name);
+            if p.protocol != "layer2" {
+                self.warn(&object, &format!("{at}: protocol: {}", p.protocol), "only protocol: layer2 pools are served; this pool's addresses are not handed out");
+                continue;
+            }
+            if !p.bgp_advertisements.is_empty() {
+                self.warn(
+                    &object,
+                    &format!("{at}: bgp-advertisements"),
+                    "BGP is not implemented",
+                );
+            }
+            for key in p.other.keys() {
+                self.warn(
+                    &object,
+                    &format!("{at}: {key}"),
+                    "it is not a field of a MetalLB address pool",
+                );
+            }
+            let f = PoolFields {
+                addresses: &p.addresses,
+                auto_assign: p.auto_assign,
+                avoid_buggy_ips: p.avoid_buggy_ips,
+                alloc: None,
+            };
+            let before = self.pools.len();
+            let mut pool_ref = object.clone();
+            pool_ref.name = format!("{} address-pools[{i}]", object.name);
+            self.pool(
+                pool_ref.clone(),
+                Source::MetalLbConfigMap,
+                created,
+                Labels::new(),
+                f,
+            );
+            if let Some(pool) = self.pools.get_mut(before) {
+                pool.name.clone_from(&p.name);
+                self.advertisements.push(Advertisement {
+                    object: pool_ref,
+                    pools: vec![p.name.clone()],
+                    pool_selectors: vec![],
+                    node_selectors: vec![],
+                    service_selectors: vec![],
+                    interfaces: vec![],
+                });
+            }
+        }
+    }
+
+    fn warn(&mut self, object: &ObjectRef, what: &str, why: &str) {
+        self.warnings.push(Warning {
+            object: object.clone(),
+            problem: Error::Unsupported {
+                what: what.into(),
+                why: why.into(),
+            },
+        });
+    }
+
+    fn pool(
+        &mut self,
+        object: ObjectRef,
+        source: Source,
+        created: i64,
+        labels: Labels,
+        f: PoolFields,
+    ) {
+        match pool(&object, source, created, labels, f) {
+            Ok(p) => self.pools.push(p),
+            Err(problem) => self.warnings.push(Warning { object, problem }),
+        }
+    }
+}
+
+fn pool(
+    object: &ObjectRef,
+    source: Source,
+    created: i64,
+    labels: Labels,
+    f: PoolFields,
+) -> Result<Pool> {
+    let ranges = Pool::parse_ranges(f.addresses)?;
+    let alloc = match f.alloc {
+        None => ServiceAllocation::default(),
+        Some(a) => ServiceAllocation {
+            priority: a.priority,
+            namespaces: a.namespaces.clone(),
+            namespace_selectors: Selector::parse_all(
+                &a.namespace_selectors,
+                "spec.serviceAllocation.namespaceSelectors",
+            )?,
+            service_selectors: Selector::parse_all(
+                &a.service_selectors,
+                "spec.serviceAllocation.serviceSelectors",
+            )?,
+        },
+    };
+    Ok(Pool {
+        name: object.name.clone(),
+        object: object.clone(),
+        source,
+        created,
+        labels,
+        ranges,
+        auto_assign: f.auto_assign.unwrap_or(true),
+        avoid_buggy_ips: f.avoid_buggy_ips,
+        alloc,
+    })
+}
+
+fn advertisement(
+    object: ObjectRef,
+    pools: &[String],
+    pool_selectors: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector],
+    node_selectors: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector],
+    service_selectors: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector],
+    interfaces: &[String],
+) -> Result<Advertisement> {
+    if let Some(bad) = interfaces
+        .iter()
+        .find(|i| i.is_empty() || i[..i.len() - 1].contains('*'))
+    {
+        return Err(Error::BadSelector {
+            field: "spec.interfaces".into(),
+            why: format!(
+                "{bad:?} is not an interface name (a `*` may only end a prefix, as in enp*)"
+            ),
+        });
+    }
+    Ok(Advertisement {
+        object,
+        pools: pools.to_vec(),
+        pool_selectors: Selector::parse_all(pool_selectors, "spec.ipAddressPoolSelectors")?,
+        node_selectors: Selector::parse_all(node_selectors, "spec.nodeSelectors")?,
+        service_selectors: Selector::parse_all(service_selectors, "spec.serviceSelectors")?,
+        interfaces: interfaces.to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests;
