@@ -5,9 +5,13 @@
 //! hash; this only says who is in the running, so no API write ever sits
 //! on the failover path.
 //!
-//! The output, [`DesiredVip`], is what a Kubernetes VIP source hands the
-//! engine: every address the cluster wants announced, and whether this
-//! node is eligible for it and on which interfaces.
+//! The output, [`DesiredVip`], is what the Kubernetes VIP source hands the
+//! engine (flatlan-speaker's `source::DesiredVip`): every address the
+//! cluster wants announced, and whether this node is eligible for it and
+//! on which interfaces. The source maps `here` onto the engine's
+//! `eligible` with [`Eligibility::on`] for the interface `iface::choose`
+//! picks by subnet, and pins the interface when an advertisement names
+//! exactly one ([`Interfaces::pinned`]).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -44,6 +48,17 @@ pub enum Interfaces {
 }
 
 impl Interfaces {
+    /// The one interface to announce from, when the advertisements name
+    /// exactly one (no prefix): the engine's pinned `interface`.
+    pub fn pinned(&self) -> Option<&str> {
+        match self {
+            Interfaces::Only(names) if names.len() == 1 && !names[0].ends_with('*') => {
+                Some(names[0].as_str())
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the node may announce from `iface`.
     pub fn allows(&self, iface: &str) -> bool {
         match self {

@@ -118,6 +118,13 @@ fn interface_selectors_union_across_advertisements() {
     assert!(e.on("eth0") && e.on("enp3s0"));
     assert!(!e.on("wlan0") && !e.on("eth1") && !e.on("en"));
     assert!(!Eligibility::NodeNotSelected.on("eth0"));
+    assert_eq!(
+        Interfaces::Only(vec!["eth0".into(), "enp*".into()]).pinned(),
+        None
+    );
+    assert_eq!(Interfaces::Only(vec!["enp*".into()]).pinned(), None);
+    assert_eq!(Interfaces::Only(vec!["eth1".into()]).pinned(), Some("eth1"));
+    assert_eq!(Interfaces::Any.pinned(), None);
 }
 
 #[test]
