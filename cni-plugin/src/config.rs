@@ -1,17 +1,23 @@
 //! The network configuration on stdin, parsed and validated in full before
 //! the first change to the system (STYLE.md rule 2).
 
-use std::net::IpAddr;
-use std::path::PathBuf;
-
-use flatlan_ipam::mac::MacAddr;
-use flatlan_ipam::IpRange;
 use ipnet::IpNet;
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::env::Command;
 use crate::error::{Error, Result};
+
+mod ipam;
+mod request;
+pub use ipam::{
+    IpamConf, ProbeConf, SubnetConf, DEFAULT_BOOT_ID, DEFAULT_DATA_DIR, MAX_VERIFIED_TTL_SECONDS,
+};
+use request::parse_mac;
+
+/// Fuzz-style properties: no input, however mangled, panics the parser.
+#[cfg(test)]
+mod fuzz;
 
 /// CNI versions this plugin speaks. 0.3.x is still what many older
 /// conflists (k3s and flannel templates) say; it has no CHECK, and only
@@ -42,9 +48,6 @@ pub fn verb_allowed(command: Command, version: &str) -> Result<()> {
 /// with a large prevResult; reading without a limit let 100 MB of input
 /// cost 850 MB of memory.
 pub const MAX_STDIN: usize = 1 << 20;
-
-pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/flatlan";
-pub const DEFAULT_BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -114,129 +117,6 @@ pub struct ValidAttachment {
     pub ifname: String,
 }
 
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct IpamConf {
-    /// `subnet`, `gateway`, `ranges` and `exclude` at this level are
-    /// shorthand for a single `subnets` entry.
-    #[serde(default)]
-    pub subnet: Option<IpNet>,
-    #[serde(default)]
-    pub gateway: Option<IpAddr>,
-    #[serde(default)]
-    pub ranges: Vec<IpRange>,
-    #[serde(default)]
-    pub exclude: Vec<IpRange>,
-    #[serde(default)]
-    pub subnets: Vec<SubnetConf>,
-    /// The node agent's node-range file (this node's slice from podCIDRs).
-    #[serde(default)]
-    pub range_file: Option<PathBuf>,
-    #[serde(default = "default_data_dir")]
-    pub data_dir: PathBuf,
-    #[serde(default = "default_boot_id")]
-    pub boot_id_path: PathBuf,
-    #[serde(default)]
-    pub probe: ProbeConf,
-}
-
-/// The LAN conflict probe (RFC 5227 ARP probe, DAD-style NS for IPv6).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct ProbeConf {
-    pub enabled: bool,
-    /// Probes per address, `intervalMs` apart, then `waitMs` of listening.
-    pub probes: u8,
-    pub interval_ms: u64,
-    pub wait_ms: u64,
-    /// How many upcoming candidates a background probe verifies after ADD.
-    pub ahead: usize,
-    /// How long a "nobody answered" verdict stays good (at most
-    /// [`MAX_VERIFIED_TTL_SECONDS`]).
-    pub verified_ttl_seconds: u64,
-    /// How long an address a LAN host answered for is skipped.
-    pub quarantine_seconds: u64,
-}
-
-impl Default for ProbeConf {
-    fn default() -> Self {
-        // 2 probes 20 ms apart and 60 ms of listening catch any wired host
-        // (they answer in well under a millisecond) and survive one lost
-        // frame; the background probe-ahead uses 5x the listening time.
-        ProbeConf {
-            enabled: true,
-            probes: 2,
-            interval_ms: 20,
-            wait_ms: 60,
-            // A DEL no longer leaves a verified address behind, so these
-            // verdicts are what keeps ADD from probing: a round starts when
-            // fewer than half are left, and 8 left outlast the ~0.4 s a
-            // round takes even at a dozen ADDs a second.
-            ahead: 16,
-            // A LAN host may take an address at any moment, silently
-            // (`ip addr add` sends nothing); only a fresh verdict says much.
-            verified_ttl_seconds: 30,
-            quarantine_seconds: 3600,
-        }
-    }
-}
-
-/// A "nobody answered" verdict older than this says little about the LAN
-/// now (issue 10: a 600 s verdict handed out an address a host had taken).
-pub const MAX_VERIFIED_TTL_SECONDS: u64 = 120;
-
-impl ProbeConf {
-    pub fn sync_config(&self) -> flatlan_ipam::probe::ProbeConfig {
-        flatlan_ipam::probe::ProbeConfig {
-            probes: self.probes,
-            interval: std::time::Duration::from_millis(self.interval_ms),
-            wait: std::time::Duration::from_millis(self.wait_ms),
-        }
-    }
-
-    /// Upper bounds, so a typo cannot stall every ADD (the synchronous probe
-    /// runs up to 9 rounds when LAN hosts answer) or keep verdicts forever.
-    fn check_bounds(&self) -> Result<()> {
-        // verifiedTtlSeconds has its own, tighter rule in `validate`.
-        let limits: [(&str, u64, u64, u64); 5] = [
-            ("probes", self.probes.into(), 1, 5),
-            ("intervalMs", self.interval_ms, 0, 500),
-            ("waitMs", self.wait_ms, 1, 1000),
-            ("ahead", self.ahead as u64, 0, 64),
-            ("quarantineSeconds", self.quarantine_seconds, 0, 7 * 86400),
-        ];
-        for (key, v, min, max) in limits {
-            if !(min..=max).contains(&v) {
-                return Err(Error::InvalidConfig(format!(
-                    "ipam.probe.{key} {v} is out of range {min}-{max}"
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// Off the ADD path, so it can listen as long as RFC 5227's spirit asks.
-    pub fn ahead_config(&self) -> flatlan_ipam::probe::ProbeConfig {
-        flatlan_ipam::probe::ProbeConfig {
-            probes: self.probes.max(3),
-            interval: std::time::Duration::from_millis(self.interval_ms.max(50)),
-            wait: std::time::Duration::from_millis(self.wait_ms.saturating_mul(5)),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SubnetConf {
-    pub subnet: IpNet,
-    #[serde(default)]
-    pub gateway: Option<IpAddr>,
-    #[serde(default)]
-    pub ranges: Vec<IpRange>,
-    #[serde(default)]
-    pub exclude: Vec<IpRange>,
-}
-
 fn default_bridge() -> String {
     "br0".into()
 }
@@ -247,32 +127,6 @@ fn null_is_empty<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> std::result::Result<Option<Vec<ValidAttachment>>, D::Error> {
     Ok(Some(Option::deserialize(d)?.unwrap_or_default()))
-}
-
-fn default_data_dir() -> PathBuf {
-    DEFAULT_DATA_DIR.into()
-}
-fn default_boot_id() -> PathBuf {
-    DEFAULT_BOOT_ID.into()
-}
-
-/// A pod MAC must be one a host can own: unicast and not all zeros.
-fn parse_mac(s: &str) -> std::result::Result<MacAddr, String> {
-    let mac: MacAddr = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"))?;
-    if mac.is_zero() {
-        return Err(format!(
-            "{s} is the all-zero MAC, which no interface can own"
-        ));
-    }
-    if mac.is_multicast() {
-        return Err(format!(
-            "{s} is a multicast or broadcast MAC (the first octet is odd); a pod needs a unicast one"
-        ));
-    }
-    Ok(mac)
 }
 
 /// Reads just the version, for VERSION and for error replies to a config
@@ -440,24 +294,6 @@ impl NetConf {
         Ok(())
     }
 
-    /// The MAC the runtime asked for: the `mac` capability, else `MAC=` in
-    /// CNI_ARGS (the reference bridge plugin's order). Both were validated
-    /// before any change; an invalid `MAC=` is a code-4 error.
-    pub fn requested_mac(&self, args_mac: Option<&str>) -> Result<Option<MacAddr>> {
-        if let Some(m) = &self.runtime_config.mac {
-            return parse_mac(m)
-                .map(Some)
-                .map_err(|why| Error::InvalidConfig(format!("runtimeConfig.mac: {why}")));
-        }
-        match args_mac.map(str::trim).filter(|m| !m.is_empty()) {
-            Some(m) => parse_mac(m).map(Some).map_err(|why| Error::InvalidEnv {
-                var: "CNI_ARGS",
-                reason: format!("MAC: {why}"),
-            }),
-            None => Ok(None),
-        }
-    }
-
     /// One LAN subnet per configured family, shorthand included.
     pub fn subnets(&self) -> &[SubnetConf] {
         &self.resolved_subnets
@@ -476,34 +312,12 @@ impl NetConf {
             .chain(i.subnets.iter().cloned())
             .collect()
     }
-
-    /// Addresses the runtime asked for (runtimeConfig `ips`, or CNI_ARGS `IP=`).
-    pub fn requested_ips(&self, args_ip: Option<&str>) -> Result<Vec<IpAddr>> {
-        let mut out = Vec::new();
-        let from_args = args_ip.into_iter().flat_map(|s| s.split(','));
-        for s in self
-            .runtime_config
-            .ips
-            .iter()
-            .map(String::as_str)
-            .chain(from_args)
-        {
-            let s = s.trim();
-            if s.is_empty() {
-                continue;
-            }
-            let addr = s.split('/').next().unwrap_or(s);
-            let ip: IpAddr = addr.parse().map_err(|_| {
-                Error::InvalidConfig(format!("requested IP {s:?} is not an IP address"))
-            })?;
-            out.push(ip);
-        }
-        Ok(out)
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     fn parse(v: serde_json::Value) -> Result<NetConf> {
@@ -655,126 +469,6 @@ mod tests {
             assert_eq!(e.code(), 7, "{key}: {e}");
             assert!(e.to_string().contains(key), "{e}");
             assert!(e.to_string().contains("absolute"), "{e}");
-        }
-    }
-
-    #[test]
-    fn requested_macs_must_be_unicast_and_not_zero() {
-        let c = parse(base()).unwrap();
-        assert_eq!(
-            c.requested_mac(Some("02:00:00:00:00:01")).unwrap(),
-            Some(MacAddr([2, 0, 0, 0, 0, 1]))
-        );
-        assert_eq!(c.requested_mac(None).unwrap(), None);
-        for bad in [
-            "00:00:00:00:00:00",
-            "01:00:5e:00:00:fb",
-            "ff:ff:ff:ff:ff:ff",
-            "nope",
-        ] {
-            let e = c.requested_mac(Some(bad)).unwrap_err();
-            assert_eq!(e.code(), 4, "{bad}: {e}");
-            assert!(e.to_string().contains("MAC"), "{e}");
-            let mut v = base();
-            v["runtimeConfig"] = serde_json::json!({ "mac": bad });
-            let e = parse(v).unwrap_err();
-            assert_eq!(e.code(), 7, "{bad}: {e}");
-            assert!(e.to_string().contains("runtimeConfig.mac"), "{e}");
-        }
-    }
-
-    #[test]
-    fn requested_ips_from_both_sources() {
-        let mut v = base();
-        v["runtimeConfig"] = serde_json::json!({"ips": ["192.168.2.215/24"]});
-        let c = parse(v).unwrap();
-        let ips = c.requested_ips(Some("192.168.2.216")).unwrap();
-        assert_eq!(ips.len(), 2);
-        assert_eq!(c.requested_ips(Some("nope")).unwrap_err().code(), 7);
-    }
-}
-
-/// Fuzz-style properties (cargo-fuzz needs a nightly toolchain, which these
-/// machines do not have): no input, however mangled, panics the parser.
-#[cfg(test)]
-mod fuzz {
-    use proptest::prelude::*;
-
-    use super::*;
-
-    fn json_value() -> impl Strategy<Value = serde_json::Value> {
-        let leaf = prop_oneof![
-            Just(serde_json::Value::Null),
-            any::<bool>().prop_map(serde_json::Value::from),
-            any::<i64>().prop_map(serde_json::Value::from),
-            "[ -~]{0,24}".prop_map(serde_json::Value::from),
-            prop_oneof![
-                Just("192.168.2.0/24"),
-                Just("192.168.2.1"),
-                Just("fd00::/64"),
-                Just("10.0.0.1-10.0.0.0"),
-                Just("1.0.0.0/33"),
-            ]
-            .prop_map(serde_json::Value::from),
-        ];
-        leaf.prop_recursive(4, 48, 6, |inner| {
-            prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
-                proptest::collection::btree_map(
-                    prop_oneof![
-                        Just("cniVersion".to_string()),
-                        Just("name".to_string()),
-                        Just("type".to_string()),
-                        Just("ipam".to_string()),
-                        Just("subnet".to_string()),
-                        Just("ranges".to_string()),
-                        Just("exclude".to_string()),
-                        Just("gateway".to_string()),
-                        Just("subnets".to_string()),
-                        Just("mtu".to_string()),
-                        Just("probe".to_string()),
-                        Just("runtimeConfig".to_string()),
-                        Just("ips".to_string()),
-                        "[a-z]{1,8}",
-                    ],
-                    inner,
-                    0..8,
-                )
-                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
-            ]
-        })
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
-
-        #[test]
-        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let _ = NetConf::parse(&bytes);
-            let _ = peek_version(&bytes);
-        }
-
-        #[test]
-        fn structured_garbage_never_panics(v in json_value()) {
-            if let Ok(conf) = NetConf::parse(v.to_string().as_bytes()) {
-                // Whatever parses must be usable without panicking too.
-                let _ = conf.subnets();
-                let _ = conf.requested_ips(Some("1.2.3.4,::1,x"));
-            }
-        }
-
-        #[test]
-        fn mutated_valid_config_never_panics(
-            key in prop_oneof![Just("subnet"), Just("gateway"), Just("ranges"), Just("exclude")],
-            value in json_value(),
-        ) {
-            let mut v = serde_json::json!({
-                "cniVersion": "1.1.0", "name": "lan", "type": "flatlan",
-                "ipam": {"subnet": "192.168.2.0/24", "gateway": "192.168.2.1",
-                         "ranges": ["192.168.2.210-192.168.2.219"]}
-            });
-            v["ipam"][key] = value;
-            let _ = NetConf::parse(v.to_string().as_bytes());
         }
     }
 }
