@@ -315,16 +315,16 @@ impl NetConf {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::path::PathBuf;
 
     use super::*;
 
-    fn parse(v: serde_json::Value) -> Result<NetConf> {
+    pub(crate) fn parse(v: serde_json::Value) -> Result<NetConf> {
         NetConf::parse(v.to_string().as_bytes())
     }
 
-    fn base() -> serde_json::Value {
+    pub(crate) fn base() -> serde_json::Value {
         serde_json::json!({
             "cniVersion": "1.1.0", "name": "lan", "type": "flatlan",
             "ipam": {"subnet": "192.168.2.0/24", "gateway": "192.168.2.1",

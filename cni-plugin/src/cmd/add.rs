@@ -212,7 +212,7 @@ fn plan(
 /// ADD against the recording fake: the order of operations and the undo
 /// stack, without root.
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::fs::File;
 
     use super::*;
@@ -222,7 +222,7 @@ mod tests {
     /// host's own br0 must not change what these tests see.
     const BRIDGE: &str = "fltest-nobr";
 
-    fn conf(dir: &std::path::Path) -> NetConf {
+    pub(crate) fn conf(dir: &std::path::Path) -> NetConf {
         conf_with(dir, |_| {})
     }
 
@@ -240,7 +240,7 @@ mod tests {
         NetConf::parse(v.to_string().as_bytes()).unwrap()
     }
 
-    fn att() -> Attachment {
+    pub(crate) fn att() -> Attachment {
         Attachment {
             container_id: "c1".into(),
             netns: Some("/run/netns/p".into()),

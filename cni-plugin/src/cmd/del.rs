@@ -81,29 +81,8 @@ fn plan(conf: &NetConf, att: &Attachment, host: &mut impl Netlink) -> Result<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cmd::add::tests::{att, conf};
     use crate::netlink::fake::Fake;
-
-    fn conf(dir: &std::path::Path) -> NetConf {
-        std::fs::write(dir.join("boot_id"), "b1\n").unwrap();
-        let v = serde_json::json!({
-            "cniVersion": "1.1.0", "name": "lan", "type": "flatlan",
-            "bridge": "fltest-nobr",
-            "ipam": {"subnet": "192.168.2.0/24", "gateway": "192.168.2.1",
-                     "ranges": ["192.168.2.210-192.168.2.211"],
-                     "dataDir": dir.join("data"), "bootIdPath": dir.join("boot_id"),
-                     "probe": {"enabled": false}}
-        });
-        NetConf::parse(v.to_string().as_bytes()).unwrap()
-    }
-
-    fn att() -> Attachment {
-        Attachment {
-            container_id: "c1".into(),
-            netns: Some("/run/netns/p".into()),
-            ifname: "eth0".into(),
-            args: Default::default(),
-        }
-    }
 
     /// A conf whose store holds c1/eth0, and the MAC it recorded.
     fn added(dir: &std::path::Path) -> (NetConf, [u8; 6]) {

@@ -75,18 +75,7 @@ impl NetConf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parse(v: serde_json::Value) -> Result<NetConf> {
-        NetConf::parse(v.to_string().as_bytes())
-    }
-
-    fn base() -> serde_json::Value {
-        serde_json::json!({
-            "cniVersion": "1.1.0", "name": "lan", "type": "flatlan",
-            "ipam": {"subnet": "192.168.2.0/24", "gateway": "192.168.2.1",
-                     "ranges": ["192.168.2.210-192.168.2.219"]}
-        })
-    }
+    use crate::config::tests::{base, parse};
 
     #[test]
     fn requested_macs_must_be_unicast_and_not_zero() {
