@@ -104,16 +104,20 @@ impl Sockets {
     /// closes the others. A socket whose reader ended (a socket error) is
     /// opened again, with its groups, so the interface is not left deaf.
     pub fn sync(&mut self, claimed: &BTreeMap<String, bool>, ifaces: &BTreeMap<String, IfaceInfo>) {
-        self.by_iface.retain(|name, s| {
-            claimed.contains_key(name) && ifaces.get(name).is_some_and(|i| i.index == s.ifindex)
-        });
-        let dead: Vec<String> = self
+        let open: Vec<Open> = self
             .by_iface
             .iter()
-            .filter(|(_, s)| s.readers.iter().any(JoinHandle::is_finished))
-            .map(|(n, _)| n.clone())
+            .map(|(name, s)| Open {
+                name: name.clone(),
+                ifindex: s.ifindex,
+                dead: s.readers.iter().any(JoinHandle::is_finished),
+            })
             .collect();
-        for name in dead {
+        let (close, reopen) = stale(&open, claimed, ifaces);
+        for name in close {
+            self.by_iface.remove(&name);
+        }
+        for name in reopen {
             let (Some(old), Some(i)) = (self.by_iface.remove(&name), ifaces.get(&name)) else {
                 continue;
             };
@@ -131,6 +135,35 @@ impl Sockets {
             }
         }
     }
+}
+
+/// One interface's open sockets, as [`stale`] sees them.
+#[derive(Debug)]
+struct Open {
+    name: String,
+    ifindex: u32,
+    /// A reader task ended (a socket error other than ENETDOWN).
+    dead: bool,
+}
+
+/// Which interfaces' sockets to close (no VIP claimed there, or the device
+/// is gone or another one now) and which to open again (a reader died).
+fn stale(
+    open: &[Open],
+    claimed: &BTreeMap<String, bool>,
+    ifaces: &BTreeMap<String, IfaceInfo>,
+) -> (Vec<String>, Vec<String>) {
+    let mut close = Vec::new();
+    let mut reopen = Vec::new();
+    for o in open {
+        let same_device = ifaces.get(&o.name).is_some_and(|i| i.index == o.ifindex);
+        if !claimed.contains_key(&o.name) || !same_device {
+            close.push(o.name.clone());
+        } else if o.dead {
+            reopen.push(o.name.clone());
+        }
+    }
+    (close, reopen)
 }
 
 impl Drop for IfaceSockets {
@@ -282,6 +315,48 @@ mod tests {
 
     fn v6(s: &str) -> Ipv6Addr {
         s.parse().expect("literal")
+    }
+
+    #[test]
+    fn sockets_live_as_long_as_a_claim_on_their_device_and_a_dead_reader_is_replaced() {
+        let iface = |name: &str, index| IfaceInfo {
+            name: name.into(),
+            index,
+            mac: flatlan_ipam::mac::MacAddr([2, 0, 0, 0, 0, 1]),
+            running: true,
+            nets: Vec::new(),
+        };
+        let ifaces = BTreeMap::from([
+            ("eth0".to_owned(), iface("eth0", 2)),
+            ("eth1".to_owned(), iface("eth1", 3)),
+            ("eth2".to_owned(), iface("eth2", 9)),
+            ("eth3".to_owned(), iface("eth3", 5)),
+        ]);
+        let open = |name: &str, ifindex, dead| Open {
+            name: name.into(),
+            ifindex,
+            dead,
+        };
+        let open = [
+            open("eth0", 2, false),
+            // Its VIPs were released.
+            open("eth1", 3, false),
+            // Recreated: another device by that name.
+            open("eth2", 4, false),
+            // Its reader died.
+            open("eth3", 5, true),
+            // Gone.
+            open("eth4", 6, false),
+        ];
+        let claimed = BTreeMap::from([
+            ("eth0".to_owned(), false),
+            ("eth2".to_owned(), false),
+            ("eth3".to_owned(), true),
+            ("eth4".to_owned(), false),
+        ]);
+        let (close, reopen) = stale(&open, &claimed, &ifaces);
+        assert_eq!(close, vec!["eth1", "eth2", "eth4"]);
+        assert_eq!(reopen, vec!["eth3"]);
     }
 
     #[test]
