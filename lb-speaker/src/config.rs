@@ -12,8 +12,9 @@
 //!   - address: fd00:1::240
 //!     interface: eth0            # optional; default: by subnet
 //! interfaces: [eth0, "enp*"]     # optional allow list (trailing * globs)
-//! heartbeatInterval: 100ms
-//! deadAfter: 3                   # missed heartbeats
+//! heartbeatInterval: 50ms
+//! deadAfter: 6                   # missed heartbeats on a clean link
+//! maxDeadTime: 800ms             # the bound on a lossy or busy one
 //! garpCount: 3
 //! garpInterval: 100ms
 //! refreshInterval: 30s
@@ -31,31 +32,29 @@
 //! rejected as a whole, with the offending field's path in the message
 //! (`vips[2].address: ...`), and the daemon never starts half-configured.
 
+mod secret;
+mod timers;
+
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::freshness::MAX_SENDERS;
+
+pub use secret::{
+    entropy_bits, read_secret_file, LOW_ENTROPY_BITS, MAX_SECRET_FILE, MIN_SECRET_LEN,
+};
+pub use timers::{parse_duration, Timers, DEFAULT_MAX_DEAD_TIME, MAX_REFRESH};
+use timers::{RawDuration, RawTimers};
 
 /// The default heartbeat port.
 pub const DEFAULT_PORT: u16 = 7946;
 /// The multicast group heartbeats use with `multicast: true`
 /// (organisation-local scope, RFC 2365).
 pub const MULTICAST_GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 70, 76);
-/// The shortest secret accepted: HMAC-SHA256 keys shorter than 128 bits are
-/// guessable.
-pub const MIN_SECRET_LEN: usize = 16;
-/// The longest `secretFile` read: a key is a few dozen bytes, and a path
-/// such as `/dev/zero` must not exhaust memory.
-pub const MAX_SECRET_FILE: u64 = 4096;
-/// Below this estimated entropy (bits) a secret is warned about.
-pub const LOW_ENTROPY_BITS: f64 = 64.0;
-/// The longest `refreshInterval`: switches age a MAC out after 300 s
-/// (metallb#2910, #259), and a refresh must come well before that.
-pub const MAX_REFRESH: Duration = Duration::from_secs(150);
 
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,64 +102,6 @@ pub struct VipConfig {
     pub interface: Option<String>,
 }
 
-/// Timers, all validated to be non-zero.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Timers {
-    /// How often a heartbeat is sent.
-    pub heartbeat_interval: Duration,
-    /// A member is dead after this many intervals without a heartbeat.
-    pub dead_after: u32,
-    /// GARP (and unsolicited NA) rounds on claim. Several, because a single
-    /// GARP is easily lost while switch ports and caches settle (MetalLB #123).
-    pub garp_count: u32,
-    /// Time between those rounds.
-    pub garp_interval: Duration,
-    /// Low-rate re-announcement while owning.
-    pub refresh_interval: Duration,
-    /// How long to listen for answers to the pre-claim probe.
-    pub probe_timeout: Duration,
-    /// How long a leaving speaker waits for its successors.
-    pub handoff_timeout: Duration,
-    /// How long a refused (conflicting) VIP waits before it is probed again.
-    pub conflict_retry: Duration,
-}
-
-impl Timers {
-    /// The time after which a silent member is dead.
-    pub fn dead_interval(&self) -> Duration {
-        self.heartbeat_interval * self.dead_after
-    }
-}
-
-impl Default for Timers {
-    fn default() -> Self {
-        let hb = Duration::from_millis(100);
-        Timers {
-            heartbeat_interval: hb,
-            dead_after: 3,
-            garp_count: 3,
-            garp_interval: Duration::from_millis(100),
-            refresh_interval: Duration::from_secs(30),
-            // The CNI plugin's probe window (2 probes, 60 ms of listening):
-            // wired hosts answer an ARP probe within a few ms. A device
-            // that answers later (Wi-Fi power save) is still caught while
-            // we own the VIP, as a foreign claim.
-            probe_timeout: Duration::from_millis(60),
-            handoff_timeout: hb * 5,
-            conflict_retry: Duration::from_secs(10),
-        }
-    }
-}
-
-/// A duration written as `100ms`, `1.5s`, `2m` or a bare number of
-/// milliseconds.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-enum RawDuration {
-    Millis(u64),
-    Text(String),
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawNode {
@@ -192,6 +133,7 @@ struct RawConfig {
     interfaces: Vec<String>,
     heartbeat_interval: Option<RawDuration>,
     dead_after: Option<u32>,
+    max_dead_time: Option<RawDuration>,
     garp_count: Option<u32>,
     garp_interval: Option<RawDuration>,
     refresh_interval: Option<RawDuration>,
@@ -202,47 +144,6 @@ struct RawConfig {
     metrics_addr: Option<String>,
     status_file: Option<PathBuf>,
     state_dir: Option<PathBuf>,
-}
-
-/// Parses `100ms`, `1s`, `1.5s`, `2m`, or a bare number (milliseconds).
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let (num, unit_ms) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1000.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60_000.0)
-    } else {
-        (s, 1.0)
-    };
-    let v: f64 = num.trim().parse().ok()?;
-    if !v.is_finite() || v < 0.0 || v * unit_ms > 1e12 {
-        return None;
-    }
-    Some(Duration::from_micros((v * unit_ms * 1000.0).round() as u64))
-}
-
-fn duration(
-    path: &str,
-    raw: Option<RawDuration>,
-    default: Duration,
-    min: Duration,
-) -> Result<Duration> {
-    let d = match raw {
-        None => return Ok(default),
-        Some(RawDuration::Millis(ms)) => Duration::from_millis(ms),
-        Some(RawDuration::Text(t)) => parse_duration(&t).ok_or_else(|| {
-            Error::config(path, format!("invalid duration {t:?} (use e.g. 100ms, 2s)"))
-        })?,
-    };
-    if d < min {
-        return Err(Error::config(
-            path,
-            format!("{d:?} is too short (minimum {min:?})"),
-        ));
-    }
-    Ok(d)
 }
 
 fn socket_addr(path: &str, s: &str, default_port: Option<u16>) -> Result<SocketAddr> {
@@ -285,53 +186,6 @@ fn valid_ifname(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.@*".contains(&b))
-}
-
-/// Reads `secretFile`: a regular file that neither group nor others can
-/// write (anyone who can write it can join the cluster or split it), of at
-/// most [`MAX_SECRET_FILE`] bytes.
-pub fn read_secret_file(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read as _;
-    use std::os::unix::fs::PermissionsExt as _;
-    let bad = |msg: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, msg);
-    let f = std::fs::File::open(path)?;
-    let meta = f.metadata()?;
-    if !meta.is_file() {
-        return Err(bad("not a regular file".into()));
-    }
-    let mode = meta.permissions().mode();
-    if mode & 0o022 != 0 {
-        return Err(bad(format!(
-            "mode {:o}: group or others can write it; chmod go-w",
-            mode & 0o7777
-        )));
-    }
-    let mut bytes = Vec::new();
-    f.take(MAX_SECRET_FILE + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_SECRET_FILE {
-        return Err(bad(format!("larger than {MAX_SECRET_FILE} bytes")));
-    }
-    Ok(bytes)
-}
-
-/// A rough estimate of a secret's entropy in bits: its length times the
-/// Shannon entropy of its byte distribution. It catches what people type
-/// ("aaaaaaaaaaaaaaaa", "1212121212121212"), not every weak key.
-pub fn entropy_bits(secret: &[u8]) -> f64 {
-    let mut counts = [0u32; 256];
-    for b in secret {
-        counts[usize::from(*b)] += 1;
-    }
-    let n = secret.len() as f64;
-    let per_byte: f64 = counts
-        .iter()
-        .filter(|c| **c > 0)
-        .map(|c| {
-            let p = f64::from(*c) / n;
-            -p * p.log2()
-        })
-        .sum();
-    per_byte * n
 }
 
 impl Config {
@@ -402,6 +256,20 @@ impl Config {
         for (i, p) in raw.peers.iter().enumerate() {
             peers.push(socket_addr(&format!("peers[{i}]"), p, Some(listen.port()))?);
         }
+        if peers.len() >= MAX_SENDERS {
+            // One heartbeat echoes the challenges of at most MAX_SENDERS
+            // speakers (the wire's MAX_ECHOES, two each): a larger cluster
+            // would drop some peers' echoes and see them die and rejoin.
+            return Err(Error::config(
+                "peers",
+                format!(
+                    "{} peers: a cluster has at most {MAX_SENDERS} speakers, so at most {} \
+                     peers",
+                    peers.len(),
+                    MAX_SENDERS - 1
+                ),
+            ));
+        }
         if raw.multicast && !matches!(node_address, Some(IpAddr::V4(_))) {
             return Err(Error::config(
                 "multicast",
@@ -409,46 +277,7 @@ impl Config {
             ));
         }
 
-        let secret = match (raw.secret, raw.secret_file) {
-            (Some(_), Some(_)) => {
-                return Err(Error::config(
-                    "secret",
-                    "set secret or secretFile, not both",
-                ))
-            }
-            (None, None) => {
-                return Err(Error::config(
-                    "secret",
-                    "missing: heartbeats must be authenticated (secret or secretFile)",
-                ))
-            }
-            (Some(s), None) => s.into_bytes(),
-            (None, Some(p)) => {
-                let mut bytes = read_file(&p)
-                    .map_err(|e| Error::config("secretFile", format!("{}: {e}", p.display())))?;
-                while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
-                    bytes.pop();
-                }
-                bytes
-            }
-        };
-        let bits = entropy_bits(&secret);
-        if bits < LOW_ENTROPY_BITS {
-            tracing::warn!(
-                estimated_bits = bits as u64,
-                "the heartbeat secret looks guessable (repeated or few distinct characters); \
-                 use e.g. `head -c 32 /dev/urandom | base64`"
-            );
-        }
-        if secret.len() < MIN_SECRET_LEN {
-            return Err(Error::config(
-                "secret",
-                format!(
-                    "too short ({} bytes, need at least {MIN_SECRET_LEN})",
-                    secret.len()
-                ),
-            ));
-        }
+        let secret = secret::resolve(raw.secret, raw.secret_file, read_file)?;
 
         if raw.vips.is_empty() {
             return Err(Error::config("vips", "no VIPs to announce"));
@@ -503,63 +332,18 @@ impl Config {
             }
         }
 
-        let d = Timers::default();
-        let ms = Duration::from_millis;
-        let heartbeat_interval = duration(
-            "heartbeatInterval",
-            raw.heartbeat_interval,
-            d.heartbeat_interval,
-            ms(10),
-        )?;
-        let dead_after = raw.dead_after.unwrap_or(d.dead_after);
-        if !(2..=100).contains(&dead_after) {
-            return Err(Error::config(
-                "deadAfter",
-                format!("{dead_after} missed heartbeats: must be between 2 and 100"),
-            ));
+        let timers = RawTimers {
+            heartbeat_interval: raw.heartbeat_interval,
+            dead_after: raw.dead_after,
+            max_dead_time: raw.max_dead_time,
+            garp_count: raw.garp_count,
+            garp_interval: raw.garp_interval,
+            refresh_interval: raw.refresh_interval,
+            probe_timeout: raw.probe_timeout,
+            handoff_timeout: raw.handoff_timeout,
+            conflict_retry: raw.conflict_retry,
         }
-        let garp_count = raw.garp_count.unwrap_or(d.garp_count);
-        if !(1..=20).contains(&garp_count) {
-            return Err(Error::config(
-                "garpCount",
-                format!("{garp_count}: must be between 1 and 20"),
-            ));
-        }
-        let refresh_interval = duration(
-            "refreshInterval",
-            raw.refresh_interval,
-            d.refresh_interval,
-            ms(100),
-        )?;
-        if refresh_interval > MAX_REFRESH {
-            return Err(Error::config(
-                "refreshInterval",
-                format!(
-                    "{refresh_interval:?}: at most {MAX_REFRESH:?}, well inside the 300 s \
-                     after which switches forget a MAC"
-                ),
-            ));
-        }
-        let timers = Timers {
-            heartbeat_interval,
-            dead_after,
-            garp_count,
-            garp_interval: duration("garpInterval", raw.garp_interval, d.garp_interval, ms(1))?,
-            refresh_interval,
-            probe_timeout: duration("probeTimeout", raw.probe_timeout, d.probe_timeout, ms(0))?,
-            handoff_timeout: duration(
-                "handoffTimeout",
-                raw.handoff_timeout,
-                heartbeat_interval * 5,
-                ms(0),
-            )?,
-            conflict_retry: duration(
-                "conflictRetry",
-                raw.conflict_retry,
-                d.conflict_retry,
-                ms(100),
-            )?,
-        };
+        .validate()?;
 
         let metrics_addr = match raw.metrics_addr.as_deref() {
             None => Some(SocketAddr::from(([127, 0, 0, 1], 7472))),
@@ -598,6 +382,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn no_files(_: &Path) -> std::io::Result<Vec<u8>> {
         Err(std::io::Error::from(std::io::ErrorKind::NotFound))
@@ -698,64 +483,6 @@ garpInterval: 0.2s
             .starts_with("secretFile:"));
     }
 
-    /// `secretFile` must not be writable by group or others, must be a
-    /// regular file, and is read only up to a bound (`/dev/zero`).
-    #[test]
-    fn secret_file_rules() {
-        use std::os::unix::fs::PermissionsExt as _;
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("key");
-        std::fs::write(&p, "0123456789abcdef0123\n").unwrap();
-        for (mode, ok) in [(0o600, true), (0o644, true), (0o620, false), (0o606, false)] {
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-            let r = read_secret_file(&p);
-            assert_eq!(r.is_ok(), ok, "mode {mode:o}: {r:?}");
-            if !ok {
-                assert!(r.unwrap_err().to_string().contains("chmod go-w"));
-            }
-        }
-        let e = read_secret_file(Path::new("/dev/zero")).unwrap_err();
-        assert!(e.to_string().contains("not a regular file"), "{e}");
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        std::fs::write(&p, vec![b'k'; 5000]).unwrap();
-        let e = read_secret_file(&p).unwrap_err();
-        assert!(e.to_string().contains("larger than 4096"), "{e}");
-        // Through the config: the path and the reason.
-        let y = GOOD.replace(
-            "secret: \"0123456789abcdef0123\"",
-            &format!("secretFile: {}", p.display()),
-        );
-        let e = Config::from_yaml(&y, &read_secret_file).unwrap_err();
-        assert!(e.to_string().starts_with("secretFile:"), "{e}");
-    }
-
-    #[test]
-    fn low_entropy_secrets_are_estimated_low() {
-        assert!(entropy_bits(b"aaaaaaaaaaaaaaaaaaaa") < LOW_ENTROPY_BITS);
-        assert!(entropy_bits(b"1212121212121212") < LOW_ENTROPY_BITS);
-        assert!(entropy_bits(b"flatlan-lab-fleet-secret-0123456789") >= LOW_ENTROPY_BITS);
-        assert!(entropy_bits(b"q8Zp2LxV0rT7mWc4YbN1sKd9") >= LOW_ENTROPY_BITS);
-    }
-
-    #[test]
-    fn refresh_stays_well_inside_switch_mac_aging() {
-        let y = format!("{GOOD}refreshInterval: 5m\n");
-        assert!(err(&y).starts_with("refreshInterval:"), "{}", err(&y));
-        let y = format!("{GOOD}refreshInterval: 2m\n");
-        assert!(parse(&y).is_ok());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("100ms"), Some(Duration::from_millis(100)));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("250"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("-1s"), None);
-        assert_eq!(parse_duration("NaNs"), None);
-        assert_eq!(parse_duration(""), None);
-    }
-
     #[test]
     fn interface_rules() {
         for n in ["lo", "veth1234", "cni0", "kube-ipvs0", "fl3a9c"] {
@@ -769,5 +496,24 @@ garpInterval: 0.2s
         c.interfaces = vec!["enp*".into()];
         assert!(!c.interface_allowed("eth0"));
         assert!(c.interface_allowed("enp3s0"));
+    }
+
+    /// A heartbeat echoes at most MAX_SENDERS speakers' challenges: a
+    /// larger unicast cluster is refused, not silently capped.
+    #[test]
+    fn the_cluster_size_is_refused_beyond_what_a_heartbeat_can_echo() {
+        let peers = |n: usize| {
+            let list: Vec<String> = (0..n).map(|i| format!("\"10.0.1.{i}\"")).collect();
+            GOOD.replace(
+                "peers: [10.0.0.3, \"10.0.0.4:8000\"]",
+                &format!("peers: [{}]", list.join(", ")),
+            )
+        };
+        assert_eq!(parse(&peers(MAX_SENDERS - 1)).unwrap().peers.len(), 31);
+        let e = err(&peers(MAX_SENDERS));
+        assert!(
+            e.starts_with("peers: 32 peers: a cluster has at most 32 speakers"),
+            "{e}"
+        );
     }
 }

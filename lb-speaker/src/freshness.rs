@@ -31,14 +31,15 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use crate::config::Timers;
 use crate::error::{Error, Result};
 use crate::wire::{Heartbeat, MAX_ECHOES};
 
-/// How many dead intervals a challenge stays acceptable. One dead interval
-/// is what a member may stay silent; the second is room for the echo's own
-/// delay (the peer echoes our challenge in its next heartbeat, up to two
-/// heartbeat intervals later) and for a busy engine that reads late, so
-/// that freshness costs no false failovers.
+/// How many clean-link dead intervals a challenge stays acceptable, at
+/// least. One dead interval is what a member may stay silent; the second
+/// is room for the echo's own delay (the peer echoes our challenge in its
+/// next heartbeat, up to two heartbeat intervals later) and for a busy
+/// engine that reads late, so that freshness costs no false failovers.
 const WINDOW_DEAD_INTERVALS: u32 = 2;
 
 /// The most challenges remembered, whatever the timers (a 10 ms interval
@@ -50,9 +51,14 @@ const MAX_ISSUED: usize = 1024;
 pub const MAX_SENDERS: usize = MAX_ECHOES / 2;
 
 /// How long our challenges stay acceptable, and how long we echo a
-/// peer's: [`WINDOW_DEAD_INTERVALS`] dead intervals.
-pub fn window(dead_interval: Duration) -> Duration {
-    dead_interval * WINDOW_DEAD_INTERVALS
+/// peer's: [`WINDOW_DEAD_INTERVALS`] clean-link dead intervals, and at
+/// least the failure detector's bound (`maxDeadTime`), so that every echo
+/// the detector would still count as a proof of life is fresh. A longer
+/// window gives a replay nothing: membership takes a heartbeat's liveness
+/// from the issue time of the challenge it echoes, never from its arrival
+/// ([`crate::membership`]).
+pub fn window(timers: &Timers) -> Duration {
+    (timers.dead_interval() * WINDOW_DEAD_INTERVALS).max(timers.max_dead_time)
 }
 
 /// 32 random bytes from the kernel: the key of this run's challenges and
@@ -266,8 +272,17 @@ mod tests {
     #[test]
     fn only_an_echo_of_a_recent_challenge_of_ours_is_fresh() {
         let t0 = Instant::now();
-        let w = window(300 * MS);
+        let mut t = Timers {
+            heartbeat_interval: 100 * MS,
+            dead_after: 3,
+            max_dead_time: 300 * MS,
+            ..Timers::default()
+        };
+        let w = window(&t);
         assert_eq!(w, 600 * MS);
+        t.max_dead_time = 800 * MS;
+        assert_eq!(window(&t), 800 * MS);
+        assert_eq!(window(&Timers::default()), 800 * MS);
         let mut ours = Challenges::new([1; 32], w);
         let c1 = ours.issue(t0);
         let c2 = ours.issue(t0 + 100 * MS);

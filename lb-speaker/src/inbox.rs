@@ -34,6 +34,8 @@ pub struct Inbox {
     /// The heartbeat port, for the log.
     port: u16,
     dead: Duration,
+    /// The freshness window ([`freshness::window`]).
+    window: Duration,
     heartbeat_interval: Duration,
     metrics: Arc<Metrics>,
     membership: Membership,
@@ -75,13 +77,14 @@ impl Inbox {
             secret: cfg.secret.clone(),
             port: cfg.listen.port(),
             dead,
+            window: freshness::window(&cfg.timers),
             heartbeat_interval: cfg.timers.heartbeat_interval,
             metrics,
-            membership: Membership::new(cfg.node_name.clone(), dead),
+            membership: Membership::new(cfg.node_name.clone(), cfg.timers.detector()),
             version: 0,
             noise: EngineNoise::default(),
             challenges,
-            echoes: Echoes::new(freshness::window(dead)),
+            echoes: Echoes::new(freshness::window(&cfg.timers)),
             prompted: None,
             prompt: false,
             heard_us: BTreeMap::new(),
@@ -235,8 +238,8 @@ impl Inbox {
         }
         self.unanswered.remove(&hb.node);
         self.metrics.heartbeats_received.inc();
-        let events = self.membership.observe(now, &hb);
-        self.note(now, events)
+        let events = newest.map(|proof| self.membership.observe(now, proof, &hb));
+        self.note(now, events.unwrap_or_default())
     }
 
     /// Logs `events`, bumps the version, and answers a changed member at
@@ -269,7 +272,7 @@ impl Inbox {
     /// on for a dead interval past the window, so a peer that is just
     /// starting is not reported.
     fn note_unanswered(&mut self, now: Instant, node: &str, from: SocketAddr) {
-        let window = freshness::window(self.dead);
+        let window = self.window;
         self.unanswered
             .retain(|_, (_, last)| now.saturating_duration_since(*last) <= window);
         if self.membership.live().contains_key(node)
@@ -316,7 +319,7 @@ impl Inbox {
     /// engine does with a peer's view).
     #[cfg(test)]
     pub fn observe(&mut self, now: Instant, hb: &wire::Heartbeat) -> Vec<Event> {
-        let events = self.membership.observe(now, hb);
+        let events = self.membership.observe(now, now, hb);
         self.note(now, events)
     }
 }

@@ -145,7 +145,7 @@ pub async fn start(
     // Random, not the clock: membership must not depend on the nodes'
     // clocks agreeing (issue 12).
     let seed = freshness::random_seed()?;
-    let window = freshness::window(cfg.timers.dead_interval());
+    let window = freshness::window(&cfg.timers);
     let challenges = Arc::new(Mutex::new(Challenges::new(seed, window)));
     let beats = heartbeat::Sender::spawn(
         clone()?,

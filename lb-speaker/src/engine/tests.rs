@@ -42,7 +42,7 @@ fn eth9(index: u32, last: u8) -> IfaceInfo {
 /// nothing bound.
 fn engine(yaml: &str, host: FakeHost) -> Engine {
     let cfg = Config::from_yaml(yaml, &no_files).unwrap();
-    let window = crate::freshness::window(cfg.timers.dead_interval());
+    let window = crate::freshness::window(&cfg.timers);
     let (frame_tx, _) = mpsc::channel(8);
     let metrics = Arc::new(Metrics::default());
     Engine::new(
@@ -303,7 +303,9 @@ fn a_member_whose_heartbeats_wait_unread_is_not_declared_dead() {
         "alive: its heartbeats were queued"
     );
     assert_eq!(e.metrics.heartbeats_received.get(), 5);
-    std::thread::sleep(pause * 4);
+    // Silent past the detector's bound (the late reads above count as a
+    // late link, which lengthens its timeout, up to maxDeadTime).
+    std::thread::sleep(e.cfg.timers.max_dead_time + pause);
     e.inbox.read_queued(&ours, &mut buf);
     e.step(Instant::now());
     assert!(e.inbox.membership().live().is_empty(), "silent: dead");
@@ -341,7 +343,9 @@ fn only_a_heartbeat_that_echoes_our_challenge_is_a_sign_of_life() {
     // Heard for long without an echo of ours: said, once.
     let t0 = Instant::now();
     let stale = wire::encode(&hb(2, 43, vec![]), &secret).unwrap();
-    for ms in (0..=1200).step_by(100) {
+    // The window (maxDeadTime, 800 ms) and a dead interval (300 ms) pass
+    // before it is said.
+    for ms in (0..=1400).step_by(100) {
         e.inbox
             .on_datagram(t0 + Duration::from_millis(ms), &stale, from);
     }

@@ -43,7 +43,7 @@ impl World {
         let timers = Timers::default();
         World {
             mine: mine.iter().map(|v| (*v, eth())).collect(),
-            membership: Membership::new("me", timers.dead_interval()),
+            membership: Membership::new("me", timers.detector()),
             version: 0,
             announcer: Announcer::new(timers.clone(), Arc::new(Metrics::default())),
             ifaces: BTreeMap::from([("eth9".into(), eth())]),
@@ -85,7 +85,7 @@ impl World {
                 })
                 .collect(),
         };
-        self.version += self.membership.observe(now, &hb).len() as u64;
+        self.version += self.membership.observe(now, now, &hb).len() as u64;
     }
 
     /// Carries intents out on the announcer, as the executor would.
@@ -249,6 +249,7 @@ fn ownership_is_rehashed_only_when_the_version_moves() {
     // A peer's eligibility changed but the version did not move: not seen.
     let before = p.owners().clone();
     w.membership.observe(
+        t0,
         t0,
         &Heartbeat {
             node: "peer".into(),
