@@ -64,6 +64,10 @@ enum Cmd {
         /// Crash and graceful-handoff trials, each.
         #[arg(long, default_value_t = 20)]
         trials: usize,
+        /// Seconds of the poor-LAN run (5% heartbeat loss, a busy node)
+        /// that counts false failovers; 0 skips the poor-LAN figures.
+        #[arg(long, default_value_t = 600)]
+        lossy_secs: u64,
         /// Print one JSON object instead of the Markdown table.
         #[arg(long)]
         json: bool,
@@ -113,7 +117,11 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Bench { trials, json } => bench(trials, json),
+        Cmd::Bench {
+            trials,
+            lossy_secs,
+            json,
+        } => bench(trials, lossy_secs, json),
         Cmd::Status { addr, file, json } => {
             let st = match file {
                 Some(f) => Status::read(&f),
@@ -144,7 +152,7 @@ fn main() -> ExitCode {
 /// Measures this very binary with `flatlan-lab speaker-bench`: the bench
 /// and its namespace lab live in flatlan-lab, on netns-testkit, so that
 /// none of it is compiled into the daemon. Replaces this process.
-fn bench(trials: usize, json: bool) -> ExitCode {
+fn bench(trials: usize, lossy_secs: u64, json: bool) -> ExitCode {
     use std::os::unix::process::CommandExt;
     let exe = match std::env::current_exe() {
         Ok(p) => p,
@@ -159,7 +167,9 @@ fn bench(trials: usize, json: bool) -> ExitCode {
         .arg("--speaker")
         .arg(&exe)
         .arg("--trials")
-        .arg(trials.to_string());
+        .arg(trials.to_string())
+        .arg("--lossy-secs")
+        .arg(lossy_secs.to_string());
     if json {
         cmd.arg("--json");
     }

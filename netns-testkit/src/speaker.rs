@@ -163,7 +163,13 @@ pub struct SpeakerLab {
     pub switch: Netns,
     bin: PathBuf,
     dir: ScratchDir,
+    /// The timer lines of every config (see [`SpeakerLab::set_timers`]).
+    timers: String,
 }
+
+/// The timers the tests run with unless told otherwise: fixed, so a change
+/// of the daemon's defaults does not move every test's timing.
+const LAB_TIMERS: &str = "heartbeatInterval: 100ms\ndeadAfter: 3\n";
 
 impl SpeakerLab {
     /// A segment with `nodes` hosts and no speaker running yet. Needs
@@ -178,7 +184,15 @@ impl SpeakerLab {
             switch: seg.switch,
             bin: bin.to_path_buf(),
             dir,
+            timers: LAB_TIMERS.into(),
         })
+    }
+
+    /// Replaces the timer lines of the configs written from now on (YAML
+    /// lines, each ending in a newline); `""` runs the daemon's defaults,
+    /// as the bench does.
+    pub fn set_timers(&mut self, yaml: &str) {
+        self.timers = yaml.to_owned();
     }
 
     /// Speaker `i`'s node name: `node-0`, `node-1`, ...
@@ -201,8 +215,9 @@ impl SpeakerLab {
     }
 
     /// Node `i`'s config: every other node a unicast peer, 100 ms
-    /// heartbeats, dead after 3, its status file and state directory in
-    /// the lab's scratch directory, then `extra` lines.
+    /// heartbeats, dead after 3 (or the timers [`Self::set_timers`] gave),
+    /// its status file and state directory in the lab's scratch directory,
+    /// then `extra` lines.
     pub fn config_text(&self, i: usize, vips: &[&str], extra: &str) -> String {
         let peers: Vec<String> = (0..self.nodes.len())
             .filter(|j| *j != i)
@@ -215,11 +230,12 @@ impl SpeakerLab {
         format!(
             "node: {{ name: {}, address: {} }}\nlisten: \"0.0.0.0:7946\"\npeers: [{}]\n\
              secret: \"{SPEAKER_SECRET}\"\nvips:\n{vip_lines}statusFile: {}\n\
-             heartbeatInterval: 100ms\ndeadAfter: 3\nstateDir: {}\n{extra}",
+             {}stateDir: {}\n{extra}",
             Self::node_name(i),
             host_ip(i),
             peers.join(", "),
             self.file("status", i, ".json").display(),
+            self.timers,
             self.file("state", i, "").display(),
         )
     }

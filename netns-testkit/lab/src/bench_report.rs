@@ -428,7 +428,7 @@ impl BenchReport {
         if sp.available {
             let _ = writeln!(
                 s,
-                "\nspeaker ({}): failover p50 {} p95 {}, first GARP {} (config to GARP; from daemon start {}), ARP reply p99 {}, RSS at 1,000 VIPs {}",
+                "\nspeaker ({}): failover p50 {} p95 {}, first GARP {} (config to GARP; from daemon start {}), ARP reply p99 {}, RSS at 1,000 VIPs {}; poor LAN: false failovers per 10 min {}, failover p95 {}",
                 sp.note,
                 fmt(sp.failover_p50_ms, "ms"),
                 fmt(sp.failover_p95_ms, "ms"),
@@ -436,6 +436,8 @@ impl BenchReport {
                 fmt(sp.start_to_first_garp_ms, "ms"),
                 fmt(sp.arp_reply_p99_ms, "ms"),
                 fmt(sp.rss_mb_1000_vips, "MB"),
+                fmt(sp.false_failovers_10min, ""),
+                fmt(sp.failover_p95_ms_lossy, "ms"),
             );
         } else {
             let _ = writeln!(s, "\nspeaker: not available ({})", sp.note);

@@ -35,6 +35,10 @@ pub struct SpeakerFigures {
     pub start_to_first_garp_ms: Option<f64>,
     pub arp_reply_p99_ms: Option<f64>,
     pub rss_mb_1000_vips: Option<f64>,
+    /// The poor LAN's figures (issue 12): not part of the availability
+    /// contract, since `--lossy-secs 0` leaves them out.
+    pub false_failovers_10min: Option<f64>,
+    pub failover_p95_ms_lossy: Option<f64>,
 }
 
 impl SpeakerFigures {
@@ -70,6 +74,8 @@ impl SpeakerFigures {
             start_to_first_garp_ms: get("start_to_first_garp_ms"),
             arp_reply_p99_ms: get("arp_reply_p99_ms"),
             rss_mb_1000_vips: get("rss_mb_1000_vips"),
+            false_failovers_10min: get("false_failovers_10min"),
+            failover_p95_ms_lossy: get("failover_p95_ms_lossy"),
         }
     }
 }
@@ -98,8 +104,11 @@ mod tests {
     fn figures_from_json_keep_nulls() {
         let f = SpeakerFigures::from_json(&json!({
             "failover_p50_ms": 310.0, "failover_p95_ms": 420.5, "first_garp_ms": 2,
-            "arp_reply_p99_ms": null, "rss_mb_1000_vips": 14.2
+            "arp_reply_p99_ms": null, "rss_mb_1000_vips": 14.2,
+            "false_failovers_10min": 0.0, "failover_p95_ms_lossy": 780.0
         }));
+        assert_eq!(f.false_failovers_10min, Some(0.0));
+        assert_eq!(f.failover_p95_ms_lossy, Some(780.0));
         assert!(f.available);
         assert_eq!(f.failover_p95_ms, Some(420.5));
         assert_eq!(f.first_garp_ms, Some(2.0));

@@ -9,7 +9,8 @@
 //!   figures from [`speaker_bench`].
 //! - [`speaker_bench`]: failover, handoff, first GARP, ARP reply latency
 //!   and RSS of the real `flatlan-speaker` on netns-testkit's
-//!   `SpeakerLab` (also behind `flatlan-speaker bench`).
+//!   `SpeakerLab` (also behind `flatlan-speaker bench`), and
+//!   [`speaker_bench_lossy`]: the same on a poor LAN (loss, a busy node).
 //!
 //! It is its own crate so that netns-testkit stays the kit the test suites
 //! build on, and neither the kit nor the shipped binaries carry the demo
@@ -25,3 +26,5 @@ mod bench_stats;
 pub mod demo;
 mod demo_speaker;
 pub mod speaker_bench;
+pub mod speaker_bench_lossy;
+mod speaker_bench_markdown;

@@ -63,6 +63,10 @@ enum Cmd {
         /// Crash and graceful-handoff trials, each.
         #[arg(long, default_value_t = 20)]
         trials: usize,
+        /// Seconds of the poor-LAN run (5% heartbeat loss, a busy node)
+        /// that counts false failovers; 0 skips the poor-LAN figures.
+        #[arg(long, default_value_t = 600)]
+        lossy_secs: u64,
         /// Print one JSON object instead of the Markdown table.
         #[arg(long)]
         json: bool,
@@ -72,6 +76,7 @@ enum Cmd {
 fn speaker_bench(
     speaker: Option<std::path::PathBuf>,
     trials: usize,
+    lossy_secs: u64,
     json: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let speaker = match speaker {
@@ -80,6 +85,7 @@ fn speaker_bench(
     };
     let mut opts = flatlan_lab::speaker_bench::BenchOptions::new(speaker);
     opts.trials = trials;
+    opts.lossy_secs = lossy_secs;
     let r = flatlan_lab::speaker_bench::run(&opts)?;
     let text = if json {
         format!("{}\n", serde_json::to_string(&r)?)
@@ -257,8 +263,9 @@ fn main() -> ExitCode {
         Cmd::SpeakerBench {
             speaker,
             trials,
+            lossy_secs,
             json,
-        } => speaker_bench(speaker, trials, json),
+        } => speaker_bench(speaker, trials, lossy_secs, json),
         Cmd::Bench(args) => match bench(args) {
             Ok(code) => return code,
             Err(e) => Err(e),
