@@ -26,6 +26,13 @@ pub struct Assignment {
     pub ips: Vec<IpAddr>,
 }
 
+impl Assignment {
+    /// The IPAllocated Event's message.
+    pub fn message(&self) -> String {
+        format!("assigned {} from pool {}", list(&self.ips), self.pool)
+    }
+}
+
 /// What a pool's status reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PoolUsage {
@@ -277,9 +284,9 @@ impl Allocator {
         if !req.requested.is_empty() {
             let want: BTreeSet<_> = req.requested.iter().collect();
             if want != ips.iter().collect() {
-                return Err(Error::ConflictingRequest {
-                    a: "the requested addresses".into(),
-                    b: "status.loadBalancer.ingress".into(),
+                return Err(Error::RequestChanged {
+                    held: list(ips),
+                    requested: list(&req.requested),
                 });
             }
         }
@@ -419,13 +426,18 @@ fn check_families(req: &ServiceRequest, ips: &[IpAddr]) -> Result<()> {
     if ok {
         return Ok(());
     }
-    let list: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
     Err(Error::Families(format!(
-        "addresses [{}] do not fit ipFamilyPolicy {:?} with {} first in ipFamilies; request one address per family the Service uses",
-        list.join(", "),
+        "addresses {} do not fit ipFamilyPolicy {:?} with {} first in ipFamilies; request one address per family the Service uses",
+        list(ips),
         req.policy,
         family(req.primary_v4)
     )))
+}
+
+/// `[a, b]`, for messages.
+fn list(ips: &[IpAddr]) -> String {
+    let v: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
+    format!("[{}]", v.join(", "))
 }
 
 fn num_ip(n: u128, v4: bool) -> IpAddr {

@@ -196,26 +196,31 @@ impl Collected {
                 avoid_buggy_ips: p.avoid_buggy_ips,
                 alloc: None,
             };
-            let before = self.pools.len();
-            let mut pool_ref = object.clone();
-            pool_ref.name = format!("{} address-pools[{i}]", object.name);
-            self.pool(
-                pool_ref.clone(),
-                Source::MetalLbConfigMap,
-                created,
-                Labels::new(),
-                f,
-            );
-            if let Some(pool) = self.pools.get_mut(before) {
-                pool.name.clone_from(&p.name);
-                self.advertisements.push(Advertisement {
-                    object: pool_ref,
-                    pools: vec![p.name.clone()],
-                    pool_selectors: vec![],
-                    node_selectors: vec![],
-                    service_selectors: vec![],
-                    interfaces: vec![],
-                });
+            match pool(&object, Source::MetalLbConfigMap, created, Labels::new(), f) {
+                Ok(mut pool) => {
+                    // The pool's own name; its object stays the ConfigMap,
+                    // which is what an Event can point at.
+                    pool.name.clone_from(&p.name);
+                    self.pools.push(pool);
+                    self.advertisements.push(Advertisement {
+                        object: object.clone(),
+                        pools: vec![p.name.clone()],
+                        pool_selectors: vec![],
+                        node_selectors: vec![],
+                        service_selectors: vec![],
+                        interfaces: vec![],
+                    });
+                }
+                Err(e) => {
+                    let problem = Error::BadConfigMap {
+                        name: object.name.clone(),
+                        why: format!("{at}: {e}"),
+                    };
+                    self.warnings.push(Warning {
+                        object: object.clone(),
+                        problem,
+                    });
+                }
             }
         }
     }

@@ -37,6 +37,17 @@ pub struct Node<'a> {
     pub labels: &'a Labels,
 }
 
+impl<'a> Node<'a> {
+    /// The node as the API returns it.
+    pub fn of(node: &'a k8s_openapi::api::core::v1::Node) -> Self {
+        static NONE: Labels = Labels::new();
+        Node {
+            name: node.metadata.name.as_deref().unwrap_or_default(),
+            labels: node.metadata.labels.as_ref().unwrap_or(&NONE),
+        }
+    }
+}
+
 /// The interfaces an eligible node may announce from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Interfaces {

@@ -96,6 +96,15 @@ pub enum Error {
     #[error("{0}")]
     Families(String),
 
+    /// An advertisement names a pool that is missing or refused.
+    #[error("spec.ipAddressPools names pool {0}, which does not exist or is invalid; this advertisement announces nothing of it")]
+    UnknownPool(String),
+
+    /// On a rebuild: the addresses in the Service's status are not the
+    /// ones it now requests; it is given the requested ones.
+    #[error("the Service holds {held} but now requests {requested}; it is given the requested addresses")]
+    RequestChanged { held: String, requested: String },
+
     /// A CRD could not be rendered or written.
     #[error("{path}: {why}")]
     CrdFile { path: String, why: String },
@@ -110,6 +119,8 @@ impl Error {
             | Error::PoolOverlap { .. }
             | Error::DuplicateName { .. } => "InvalidPool",
             Error::BadSelector { .. } => "InvalidSelector",
+            Error::UnknownPool(_) => "InvalidAdvertisement",
+            Error::RequestChanged { .. } => "Reallocated",
             Error::Unsupported { .. } => "Unsupported",
             Error::BadConfigMap { .. } => "InvalidConfig",
             Error::CrdFile { .. } => "CrdFile",

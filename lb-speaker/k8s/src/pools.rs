@@ -3,7 +3,7 @@
 //! whole, so that adding a bad pool never moves a Service's address.
 
 use crate::error::Error;
-use crate::model::{overlap, Pool, Warning};
+use crate::model::{overlap, Advertisement, Pool, Warning};
 
 /// Keeps the pools that neither repeat an older pool's name nor overlap
 /// an older pool; the others come back as warnings (their Valid=False
@@ -43,4 +43,20 @@ pub fn validate(mut pools: Vec<Pool>) -> (Vec<Pool>, Vec<Warning>) {
         }
     }
     (kept, warnings)
+}
+
+/// A warning for each pool an advertisement names that is not among the
+/// valid pools (a typo, or a pool refused by [`validate`]).
+pub fn unknown_pools(valid: &[Pool], ads: &[Advertisement]) -> Vec<Warning> {
+    ads.iter()
+        .flat_map(|a| {
+            a.pools
+                .iter()
+                .filter(|n| !valid.iter().any(|p| &p.name == *n))
+                .map(|n| Warning {
+                    object: a.object.clone(),
+                    problem: Error::UnknownPool(n.clone()),
+                })
+        })
+        .collect()
 }

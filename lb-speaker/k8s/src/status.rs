@@ -58,3 +58,66 @@ pub fn metallb(usage: Option<&PoolUsage>) -> metallb::IPAddressPoolStatus {
         available_ipv6: clamp(u.available_v6),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use crate::model::ObjectRef;
+
+    fn now() -> Time {
+        serde_json::from_str("\"2026-12-03T12:00:00Z\"").unwrap()
+    }
+
+    #[test]
+    fn a_valid_pool_reports_its_counts_clamped() {
+        let u = PoolUsage {
+            name: "p".into(),
+            assigned_v4: 3,
+            assigned_v6: 1,
+            available_v4: 13,
+            available_v6: (1u128 << 64) - 1,
+        };
+        let s = flatlan(Some(&u), None, Some(4), now());
+        assert_eq!(s.conditions[0].type_, "Valid");
+        assert_eq!(s.conditions[0].status, "True");
+        assert_eq!(s.conditions[0].observed_generation, Some(4));
+        assert_eq!(
+            (s.assigned_ipv4, s.available_ipv4, s.assigned_ipv6),
+            (3, 13, 1)
+        );
+        assert_eq!(s.available_ipv6, i64::MAX);
+        let m = metallb(Some(&u));
+        assert_eq!((m.assigned_ipv4, m.available_ipv6), (3, i64::MAX));
+    }
+
+    #[test]
+    fn a_refused_pool_says_why_in_its_condition() {
+        let w = Warning {
+            object: ObjectRef {
+                api_version: "flatlan.dev/v1alpha1".into(),
+                kind: "IPAddressPool".into(),
+                namespace: None,
+                name: "b".into(),
+            },
+            problem: Error::PoolOverlap {
+                pool: "b".into(),
+                other: "a".into(),
+                range: "10.0.0.0-10.0.0.9".into(),
+            },
+        };
+        let s = flatlan(None, Some(&w), None, now());
+        let c = &s.conditions[0];
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "InvalidPool")
+        );
+        assert!(
+            c.message
+                .starts_with("pool b overlaps pool a at 10.0.0.0-10.0.0.9"),
+            "{}",
+            c.message
+        );
+        assert_eq!((s.assigned_ipv4, s.available_ipv4), (0, 0));
+    }
+}

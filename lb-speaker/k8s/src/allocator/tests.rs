@@ -290,7 +290,10 @@ fn rebuild_restores_status_and_refuses_what_no_longer_fits() {
     young.created = 20;
     let outside = svc("outside");
     let fresh = svc("fresh");
+    let mut moved = svc("moved");
+    moved.requested = vec![ip("10.0.0.9")];
     let services = vec![
+        (moved.clone(), vec![ip("10.0.0.3")]),
         (young.clone(), vec![ip("10.0.0.7")]),
         (old.clone(), vec![ip("10.0.0.7")]),
         (outside.clone(), vec![ip("172.16.0.1")]),
@@ -302,6 +305,13 @@ fn rebuild_restores_status_and_refuses_what_no_longer_fits() {
     assert_eq!(
         failed,
         [
+            (
+                moved.key.clone(),
+                Error::RequestChanged {
+                    held: "[10.0.0.3]".into(),
+                    requested: "[10.0.0.9]".into()
+                }
+            ),
             (outside.key.clone(), Error::OutsidePools(ip("172.16.0.1"))),
             (
                 young.key.clone(),
@@ -316,6 +326,8 @@ fn rebuild_restores_status_and_refuses_what_no_longer_fits() {
     assert_eq!(ips(&a.assign(&old).unwrap()), ["10.0.0.7"]);
     assert_eq!(ips(&a.assign(&fresh).unwrap()), ["10.0.0.0"]);
     assert_eq!(ips(&a.assign(&young).unwrap()), ["10.0.0.1"]);
+    let m = a.assign(&moved).unwrap();
+    assert_eq!(m.message(), "assigned [10.0.0.9] from pool p");
 }
 
 #[test]
@@ -480,4 +492,40 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn advertisements_naming_unknown_or_refused_pools_are_warned_about() {
+    use crate::model::{Advertisement, ObjectRef};
+    let (a, _) = Allocator::new(vec![
+        pool("good", 1, &["10.0.0.0/24"]),
+        pool("bad", 2, &["10.0.0.5"]),
+    ]);
+    let ad = Advertisement {
+        object: ObjectRef {
+            api_version: "metallb.io/v1beta1".into(),
+            kind: "L2Advertisement".into(),
+            namespace: Some("metallb-system".into()),
+            name: "l2".into(),
+        },
+        pools: vec!["good".into(), "bad".into(), "typo".into()],
+        pool_selectors: vec![],
+        node_selectors: vec![],
+        service_selectors: vec![],
+        interfaces: vec![],
+    };
+    let w = crate::pools::unknown_pools(a.pools(), &[ad]);
+    let msgs: Vec<String> = w
+        .iter()
+        .map(|w| format!("{}: {}", w.reason(), w.problem))
+        .collect();
+    assert_eq!(msgs.len(), 2);
+    assert!(
+        msgs[0].starts_with("InvalidAdvertisement: spec.ipAddressPools names pool bad"),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs[1].contains("pool typo, which does not exist"),
+        "{msgs:?}"
+    );
 }

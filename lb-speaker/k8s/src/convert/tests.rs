@@ -249,10 +249,7 @@ fn the_legacy_config_map_maps_layer2_pools_and_warns_about_the_rest() {
     assert_eq!(p.source, Source::MetalLbConfigMap);
     assert!(!p.auto_assign && p.avoid_buggy_ips);
     assert_eq!(p.ranges.len(), 2);
-    assert_eq!(
-        p.object.to_string(),
-        "v1 ConfigMap metallb-system/config address-pools[1]"
-    );
+    assert_eq!(p.object.to_string(), "v1 ConfigMap metallb-system/config");
     // MetalLB announced every layer2 pool from every node.
     assert_eq!(c.advertisements.len(), 1);
     assert_eq!(c.advertisements[0].pools, ["default"]);
@@ -295,7 +292,7 @@ fn a_broken_config_map_is_one_warning() {
             config_map(Some(
                 "address-pools:\n- name: x\n  protocol: layer2\n  addresses: [nope]\n",
             )),
-            "\"nope\"",
+            "ConfigMap config: data.config: address-pools[0] (x): addresses: invalid address range \"nope\"",
         ),
     ] {
         let mut c = Collected::default();

@@ -199,3 +199,14 @@ fn desired_vips_list_every_address_with_its_services() {
     assert_eq!(vips[1].pool, "p");
     assert_eq!(vips[1].here, Eligibility::NoReadyEndpoint);
 }
+
+#[test]
+fn a_k8s_node_is_read_by_name_and_labels() {
+    let n: k8s_openapi::api::core::v1::Node =
+        serde_yaml::from_str("metadata: {name: n1, labels: {lb: 'yes'}}").unwrap();
+    let node = Node::of(&n);
+    assert_eq!((node.name, node.labels), ("n1", &labels(&[("lb", "yes")])));
+    let bare: k8s_openapi::api::core::v1::Node =
+        serde_yaml::from_str("metadata: {name: n2}").unwrap();
+    assert!(Node::of(&bare).labels.is_empty());
+}
