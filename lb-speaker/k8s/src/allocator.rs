@@ -156,8 +156,9 @@ impl Allocator {
     /// Records addresses a Service already holds, if they still fit.
     pub fn restore(&mut self, req: &ServiceRequest, ips: &[IpAddr]) -> Result<()> {
         self.release(&req.key);
+        let mut seen = BTreeSet::new();
         let mut ips = ips.to_vec();
-        ips.dedup();
+        ips.retain(|i| seen.insert(*i));
         let pool = self.check_fit(req, &ips)?;
         self.commit(req, pool, ips.clone());
         Ok(())

@@ -3,6 +3,7 @@
 //! becomes a [`Warning`] for that object only; the rest carries on.
 
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{Resource, ResourceExt};
 
 use crate::crd::{self, ServiceAllocationSpec};
@@ -45,75 +46,78 @@ struct PoolFields<'a> {
     alloc: Option<&'a ServiceAllocationSpec>,
 }
 
+/// The advertisement fields both APIs share.
+struct AdFields<'a> {
+    pools: &'a [String],
+    pool_selectors: &'a [LabelSelector],
+    node_selectors: &'a [LabelSelector],
+    service_selectors: &'a [LabelSelector],
+    interfaces: &'a [String],
+}
+
+// The two APIs' spec types are distinct only because kube's derive binds a
+// spec to one group and version; these make them one again.
+macro_rules! fields_from {
+    ($($spec:ty),*) => {$(
+        impl<'a> From<&'a $spec> for AdFields<'a> {
+            fn from(s: &'a $spec) -> Self {
+                AdFields {
+                    pools: &s.ip_address_pools,
+                    pool_selectors: &s.ip_address_pool_selectors,
+                    node_selectors: &s.node_selectors,
+                    service_selectors: &s.service_selectors,
+                    interfaces: &s.interfaces,
+                }
+            }
+        }
+    )*};
+    (pool: $($spec:ty),*) => {$(
+        impl<'a> From<&'a $spec> for PoolFields<'a> {
+            fn from(s: &'a $spec) -> Self {
+                PoolFields {
+                    addresses: &s.addresses,
+                    auto_assign: s.auto_assign,
+                    avoid_buggy_ips: s.avoid_buggy_ips,
+                    alloc: s.service_allocation.as_ref(),
+                }
+            }
+        }
+    )*};
+}
+fields_from!(crd::L2AdvertisementSpec, metallb::L2AdvertisementSpec);
+fields_from!(pool: crd::IPAddressPoolSpec, metallb::IPAddressPoolSpec);
+
 impl Collected {
     /// A `flatlan.dev/v1alpha1` IPAddressPool.
     pub fn flatlan_pool(&mut self, p: &crd::IPAddressPool) {
-        let s = &p.spec;
-        let f = PoolFields {
-            addresses: &s.addresses,
-            auto_assign: s.auto_assign,
-            avoid_buggy_ips: s.avoid_buggy_ips,
-            alloc: s.service_allocation.as_ref(),
-        };
-        self.pool(
-            object_ref(p),
-            Source::Flatlan,
-            created(p),
-            p.labels().clone(),
-            f,
-        );
+        self.typed_pool(p, Source::Flatlan, (&p.spec).into());
     }
 
     /// A `metallb.io/v1beta1` IPAddressPool.
     pub fn metallb_pool(&mut self, p: &metallb::IPAddressPool) {
-        let s = &p.spec;
-        let f = PoolFields {
-            addresses: &s.addresses,
-            auto_assign: s.auto_assign,
-            avoid_buggy_ips: s.avoid_buggy_ips,
-            alloc: s.service_allocation.as_ref(),
-        };
-        self.pool(
-            object_ref(p),
-            Source::MetalLb,
-            created(p),
-            p.labels().clone(),
-            f,
-        );
+        self.typed_pool(p, Source::MetalLb, (&p.spec).into());
     }
 
     /// A `flatlan.dev/v1alpha1` L2Advertisement.
     pub fn flatlan_advertisement(&mut self, a: &crd::L2Advertisement) {
-        let s = &a.spec;
-        let object = object_ref(a);
-        match advertisement(
-            object.clone(),
-            &s.ip_address_pools,
-            &s.ip_address_pool_selectors,
-            &s.node_selectors,
-            &s.service_selectors,
-            &s.interfaces,
-        ) {
-            Ok(ad) => self.advertisements.push(ad),
-            Err(problem) => self.warnings.push(Warning { object, problem }),
-        }
+        self.push_advertisement(object_ref(a), (&a.spec).into());
     }
 
     /// A `metallb.io/v1beta1` L2Advertisement.
     pub fn metallb_advertisement(&mut self, a: &metallb::L2Advertisement) {
-        let s = &a.spec;
         let object = object_ref(a);
-        if !s.preferred_node_selectors.is_empty() {
+        if !a.spec.preferred_node_selectors.is_empty() {
             self.warn(&object, "spec.preferredNodeSelectors", "flatlan picks the announcing node by a hash over the eligible nodes (nodeSelectors), which is what keeps failover free of API writes");
         }
-        match advertisement(
-            object.clone(),
-            &s.ip_address_pools,
-            &s.ip_address_pool_selectors,
-            &s.node_selectors,
-            &s.service_selectors,
-            &s.interfaces,
-        ) {
+        self.push_advertisement(object, (&a.spec).into());
+    }
+
+    fn typed_pool<K: Resource<DynamicType = ()>>(&mut self, o: &K, source: Source, f: PoolFields) {
+        self.pool(object_ref(o), source, created(o), o.labels().clone(), f);
+    }
+
+    fn push_advertisement(&mut self, object: ObjectRef, f: AdFields) {
+        match advertisement(object.clone(), f) {
             Ok(ad) => self.advertisements.push(ad),
             Err(problem) => self.warnings.push(Warning { object, problem }),
         }
@@ -286,17 +290,12 @@ fn pool(
     })
 }
 
-fn advertisement(
-    object: ObjectRef,
-    pools: &[String],
-    pool_selectors: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector],
-    node_selectors: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector],
-    service_selectors: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector],
-    interfaces: &[String],
-) -> Result<Advertisement> {
-    if let Some(bad) = interfaces
+fn advertisement(object: ObjectRef, f: AdFields) -> Result<Advertisement> {
+    // Byte slicing would split a multi-byte name; strip the one allowed `*`.
+    if let Some(bad) = f
+        .interfaces
         .iter()
-        .find(|i| i.is_empty() || i[..i.len() - 1].contains('*'))
+        .find(|i| i.is_empty() || i.strip_suffix('*').unwrap_or(i).contains('*'))
     {
         return Err(Error::BadSelector {
             field: "spec.interfaces".into(),
@@ -307,11 +306,11 @@ fn advertisement(
     }
     Ok(Advertisement {
         object,
-        pools: pools.to_vec(),
-        pool_selectors: Selector::parse_all(pool_selectors, "spec.ipAddressPoolSelectors")?,
-        node_selectors: Selector::parse_all(node_selectors, "spec.nodeSelectors")?,
-        service_selectors: Selector::parse_all(service_selectors, "spec.serviceSelectors")?,
-        interfaces: interfaces.to_vec(),
+        pools: f.pools.to_vec(),
+        pool_selectors: Selector::parse_all(f.pool_selectors, "spec.ipAddressPoolSelectors")?,
+        node_selectors: Selector::parse_all(f.node_selectors, "spec.nodeSelectors")?,
+        service_selectors: Selector::parse_all(f.service_selectors, "spec.serviceSelectors")?,
+        interfaces: f.interfaces.to_vec(),
     })
 }
 

@@ -17,6 +17,10 @@ pub use crate::crd::ServiceAllocationSpec;
 /// MetalLB's API group and version, as `apiVersion` spells it.
 pub const API_VERSION: &str = "metallb.io/v1beta1";
 
+// The spec types repeat flatlan's (crd.rs) field for field: kube's derive
+// binds a spec type to one group and version, so each API needs its own;
+// convert.rs folds both back into one path.
+
 /// MetalLB's IPAddressPool, unchanged (namespaced, as MetalLB's is).
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(

@@ -283,7 +283,7 @@ fn a_service_that_changes_its_ports_into_a_clash_moves_alone() {
 
 #[test]
 fn rebuild_restores_status_and_refuses_what_no_longer_fits() {
-    let pools = vec![pool("p", 1, &["10.0.0.0/24"])];
+    let pools = vec![pool("p", 1, &["10.0.0.0/24", "fd00::/120"])];
     let mut old = svc("old");
     old.created = 10;
     let mut young = svc("young");
@@ -299,6 +299,13 @@ fn rebuild_restores_status_and_refuses_what_no_longer_fits() {
         (outside.clone(), vec![ip("172.16.0.1")]),
         (fresh.clone(), vec![]),
     ];
+    let mut twice = svc("twice");
+    twice.policy = FamilyPolicy::PreferDualStack;
+    let mut services = services;
+    services.push((
+        twice.clone(),
+        vec![ip("10.0.0.20"), ip("fd00::1"), ip("10.0.0.20")],
+    ));
     let (mut a, w, failed) = Allocator::rebuild(pools, &services);
     assert!(w.is_empty());
     assert_eq!(ips(a.assignment(&old.key).unwrap()), ["10.0.0.7"]);
@@ -321,6 +328,10 @@ fn rebuild_restores_status_and_refuses_what_no_longer_fits() {
                 }
             ),
         ]
+    );
+    assert_eq!(
+        ips(a.assignment(&twice.key).unwrap()),
+        ["10.0.0.20", "fd00::1"]
     );
     // Assigning after the rebuild never moves a restored Service.
     assert_eq!(ips(&a.assign(&old).unwrap()), ["10.0.0.7"]);

@@ -180,15 +180,24 @@ fn a_bad_pool_is_a_warning_for_that_pool_only() {
 
 #[test]
 fn a_bad_interface_pattern_refuses_the_advertisement() {
+    for bad in ["e*th", "", "*x*"] {
+        let mut c = Collected::default();
+        c.flatlan_advertisement(&yaml(&format!(
+            "metadata: {{name: a}}\nspec:\n  interfaces: [{bad:?}]\n"
+        )));
+        assert!(c.advertisements.is_empty(), "{bad:?}");
+        assert!(c.warnings[0]
+            .problem
+            .to_string()
+            .contains("may only end a prefix"));
+    }
+    // Names that are not ASCII are taken as they are (and never split).
     let mut c = Collected::default();
     c.flatlan_advertisement(&yaml(
-        "metadata: {name: a}\nspec:\n  interfaces: [\"e*th\"]\n",
+        "metadata: {name: a}\nspec:\n  interfaces: [\"ethé\", \"wlé*\"]\n",
     ));
-    assert!(c.advertisements.is_empty());
-    assert!(c.warnings[0]
-        .problem
-        .to_string()
-        .contains("may only end a prefix"));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert_eq!(c.advertisements[0].interfaces, ["ethé", "wlé*"]);
 }
 
 #[test]
