@@ -122,6 +122,54 @@ mod tests {
         assert!(files[3].1.contains("preferredNodeSelectors"));
     }
 
+    /// The API server prunes what a structural schema does not list, so a
+    /// field missing here would vanish from a user's MetalLB YAML without
+    /// a word. Every layer-2 field MetalLB documents must be in ours.
+    #[test]
+    fn the_metallb_schemas_keep_every_documented_field() {
+        let schema = |crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition| {
+            let v = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+            v["openAPIV3Schema"]["properties"]["spec"].clone()
+        };
+        let pool = schema(metallb::IPAddressPool::crd());
+        let alloc = &pool["properties"]["serviceAllocation"]["properties"];
+        for field in [
+            "addresses",
+            "autoAssign",
+            "avoidBuggyIPs",
+            "serviceAllocation",
+        ] {
+            assert!(
+                pool["properties"].get(field).is_some(),
+                "IPAddressPool spec.{field}"
+            );
+        }
+        for field in [
+            "priority",
+            "namespaces",
+            "namespaceSelectors",
+            "serviceSelectors",
+        ] {
+            assert!(alloc.get(field).is_some(), "spec.serviceAllocation.{field}");
+        }
+        let adv = schema(metallb::L2Advertisement::crd());
+        for field in [
+            "ipAddressPools",
+            "ipAddressPoolSelectors",
+            "nodeSelectors",
+            "interfaces",
+            "serviceSelectors",
+            "preferredNodeSelectors",
+        ] {
+            assert!(
+                adv["properties"].get(field).is_some(),
+                "L2Advertisement spec.{field}"
+            );
+        }
+        let sel = &adv["properties"]["nodeSelectors"]["items"]["properties"];
+        assert!(sel.get("matchLabels").is_some() && sel.get("matchExpressions").is_some());
+    }
+
     fn tempfile_dir() -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!("flatlan-crdgen-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);

@@ -312,3 +312,15 @@ fn a_broken_config_map_is_one_warning() {
         assert!(m.contains(want), "{m}");
     }
 }
+
+proptest::proptest! {
+    /// Any text in the legacy ConfigMap: pools and warnings, never a panic.
+    #[test]
+    fn any_config_map_text_is_pools_or_warnings(text in "(address-pools|protocol|layer2|addresses|name|auto-assign|peers|[-:\\[\\]{}, \n0-9./a-z]){0,200}") {
+        let mut c = Collected::default();
+        c.metallb_config_map(&config_map(Some(&text)));
+        for p in &c.pools {
+            proptest::prop_assert!(!p.ranges.is_empty());
+        }
+    }
+}

@@ -153,3 +153,28 @@ fn status_ips_skip_hostnames_and_garbage() {
     assert_eq!(status_ips(&s), [ip("10.0.0.1"), ip("fd00::1")]);
     assert!(status_ips(&service("metadata: {name: x}\n")).is_empty());
 }
+
+proptest::proptest! {
+    /// Whatever a user writes in the annotations and loadBalancerIP, the
+    /// result is a request or an error, never a panic.
+    #[test]
+    fn any_annotation_text_is_a_request_or_an_error(
+        ips in "[0-9a-f:., ]{0,40}",
+        pool in ".{0,12}",
+        key in ".{0,12}",
+        lb in "[0-9a-f:.]{0,20}",
+        old_spelling in proptest::bool::ANY,
+    ) {
+        let prefix = if old_spelling { "metallb.universe.tf" } else { "metallb.io" };
+        let a = [
+            (format!("{prefix}/loadBalancerIPs"), ips),
+            (format!("{prefix}/address-pool"), pool),
+            ("metallb.io/allow-shared-ip".to_string(), key),
+        ];
+        let pairs: Vec<(&str, &str)> = a.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let s = with_annotations(&pairs, &format!("  loadBalancerIP: {lb:?}\n"));
+        if let Ok(r) = request(&s, &Labels::new()) {
+            proptest::prop_assert!(r.requested.len() <= 2);
+        }
+    }
+}
