@@ -7,6 +7,10 @@
 //! - A Service keeps its address as long as it still fits (its pool, its
 //!   request, its sharing): nothing is reshuffled, and [`Allocator::rebuild`]
 //!   restores every address from the Services' status after a restart.
+//!   When the pools change, the caller rebuilds the same way with the new
+//!   pools: a Service whose address left every pool comes back as failed
+//!   and is assigned anew, and [`crate::eligibility`] never offers an
+//!   address outside the valid pools for announcement.
 //! - A failure is an [`Error`] for that one Service (the AllocationFailed
 //!   Event's text); nothing else changes.
 
