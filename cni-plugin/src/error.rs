@@ -123,8 +123,7 @@ impl Error {
                 I::InvalidRange { .. }
                 | I::RangeOutsideSubnet { .. }
                 | I::InvalidNetworkName(_)
-                | I::RangeFile { .. }
-                | I::InvalidMac { .. } => 7,
+                | I::RangeFile { .. } => 7,
                 I::Exhausted { .. } => code::POOL_EXHAUSTED,
                 I::RequestedOutsideRange { .. } | I::RequestedInUse { .. } => {
                     code::ADDRESS_UNAVAILABLE

@@ -5,13 +5,14 @@
 
 use std::net::IpAddr;
 
-use flatlan_ipam::frame::EtherType;
-use flatlan_ipam::mac::MacAddr;
 use flatlan_ipam::node_range::NodeRange;
 use flatlan_ipam::policy::Conflicts;
-use flatlan_ipam::probe::{probe_many, PacketSocket, ProbeOutcome};
+use flatlan_ipam::probe::{probe_many, ProbeOutcome};
 use flatlan_ipam::store::read_boot_id;
 use flatlan_ipam::{Allocation, IpRange, Policy, Pool, Request, Store};
+use flatlan_l2::frame::EtherType;
+use flatlan_l2::mac::MacAddr;
+use flatlan_l2::socket::PacketSocket;
 use ipnet::IpNet;
 
 use crate::config::{NetConf, SubnetConf};

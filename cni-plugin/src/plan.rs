@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use flatlan_ipam::mac::MacAddr;
+use flatlan_l2::mac::MacAddr;
 
 use crate::config::NetConf;
 use crate::ipam::Assigned;

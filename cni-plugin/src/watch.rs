@@ -13,11 +13,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use flatlan_ipam::frame::EtherType;
-use flatlan_ipam::probe::{FrameSocket, PacketSocket};
 use flatlan_ipam::store::now_secs;
 use flatlan_ipam::watch::Watch;
 use flatlan_ipam::Pool;
+use flatlan_l2::frame::EtherType;
+use flatlan_l2::socket::{FrameSocket, PacketSocket};
 use tracing::{debug, info, warn};
 
 use crate::config::NetConf;

@@ -3,8 +3,8 @@
 //!
 //! Input: one whole Ethernet frame, as an `AF_PACKET` socket delivers it.
 
-use flatlan_ipam::frame::ether::{self, peek_ethertype};
-use flatlan_ipam::frame::{arp, ArpPacket, EtherType, EthernetHeader};
+use flatlan_l2::frame::ether::{self, peek_ethertype};
+use flatlan_l2::frame::{arp, ArpPacket, EtherType, EthernetHeader};
 
 /// Parses `data` as an ARP frame; whatever parses must rebuild into a frame
 /// that parses back to the same packet, with the same header bytes.

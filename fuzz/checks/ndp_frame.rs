@@ -7,12 +7,12 @@
 
 use std::net::Ipv6Addr;
 
-use flatlan_ipam::frame::checksum::icmpv6_checksum_of_message;
-use flatlan_ipam::frame::ether::HEADER_LEN;
-use flatlan_ipam::frame::ndp::{
+use flatlan_l2::frame::checksum::icmpv6_checksum_of_message;
+use flatlan_l2::frame::ether::HEADER_LEN;
+use flatlan_l2::frame::ndp::{
     ICMP_CHECKSUM_OFFSET, IP6_DST_OFFSET, IP6_HEADER_LEN, IP6_PLEN_OFFSET, IP6_SRC_OFFSET,
 };
-use flatlan_ipam::frame::{EtherType, NdpMessage};
+use flatlan_l2::frame::{EtherType, NdpMessage};
 
 pub fn check(data: &[u8]) {
     check_one(data);
@@ -50,9 +50,9 @@ pub fn with_fixed_checksum(data: &[u8]) -> Option<Vec<u8>> {
 fn check_one(data: &[u8]) {
     // The passive watcher (ipam/src/watch.rs) classifies every frame a LAN
     // host puts on the bridge; an NS-sender sighting is the NS's source.
-    let ours = flatlan_ipam::mac::MacAddr([0x02, 0, 0, 0, 0, 1]);
+    let ours = flatlan_l2::mac::MacAddr([0x02, 0, 0, 0, 0, 1]);
     let _ = flatlan_ipam::watch::Watch::new(ours, 3600).observe(data, 1, |_| true);
-    let sender = flatlan_ipam::probe::evidence::ns_sender_sighting(data, ours);
+    let sender = flatlan_l2::evidence::ns_sender_sighting(data, ours);
     let Ok((hdr, msg)) = NdpMessage::parse_frame(data) else {
         assert!(
             sender.is_none(),

@@ -63,12 +63,6 @@ pub enum Error {
     #[error("node range file {path}: {reason}")]
     RangeFile { path: PathBuf, reason: String },
 
-    #[error("invalid MAC address {input:?}: expected six colon-separated hex octets like aa:bb:cc:dd:ee:ff")]
-    InvalidMac {
-        /// The rejected input, truncated to 64 characters so logs stay sane.
-        input: String,
-    },
-
     #[error(transparent)]
     Probe(#[from] crate::probe::ProbeError),
 }
@@ -80,6 +74,14 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+// A packet-socket failure during a probe or watch is a probe error (the
+// CNI plugin maps every one to its PROBE code).
+impl From<flatlan_l2::Error> for Error {
+    fn from(e: flatlan_l2::Error) -> Self {
+        Error::Probe(e.into())
     }
 }
 

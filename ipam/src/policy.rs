@@ -13,10 +13,10 @@ use std::net::IpAddr;
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
-use crate::mac::MacAddr;
 use crate::pool::Pool;
 use crate::store::{now_secs, Allocation, Locked, PodRef, ProcId, State, Store};
 use crate::Want;
+use flatlan_l2::mac::MacAddr;
 
 /// The probe knobs allocation depends on.
 #[derive(Clone, Copy, Debug)]

@@ -20,15 +20,15 @@
 //! quarantined for that MAC (with at least half its time left) is not
 //! written again.
 //!
-//! [`evidence`]: crate::probe::evidence
+//! [`evidence`]: flatlan_l2::evidence
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::mac::MacAddr;
-use crate::probe::evidence::ns_sender_sighting;
-use crate::probe::{sighting, Sighting};
 use crate::store::State;
+use flatlan_l2::evidence::ns_sender_sighting;
+use flatlan_l2::evidence::{sighting, Sighting};
+use flatlan_l2::mac::MacAddr;
 
 /// At most this many distinct addresses wait for the next write; more in
 /// one interval is a flood, and its excess is counted, not stored.
@@ -172,12 +172,12 @@ mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     use super::*;
-    use crate::frame::ndp::{ipv6_multicast_mac, ALL_NODES};
-    use crate::frame::{
+    use crate::store::Allocation;
+    use flatlan_l2::evidence::Evidence;
+    use flatlan_l2::frame::ndp::{ipv6_multicast_mac, ALL_NODES};
+    use flatlan_l2::frame::{
         solicited_node_multicast_mac, ArpPacket, NeighborAdvertisement, NeighborSolicitation,
     };
-    use crate::probe::Evidence;
-    use crate::store::Allocation;
 
     const BRIDGE: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
     const HOST: MacAddr = MacAddr([0x3c, 0x2a, 0xf4, 0x11, 0x09, 0x7e]);

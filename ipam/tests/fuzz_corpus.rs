@@ -9,10 +9,10 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use flatlan_ipam::frame::{
+use flatlan_l2::frame::{
     ArpPacket, EtherType, EthernetHeader, NeighborAdvertisement, NeighborSolicitation,
 };
-use flatlan_ipam::mac::MacAddr;
+use flatlan_l2::mac::MacAddr;
 
 #[path = "../../fuzz/checks/arp_frame.rs"]
 mod arp_frame;
@@ -70,7 +70,7 @@ fn v6(s: &str) -> Ipv6Addr {
 fn ndp_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let target = v6("fd00:2::1:10");
     let me = v6("fe80::5e:10ff:fe00:1");
-    let frame = |r: Result<flatlan_ipam::frame::Frame, _>| r.expect("valid NDP").to_vec();
+    let frame = |r: Result<flatlan_l2::frame::Frame, _>| r.expect("valid NDP").to_vec();
     let dad = NeighborSolicitation::dad(target);
     let resolve = NeighborSolicitation::resolve(me, OURS, target);
     let unsolicited = NeighborAdvertisement::unsolicited(target, OURS, target);
@@ -119,7 +119,7 @@ fn arp_frame_corpus() {
 fn ndp_frame_corpus() {
     let seeds_ = ndp_seeds();
     for (name, f) in &seeds_ {
-        flatlan_ipam::frame::NdpMessage::parse_frame(f).unwrap_or_else(|e| panic!("{name}: {e}"));
+        flatlan_l2::frame::NdpMessage::parse_frame(f).unwrap_or_else(|e| panic!("{name}: {e}"));
         let (hdr, _) = EthernetHeader::parse(f).expect("header");
         assert_eq!(hdr.ethertype, EtherType::IPV6);
     }

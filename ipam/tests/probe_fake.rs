@@ -4,15 +4,16 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use flatlan_ipam::frame::{
+use flatlan_ipam::probe::{
+    probe_ipv4, probe_ipv6, probe_many, ProbeConfig, ProbeError, ProbeOutcome,
+};
+use flatlan_l2::evidence::Evidence;
+use flatlan_l2::frame::{
     solicited_node_multicast_mac, ArpPacket, NdpMessage, NeighborAdvertisement,
     NeighborSolicitation,
 };
-use flatlan_ipam::mac::MacAddr;
-use flatlan_ipam::probe::{
-    probe_ipv4, probe_ipv6, probe_many, Evidence, FakeSocket, GroupEvent, ProbeConfig, ProbeError,
-    ProbeOutcome,
-};
+use flatlan_l2::mac::MacAddr;
+use flatlan_l2::socket::{FakeSocket, GroupEvent};
 use GroupEvent::{Join, Leave};
 
 const OURS: MacAddr = MacAddr([0x0a, 0x58, 0x0a, 0x63, 0x00, 0x01]);
@@ -368,7 +369,10 @@ fn send_failure_is_an_error_and_groups_are_left() {
     s.fail_sends();
     let err = probe_ipv6(&s, v6("fd99::5"), CFG).expect_err("interface down");
     assert!(
-        matches!(err, ProbeError::Socket { op: "send", .. }),
+        matches!(
+            err,
+            ProbeError::Socket(flatlan_l2::Error::Socket { op: "send", .. })
+        ),
         "{err}"
     );
     assert_joined_then_left(&s, "ff02::1:ff00:5");

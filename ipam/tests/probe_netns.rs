@@ -24,12 +24,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use flatlan_ipam::frame::{solicited_node_multicast_mac, ArpPacket, NeighborSolicitation};
-use flatlan_ipam::mac::MacAddr;
-use flatlan_ipam::probe::{
-    probe_ipv4, probe_ipv6, probe_many, Evidence, FrameSocket, PacketSocket, ProbeConfig,
-    ProbeError, ProbeOutcome,
-};
+use flatlan_ipam::probe::{probe_ipv4, probe_ipv6, probe_many, ProbeConfig, ProbeOutcome};
+use flatlan_l2::evidence::Evidence;
+use flatlan_l2::frame::{solicited_node_multicast_mac, ArpPacket, NeighborSolicitation};
+use flatlan_l2::mac::MacAddr;
+use flatlan_l2::socket::{FrameSocket, PacketSocket};
 use nix::sched::{setns, CloneFlags};
 
 const MAC_A: MacAddr = MacAddr([0x02, 0x99, 0, 0, 0, 0x0a]);
@@ -50,7 +49,7 @@ fn require_root() {
         "probe_netns tests create network namespaces and raw sockets and must run as root \
          (CAP_SYS_ADMIN + CAP_NET_ADMIN + CAP_NET_RAW); they do not skip themselves. \
          Run them as root, or leave this test target out \
-         (`cargo test -p flatlan-ipam --lib --test probe_fake --test frame_props`)."
+         (`cargo test -p flatlan-ipam --lib --test probe_fake`)."
     );
 }
 
@@ -369,7 +368,7 @@ fn sockets_belong_to_the_namespace_they_were_opened_in() {
     // vb lives in B, so from A it does not exist.
     let err = in_netns(&lab.a, || PacketSocket::open("vb").map(|_| ()));
     assert!(
-        matches!(err, Err(ProbeError::NoSuchInterface(ref n)) if n == "vb"),
+        matches!(err, Err(flatlan_l2::Error::NoSuchInterface(ref n)) if n == "vb"),
         "{err:?}"
     );
 }
@@ -434,9 +433,9 @@ fn read_until(sock: &PacketSocket, last: impl Fn(&[u8]) -> bool) -> Vec<Vec<u8>>
 /// and Router Solicitations when vb comes up).
 #[test]
 fn ndp_socket_receives_only_neighbor_solicitations_and_advertisements() {
-    use flatlan_ipam::frame::ether::HEADER_LEN;
-    use flatlan_ipam::frame::ndp::{IP6_HEADER_LEN, IP6_NEXT_HEADER_OFFSET, IP6_PLEN_OFFSET};
-    use flatlan_ipam::frame::{EtherType, NdpMessage};
+    use flatlan_l2::frame::ether::HEADER_LEN;
+    use flatlan_l2::frame::ndp::{IP6_HEADER_LEN, IP6_NEXT_HEADER_OFFSET, IP6_PLEN_OFFSET};
+    use flatlan_l2::frame::{EtherType, NdpMessage};
 
     let lab = Lab::new();
     let target = Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0x77, 1);

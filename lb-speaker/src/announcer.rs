@@ -37,7 +37,7 @@
 //!
 //! What counts as an answer to the probe (1) or a foreign claim (5) is
 //! decided by flatlan-ipam's probe classifier
-//! ([`flatlan_ipam::probe::evidence`]), the rules the CNI plugin's probe
+//! ([`flatlan_l2::evidence`]), the rules the CNI plugin's probe
 //! applies; this module adds what only a speaker knows: which interface the
 //! VIP is on, and that other speakers' MACs are not foreign.
 
@@ -46,7 +46,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flatlan_ipam::mac::MacAddr;
+use flatlan_l2::mac::MacAddr;
 
 use crate::config::Timers;
 use crate::log_limit::LogLimit;

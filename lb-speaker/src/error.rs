@@ -41,7 +41,7 @@ pub enum Error {
     /// A raw (`AF_PACKET`) socket could not be opened or used; the message
     /// names the interface and the system call.
     #[error(transparent)]
-    Socket(#[from] flatlan_ipam::probe::ProbeError),
+    Socket(#[from] flatlan_l2::Error),
 
     /// A heartbeat is shorter than its own length fields say.
     #[error("heartbeat truncated")]

@@ -7,7 +7,7 @@
 //! heartbeats and frames, and carries out what they decide.
 //!
 //! The crate has no `unsafe`: its raw sockets are flatlan-ipam's
-//! `AF_PACKET` [`flatlan_ipam::probe::PacketSocket`] (see [`sockets`]),
+//! `AF_PACKET` [`flatlan_l2::socket::PacketSocket`] (see [`sockets`]),
 //! and its frames flatlan-ipam's pure builders and parsers.
 #![forbid(unsafe_code)]
 

@@ -6,7 +6,7 @@
 //! An interface gets an ARP socket on the first claim on it, and an NDP
 //! socket once an IPv6 VIP is claimed there. The NDP socket's kernel filter
 //! lets only Neighbor Solicitations and Advertisements through (see
-//! `flatlan_ipam::probe::bpf`), which is all the announcer reads, so the
+//! `flatlan_l2::socket::bpf`), which is all the announcer reads, so the
 //! host's IPv6 traffic is not copied into the speaker.
 //!
 //! [`Sockets`] keeps them per interface, for as long as a VIP is claimed
@@ -19,9 +19,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv6Addr;
 use std::sync::Arc;
 
-use flatlan_ipam::frame::ether::peek_ethertype;
-use flatlan_ipam::frame::{solicited_node_multicast, EtherType};
-use flatlan_ipam::probe::{AsyncPacketSocket, FrameSocket, PacketSocket, ProbeError};
+use flatlan_l2::frame::ether::peek_ethertype;
+use flatlan_l2::frame::{solicited_node_multicast, EtherType};
+use flatlan_l2::socket::{AsyncPacketSocket, FrameSocket, PacketSocket};
+use flatlan_l2::Error as L2Error;
 use nix::errno::Errno;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -294,7 +295,7 @@ fn reader(ifname: String, sock: Sock, tx: FrameTx) -> JoinHandle<()> {
                 // packet_notifier), and the socket receives again when the
                 // link is back: keep reading, or the speaker would stay deaf
                 // to ARP and NS on this interface after a link flap.
-                Err(ProbeError::Socket {
+                Err(L2Error::Socket {
                     source: Errno::ENETDOWN,
                     ..
                 }) => {
@@ -322,7 +323,7 @@ mod tests {
         let iface = |name: &str, index| IfaceInfo {
             name: name.into(),
             index,
-            mac: flatlan_ipam::mac::MacAddr([2, 0, 0, 0, 0, 1]),
+            mac: flatlan_l2::mac::MacAddr([2, 0, 0, 0, 0, 1]),
             running: true,
             nets: Vec::new(),
         };

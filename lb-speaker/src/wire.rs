@@ -42,7 +42,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use flatlan_ipam::mac::MacAddr;
+use flatlan_l2::mac::MacAddr;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 

@@ -15,7 +15,7 @@ mod replay;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use flatlan_ipam::mac::MacAddr;
+use flatlan_l2::mac::MacAddr;
 use flatlan_speaker::wire::{decode, encode, Heartbeat, VipEntry, MAX_ECHOES, MAX_MACS, MAX_NAME};
 use replay::{replay, seeds};
 

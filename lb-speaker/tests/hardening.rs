@@ -12,9 +12,9 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use common::*;
-use flatlan_ipam::frame::{solicited_node_multicast_mac, NdpMessage, NeighborSolicitation};
-use flatlan_ipam::mac::MacAddr;
-use flatlan_ipam::probe::{FrameSocket, PacketSocket};
+use flatlan_l2::frame::{solicited_node_multicast_mac, NdpMessage, NeighborSolicitation};
+use flatlan_l2::mac::MacAddr;
+use flatlan_l2::socket::{FrameSocket, PacketSocket};
 use netns_testkit::Netns;
 use nix::sys::signal::Signal;
 

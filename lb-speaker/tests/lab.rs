@@ -8,8 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use flatlan_ipam::frame::{ArpOp, ArpPacket, NdpMessage};
-use flatlan_ipam::mac::MacAddr;
+use flatlan_l2::frame::{ArpOp, ArpPacket, NdpMessage};
+use flatlan_l2::mac::MacAddr;
 use netns_testkit::{Netns, ProcHandle};
 use nix::sys::signal::Signal;
 

@@ -19,7 +19,7 @@ use crate::ipam::{self, Reservation};
 use crate::netlink::{Link, Netlink, Socket, VethSpec};
 use crate::result::{CniResult, Interface};
 use crate::{names, netns, plan, sysctl};
-use flatlan_ipam::mac::MacAddr;
+use flatlan_l2::mac::MacAddr;
 
 /// The verb as `dispatch` calls it: opens the pod namespace and the two
 /// netlink sockets, runs ADD, and starts the probe-ahead it asks for.

@@ -17,7 +17,7 @@ use crate::ipam::{self, Assigned};
 use crate::netlink::{Netlink, Socket};
 use crate::plan::{self, PodPlan};
 use crate::{names, netns};
-use flatlan_ipam::mac::MacAddr;
+use flatlan_l2::mac::MacAddr;
 
 /// The verb as `dispatch` calls it, on the real sockets.
 pub fn check(conf: &NetConf, att: &Attachment) -> Result<()> {

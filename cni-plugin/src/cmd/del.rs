@@ -3,7 +3,7 @@
 //! idempotent and best-effort: it succeeds when the namespace is gone,
 //! after a failed ADD, and when called twice.
 
-use flatlan_ipam::mac::MacAddr;
+use flatlan_l2::mac::MacAddr;
 use tracing::{debug, warn};
 
 use crate::apply::{self, Op, Pod};

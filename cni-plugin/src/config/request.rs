@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use flatlan_ipam::mac::MacAddr;
+use flatlan_l2::mac::MacAddr;
 
 use super::NetConf;
 use crate::error::{Error, Result};

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use ipnet::IpNet;
 
-use flatlan_ipam::mac::MacAddr;
+use flatlan_l2::mac::MacAddr;
 
 use super::{Link, Netlink, RouteSpec, VethSpec};
 use crate::error::{Error, Result};

@@ -4,12 +4,14 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::evidence::{sighting, Evidence, Sighting};
-use super::{FrameSocket, ProbeConfig, ProbeError};
-use crate::frame::{
+use flatlan_l2::evidence::{sighting, Evidence, Sighting};
+use flatlan_l2::frame::{
     solicited_node_multicast, solicited_node_multicast_mac, ArpPacket, Frame, NeighborSolicitation,
 };
-use crate::mac::MacAddr;
+use flatlan_l2::mac::MacAddr;
+use flatlan_l2::socket::FrameSocket;
+
+use super::{ProbeConfig, ProbeError};
 
 /// The verdict for one address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,74 +8,30 @@
 //! (RFC 5227 §2.1.1 MAX_CONFLICTS / RATE_LIMIT_INTERVAL) is the caller's
 //! policy.
 //!
-//! The probe logic in [`conflict`] is written against the [`FrameSocket`]
-//! trait: [`packet_socket::PacketSocket`] is the real `AF_PACKET`
-//! implementation (with its kernel filter in [`bpf`]), `fake::FakeSocket`
-//! an in-memory one for tests without root (STYLE rule 9), compiled only
-//! for tests (`cfg(test)` or the `test-fakes` feature). What a received
-//! frame proves is decided by the pure [`evidence`] classifier, which the
-//! speaker shares.
+//! The probe logic in [`conflict`] is written against flatlan-l2's
+//! [`FrameSocket`] trait: `PacketSocket` there is the real `AF_PACKET`
+//! implementation, `FakeSocket` an in-memory one for tests without root
+//! (STYLE rule 9). What a received frame proves is decided by the pure
+//! [`flatlan_l2::evidence`] classifier, which the speaker shares.
+//!
+//! [`FrameSocket`]: flatlan_l2::socket::FrameSocket
 
-#[cfg(feature = "tokio")]
-pub mod async_socket;
-pub(crate) mod bpf;
 pub mod conflict;
-pub mod evidence;
-#[cfg(any(test, feature = "test-fakes"))]
-pub mod fake;
-pub mod packet_socket;
 
-#[cfg(feature = "tokio")]
-pub use async_socket::AsyncPacketSocket;
 pub use conflict::{probe_ipv4, probe_ipv6, probe_many, ProbeOutcome};
-pub use evidence::{sighting, Evidence, Sighting};
-#[cfg(any(test, feature = "test-fakes"))]
-pub use fake::{FakeSocket, GroupEvent};
-pub use packet_socket::PacketSocket;
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::frame::FrameError;
-use crate::mac::MacAddr;
+use flatlan_l2::frame::FrameError;
 
 /// Why a probe could not be run. (A conflict is not an error: it is
 /// [`ProbeOutcome::InUse`].)
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    /// No interface of that name in the current network namespace.
-    #[error("no interface named {0:?} in this network namespace")]
-    NoSuchInterface(String),
-    /// ARP and NDP probes only make sense on Ethernet-like links.
-    #[error("interface {ifname:?} is not Ethernet (ARP hardware type {hatype})")]
-    NotEthernet { ifname: String, hatype: u16 },
-    /// A socket system call failed.
-    #[error("{op} on interface {ifname:?}: {source}")]
-    Socket {
-        op: &'static str,
-        ifname: String,
-        #[source]
-        source: nix::errno::Errno,
-    },
-    /// Joining a multicast group failed.
-    #[error("joining {group} on interface index {ifindex}: {source}")]
-    Multicast {
-        group: Ipv6Addr,
-        ifindex: u32,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The interface name no longer has the index the caller looked up: it
-    /// was deleted and created again in between.
-    #[error("interface {ifname:?} has index {found}, not {expected}: it was recreated")]
-    InterfaceChanged {
-        ifname: String,
-        expected: u32,
-        found: u32,
-    },
-    /// The interface has no (or an all-zero) hardware address.
-    #[error("interface {0:?} has no MAC address to probe from")]
-    NoMac(String),
+    /// The packet socket failed (flatlan-l2 says why).
+    #[error(transparent)]
+    Socket(#[from] flatlan_l2::Error),
     /// The address cannot be probed (unspecified, multicast, broadcast…).
     #[error("cannot probe {addr}: {reason}")]
     InvalidCandidate { addr: IpAddr, reason: &'static str },
@@ -85,87 +41,6 @@ pub enum ProbeError {
     /// A probe frame could not be built.
     #[error("building a probe frame: {0}")]
     Frame(#[from] FrameError),
-}
-
-/// A raw Ethernet socket bound to one interface.
-///
-/// Every method takes `&self`, so one thread can send while another
-/// receives on the same socket. The trait itself promises no thread
-/// safety (it has no `Send`/`Sync` bound, and a test double may be
-/// `!Sync`); [`PacketSocket`] and `FakeSocket` are both `Send + Sync`,
-/// which is checked at compile time below. The fake locks a mutex;
-/// [`PacketSocket`] locks nothing: each call is one system call on one
-/// file descriptor, and the kernel sends and dequeues whole frames, so
-/// concurrent calls never see or write half a frame.
-///
-/// What sharing does not give: each received frame goes to exactly one
-/// [`Self::recv_timeout`] caller, so two threads receiving on one socket
-/// split the traffic and each misses answers meant for it. A probe must be
-/// the only receiver on its socket while it runs; concurrent probes need a
-/// socket each (every `AF_PACKET` socket gets its own copy of each frame).
-/// Two concurrent probes for the same IPv6 target on one socket would also
-/// share one solicited-node membership, which the first to finish leaves.
-pub trait FrameSocket {
-    /// Sends one whole Ethernet frame (header included, FCS excluded).
-    fn send(&self, frame: &[u8]) -> Result<(), ProbeError>;
-
-    /// Waits up to `timeout` for the next frame received on the interface
-    /// (never frames this socket itself sent) and copies it into `buf`,
-    /// truncating if needed. `Ok(None)` on timeout.
-    fn recv_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<Option<usize>, ProbeError>;
-
-    /// The interface's MAC: the source of our frames, and how our own
-    /// frames are recognised if the network reflects them.
-    fn mac(&self) -> MacAddr;
-
-    /// The interface index.
-    fn ifindex(&self) -> u32;
-
-    /// Makes the interface receive frames sent to `target`'s solicited-node
-    /// multicast group, so a simultaneous DAD probe from another host
-    /// (RFC 4862 §5.4.3) is seen even through NICs that filter multicast
-    /// and MLD-snooping switches. Sockets that see everything (the fake) need
-    /// not do anything.
-    fn join_solicited_node(&self, target: Ipv6Addr) -> Result<(), ProbeError> {
-        let _ = target;
-        Ok(())
-    }
-
-    /// Undoes [`Self::join_solicited_node`].
-    fn leave_solicited_node(&self, target: Ipv6Addr) -> Result<(), ProbeError> {
-        let _ = target;
-        Ok(())
-    }
-}
-
-// The sharing described on `FrameSocket`, held to: both implementations
-// can be used from several threads.
-const _: () = {
-    const fn assert_send_sync<T: Send + Sync>() {}
-    assert_send_sync::<PacketSocket>();
-    #[cfg(any(test, feature = "test-fakes"))]
-    assert_send_sync::<FakeSocket>();
-};
-
-impl<T: FrameSocket + ?Sized> FrameSocket for &T {
-    fn send(&self, frame: &[u8]) -> Result<(), ProbeError> {
-        (**self).send(frame)
-    }
-    fn recv_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<Option<usize>, ProbeError> {
-        (**self).recv_timeout(buf, timeout)
-    }
-    fn mac(&self) -> MacAddr {
-        (**self).mac()
-    }
-    fn ifindex(&self) -> u32 {
-        (**self).ifindex()
-    }
-    fn join_solicited_node(&self, target: Ipv6Addr) -> Result<(), ProbeError> {
-        (**self).join_solicited_node(target)
-    }
-    fn leave_solicited_node(&self, target: Ipv6Addr) -> Result<(), ProbeError> {
-        (**self).leave_solicited_node(target)
-    }
 }
 
 /// How long and how hard to probe.

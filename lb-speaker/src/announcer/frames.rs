@@ -2,8 +2,8 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use flatlan_ipam::frame::ndp::{ipv6_multicast_mac, ALL_NODES};
-use flatlan_ipam::frame::{
+use flatlan_l2::frame::ndp::{ipv6_multicast_mac, ALL_NODES};
+use flatlan_l2::frame::{
     solicited_node_multicast_mac, ArpPacket, EtherType, Frame, NdpMessage, NeighborAdvertisement,
     NeighborSolicitation,
 };
@@ -57,7 +57,7 @@ impl Action {
 
 /// The address an ARP or NDP frame is about, as [`Action::vip`] describes.
 fn frame_vip(frame: &[u8]) -> Option<IpAddr> {
-    match flatlan_ipam::frame::ether::peek_ethertype(frame) {
+    match flatlan_l2::frame::ether::peek_ethertype(frame) {
         Some(EtherType::ARP) => {
             let (_, arp) = ArpPacket::parse_frame(frame).ok()?;
             // A probe's sender is 0.0.0.0; what it asks about is the target.

@@ -1,12 +1,12 @@
 use super::*;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use flatlan_ipam::frame::ndp::{ipv6_multicast_mac, ALL_NODES};
-use flatlan_ipam::frame::{
+use flatlan_l2::frame::ndp::{ipv6_multicast_mac, ALL_NODES};
+use flatlan_l2::frame::{
     solicited_node_multicast_mac, ArpOp, ArpPacket, NdpMessage, NeighborAdvertisement,
     NeighborSolicitation,
 };
-use flatlan_ipam::mac::MacAddr;
+use flatlan_l2::mac::MacAddr;
 
 const OURS: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
 const CLIENT: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x99]);

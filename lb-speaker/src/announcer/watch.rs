@@ -4,12 +4,12 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-use flatlan_ipam::frame::ndp::{ipv6_multicast_mac, ALL_NODES};
-use flatlan_ipam::frame::{
+use flatlan_l2::evidence::{arp_sighting, ndp_sighting, Evidence, Sighting};
+use flatlan_l2::frame::ndp::{ipv6_multicast_mac, ALL_NODES};
+use flatlan_l2::frame::{
     ArpOp, ArpPacket, EtherType, EthernetHeader, NdpMessage, NeighborAdvertisement,
 };
-use flatlan_ipam::mac::MacAddr;
-use flatlan_ipam::probe::evidence::{arp_sighting, ndp_sighting, Evidence, Sighting};
+use flatlan_l2::mac::MacAddr;
 
 use super::{announce_frames, v6_src, Action, Announcer, Phase, DEFEND_INTERVAL};
 use crate::log_limit::EVERY as LOG_EVERY;
@@ -24,7 +24,7 @@ impl Announcer {
         frame: &[u8],
         is_member: &dyn Fn(MacAddr) -> bool,
     ) -> Vec<Action> {
-        match flatlan_ipam::frame::ether::peek_ethertype(frame) {
+        match flatlan_l2::frame::ether::peek_ethertype(frame) {
             Some(EtherType::ARP) => match ArpPacket::parse_frame(frame) {
                 Ok((eth, arp)) => self.on_arp(now, iface, eth, arp, is_member),
                 Err(_) => Vec::new(),
@@ -189,7 +189,7 @@ impl Announcer {
     }
 
     /// Another device using or claiming `about`, judged by the IPAM probe's
-    /// rules ([`flatlan_ipam::probe::evidence`]; `sight` runs them for the
+    /// rules ([`flatlan_l2::evidence`]; `sight` runs them for the
     /// VIP's own MAC, whose frames are never evidence). While the VIP is
     /// probed, any evidence refuses it: an answer to our probe, or another
     /// host probing for it at the same moment (RFC 5227 §2.1.1, RFC 4862

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flatlan_ipam::mac::MacAddr;
+use flatlan_l2::mac::MacAddr;
 
 use super::*;
 use crate::announcer::Link;
@@ -403,7 +403,7 @@ fn a_conflict_with_a_members_mac_is_retried() {
     assert!(!acts.is_empty());
     // The member's MAC answers our probe.
     let member = MacAddr([2, 0, 0, 0, 0, 0x77]);
-    let reply = flatlan_ipam::frame::ArpPacket::reply(
+    let reply = flatlan_l2::frame::ArpPacket::reply(
         member,
         match a {
             IpAddr::V4(v) => v,

@@ -173,7 +173,7 @@ pub fn capture(ns: &Netns, dur: Duration) -> std::thread::JoinHandle<Vec<Vec<u8>
     let ns = ns.clone();
     std::thread::spawn(move || {
         ns.run(|| {
-            use flatlan_ipam::probe::{FrameSocket, PacketSocket};
+            use flatlan_l2::socket::{FrameSocket, PacketSocket};
             let sock = PacketSocket::open("eth0").expect("AF_PACKET on eth0");
             let mut out = Vec::new();
             let mut buf = [0u8; 2048];

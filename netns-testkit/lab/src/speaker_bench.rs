@@ -40,8 +40,9 @@ use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use flatlan_ipam::frame::{ArpOp, ArpPacket, EtherType};
-use flatlan_ipam::probe::{FrameSocket, PacketSocket, ProbeError};
+use flatlan_l2::frame::{ArpOp, ArpPacket, EtherType};
+use flatlan_l2::socket::{FrameSocket, PacketSocket};
+use flatlan_l2::Error as L2Error;
 use netns_testkit::probe::{ping_background, ping_finish};
 use netns_testkit::segment::SEGMENT_CLIENT_IP;
 use netns_testkit::speaker::SpeakerLab;
@@ -63,7 +64,7 @@ pub(crate) fn bench_err(detail: impl Into<String>) -> Error {
     }
 }
 
-fn sock_err(e: ProbeError) -> Error {
+fn sock_err(e: L2Error) -> Error {
     bench_err(format!("packet socket on the client's eth0: {e}"))
 }
 

@@ -5,9 +5,9 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use flatlan_ipam::frame::ArpPacket;
-use flatlan_ipam::mac::MacAddr;
-use flatlan_ipam::probe::{FrameSocket, PacketSocket};
+use flatlan_l2::frame::ArpPacket;
+use flatlan_l2::mac::MacAddr;
+use flatlan_l2::socket::{FrameSocket, PacketSocket};
 use netns_testkit::speaker_fleet::SpeakerFleet;
 use netns_testkit::Netns;
 

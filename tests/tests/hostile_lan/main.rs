@@ -25,8 +25,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use flatlan_ipam::frame::ArpPacket;
-use flatlan_ipam::probe::{FrameSocket, PacketSocket};
+use flatlan_l2::frame::ArpPacket;
+use flatlan_l2::socket::{FrameSocket, PacketSocket};
 use netns_testkit::speaker_fleet::{arping, SpeakerFleet, SpeakerStatus};
 use netns_testkit::{Lab, LabConfig, Netns};
 
@@ -233,7 +233,7 @@ pub fn kill_owner_and_time_failover(
         panic!("IPv4 VIPs only")
     };
     let owner = holder(fleet, vip);
-    let old_mac: flatlan_ipam::mac::MacAddr = node_macs(lab)[&name(owner)].parse().unwrap();
+    let old_mac: flatlan_l2::mac::MacAddr = node_macs(lab)[&name(owner)].parse().unwrap();
     let client: Netns = lab.client.clone();
     let window = Duration::from_secs(3);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();

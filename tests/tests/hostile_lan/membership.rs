@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flatlan_ipam::frame::ArpPacket;
-use flatlan_ipam::probe::{FrameSocket, PacketSocket};
+use flatlan_l2::frame::ArpPacket;
+use flatlan_l2::socket::{FrameSocket, PacketSocket};
 use flatlan_speaker::wire;
 use netns_testkit::speaker_fleet::SpeakerFleet;
 use netns_testkit::{Lab, Netns, ProcHandle};

@@ -11,8 +11,8 @@ use std::io::Write;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::Command;
 
-use flatlan_ipam::frame::{ArpPacket, NeighborAdvertisement, NeighborSolicitation};
-use flatlan_ipam::mac::MacAddr;
+use flatlan_l2::frame::{ArpPacket, NeighborAdvertisement, NeighborSolicitation};
+use flatlan_l2::mac::MacAddr;
 
 const MAC: MacAddr = MacAddr([0x02, 0x00, 0x5e, 0x10, 0x00, 0x01]);
 const PEER: MacAddr = MacAddr([0x00, 0x11, 0x22, 0x33, 0x44, 0x55]);

@@ -18,7 +18,7 @@
 //!   binding to it.
 //! * **Filtering in the kernel.** A socket for one EtherType is opened for
 //!   that protocol (socket2, as nix has no `ETH_P_ARP`), one for several
-//!   for `ETH_P_ALL`. Either way the classic BPF program of [`super::bpf`]
+//!   for `ETH_P_ALL`. Either way the classic BPF program of `super::bpf`
 //!   is attached before `bind`, so of IPv6 only Neighbor Solicitations and
 //!   Advertisements reach userspace, not the host's whole IPv6 traffic.
 //! * **Filtering in userspace.** [`PacketSocket::try_recv`] still drops
@@ -53,7 +53,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{bind, recvmsg, send, setsockopt, sockopt, LinkAddr, MsgFlags};
 use nix::sys::time::TimeVal;
 
-use super::{bpf, FrameSocket, ProbeError};
+use super::{bpf, Error, FrameSocket};
 use crate::frame::ether::peek_ethertype;
 use crate::frame::{solicited_node_multicast, EtherType};
 use crate::mac::MacAddr;
@@ -96,25 +96,25 @@ impl PacketSocket {
     /// to probe inside a pod or test namespace, call this on a dedicated
     /// thread that has `setns`'d into it (STYLE rule 4). Needs
     /// `CAP_NET_RAW`.
-    pub fn open(ifname: &str) -> Result<Self, ProbeError> {
+    pub fn open(ifname: &str) -> Result<Self, Error> {
         Self::open_filtered(ifname, &[EtherType::ARP, EtherType::IPV6])
     }
 
     /// Opens a socket on `ifname` receiving only the given EtherTypes;
     /// [`EtherType::IPV6`] means Neighbor Solicitations and Advertisements
-    /// only (see [`super::bpf`]).
-    pub fn open_filtered(ifname: &str, ethertypes: &[EtherType]) -> Result<Self, ProbeError> {
+    /// only (see `super::bpf`).
+    pub fn open_filtered(ifname: &str, ethertypes: &[EtherType]) -> Result<Self, Error> {
         Self::open_inner(ifname, None, ethertypes)
     }
 
     /// [`Self::open_filtered`] for a caller that looked the interface up
-    /// earlier: fails with [`ProbeError::InterfaceChanged`], before
+    /// earlier: fails with [`Error::InterfaceChanged`], before
     /// binding, if `ifname` no longer has index `ifindex`.
     pub fn open_checked(
         ifname: &str,
         ifindex: u32,
         ethertypes: &[EtherType],
-    ) -> Result<Self, ProbeError> {
+    ) -> Result<Self, Error> {
         Self::open_inner(ifname, Some(ifindex), ethertypes)
     }
 
@@ -122,17 +122,17 @@ impl PacketSocket {
         ifname: &str,
         expect_ifindex: Option<u32>,
         ethertypes: &[EtherType],
-    ) -> Result<Self, ProbeError> {
+    ) -> Result<Self, Error> {
         let filter = bpf::program(ethertypes)?;
         let link = find_link(ifname)?;
         if link.hatype() != ARPHRD_ETHER {
-            return Err(ProbeError::NotEthernet {
+            return Err(Error::NotEthernet {
                 ifname: ifname.to_owned(),
                 hatype: link.hatype(),
             });
         }
         let sys = |op: &'static str| {
-            move |source: Errno| ProbeError::Socket {
+            move |source: Errno| Error::Socket {
                 op,
                 ifname: ifname.to_owned(),
                 source,
@@ -140,7 +140,7 @@ impl PacketSocket {
         };
         let ifindex = u32::try_from(link.ifindex()).map_err(|_| sys("ifindex")(Errno::ERANGE))?;
         if let Some(expected) = expect_ifindex.filter(|e| *e != ifindex) {
-            return Err(ProbeError::InterfaceChanged {
+            return Err(Error::InterfaceChanged {
                 ifname: ifname.to_owned(),
                 expected,
                 found: ifindex,
@@ -150,7 +150,7 @@ impl PacketSocket {
         // route back to us; refuse rather than probe blind.
         let mac = MacAddr(link.addr().unwrap_or_default());
         if mac.is_zero() {
-            return Err(ProbeError::NoMac(ifname.to_owned()));
+            return Err(Error::NoMac(ifname.to_owned()));
         }
 
         let mut wanted = ethertypes.to_vec();
@@ -208,7 +208,7 @@ impl PacketSocket {
     /// with `EAGAIN` on a full transmit queue instead of blocking the loop
     /// for up to the send timeout. Receiving never blocks either way
     /// ([`Self::try_recv`] uses `MSG_DONTWAIT`).
-    pub fn set_nonblocking(&self, on: bool) -> Result<(), ProbeError> {
+    pub fn set_nonblocking(&self, on: bool) -> Result<(), Error> {
         let flags = fcntl(&self.fd, FcntlArg::F_GETFL).map_err(self.err("fcntl(F_GETFL)"))?;
         let mut flags = OFlag::from_bits_retain(flags);
         flags.set(OFlag::O_NONBLOCK, on);
@@ -219,7 +219,7 @@ impl PacketSocket {
     /// Reads the next wanted frame into `buf` (truncating if needed)
     /// without waiting: `Ok(None)` once nothing is queued. Unwanted frames
     /// (see the module docs) are read and skipped.
-    pub fn try_recv(&self, buf: &mut [u8]) -> Result<Option<usize>, ProbeError> {
+    pub fn try_recv(&self, buf: &mut [u8]) -> Result<Option<usize>, Error> {
         loop {
             match self.recv_once(buf)? {
                 Recv::Wanted(n) => return Ok(Some(n)),
@@ -229,8 +229,8 @@ impl PacketSocket {
         }
     }
 
-    fn err(&self, op: &'static str) -> impl Fn(Errno) -> ProbeError + '_ {
-        move |source| ProbeError::Socket {
+    fn err(&self, op: &'static str) -> impl Fn(Errno) -> Error + '_ {
+        move |source| Error::Socket {
             op,
             ifname: self.ifname.clone(),
             source,
@@ -238,7 +238,7 @@ impl PacketSocket {
     }
 
     /// One non-blocking `recvmsg`.
-    fn recv_once(&self, buf: &mut [u8]) -> Result<Recv, ProbeError> {
+    fn recv_once(&self, buf: &mut [u8]) -> Result<Recv, Error> {
         let (n, from) = {
             let mut iov = [IoSliceMut::new(buf)];
             match recvmsg::<LinkAddr>(self.fd.as_raw_fd(), &mut iov, None, MsgFlags::MSG_DONTWAIT) {
@@ -291,8 +291,8 @@ pub(super) fn errno(e: &std::io::Error) -> Errno {
 }
 
 /// The `AF_PACKET` address `getifaddrs` reports for `ifname`.
-fn find_link(ifname: &str) -> Result<LinkAddr, ProbeError> {
-    let addrs = nix::ifaddrs::getifaddrs().map_err(|source| ProbeError::Socket {
+fn find_link(ifname: &str) -> Result<LinkAddr, Error> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|source| Error::Socket {
         op: "getifaddrs",
         ifname: ifname.to_owned(),
         source,
@@ -300,7 +300,7 @@ fn find_link(ifname: &str) -> Result<LinkAddr, ProbeError> {
     addrs
         .filter(|a| a.interface_name == ifname)
         .find_map(|a| a.address.and_then(|s| s.as_link_addr().copied()))
-        .ok_or_else(|| ProbeError::NoSuchInterface(ifname.to_owned()))
+        .ok_or_else(|| Error::NoSuchInterface(ifname.to_owned()))
 }
 
 /// What one non-blocking read found.
@@ -328,7 +328,7 @@ fn timeval(d: Duration) -> TimeVal {
 }
 
 impl FrameSocket for PacketSocket {
-    fn send(&self, frame: &[u8]) -> Result<(), ProbeError> {
+    fn send(&self, frame: &[u8]) -> Result<(), Error> {
         loop {
             match send(self.fd.as_raw_fd(), frame, MsgFlags::empty()) {
                 Ok(_) => return Ok(()),
@@ -346,7 +346,7 @@ impl FrameSocket for PacketSocket {
     /// miss its deadline. Then one `poll()` waits
     /// for more (millisecond resolution, rounded up, so a deadline is never
     /// cut short).
-    fn recv_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<Option<usize>, ProbeError> {
+    fn recv_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<Option<usize>, Error> {
         let deadline = Instant::now().checked_add(timeout);
         loop {
             if let Some(n) = self.try_recv(buf)? {
@@ -377,10 +377,10 @@ impl FrameSocket for PacketSocket {
         self.ifindex
     }
 
-    fn join_solicited_node(&self, target: Ipv6Addr) -> Result<(), ProbeError> {
+    fn join_solicited_node(&self, target: Ipv6Addr) -> Result<(), Error> {
         let group = solicited_node_multicast(target);
         let Some(udp) = &self.mcast else {
-            return Err(ProbeError::Multicast {
+            return Err(Error::Multicast {
                 group,
                 ifindex: self.ifindex,
                 source: std::io::Error::new(
@@ -390,19 +390,19 @@ impl FrameSocket for PacketSocket {
             });
         };
         udp.join_multicast_v6(&group, self.ifindex)
-            .map_err(|source| ProbeError::Multicast {
+            .map_err(|source| Error::Multicast {
                 group,
                 ifindex: self.ifindex,
                 source,
             })
     }
 
-    fn leave_solicited_node(&self, target: Ipv6Addr) -> Result<(), ProbeError> {
+    fn leave_solicited_node(&self, target: Ipv6Addr) -> Result<(), Error> {
         let group = solicited_node_multicast(target);
         match &self.mcast {
             Some(udp) => udp
                 .leave_multicast_v6(&group, self.ifindex)
-                .map_err(|source| ProbeError::Multicast {
+                .map_err(|source| Error::Multicast {
                     group,
                     ifindex: self.ifindex,
                     source,
@@ -419,7 +419,7 @@ mod tests {
     #[test]
     fn missing_interface_is_a_clear_error() {
         match PacketSocket::open("flatlan-nope0") {
-            Err(ProbeError::NoSuchInterface(name)) => assert_eq!(name, "flatlan-nope0"),
+            Err(Error::NoSuchInterface(name)) => assert_eq!(name, "flatlan-nope0"),
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -427,7 +427,7 @@ mod tests {
     #[test]
     fn loopback_is_not_ethernet() {
         match PacketSocket::open("lo") {
-            Err(ProbeError::NotEthernet { hatype, .. }) => assert_eq!(hatype, 772),
+            Err(Error::NotEthernet { hatype, .. }) => assert_eq!(hatype, 772),
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -7,11 +7,11 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use flatlan_ipam::frame::checksum::icmpv6_checksum;
-use flatlan_ipam::frame::{
+use flatlan_l2::frame::checksum::icmpv6_checksum;
+use flatlan_l2::frame::{
     ArpOp, ArpPacket, EthernetHeader, NdpMessage, NeighborAdvertisement, NeighborSolicitation,
 };
-use flatlan_ipam::mac::MacAddr;
+use flatlan_l2::mac::MacAddr;
 use proptest::prelude::*;
 
 fn mac() -> impl Strategy<Value = MacAddr> {

@@ -19,7 +19,7 @@ use std::io;
 use tokio::io::unix::AsyncFd;
 
 use super::packet_socket::errno;
-use super::{PacketSocket, ProbeError};
+use super::{Error, PacketSocket};
 
 /// A non-blocking [`PacketSocket`] whose frames are awaited.
 #[derive(Debug)]
@@ -31,7 +31,7 @@ impl AsyncPacketSocket {
     /// Makes `sock` non-blocking (sends then fail with `EAGAIN` on a full
     /// transmit queue instead of stalling the loop) and registers it with
     /// the current tokio runtime, which must exist.
-    pub fn new(sock: PacketSocket) -> Result<Self, ProbeError> {
+    pub fn new(sock: PacketSocket) -> Result<Self, Error> {
         sock.set_nonblocking(true)?;
         let ifname = sock.ifname().to_owned();
         // SAFETY: `register` requires the descriptor to stay open, and to
@@ -43,7 +43,7 @@ impl AsyncPacketSocket {
         // swap the socket, stay private to this module, which uses neither.
         let inner = unsafe { AsyncFd::register(sock) }.map_err(|e| {
             let e: io::Error = e.into();
-            ProbeError::Socket {
+            Error::Socket {
                 op: "register with tokio",
                 ifname,
                 source: errno(&e),
@@ -59,17 +59,13 @@ impl AsyncPacketSocket {
 
     /// Waits for the next wanted frame (see [`PacketSocket::try_recv`])
     /// and copies it into `buf`, truncating if needed.
-    pub async fn recv(&self, buf: &mut [u8]) -> Result<usize, ProbeError> {
+    pub async fn recv(&self, buf: &mut [u8]) -> Result<usize, Error> {
         loop {
-            let mut guard = self
-                .inner
-                .readable()
-                .await
-                .map_err(|e| ProbeError::Socket {
-                    op: "wait for frames",
-                    ifname: self.get_ref().ifname().to_owned(),
-                    source: errno(&e),
-                })?;
+            let mut guard = self.inner.readable().await.map_err(|e| Error::Socket {
+                op: "wait for frames",
+                ifname: self.get_ref().ifname().to_owned(),
+                source: errno(&e),
+            })?;
             match guard.get_inner().try_recv(buf)? {
                 Some(n) => return Ok(n),
                 // Drained: only now may readiness be cleared, or a frame

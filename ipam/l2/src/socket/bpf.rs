@@ -31,7 +31,7 @@
 //! `SOCK_RAW` packet socket the kernel runs the filter on the frame with
 //! its link-layer header (`packet_rcv`).
 
-use super::ProbeError;
+use super::Error;
 use crate::frame::checksum::NEXT_HEADER_ICMPV6;
 use crate::frame::ether::{ETHERTYPE_OFFSET, HEADER_LEN};
 use crate::frame::ndp::{ICMP_NA, ICMP_NS, IP6_HEADER_LEN, IP6_NEXT_HEADER_OFFSET};
@@ -83,7 +83,7 @@ enum To {
 
 /// The filter for a socket receiving `ethertypes` (IPv6 meaning NS and NA
 /// only, see the module docs).
-pub fn program(ethertypes: &[EtherType]) -> Result<Vec<Insn>, ProbeError> {
+pub fn program(ethertypes: &[EtherType]) -> Result<Vec<Insn>, Error> {
     let mut others: Vec<u16> = ethertypes
         .iter()
         .filter(|t| **t != EtherType::IPV6)
@@ -93,12 +93,12 @@ pub fn program(ethertypes: &[EtherType]) -> Result<Vec<Insn>, ProbeError> {
     others.dedup();
     let ndp = ethertypes.contains(&EtherType::IPV6);
     if others.is_empty() && !ndp {
-        return Err(ProbeError::InvalidConfig(
+        return Err(Error::InvalidFilter(
             "a packet socket must receive at least one EtherType",
         ));
     }
     if others.len() > MAX_ETHERTYPES {
-        return Err(ProbeError::InvalidConfig(
+        return Err(Error::InvalidFilter(
             "too many EtherTypes for one packet socket",
         ));
     }
@@ -124,14 +124,14 @@ pub fn program(ethertypes: &[EtherType]) -> Result<Vec<Insn>, ProbeError> {
     let accept_at = drop_at + 1;
     let mut prog = Vec::with_capacity(accept_at + 1);
     for (i, (code, jt, jf, k)) in body.into_iter().enumerate() {
-        let off = |to: To| -> Result<u8, ProbeError> {
+        let off = |to: To| -> Result<u8, Error> {
             let target = match to {
                 To::Next => i + 1,
                 To::Accept => accept_at,
                 To::Drop => drop_at,
             };
             u8::try_from(target - (i + 1))
-                .map_err(|_| ProbeError::InvalidConfig("packet filter jump out of range"))
+                .map_err(|_| Error::InvalidFilter("packet filter jump out of range"))
         };
         prog.push(Insn {
             code,
@@ -295,11 +295,11 @@ mod tests {
 
     #[test]
     fn nothing_or_too_much_to_receive_is_refused() {
-        assert!(matches!(program(&[]), Err(ProbeError::InvalidConfig(_))));
+        assert!(matches!(program(&[]), Err(Error::InvalidFilter(_))));
         let many: Vec<EtherType> = (0..=MAX_ETHERTYPES as u16)
             .map(|i| EtherType(0x0900 + i))
             .collect();
-        assert!(matches!(program(&many), Err(ProbeError::InvalidConfig(_))));
+        assert!(matches!(program(&many), Err(Error::InvalidFilter(_))));
         let most = valid_program(&many[..MAX_ETHERTYPES]);
         let mut last = ns();
         last[12..14].copy_from_slice(&(0x0900 + MAX_ETHERTYPES as u16 - 1).to_be_bytes());

@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::{FrameSocket, ProbeError};
+use super::{Error, FrameSocket};
 use crate::frame::{solicited_node_multicast, ArpOp, ArpPacket, NdpMessage, NeighborAdvertisement};
 use crate::mac::MacAddr;
 
@@ -77,8 +77,8 @@ impl FakeSocket {
     }
 
     /// The error a real socket reports for a refused join or leave.
-    fn group_error(&self, group: Ipv6Addr, errno: i32) -> ProbeError {
-        ProbeError::Multicast {
+    fn group_error(&self, group: Ipv6Addr, errno: i32) -> Error {
+        Error::Multicast {
             group,
             ifindex: self.ifindex,
             source: std::io::Error::from_raw_os_error(errno),
@@ -170,10 +170,10 @@ fn link_local_of(mac: MacAddr) -> Ipv6Addr {
 }
 
 impl FrameSocket for FakeSocket {
-    fn send(&self, frame: &[u8]) -> Result<(), ProbeError> {
+    fn send(&self, frame: &[u8]) -> Result<(), Error> {
         let mut st = self.state();
         if st.fail_send {
-            return Err(ProbeError::Socket {
+            return Err(Error::Socket {
                 op: "send",
                 ifname: "fake0".into(),
                 source: nix::errno::Errno::ENETDOWN,
@@ -197,7 +197,7 @@ impl FrameSocket for FakeSocket {
         Ok(())
     }
 
-    fn recv_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<Option<usize>, ProbeError> {
+    fn recv_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<Option<usize>, Error> {
         let deadline = Instant::now() + timeout;
         loop {
             let now = Instant::now();
@@ -238,7 +238,7 @@ impl FrameSocket for FakeSocket {
 
     /// Fails like the kernel does on a second join of the same group
     /// (`EADDRINUSE`), so a probe that joins a shared group twice is caught.
-    fn join_solicited_node(&self, target: Ipv6Addr) -> Result<(), ProbeError> {
+    fn join_solicited_node(&self, target: Ipv6Addr) -> Result<(), Error> {
         let group = solicited_node_multicast(target);
         let mut st = self.state();
         st.group_events.push(GroupEvent::Join(group));
@@ -250,7 +250,7 @@ impl FrameSocket for FakeSocket {
     }
 
     /// Fails like the kernel does for a group not joined (`EADDRNOTAVAIL`).
-    fn leave_solicited_node(&self, target: Ipv6Addr) -> Result<(), ProbeError> {
+    fn leave_solicited_node(&self, target: Ipv6Addr) -> Result<(), Error> {
         let group = solicited_node_multicast(target);
         let mut st = self.state();
         st.group_events.push(GroupEvent::Leave(group));
