@@ -195,9 +195,10 @@ impl Planner {
     /// all): claimed at once, each would be its only eligible node and all
     /// would probe and claim it. So it is held until every live peer has
     /// answered the heartbeat that lists it (they answer a changed member
-    /// at once), or for as long as a start listens: a peer that got it too
-    /// has said so by then, and the hash picks one. With no peer to wait
-    /// for, that is no wait at all.
+    /// at once) and this node would own it even if every live peer got
+    /// it too, or else for as long as a start listens: a peer that got it
+    /// too has said so by then, and the hash picks one. With no peer to
+    /// wait for, that is no wait at all.
     pub fn set_vips(&mut self, now: Instant, new: &[IpAddr]) -> bool {
         let hold = now + self.timers.heartbeat_interval * 2;
         let mut added = false;
@@ -293,8 +294,18 @@ impl Planner {
                 .keys()
                 .all(|m| v.heard_us.get(m).is_some_and(|t| *t >= told))
         });
-        if all_heard || self.claim_after.is_empty() {
-            self.claim_after.clear();
+        if all_heard {
+            // Every live peer heard of the new VIPs, but one that has not
+            // reloaded yet cannot say it gets them too (one SIGHUP to all
+            // lands a heartbeat apart): its echo is no answer. So only a
+            // VIP we own even if every live peer becomes eligible for it is
+            // free now; one a peer would win waits out the hold, by when
+            // that peer, if it got it, lists it and the hash gives it to
+            // that peer alone (issue 12 finding 8).
+            self.claim_after
+                .retain(|vip, _| !wins_if_all_eligible(v, *vip));
+        }
+        if self.claim_after.is_empty() {
             self.told_at = None;
         }
         let ann = v.announcer;
@@ -428,4 +439,17 @@ impl Planner {
                 .and_then(|s| v.ifaces.get(&s.link.iface))
                 .is_some_and(|i| i.running)
     }
+}
+
+/// True if this node owns `vip` even when every live peer may own it too.
+fn wins_if_all_eligible(v: &View, vip: IpAddr) -> bool {
+    let everyone = BTreeSet::from([vip]);
+    let mut members: Vec<(&str, &BTreeSet<IpAddr>)> = v
+        .membership
+        .live()
+        .keys()
+        .map(|n| (n.as_str(), &everyone))
+        .collect();
+    members.push((v.me, &everyone));
+    owners(&members, &[vip]).get(&vip).map(String::as_str) == Some(v.me)
 }

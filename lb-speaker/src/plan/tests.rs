@@ -285,11 +285,20 @@ fn ownership_is_rehashed_only_when_the_version_moves() {
     assert_eq!(p.rehashes(), 4);
 }
 
+/// The first VIP of 192.0.2.0/24 (from .2) that `me` wins against "peer",
+/// or loses.
+fn vip_won(won: bool) -> IpAddr {
+    (2..=250)
+        .map(|i| ip(&format!("192.0.2.{i}")))
+        .find(|v| (crate::ownership::score("me", *v) > crate::ownership::score("peer", *v)) == won)
+        .unwrap()
+}
+
 /// Two nodes given the same new VIP by one SIGHUP each: neither claims it
 /// before the other's heartbeat can say it may own it too.
 #[test]
 fn a_vip_the_source_adds_waits_until_peers_heard_of_it() {
-    let (a, added) = (ip("192.0.2.1"), ip("192.0.2.2"));
+    let (a, added) = (ip("192.0.2.1"), vip_won(true));
     let mut w = World::new(&[a, added]);
     let t0 = Instant::now();
     // Alone: nobody to wait for.
@@ -323,6 +332,43 @@ fn a_vip_the_source_adds_waits_until_peers_heard_of_it() {
     assert!(!claims(&p.turn(t0 + i, &w.view())).contains(&added));
     assert_eq!(p.held().collect::<Vec<_>>(), vec![added]);
     assert!(claims(&p.turn(t0 + i * 2, &w.view())).contains(&added));
+}
+
+/// Issue 12 finding 8: one SIGHUP to every node lands a heartbeat apart.
+/// The peer that has not reloaded yet echoes our heartbeat, but that says
+/// nothing about whether it gets the VIP too; a VIP it would win is not
+/// claimed on that echo, so when it reloads and lists the VIP, it alone
+/// claims (and probes) it.
+#[test]
+fn a_new_vip_a_peer_would_win_is_not_claimed_on_its_echo_alone() {
+    let (a, theirs) = (ip("192.0.2.1"), vip_won(false));
+    let mut w = World::new(&[a, theirs]);
+    let t0 = Instant::now();
+    w.peer(t0, "peer", &[a], &[]);
+    let mut p = Planner::new(w.timers.clone(), vec![a], t0);
+    p.set_vips(t0, &[a, theirs]);
+    p.told(t0);
+    w.heard_us.insert("peer".into(), t0);
+    let turn = p.turn(t0, &w.view());
+    assert!(!claims(&turn).contains(&theirs), "{turn:?}");
+    assert_eq!(p.held().collect::<Vec<_>>(), vec![theirs]);
+    // The peer reloads within the hold: it lists the VIP and wins it.
+    let t1 = t0 + w.timers.heartbeat_interval;
+    w.peer(t1, "peer", &[a, theirs], &[]);
+    assert!(!claims(&p.turn(t1, &w.view())).contains(&theirs));
+    let after = t0 + w.timers.heartbeat_interval * 3;
+    assert!(!claims(&p.turn(after, &w.view())).contains(&theirs));
+    assert_eq!(p.owners()[&theirs], "peer");
+    // A peer that never gets it: ours once the hold is over.
+    let mut w = World::new(&[a, theirs]);
+    w.peer(t0, "peer", &[a], &[]);
+    w.heard_us.insert("peer".into(), t0);
+    let mut p = Planner::new(w.timers.clone(), vec![a], t0);
+    p.set_vips(t0, &[a, theirs]);
+    p.told(t0);
+    assert!(!claims(&p.turn(t0, &w.view())).contains(&theirs));
+    let end = t0 + w.timers.heartbeat_interval * 2;
+    assert!(claims(&p.turn(end, &w.view())).contains(&theirs));
 }
 
 /// A VIP the source drops is handed over like one we leave, and released

@@ -391,10 +391,6 @@ fn probers_and_announcers(
 /// Finding 8: a VIP pushed to every node by one SIGHUP each, at once, is
 /// probed and claimed by one node only.
 #[test]
-#[ignore = "flaky, about 1 run in 6: when the two SIGHUPs land a heartbeat apart, the first node \
-            sees its peer's echo (the peer heard it, but has not reloaded yet), claims the VIP \
-            alone, and the hash owner probes it again once it reloads; issue 12 finding 8 stays \
-            open for this race. Run with --ignored."]
 fn a_vip_added_everywhere_at_once_is_probed_and_claimed_once() {
     let lab = lab(2);
     let vips = vips_spread(2, 1);
