@@ -95,6 +95,10 @@ impl Root {
     }
 }
 
+fn is_link(p: &Path) -> bool {
+    fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink())
+}
+
 const K3S_BIN: &str = "/var/lib/rancher/k3s/data/cni/flatlan";
 const K3S_CONF: &str = "/var/lib/rancher/k3s/agent/etc/cni/net.d/10-flatlan.conflist";
 
@@ -206,10 +210,7 @@ fn uninstall_removes_only_flatlans_files() {
     );
     for name in ["bridge", "host-local", "loopback", "portmap"] {
         let l = r.p(&format!("/var/lib/rancher/k3s/data/cni/{name}"));
-        assert!(
-            fs::symlink_metadata(&l).unwrap().file_type().is_symlink(),
-            "{name}"
-        );
+        assert!(is_link(&l), "{name}");
     }
     assert_eq!(
         fs::read(r.p(&format!("/var/lib/rancher/k3s/data/{K3S_HASH}/bin/cni"))).unwrap(),
@@ -231,10 +232,7 @@ fn uninstall_leaves_a_recorded_path_that_is_now_someone_elses_symlink() {
     symlink("cni", r.p(K3S_BIN)).unwrap();
     let report = install::uninstall(&r.opts()).unwrap();
     assert!(report.contains("left alone"), "{report}");
-    assert!(fs::symlink_metadata(r.p(K3S_BIN))
-        .unwrap()
-        .file_type()
-        .is_symlink());
+    assert!(is_link(&r.p(K3S_BIN)));
 }
 
 #[test]
@@ -255,10 +253,7 @@ fn another_cnis_config_is_refused_naming_the_winner() {
     assert!(e.contains("lexically first"), "{e}");
     assert!(e.contains("--force"), "{e}");
     // Nothing half done: no binary, no conflist, no record.
-    assert!(fs::symlink_metadata(r.p(K3S_BIN))
-        .unwrap()
-        .file_type()
-        .is_symlink());
+    assert!(is_link(&r.p(K3S_BIN)));
     assert!(!r.p(K3S_CONF).exists());
     assert!(!r.p("/var/lib/flatlan/installed.json").exists());
 
@@ -395,10 +390,7 @@ fn a_conflist_without_flatlan_is_refused_before_anything_is_written() {
     .unwrap();
     let e = install::install(&o).unwrap_err().to_string();
     assert!(e.contains("no plugin of type flatlan"), "{e}");
-    assert!(fs::symlink_metadata(r.p(K3S_BIN))
-        .unwrap()
-        .file_type()
-        .is_symlink());
+    assert!(is_link(&r.p(K3S_BIN)));
 }
 
 #[test]
