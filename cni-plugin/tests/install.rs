@@ -74,6 +74,13 @@ impl Root {
         );
         fs::create_dir_all(self.p("/var/lib/rancher/k3s/agent/etc/cni/net.d")).unwrap();
     }
+    /// A k3s node whose node agent has written the slice.
+    fn k3s_node() -> Root {
+        let r = Root::new();
+        r.k3s();
+        r.range_file();
+        r
+    }
     fn range_file(&self) {
         self.write(
             "/var/lib/flatlan/node-range.json",
@@ -104,9 +111,7 @@ const K3S_CONF: &str = "/var/lib/rancher/k3s/agent/etc/cni/net.d/10-flatlan.conf
 
 #[test]
 fn k3s_layout_replaces_the_symlink_and_leaves_k3s_binary_alone() {
-    let r = Root::new();
-    r.k3s();
-    r.range_file();
+    let r = Root::k3s_node();
     let report = install::install(&r.opts()).unwrap();
     assert!(
         report.contains("k3s (bin dir from /var/lib/rancher/k3s/agent/etc/containerd/config.toml)"),
@@ -158,9 +163,7 @@ fn old_k3s_without_the_stable_dir_uses_current_bin() {
 
 #[test]
 fn a_rerun_is_a_no_op() {
-    let r = Root::new();
-    r.k3s();
-    r.range_file();
+    let r = Root::k3s_node();
     let o = r.opts();
     install::install(&o).unwrap();
     let stamp = |p: &Path| {
@@ -189,9 +192,7 @@ fn a_rerun_is_a_no_op() {
 
 #[test]
 fn uninstall_removes_only_flatlans_files() {
-    let r = Root::new();
-    r.k3s();
-    r.range_file();
+    let r = Root::k3s_node();
     let other = r.write(
         "/var/lib/rancher/k3s/agent/etc/cni/net.d/README",
         b"not a config",
@@ -224,9 +225,7 @@ fn uninstall_removes_only_flatlans_files() {
 
 #[test]
 fn uninstall_leaves_a_recorded_path_that_is_now_someone_elses_symlink() {
-    let r = Root::new();
-    r.k3s();
-    r.range_file();
+    let r = Root::k3s_node();
     install::install(&r.opts()).unwrap();
     fs::remove_file(r.p(K3S_BIN)).unwrap();
     symlink("cni", r.p(K3S_BIN)).unwrap();
@@ -237,9 +236,7 @@ fn uninstall_leaves_a_recorded_path_that_is_now_someone_elses_symlink() {
 
 #[test]
 fn another_cnis_config_is_refused_naming_the_winner() {
-    let r = Root::new();
-    r.k3s();
-    r.range_file();
+    let r = Root::k3s_node();
     r.write(
         "/var/lib/rancher/k3s/agent/etc/cni/net.d/05-cilium.conflist",
         b"{}",
@@ -279,9 +276,7 @@ fn another_cnis_config_is_refused_naming_the_winner() {
 
 #[test]
 fn a_rename_removes_the_stale_conflist() {
-    let r = Root::new();
-    r.k3s();
-    r.range_file();
+    let r = Root::k3s_node();
     install::install(&r.opts()).unwrap();
     let renamed = Options {
         name: "00-flatlan.conflist".into(),
@@ -395,9 +390,7 @@ fn a_conflist_without_flatlan_is_refused_before_anything_is_written() {
 
 #[test]
 fn the_cli_runs_install_and_uninstall() {
-    let r = Root::new();
-    r.k3s();
-    r.range_file();
+    let r = Root::k3s_node();
     let o = r.opts();
     let run = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_flatlan"))
