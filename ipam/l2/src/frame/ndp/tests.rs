@@ -290,6 +290,19 @@ fn parse_rejects_zero_length_option() {
     );
 }
 
+/// An option length of 32 units or more (256+ bytes) is an error, not an
+/// overflow: pnet_packet 0.35 computes `len * 8` in `u8` and panics on it
+/// in a debug build (docs/ARCHITECTURE.md, "Frames and packet sockets").
+#[test]
+fn parse_rejects_an_option_of_256_bytes_or_more() {
+    for units in [32, 255] {
+        assert_eq!(
+            parse_edited(|f| f[OPT + 1] = units, true),
+            Err(FrameError::BadOptionLength { offset: 64 })
+        );
+    }
+}
+
 #[test]
 fn parse_rejects_option_past_end() {
     assert_eq!(
