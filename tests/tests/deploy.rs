@@ -69,8 +69,12 @@ fn the_rendered_manifest_matches_the_base() {
 }
 
 fn objects() -> Vec<Value> {
-    let text = fs::read_to_string(deploy_dir().join("flatlan.yaml")).unwrap();
-    // Documents are separated by `---` lines (the renderer's own joins).
+    documents(&fs::read_to_string(deploy_dir().join("flatlan.yaml")).unwrap())
+}
+
+/// The objects of a multi-document YAML text whose documents are
+/// separated by `---` lines (the renderer's joins, and kustomize's).
+fn documents(text: &str) -> Vec<Value> {
     text.split("\n---\n")
         // The split takes the newline that ends a document's last
         // line (a `|` block's final newline) with it: give it back.
@@ -276,13 +280,7 @@ fn kustomize_renders_the_same_objects() {
             .collect::<std::collections::BTreeMap<_, _>>()
     };
     let text = String::from_utf8(out.stdout).unwrap();
-    let kustomized: Vec<Value> = text
-        .split("\n---\n")
-        // The split takes the newline that ends a document's last
-        // line (a `|` block's final newline) with it: give it back.
-        .map(|d| serde_yaml::from_str::<Value>(&format!("{d}\n")).unwrap())
-        .filter(|v| !v.is_null())
-        .collect();
+    let kustomized = documents(&text);
     let (k, ours) = (by_name(kustomized), by_name(objects()));
     assert_eq!(
         k.keys().collect::<Vec<_>>(),
