@@ -552,3 +552,42 @@ fn only_a_new_device_is_prepared_again() {
     let _ = e.exec.ensure_sockets(&eth9(100, 2), false);
     assert_eq!(prepares(), 2, "a new device");
 }
+
+/// A source's VIP this node may not announce (not selected here, no ready
+/// local endpoint) is decided about but never offered or claimed here; the
+/// same VIP made eligible is.
+#[test]
+fn a_source_vip_not_eligible_here_is_neither_offered_nor_claimed() {
+    use crate::source::DesiredVip;
+    let mut e = engine(&yaml("{ address: 192.0.2.1 }"), FakeHost::default());
+    let vip: IpAddr = "192.0.2.2".parse().unwrap();
+    let pinned = |eligible| DesiredVip {
+        vip: crate::config::VipConfig {
+            address: vip,
+            interface: Some("eth9".into()),
+        },
+        eligible,
+    };
+    let now = Instant::now();
+    e.on_update(now, crate::source::Update::Vips(vec![pinned(false)]));
+    assert_eq!(e.planner.vips(), &["192.0.2.1".parse().unwrap(), vip]);
+    assert!(e.my_eligible(now).is_empty());
+    let said: Vec<IpAddr> = e.outgoing(now).hb.vips.iter().map(|v| v.addr).collect();
+    assert!(said.is_empty(), "{said:?}");
+    e.step(now);
+    assert!(!e.announcer.is_claimed(vip));
+    // The set replaced the config's: 192.0.2.1, never claimed, is gone.
+    let rows = e.status().vips;
+    assert_eq!((rows.len(), rows[0].state.as_str()), (1, "standby"));
+    e.on_update(now, crate::source::Update::Vips(vec![pinned(true)]));
+    assert_eq!(
+        e.my_eligible(now).into_keys().collect::<Vec<_>>(),
+        vec![vip]
+    );
+    e.flush_told();
+    e.step(now);
+    // Ours (the claim itself needs a packet socket on a real eth9).
+    assert_eq!(e.planner.owners().get(&vip).map(String::as_str), Some("me"));
+    let said: Vec<IpAddr> = e.outgoing(now).hb.vips.iter().map(|v| v.addr).collect();
+    assert_eq!(said, vec![vip]);
+}
