@@ -4,7 +4,9 @@
 //! 1. **gather**: wait for a heartbeat, a frame, a source update
 //!    ([`crate::source`]), a signal or a timer; read every heartbeat
 //!    already queued (a member is judged on what it sent, not on when this
-//!    loop got round to reading it) into the [`Inbox`]; poll interfaces.
+//!    loop got round to reading it) into the [`Inbox`]; take the interface
+//!    table [`crate::link_events`] republishes on every rtnetlink link or
+//!    address event (no poll).
 //!    Frames go to the announcer, whose answers join this iteration's batch
 //!    (`engine/gather.rs`).
 //! 2. **plan**: [`Planner::turn`] decides, from a [`View`] of all that, what
@@ -38,7 +40,7 @@ use crate::error::{Error, Result};
 use crate::execute::Executor;
 use crate::heartbeat::Outgoing;
 use crate::http::Shared;
-use crate::iface::{self, IfaceInfo};
+use crate::iface::IfaceInfo;
 use crate::inbox::Inbox;
 use crate::metrics::Metrics;
 use crate::plan::{Intent, Planner, View};
@@ -53,8 +55,6 @@ mod tests;
 
 pub use start::Io;
 
-/// How often interfaces are re-read (link up/down, address changes).
-const IFACE_POLL: Duration = Duration::from_millis(200);
 /// How often the status document is refreshed even without changes.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 
@@ -79,7 +79,6 @@ pub struct Engine {
     outbox: Option<(Outgoing, bool)>,
     tells_added: bool,
     next_heartbeat: Instant,
-    next_iface_poll: Instant,
     next_status: Instant,
     heartbeat_now: bool,
     last_owned: BTreeSet<IpAddr>,
@@ -92,6 +91,7 @@ impl Engine {
         let mut term = signal(SignalKind::terminate()).map_err(|e| Error::sys("SIGTERM", e))?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::sys("SIGINT", e))?;
         let udp = io.udp.clone();
+        let mut links = io.links.clone();
         let mut buf = vec![0u8; 65_536];
         tracing::info!(node = %self.cfg.node_name, vips = self.desired.len(), "speaker ready");
         self.planner.listen(Instant::now());
@@ -118,6 +118,10 @@ impl Engine {
                     planned = Instant::now() >= wake;
                 }
                 Some(u) = updates.recv() => self.on_update(Instant::now(), u),
+                Ok(()) = links.changed() => {
+                    let fresh = links.borrow_and_update().clone();
+                    self.on_ifaces(Instant::now(), fresh);
+                }
                 _ = tokio::time::sleep_until(wake.into()) => {}
                 _ = term.recv() => self.begin_leaving(Instant::now(), "SIGTERM"),
                 _ = int.recv() => self.begin_leaving(Instant::now(), "SIGINT"),
@@ -176,7 +180,6 @@ impl Engine {
     fn next_wake(&self, now: Instant) -> Instant {
         [
             Some(self.next_heartbeat),
-            Some(self.next_iface_poll),
             Some(self.next_status),
             self.inbox
                 .membership()
@@ -191,19 +194,12 @@ impl Engine {
         .unwrap_or(now + Duration::from_secs(1))
     }
 
-    /// One planning turn: expire members, poll interfaces, plan, execute,
+    /// One planning turn: expire members, plan, execute,
     /// refresh the heartbeat and status. Returns true when the speaker may
     /// exit.
     fn step(&mut self, now: Instant) -> bool {
         let evs = self.inbox.expire(now);
         self.on_events(evs);
-        if now >= self.next_iface_poll {
-            self.next_iface_poll = now + IFACE_POLL;
-            match iface::discover() {
-                Ok(fresh) => self.on_ifaces(now, fresh),
-                Err(e) => tracing::warn!("interface poll: {e}"),
-            }
-        }
         // Gathered intents first: a VIP released on a recreated interface
         // is claimed again by this very turn.
         self.apply_gathered();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::announcer::{Action, Announcer, Link, Phase};
-use crate::assign::HostAddrs;
+use crate::assign::{self, HostAddrs};
 use crate::iface::IfaceInfo;
 use crate::log_limit::EngineNoise;
 use crate::metrics::Metrics;
@@ -153,6 +153,23 @@ impl Executor {
     /// The interfaces with packet sockets open.
     pub fn socket_ifaces(&self) -> Vec<String> {
         self.sockets.ifaces().map(str::to_owned).collect()
+    }
+
+    /// Puts back on `lo` the owned VIPs that are no longer there
+    /// ([`assign::lost`]: someone removed them).
+    pub fn reassign_lost(&mut self, announcer: &Announcer, lo: Option<&IfaceInfo>) {
+        if !self.assign {
+            return;
+        }
+        let owned: BTreeSet<IpAddr> = announcer.owned().collect();
+        let lost = assign::lost(&owned, lo);
+        if lost.is_empty() {
+            return;
+        }
+        tracing::warn!(vips = ?lost, "owned VIPs were removed from lo by someone else: adding them again");
+        for (vip, e) in self.host.add_many(&lost) {
+            tracing::error!(%vip, "cannot add the VIP to lo again: {e}");
+        }
     }
 
     /// Removes `vips` from `lo` (leftovers of a previous run at start).

@@ -3,16 +3,14 @@
 //! otherwise use up (issue 12, findings 5 and 7).
 //!
 //! The speaker needs `CAP_NET_RAW` (its `AF_PACKET` sockets) and
-//! `CAP_NET_ADMIN` (the VIPs on `lo` through `ip`, the ARP sysctls), and
-//! `CAP_NET_BIND_SERVICE` only if a port it binds is below 1024. It runs
-//! as root (it writes `/proc/sys`), so without this it would hold every
-//! capability, and so would each `ip` it runs. The bounding set is
-//! narrowed too: a root process that execs gets its bounding set back as
-//! permitted capabilities, so only a narrow bounding set keeps `ip` from
-//! regaining them.
-//!
-//! Run as a non-root user with those capabilities granted (ambient), it
-//! keeps them ambient, so that `ip` still has `CAP_NET_ADMIN`.
+//! `CAP_NET_ADMIN` (the VIPs on `lo` through rtnetlink, the ARP sysctls),
+//! and `CAP_NET_BIND_SERVICE` only if a port it binds is below 1024. It
+//! runs as root (it writes `/proc/sys`), so without this it would hold
+//! every capability. The bounding set is narrowed too: a root process that
+//! execs gets its bounding set back as permitted capabilities. The speaker
+//! execs nothing (no `ip` since issue 11 item 2), so nothing is passed on:
+//! the inheritable and ambient sets are emptied, also for a non-root
+//! speaker that was given the two capabilities as ambient ones.
 //!
 //! Capabilities belong to a thread: this runs before the runtime and the
 //! heartbeat thread exist, so every thread inherits the narrowed sets.
@@ -60,23 +58,9 @@ pub fn drop_capabilities(cfg: &Config) -> Result<()> {
     }
     let permitted = caps::read(None, CapSet::Permitted).map_err(|e| err("read permitted", e))?;
     let kept: CapsHashSet = permitted.intersection(&keep).copied().collect();
-    // Root's `ip` gets its capabilities back from the bounding set at
-    // exec; a non-root speaker (given NET_ADMIN and NET_RAW) passes them
-    // on through the inheritable and ambient sets, or `ip addr` would fail.
-    let root = nix::unistd::geteuid().is_root();
-    let pass_on = if root {
-        CapsHashSet::new()
-    } else {
-        kept.clone()
-    };
-    caps::set(None, CapSet::Inheritable, &pass_on).map_err(|e| err("inheritable", e))?;
+    caps::set(None, CapSet::Inheritable, &CapsHashSet::new()).map_err(|e| err("inheritable", e))?;
     caps::set(None, CapSet::Effective, &kept).map_err(|e| err("effective", e))?;
     caps::set(None, CapSet::Permitted, &kept).map_err(|e| err("permitted", e))?;
-    for cap in &pass_on {
-        if let Err(e) = caps::raise(None, CapSet::Ambient, *cap) {
-            tracing::warn!(%cap, "cannot pass the capability on to `ip`: {e}");
-        }
-    }
     for cap in keep.difference(&kept) {
         tracing::warn!(%cap, "missing capability: the speaker will fail where it needs it");
     }
@@ -84,8 +68,8 @@ pub fn drop_capabilities(cfg: &Config) -> Result<()> {
 }
 
 /// Raises the soft limit on open files to the hard limit: the endpoint
-/// caps its connections, and this leaves room for the engine's sockets
-/// and the `ip` processes a failover starts. Returns the new soft limit.
+/// caps its connections, and this leaves room for the engine's sockets.
+/// Returns the new soft limit.
 pub fn raise_fd_limit() -> Result<u64> {
     let (soft, hard) =
         getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| Error::sys("getrlimit", e.into()))?;

@@ -269,8 +269,9 @@ fn the_claim_schedule_repeats_past_one_second() {
 
 /// Run as an unprivileged user given only NET_ADMIN and NET_RAW (ambient,
 /// as a container or a systemd unit with `AmbientCapabilities=` grants
-/// them), the speaker keeps them ambient: the `ip` it runs can still put
-/// the VIP on `lo`, and the sysctls are set and restored.
+/// them), the speaker puts the VIP on `lo` through rtnetlink with its own
+/// effective set, and sets and restores the sysctls; it passes nothing on
+/// (it execs nothing), so its inheritable and ambient sets are empty.
 #[test]
 fn an_unprivileged_speaker_with_the_two_capabilities_works() {
     use std::os::unix::fs::PermissionsExt as _;
@@ -312,6 +313,8 @@ fn an_unprivileged_speaker_with_the_two_capabilities_works() {
     let r = arp_responders(&lab.client, VIP4, "2");
     assert_eq!(r.macs, vec![lab.nodes[0].mac("eth0")]);
     assert_eq!(cap_set(proc.pid(), "CapEff"), NET_ADMIN_AND_RAW);
+    assert_eq!(cap_set(proc.pid(), "CapInh"), 0);
+    assert_eq!(cap_set(proc.pid(), "CapAmb"), 0);
     proc.kill(Signal::SIGTERM).expect("SIGTERM");
     let st = proc.wait_timeout(Duration::from_secs(3)).expect("exit");
     assert!(st.success(), "{st:?}\n{}", proc.log());

@@ -111,7 +111,8 @@ impl Engine {
         out
     }
 
-    /// Acts on what an interface poll found.
+    /// Acts on a new interface table (after an rtnetlink link or address
+    /// event, [`crate::link_events`]).
     pub(super) fn on_ifaces(&mut self, now: Instant, fresh: BTreeMap<String, IfaceInfo>) {
         let mut came_back = false;
         let mut recreated = Vec::new();
@@ -144,6 +145,10 @@ impl Engine {
         // before anything is released on them: nothing to leave there.
         self.ifaces = fresh;
         self.exec.sync_sockets(&self.announcer, &self.ifaces);
+        // An owned VIP someone took off `lo` (the address event brought
+        // us here) goes back at once: the kernel drops its traffic.
+        self.exec
+            .reassign_lost(&self.announcer, self.ifaces.get("lo"));
         // A VIP claimed on a recreated interface (or one whose MAC changed)
         // would stay "owned" with no socket and a stale MAC: deaf to ARP/NS
         // while peers think it is served. Release it; the turn that follows

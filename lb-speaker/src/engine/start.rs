@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use super::{Engine, IFACE_POLL};
+use super::Engine;
 use crate::announcer::Announcer;
 use crate::assign::{HostAddrs, LoopbackAssign, NoAssign};
 use crate::config::{Config, MULTICAST_GROUP};
@@ -22,6 +22,7 @@ use crate::heartbeat;
 use crate::http::Shared;
 use crate::iface::{self, IfaceInfo};
 use crate::inbox::Inbox;
+use crate::link_events::{self, Ifaces};
 use crate::metrics::Metrics;
 use crate::plan::Planner;
 use crate::sockets::{FrameRx, FrameTx, Sockets};
@@ -36,6 +37,9 @@ pub struct Io {
     pub(super) udp_now: std::net::UdpSocket,
     /// Sends our heartbeats from its own thread.
     pub(super) beats: heartbeat::Sender,
+    /// The interface table, republished on rtnetlink link and address
+    /// events ([`link_events`]).
+    pub(super) links: watch::Receiver<Ifaces>,
 }
 
 /// What [`Engine::new`] is built from.
@@ -83,7 +87,6 @@ impl Engine {
             outbox: None,
             tells_added: false,
             next_heartbeat: now,
-            next_iface_poll: now + IFACE_POLL,
             next_status: now,
             heartbeat_now: true,
             last_owned: BTreeSet::new(),
@@ -107,7 +110,8 @@ pub async fn start(
         metrics: metrics.clone(),
         ..Default::default()
     });
-    let ifaces = iface::discover()?;
+    let links = link_events::watch_ifaces().await?;
+    let ifaces = links.borrow().clone();
     for v in &cfg.vips {
         match iface::choose(&cfg, v, &ifaces) {
             Some(i) => {
@@ -163,7 +167,7 @@ pub async fn start(
         crate::http::spawn(l, shared.clone())?;
     }
     let host: Box<dyn HostAddrs> = if cfg.assign {
-        Box::new(LoopbackAssign::new(&cfg.state_dir))
+        Box::new(LoopbackAssign::new(&cfg.state_dir)?)
     } else {
         Box::new(NoAssign)
     };
@@ -191,6 +195,7 @@ pub async fn start(
         udp: Arc::new(udp),
         udp_now,
         beats,
+        links,
     };
     Ok((engine, io, frame_rx, update_rx))
 }
