@@ -95,6 +95,17 @@ impl<P: Netlink, F: FnOnce() -> Result<P>> Pod<P, F> {
     }
 }
 
+impl<P: Netlink> Pod<P, fn() -> Result<P>> {
+    /// For a verb that never enters a pod (GC): pod-side ops fail.
+    pub fn none() -> Self {
+        Pod {
+            ifname: String::new(),
+            open: None,
+            open_link: None,
+        }
+    }
+}
+
 /// Runs `ops` in order; each pushes its undo onto `undo`. On failure,
 /// `undo` (with what the caller pushed before) runs in reverse through
 /// `rollback`, and the op's error is returned.

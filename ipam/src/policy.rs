@@ -176,6 +176,22 @@ impl Store {
 }
 
 impl Locked {
+    /// CNI GC: frees the allocations of other boots and those whose
+    /// attachment is not in `valid`, except while their ADD still runs
+    /// (`State::gc`), and commits. The caller keeps the lock while it
+    /// removes their links, so no ADD allocates in between.
+    pub fn collect_garbage(
+        &mut self,
+        valid: &[(String, String)],
+        boot_id: &str,
+        now: u64,
+    ) -> Result<Vec<Allocation>> {
+        let mut freed = self.state.reclaim_other_boots(boot_id, now);
+        freed.extend(self.state.gc(valid, now));
+        self.commit()?;
+        Ok(freed)
+    }
+
     /// One allocation attempt, uncommitted: returns the reservation and
     /// the addresses still to probe.
     fn take(

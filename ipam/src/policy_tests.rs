@@ -239,3 +239,25 @@ fn a_freshly_verified_address_after_the_cursor_is_preferred() {
     // Stale verdicts are not fresh.
     assert_eq!(state.freshly_verified(pool, None, 200, 60), None);
 }
+
+#[test]
+fn garbage_is_what_the_runtime_does_not_name_or_another_boot_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let mut locked = s.lock().unwrap();
+    for (cid, boot) in [("live", "b1"), ("gone", "b1"), ("old", "b0")] {
+        let mut a = crate::store::state::tests::alloc("192.168.2.210", cid, None, boot);
+        a.ip = ip(&format!("192.168.2.21{}", locked.state.allocations.len()));
+        locked.state.allocations.push(a);
+    }
+    let valid = [("live".to_string(), "eth0".to_string())];
+    let freed = locked.collect_garbage(&valid, "b1", 10).unwrap();
+    let mut ids: Vec<&str> = freed.iter().map(|a| a.container_id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["gone", "old"]);
+    drop(locked);
+    // Committed.
+    let state = s.peek().unwrap();
+    assert_eq!(state.allocations().len(), 1);
+    assert_eq!(state.allocations()[0].container_id, "live");
+}

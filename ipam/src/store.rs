@@ -38,7 +38,7 @@ const FILE_MODE: u32 = 0o600;
 const DIR_MODE: u32 = 0o700;
 
 mod recovery;
-mod state;
+pub(crate) mod state;
 pub use recovery::{decode, Unusable};
 pub use state::{Allocation, PodRef, ProcId, Quarantine, State};
 
