@@ -26,5 +26,6 @@ mod bench_stats;
 pub mod demo;
 mod demo_speaker;
 pub mod speaker_bench;
+pub mod speaker_bench_link;
 pub mod speaker_bench_lossy;
 mod speaker_bench_markdown;

@@ -52,7 +52,7 @@ use nix::sys::signal::Signal;
 use serde::Serialize;
 
 /// The VIP the trials fail over: on the segment, after its hosts.
-const VIP4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
+pub(crate) const VIP4: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
 pub(crate) const VIP4_S: &str = "10.77.0.100";
 /// The client pings every 20 ms, so a lost ping is 20 ms of outage.
 const PING_INTERVAL: Duration = Duration::from_millis(20);
@@ -69,7 +69,7 @@ fn sock_err(e: L2Error) -> Error {
 }
 
 /// Runs `f` in `ns` on a thread of its own, so the trial goes on meanwhile.
-fn in_background<T: Send + 'static>(
+pub(crate) fn in_background<T: Send + 'static>(
     ns: &Netns,
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> thread::JoinHandle<Result<T>> {
@@ -78,7 +78,7 @@ fn in_background<T: Send + 'static>(
 }
 
 /// Joins an [`in_background`] thread, turning a panic into an error.
-fn join<T>(h: thread::JoinHandle<Result<T>>) -> Result<T> {
+pub(crate) fn join<T>(h: thread::JoinHandle<Result<T>>) -> Result<T> {
     h.join()
         .map_err(|_| bench_err("namespace thread panicked"))?
 }
@@ -93,7 +93,7 @@ pub(crate) const CRASH_TIMEOUT_MS: f64 = (PING_SECS * 1000 - BEFORE_KILL.as_mill
 /// How long the client listens for the first GARP.
 const GARP_CAPTURE: Duration = Duration::from_secs(3);
 /// From opening the capture to spawning the daemon.
-const GARP_LEAD: Duration = Duration::from_millis(100);
+pub(crate) const GARP_LEAD: Duration = Duration::from_millis(100);
 /// A GARP trial that saw no GARP counts as this: the capture window left
 /// after the spawn.
 pub(crate) const GARP_TIMEOUT_MS: f64 = (GARP_CAPTURE.as_millis() - GARP_LEAD.as_millis()) as f64;
@@ -137,6 +137,8 @@ pub struct BenchOptions {
     /// Seconds of the poor-LAN run that counts false failovers
     /// ([`crate::speaker_bench_lossy`]); 0 skips the poor-LAN figures.
     pub lossy_secs: u64,
+    /// Link-up-to-first-GARP trials ([`crate::speaker_bench_link`]).
+    pub link_trials: usize,
 }
 
 impl BenchOptions {
@@ -150,6 +152,7 @@ impl BenchOptions {
             reload_trials: 20,
             arp_requests: 200,
             lossy_secs: 600,
+            link_trials: 10,
         }
     }
 }
@@ -208,6 +211,9 @@ pub struct BenchReport {
     /// Every poor-LAN crash trial that recovered, ms.
     pub failover_ms_lossy: Vec<f64>,
     pub failover_failed_trials_lossy: usize,
+    /// Link up to first GARP ([`crate::speaker_bench_link`]).
+    #[serde(flatten)]
+    pub link: crate::speaker_bench_link::LinkReport,
 }
 
 /// The `p`-quantile (nearest rank on the sorted samples); `None` when
@@ -348,7 +354,7 @@ fn eth0_arp() -> Result<PacketSocket> {
 }
 
 /// The arrival time of the first GARP for `vip` on `eth0`.
-fn capture_first_garp(vip: Ipv4Addr, dur: Duration) -> Result<Option<Instant>> {
+pub(crate) fn capture_first_garp(vip: Ipv4Addr, dur: Duration) -> Result<Option<Instant>> {
     let sock = eth0_arp()?;
     let mut buf = [0u8; 2048];
     let end = Instant::now() + dur;
@@ -463,6 +469,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         r.start_garp_samples_ms, r.start_garp_failed_trials
     );
     reload_trials(opts, &mut r)?;
+    r.link = crate::speaker_bench_link::link_trials(opts)?;
     crate::speaker_bench_lossy::run(opts, &mut r)?;
     r.failed_trials = r.total_failed();
 
@@ -521,6 +528,7 @@ impl BenchReport {
             + self.start_garp_failed_trials
             + self.first_garp_failed_trials
             + self.failover_failed_trials_lossy
+            + self.link.link_up_failed_trials
     }
 }
 

@@ -89,6 +89,7 @@ impl BenchReport {
                 ms(self.failover_p95_ms_lossy)
             );
         }
+        self.link.markdown_row(&mut s);
         let _ = writeln!(s, "\nfailed trials: {}", self.total_failed());
         s
     }
