@@ -23,7 +23,7 @@
 //! stop what still runs (SIGTERM, then SIGKILL) before the lab deletes
 //! the namespaces.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -31,11 +31,9 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::lab::{Lab, Node};
-use crate::netns::Netns;
 use crate::process::ProcHandle;
 use crate::scratch::ScratchDir;
 
@@ -69,108 +67,11 @@ impl Default for FleetOptions {
     }
 }
 
-/// One VIP's line in a speaker's status file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VipView {
-    /// `announcing`, `probing`, `conflict`, `standby` or `releasing`.
-    pub state: String,
-    /// The owner in this speaker's view (`None`: nobody eligible).
-    pub owner: Option<String>,
-    /// The MAC this speaker announces it with, lower case (when it holds it).
-    pub mac: Option<String>,
-    /// The last GARP this speaker sent for it (Unix ms), when it holds it.
-    pub last_garp_unix_ms: Option<u64>,
-    /// Why it is refused, here or by its owner, if it is.
-    pub conflict: Option<String>,
-}
+mod probe;
+mod status;
 
-impl VipView {
-    /// True if this speaker answers ARP for the VIP: it announces it, or
-    /// still holds it while handing it over.
-    pub fn held(&self) -> bool {
-        self.state == "announcing" || self.state == "releasing"
-    }
-}
-
-/// A speaker's status file (the schema of lb-speaker/src/status.rs).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpeakerStatus {
-    /// The node name the speaker runs as.
-    pub node: String,
-    /// When the speaker wrote the file.
-    pub updated_unix_ms: u64,
-    /// The peers it considers live.
-    pub members: BTreeSet<String>,
-    /// It is shutting down.
-    pub leaving: bool,
-    /// Per VIP.
-    pub vips: BTreeMap<IpAddr, VipView>,
-}
-
-impl SpeakerStatus {
-    /// Parses a status document. Every field the soak relies on must be
-    /// there with the right type: a renamed field must fail loudly, not
-    /// read as "owns nothing".
-    pub fn parse(json: &[u8]) -> Result<SpeakerStatus> {
-        let what = "parse a flatlan-speaker status document";
-        let raw: RawStatus = serde_json::from_slice(json).map_err(|source| Error::Json {
-            what: what.to_owned(),
-            source,
-        })?;
-        let mut vips = BTreeMap::new();
-        for e in raw.vips {
-            let view = VipView {
-                state: e.state,
-                owner: e.owner,
-                mac: e.mac.map(|m| m.to_ascii_lowercase()),
-                last_garp_unix_ms: e.last_garp_unix_ms,
-                conflict: e.conflict,
-            };
-            if vips.insert(e.vip, view).is_some() {
-                return Err(Error::Probe {
-                    what: what.to_owned(),
-                    detail: format!("{} is listed twice", e.vip),
-                });
-            }
-        }
-        Ok(SpeakerStatus {
-            node: raw.node,
-            updated_unix_ms: raw.updated_unix_ms,
-            members: raw.members,
-            leaving: raw.leaving,
-            vips,
-        })
-    }
-
-    /// The VIPs this speaker holds ([`VipView::held`]).
-    pub fn held(&self) -> BTreeSet<IpAddr> {
-        self.vips
-            .iter()
-            .filter(|(_, v)| v.held())
-            .map(|(ip, _)| *ip)
-            .collect()
-    }
-}
-
-/// The status file as written; [`SpeakerStatus::parse`] checks it.
-#[derive(serde::Deserialize)]
-struct RawStatus {
-    node: String,
-    updated_unix_ms: u64,
-    members: BTreeSet<String>,
-    leaving: bool,
-    vips: Vec<RawVip>,
-}
-
-#[derive(serde::Deserialize)]
-struct RawVip {
-    vip: IpAddr,
-    state: String,
-    owner: Option<String>,
-    mac: Option<String>,
-    last_garp_unix_ms: Option<u64>,
-    conflict: Option<String>,
-}
+pub use probe::{addresses, arping, fd_count, rss_kib, ArpingReplies};
+pub use status::{SpeakerStatus, VipView};
 
 /// `flatlan-speaker static` on each of a lab's nodes, by node position
 /// (0 = node1). All speakers announce the same VIPs and know each other as
@@ -574,216 +475,5 @@ fn fleet_yaml(
     y
 }
 
-/// Resident set size of a process in KiB (`VmRSS` in /proc/PID/status).
-pub fn rss_kib(pid: u32) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-/// Number of open file descriptors of a process.
-pub fn fd_count(pid: u32) -> Option<usize> {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .ok()
-        .map(Iterator::count)
-}
-
-/// The addresses on `dev` in `ns` (`ip -j addr show dev DEV`), without
-/// loopback addresses (127/8, ::1).
-pub fn addresses(ns: &Netns, dev: &str) -> Result<BTreeSet<IpAddr>> {
-    let out = ns.exec_ok(&["ip", "-j", "addr", "show", "dev", dev])?;
-    parse_addresses(&out.stdout)
-}
-
-fn parse_addresses(json: &[u8]) -> Result<BTreeSet<IpAddr>> {
-    let v: Value = serde_json::from_slice(json).map_err(|source| Error::Json {
-        what: "parse `ip -j addr` output".to_owned(),
-        source,
-    })?;
-    let mut out = BTreeSet::new();
-    for link in v.as_array().into_iter().flatten() {
-        for a in link["addr_info"].as_array().into_iter().flatten() {
-            let Some(ip) = a["local"].as_str().and_then(|s| s.parse::<IpAddr>().ok()) else {
-                continue;
-            };
-            if !ip.is_loopback() {
-                out.insert(ip);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// What one `arping` run saw.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArpingReplies {
-    /// The distinct responder MACs, lower case.
-    pub macs: Vec<String>,
-    /// How many replies came back.
-    pub replies: usize,
-    /// How long arping ran.
-    pub elapsed: Duration,
-}
-
-/// `arping -b OPTIONS -I DEV IP` from `ns`: `-b` keeps broadcasting, so
-/// every responder is asked each time (two responders both answer the
-/// first probe). `options` picks the pace, e.g. `["-c", "2", "-w", "3"]`
-/// (two probes a second apart, about 2 s) or `["-f", "-w", "10"]` (until
-/// the first reply, at most 10 s). An arping that did not get to send
-/// (bad option, no such device) is an error, not "no replies".
-pub fn arping(ns: &Netns, dev: &str, ip: IpAddr, options: &[&str]) -> Result<ArpingReplies> {
-    let ip = ip.to_string();
-    let mut argv = vec!["arping", "-b"];
-    argv.extend_from_slice(options);
-    argv.extend_from_slice(&["-I", dev, ip.as_str()]);
-    let started = std::time::Instant::now();
-    let out = ns.exec_timeout(&argv, Duration::from_secs(30))?;
-    let elapsed = started.elapsed();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !stdout.contains("Sent ") {
-        return Err(Error::CommandFailed {
-            cmd: argv.join(" "),
-            status: out.status.to_string(),
-            stdout: stdout.into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        });
-    }
-    let (macs, replies) = parse_arping(&stdout);
-    Ok(ArpingReplies {
-        macs,
-        replies,
-        elapsed,
-    })
-}
-
-fn parse_arping(out: &str) -> (Vec<String>, usize) {
-    let replies: Vec<String> = out
-        .lines()
-        .filter(|l| l.contains("reply from"))
-        .filter_map(|l| l.split(['[', ']']).nth(1))
-        .map(str::to_ascii_lowercase)
-        .collect();
-    let n = replies.len();
-    let mut macs = replies;
-    macs.sort();
-    macs.dedup();
-    (macs, n)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const DOC: &str = r#"{
-      "node": "node1", "updated_unix_ms": 1700000000000,
-      "members": ["node2", "node3"], "leaving": false,
-      "vips": [
-        {"vip": "10.77.1.1", "owner": "node1", "state": "announcing", "interface": "br0",
-         "mac": "0A:58:C0:A8:02:0B", "last_garp_unix_ms": 1, "conflict": null, "foreign": null},
-        {"vip": "10.77.1.2", "owner": "node2", "state": "standby", "interface": "br0",
-         "mac": null, "last_garp_unix_ms": null, "conflict": null, "foreign": null},
-        {"vip": "10.77.1.3", "owner": "node3", "state": "releasing", "interface": "br0",
-         "mac": "0a:58:c0:a8:02:0b", "last_garp_unix_ms": 1, "conflict": null, "foreign": null},
-        {"vip": "10.77.1.4", "owner": null, "state": "standby", "interface": null,
-         "mac": null, "last_garp_unix_ms": null, "conflict": null, "foreign": null}
-      ]}"#;
-
-    #[test]
-    fn parses_a_status_document() {
-        let s = SpeakerStatus::parse(DOC.as_bytes()).unwrap();
-        assert_eq!(s.node, "node1");
-        assert_eq!(s.updated_unix_ms, 1_700_000_000_000);
-        assert_eq!(
-            s.members.iter().map(String::as_str).collect::<Vec<_>>(),
-            ["node2", "node3"]
-        );
-        assert!(!s.leaving);
-        assert_eq!(s.vips.len(), 4);
-        let v1: IpAddr = "10.77.1.1".parse().unwrap();
-        assert_eq!(s.vips[&v1].mac.as_deref(), Some("0a:58:c0:a8:02:0b"));
-        assert_eq!(s.vips[&v1].owner.as_deref(), Some("node1"));
-        let held: Vec<String> = s.held().iter().map(ToString::to_string).collect();
-        assert_eq!(held, ["10.77.1.1", "10.77.1.3"]);
-        let v4: IpAddr = "10.77.1.4".parse().unwrap();
-        assert_eq!(s.vips[&v4].owner, None);
-    }
-
-    #[test]
-    fn a_changed_schema_fails_loudly() {
-        for (from, to) in [
-            ("\"members\"", "\"peers\""),
-            ("\"state\": \"standby\"", "\"phase\": \"standby\""),
-            ("\"updated_unix_ms\"", "\"updated\""),
-            ("\"owner\": \"node2\"", "\"owner\": 2"),
-            ("\"vip\": \"10.77.1.2\"", "\"vip\": \"10.77.1.1\""),
-        ] {
-            let doc = DOC.replacen(from, to, 1);
-            assert_ne!(doc, DOC);
-            assert!(SpeakerStatus::parse(doc.as_bytes()).is_err(), "{from}");
-        }
-        assert!(SpeakerStatus::parse(b"{\"node\": \"n\"").is_err());
-    }
-
-    #[test]
-    fn fleet_config_lists_peers_vips_and_status() {
-        let vips: Vec<IpAddr> = vec!["10.77.1.1".parse().unwrap(), "10.77.1.2".parse().unwrap()];
-        let y = fleet_yaml(
-            "node1",
-            "192.168.2.11".parse().unwrap(),
-            &[
-                "\"192.168.2.12:7946\"".into(),
-                "\"192.168.2.13:7946\"".into(),
-            ],
-            &vips,
-            FleetOptions::default(),
-            Path::new("/tmp/s.json"),
-        );
-        assert!(y.contains("name: node1, address: 192.168.2.11"), "{y}");
-        assert!(
-            y.contains("peers: [\"192.168.2.12:7946\", \"192.168.2.13:7946\"]"),
-            "{y}"
-        );
-        assert!(
-            y.ends_with("vips:\n  - address: \"10.77.1.1\"\n  - address: \"10.77.1.2\"\n"),
-            "{y}"
-        );
-        assert!(y.contains("statusFile: \"/tmp/s.json\""), "{y}");
-        assert!(
-            y.contains("heartbeatInterval: 100ms\ndeadAfter: 3\nassign: true\n"),
-            "{y}"
-        );
-    }
-
-    #[test]
-    fn parses_ip_addr_json_and_arping_output() {
-        let j = br#"[{"ifindex":1,"ifname":"lo","addr_info":[
-            {"family":"inet","local":"127.0.0.1","prefixlen":8},
-            {"family":"inet","local":"10.77.1.1","prefixlen":32},
-            {"family":"inet6","local":"::1","prefixlen":128}]}]"#;
-        let a = parse_addresses(j).unwrap();
-        assert_eq!(
-            a.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            ["10.77.1.1"]
-        );
-        assert!(parse_addresses(b"not json").is_err());
-
-        let out = "ARPING 10.77.1.1 from 10.77.0.60 eth0\n\
-                   Unicast reply from 10.77.1.1 [0A:58:C0:A8:02:0B]  0.6ms\n\
-                   Unicast reply from 10.77.1.1 [0a:58:c0:a8:02:0b]  0.5ms\n\
-                   Sent 2 probes (2 broadcast(s))\nReceived 2 response(s)\n";
-        assert_eq!(parse_arping(out), (vec!["0a:58:c0:a8:02:0b".to_owned()], 2));
-        let two = format!("{out}Unicast reply from 10.77.1.1 [AA:BB:CC:DD:EE:FF]  1ms\n");
-        assert_eq!(parse_arping(&two).0.len(), 2);
-        assert_eq!(parse_arping("Sent 2 probes\nReceived 0 response(s)\n").1, 0);
-    }
-
-    #[test]
-    fn reads_own_rss_and_fds() {
-        let me = std::process::id();
-        assert!(rss_kib(me).is_some_and(|k| k > 0));
-        assert!(fd_count(me).is_some_and(|n| n >= 3));
-        assert_eq!(rss_kib(u32::MAX), None);
-    }
-}
+mod tests;
