@@ -19,6 +19,10 @@ fn speaker_bench_runs_every_phase_with_tiny_counts() {
     opts.garp_trials = 1;
     opts.reload_trials = 2;
     opts.arp_requests = 10;
+    // The poor-LAN phase defaults to the bench's 10 minutes; a smoke test
+    // only needs it to run and report.
+    opts.lossy_secs = 5;
+    opts.link_trials = 1;
     let r = run(&opts).unwrap_or_else(|e| panic!("speaker bench: {e}"));
     assert_eq!(r.failover_ms.len() + r.failover_failed_trials, 1, "{r:?}");
     assert_eq!(r.handoff_lost_pings.len(), 1, "{r:?}");
@@ -40,6 +44,17 @@ fn speaker_bench_runs_every_phase_with_tiny_counts() {
     assert!(r.all_1000_announced_s.is_some(), "{r:?}");
     assert!(
         r.rss_mb_1_vip.is_some() && r.rss_mb_1000_vips.is_some(),
+        "{r:?}"
+    );
+    assert!(
+        r.false_failovers.is_some()
+            && r.lossy_run_secs.is_some()
+            && r.failover_ms_lossy.len() + r.failover_failed_trials_lossy == 1,
+        "{r:?}"
+    );
+    assert_eq!(
+        r.link.link_up_samples_ms.len() + r.link.link_up_failed_trials,
+        1,
         "{r:?}"
     );
     assert!(r.render_markdown().contains("failover after owner crash"));
