@@ -13,6 +13,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::sticky;
 
+/// At most this many quarantined addresses. Each is an address of this
+/// node's pools that a foreign MAC used, so with an IPv4 /24 slice the
+/// list can never reach it; an IPv6 /64 pool is another matter: any pod
+/// or LAN host can send NAs for a million made-up addresses, and every
+/// entry is written to state.json under the lock each ADD takes. When
+/// full, the entry that expires first makes room: a host that really
+/// holds its address keeps talking and is quarantined again when seen.
+pub const MAX_QUARANTINE: usize = 1024;
+
 /// The Kubernetes pod an attachment belongs to, from CNI_ARGS `K8S_POD_*`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodRef {
@@ -204,6 +213,13 @@ impl State {
         self.verified.remove(&ip);
         sticky::forget(&mut self.sticky, ip, None);
         self.quarantine.retain(|q| q.ip != ip);
+        if self.quarantine.len() >= MAX_QUARANTINE {
+            if let Some(first) =
+                (0..self.quarantine.len()).min_by_key(|&i| self.quarantine[i].until)
+            {
+                self.quarantine.swap_remove(first);
+            }
+        }
         self.quarantine.push(Quarantine {
             ip,
             mac,
@@ -457,5 +473,24 @@ pub(crate) mod tests {
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].container_id, "crashed");
         assert_eq!(s.allocations[0].container_id, "inflight");
+    }
+
+    #[test]
+    fn a_flood_of_quarantines_is_capped_and_the_soonest_expiring_makes_room() {
+        let mut s = State::default();
+        for i in 0..(MAX_QUARANTINE as u64 + 500) {
+            let ip = IpAddr::V6(std::net::Ipv6Addr::from(0xfd00_u128 << 112 | u128::from(i)));
+            // Entry i expires at 10_000 + i, except entry 7, which lasts.
+            let until = if i == 7 { 1_000_000 } else { 10_000 + i };
+            s.quarantine_ip(ip, "3c:2a:f4:11:09:7e".into(), 1, until);
+        }
+        assert_eq!(s.quarantined().len(), MAX_QUARANTINE);
+        let ips: HashSet<IpAddr> = s.quarantined().iter().map(|q| q.ip).collect();
+        let seventh = IpAddr::V6(std::net::Ipv6Addr::from(0xfd00_u128 << 112 | 7));
+        let newest = IpAddr::V6(std::net::Ipv6Addr::from(
+            0xfd00_u128 << 112 | (MAX_QUARANTINE as u128 + 499),
+        ));
+        assert!(ips.contains(&seventh), "the long quarantine was evicted");
+        assert!(ips.contains(&newest), "the newest entry was refused");
     }
 }
