@@ -402,7 +402,7 @@ fn the_cli_runs_install_and_uninstall() {
     };
     let root = o.root.to_str().unwrap();
     let conflist = o.conflist.as_ref().unwrap().to_str().unwrap();
-    let out = run(&[
+    let install = [
         "install",
         "--root",
         root,
@@ -410,7 +410,8 @@ fn the_cli_runs_install_and_uninstall() {
         conflist,
         "--wait",
         "0",
-    ]);
+    ];
+    let out = run(&install);
     assert!(
         out.status.success(),
         "{}",
@@ -423,15 +424,7 @@ fn the_cli_runs_install_and_uninstall() {
         "/var/lib/rancher/k3s/agent/etc/cni/net.d/00-other.conf",
         b"{}",
     );
-    let out = run(&[
-        "install",
-        "--root",
-        root,
-        "--conflist",
-        conflist,
-        "--wait",
-        "0",
-    ]);
+    let out = run(&install);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("00-other.conf sorts before"));
     let out = run(&["uninstall", "--root", root]);
