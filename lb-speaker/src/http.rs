@@ -54,6 +54,9 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The latest status JSON.
     pub status_json: Mutex<String>,
+    /// The latest status, for the VIP source's Events (a watch: the
+    /// engine replaces it and never waits for a reader).
+    pub status: tokio::sync::watch::Sender<Option<Arc<crate::status::Status>>>,
 }
 
 /// Serves `listener` on a thread of its own, with a runtime of its own,

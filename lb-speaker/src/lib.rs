@@ -23,6 +23,7 @@ pub mod heartbeat;
 pub mod http;
 pub mod iface;
 pub mod inbox;
+pub mod kube_source;
 pub mod link_events;
 pub mod log_limit;
 pub mod membership;

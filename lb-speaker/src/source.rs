@@ -14,11 +14,14 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc;
+
+use tokio::sync::{mpsc, watch};
 
 use crate::config::{Config, VipConfig};
 use crate::error::{Error, Result};
+use crate::status::Status;
 
 /// One VIP the source wants announced, and whether by this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,12 +70,21 @@ pub type UpdateRx = mpsc::Receiver<Update>;
 /// Where a source sends them.
 pub type UpdateTx = mpsc::Sender<Update>;
 
+/// The engine's status as last published (`None` before the first): a
+/// source that reports on what the engine does (the Kubernetes source's
+/// Events) reads it here, never the engine itself.
+pub type StatusRx = watch::Receiver<Option<Arc<Status>>>;
+
 /// A source of desired VIPs.
 pub trait VipSource {
     /// Starts the source on its own task (or thread) inside the engine's
     /// runtime; every update goes to `tx`. Returns once it runs: an error
     /// here (a signal handler that cannot be set) stops the start.
     fn start(self: Box<Self>, tx: UpdateTx) -> Result<()>;
+
+    /// Called before [`VipSource::start`] with the engine's published
+    /// status; a source that does not report on the engine ignores it.
+    fn observe_status(&mut self, _status: StatusRx) {}
 }
 
 /// The static config file, re-read on SIGHUP. A file that does not

@@ -46,6 +46,10 @@ pub struct VipStatus {
     pub conflict: Option<String>,
     /// The last foreign claim seen while owning it.
     pub foreign: Option<String>,
+    /// The MAC of the LAN host that answered this node's probe (state
+    /// `conflict`), for the conflict Event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_answered_by: Option<String>,
 }
 
 /// The whole document.
@@ -187,12 +191,15 @@ fn vip_status(s: &Snapshot, vip: std::net::IpAddr) -> VipStatus {
             .and_then(|d| iface::choose(s.cfg, &d.vip, s.ifaces))
             .map(|i| i.name.clone())
     });
-    let ours = st.and_then(|st| {
+    let answered = st.and_then(|st| {
         matches!(st.phase, Phase::Conflict { .. })
             .then_some(st.conflict)
             .flatten()
-            .map(|(mac, _)| format!("{mac} answered our probe; not announcing"))
+            .map(|(mac, _)| mac.to_string())
     });
+    let ours = answered
+        .as_ref()
+        .map(|mac| format!("{mac} answered our probe; not announcing"));
     let theirs =
         refused_by.map(|(n, mac)| format!("{mac} answered {n}'s probe; {n} does not announce it"));
     VipStatus {
@@ -213,6 +220,7 @@ fn vip_status(s: &Snapshot, vip: std::net::IpAddr) -> VipStatus {
         foreign: st
             .and_then(|st| st.foreign)
             .map(|(mac, t)| format!("{mac} claimed it at {}", instant_to_unix_ms(t))),
+        probe_answered_by: answered,
     }
 }
 
@@ -244,6 +252,7 @@ mod tests {
                 last_garp_unix_ms: Some(500),
                 conflict: None,
                 foreign: None,
+                probe_answered_by: None,
             }],
         };
         st.write_atomic(&p).unwrap();

@@ -56,5 +56,8 @@ impl Engine {
                 tracing::warn!("status file: {e}");
             }
         }
+        self.shared
+            .status
+            .send_replace(Some(std::sync::Arc::new(st)));
     }
 }

@@ -173,6 +173,8 @@ pub async fn start(
     };
     let (frame_tx, frame_rx) = mpsc::channel(1024);
     let (update_tx, update_rx) = mpsc::channel(16);
+    let mut source = source;
+    source.observe_status(shared.status.subscribe());
     source.start(update_tx)?;
     let nonce = freshness::boot_nonce(&seed);
     let mut engine = Engine::new(
