@@ -14,6 +14,7 @@
 pub mod announcer;
 pub mod assign;
 pub mod config;
+pub mod controller;
 pub mod detector;
 pub mod engine;
 pub mod error;

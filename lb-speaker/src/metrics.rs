@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::metrics::counter::Counter as PromCounter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram as PromHistogram;
 use prometheus_client::registry::Registry;
@@ -127,6 +128,17 @@ pub struct Metrics {
     pub owned_vips: Gauge,
     /// Live peers (excluding this node).
     pub live_members: Gauge,
+    /// The LoadBalancer allocator (issue 13): 1 while this instance holds
+    /// the Lease and allocates.
+    pub allocator_leader: Gauge,
+    /// Services given new addresses.
+    pub allocations: Counter,
+    /// Allocation failures by reason (pool_exhausted, outside_pools,
+    /// taken, sharing_conflict, no_pool, bad_request, other), counted
+    /// once per new failure, not per retry.
+    pub allocation_failures: Family<Vec<(String, String)>, PromCounter>,
+    /// Addresses per pool, family (ipv4, ipv6) and state (used, free).
+    pub pool_addresses: Family<Vec<(String, String)>, Gauge>,
     registry: Registry,
 }
 
@@ -212,6 +224,30 @@ impl Default for Metrics {
             "live peers (excluding this node)",
             live_members.clone(),
         );
+        let allocator_leader = Gauge::default();
+        registry.register(
+            "allocator_leader",
+            "1 while this instance holds the allocator Lease",
+            allocator_leader.clone(),
+        );
+        let allocations = Counter::default();
+        registry.register(
+            "lb_allocations",
+            "LoadBalancer Services given new addresses",
+            allocations.0.clone(),
+        );
+        let allocation_failures = Family::default();
+        registry.register(
+            "lb_allocation_failures",
+            "LoadBalancer allocations that failed, by reason",
+            allocation_failures.clone(),
+        );
+        let pool_addresses = Family::default();
+        registry.register(
+            "pool_addresses",
+            "addresses per pool, family and state (used or free)",
+            pool_addresses.clone(),
+        );
         Metrics {
             announcements,
             arp_requests_received,
@@ -238,6 +274,10 @@ impl Default for Metrics {
             config_reload_failures,
             owned_vips,
             live_members,
+            allocator_leader,
+            allocations,
+            allocation_failures,
+            pool_addresses,
             registry,
         }
     }
@@ -259,6 +299,35 @@ impl Metrics {
     pub fn set_gauges(&self, owned: usize, members: usize) {
         self.owned_vips.set(owned as i64);
         self.live_members.set(members as i64);
+    }
+
+    /// Counts a new allocation failure by its reason label.
+    pub fn count_allocation_failure(&self, reason: &str) {
+        self.allocation_failures
+            .get_or_create(&vec![("reason".into(), reason.into())])
+            .inc();
+    }
+
+    /// Sets the pool gauges to the allocator's usage; pools that are gone
+    /// disappear from the output.
+    pub fn set_pool_usage(&self, usage: &[flatlan_k8s::allocator::PoolUsage]) {
+        self.pool_addresses.clear();
+        let n = |v: u128| i64::try_from(v).unwrap_or(i64::MAX);
+        for u in usage {
+            for (family, used, free) in [
+                ("ipv4", u.assigned_v4, u.available_v4),
+                ("ipv6", u.assigned_v6, u.available_v6),
+            ] {
+                for (state, v) in [("used", used), ("free", free)] {
+                    let labels = vec![
+                        ("pool".to_string(), u.name.clone()),
+                        ("family".to_string(), family.to_string()),
+                        ("state".to_string(), state.to_string()),
+                    ];
+                    self.pool_addresses.get_or_create(&labels).set(n(v));
+                }
+            }
+        }
     }
 
     /// Renders the OpenMetrics text format.
