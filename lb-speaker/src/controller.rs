@@ -65,7 +65,9 @@ pub struct Options {
     pub renew_deadline: Duration,
     /// Renewal (leader) and poll (others) period (2 s).
     pub retry_period: Duration,
-    /// Bound on each API request (5 s).
+    /// Bound on each API request (5 s). A write starts only when it would
+    /// land before the lease could be taken over: within
+    /// `lease_duration - request_timeout` of the last renewal.
     pub request_timeout: Duration,
     /// How often a missing MetalLB CRD is looked for again (60 s).
     pub missing_crd_retry: Duration,
@@ -96,6 +98,11 @@ impl Options {
         }
         if self.retry_period.is_zero() || self.retry_period >= self.renew_deadline {
             return bad("the retry period must be shorter than the renew deadline");
+        }
+        if self.request_timeout.is_zero()
+            || self.retry_period + self.request_timeout >= self.lease_duration
+        {
+            return bad("the retry period plus the request timeout must be shorter than the lease duration, or no write could start safely");
         }
         if self.renew_deadline >= self.lease_duration {
             return bad("the renew deadline must be shorter than the lease duration, or two leaders could overlap");
@@ -167,7 +174,7 @@ async fn lead(client: &Client, opts: &Options, elector: &mut Elector) {
                 dirty = true;
             }
         }
-        if !dirty || !world.synced(&kinds) || !elector.is_leader(Instant::now()) {
+        if !dirty || !world.synced(&kinds) || !elector.may_write(Instant::now()) {
             continue;
         }
         dirty = false;

@@ -84,7 +84,7 @@ pub async fn apply(
 ) -> bool {
     let mut failed = false;
     for w in writes {
-        if !elector.is_leader(Instant::now()) {
+        if !elector.may_write(Instant::now()) {
             info!("lease not renewed in time; leaving the remaining writes to the next leader");
             return true;
         }

@@ -123,6 +123,17 @@ impl Elector {
             .is_some_and(|t| now < t + self.timers.renew_deadline)
     }
 
+    /// Whether a write that may take up to `request_timeout` can start
+    /// now: it lands before anyone else may take the lease over, which is
+    /// `lease_duration` after they saw our last renewal (itself after we
+    /// sent it).
+    pub fn may_write(&self, now: Instant) -> bool {
+        self.is_leader(now)
+            && self
+                .renewed_at
+                .is_some_and(|t| now + self.timers.request_timeout < t + self.timers.lease_duration)
+    }
+
     /// Waits until this instance holds the lease.
     pub async fn acquire(&mut self) {
         loop {
