@@ -366,6 +366,8 @@ async fn a_leader_handover_does_not_double_allocate() {
     let (hb, _) = start(&fake, "node-b");
     fake.apply(SVCS, svc("one", json!({}), json!({})));
     assert_eq!(wait_held(&fake, "one").await, ["192.0.2.10"]);
+    fake.apply(SVCS, svc("two", json!({}), json!({})));
+    assert_eq!(wait_held(&fake, "two").await, ["192.0.2.11"]);
     // Both run; one leads, the other only reads the Lease.
     tokio::time::sleep(Duration::from_secs(30)).await;
     let leader = lease_holder(&fake).unwrap();
@@ -397,6 +399,10 @@ async fn a_leader_handover_does_not_double_allocate() {
     } else {
         hb.abort()
     }
+    // While nobody leads, .10 is freed: a leader that did not rebuild
+    // from status would now hand .10 to "two" (the older Service) and
+    // .11, which "two" is still announced with, to the next one.
+    fake.delete(SVCS, "one");
     fake.wait_for("the follower's takeover", |l| {
         l.iter()
             .any(|r| r.method == "PUT" && r.body["spec"]["holderIdentity"] == follower)
@@ -410,15 +416,15 @@ async fn a_leader_handover_does_not_double_allocate() {
     let lease = fake.get(LEASE).unwrap();
     assert_eq!(lease["spec"]["leaseTransitions"], 1);
 
-    fake.apply(SVCS, svc("two", json!({}), json!({})));
-    assert_eq!(wait_held(&fake, "two").await, ["192.0.2.11"]);
+    fake.apply(SVCS, svc("three", json!({}), json!({})));
+    assert_eq!(wait_held(&fake, "three").await, ["192.0.2.10"]);
     let log = fake.log();
     assert_eq!(
-        patches(&log, "one").len(),
+        patches(&log, "two").len(),
         1,
         "the new leader rebuilt, it did not rewrite"
     );
-    assert_eq!(held(&fake, "one"), ["192.0.2.10"]);
+    assert_eq!(held(&fake, "two"), ["192.0.2.11"]);
     // The new leader listed Services afresh after it took the Lease.
     let takeover = log
         .iter()
