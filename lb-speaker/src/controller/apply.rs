@@ -1,4 +1,4 @@
-//! Carries out a [`Plan`]'s writes, each bounded by the request timeout
+//! Carries out a [`super::plan::Plan`]'s writes, each bounded by the request timeout
 //! and each only while the Lease is still ours. What the API returns goes
 //! back into the [`World`], so the next round does not write it again
 //! before the watch echoes it.
