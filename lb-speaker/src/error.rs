@@ -26,6 +26,14 @@ pub enum Error {
         source: Box<kube::Error>,
     },
 
+    /// A request to the Kubernetes API failed (`what` names it).
+    #[error("Kubernetes API, {what}: {source}")]
+    KubeApi {
+        what: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
     /// The Node's spec carries something that is not a CIDR.
     #[error("Node {node} has podCIDR {cidr:?}, which is not a CIDR")]
     BadPodCidr { node: String, cidr: String },

@@ -56,6 +56,17 @@ enum Cmd {
         /// Print the raw JSON.
         #[arg(long)]
         json: bool,
+        /// List every LoadBalancer Service flatlan serves from the
+        /// Kubernetes API (in-cluster config, KUBECONFIG or --kubeconfig),
+        /// with its pool, joined with this node's speaker view (--addr).
+        #[arg(long)]
+        cluster: bool,
+        /// The kubeconfig for --cluster.
+        #[arg(long, requires = "cluster")]
+        kubeconfig: Option<PathBuf>,
+        /// With --cluster: flatlan also serves Services without a class.
+        #[arg(long, requires = "cluster")]
+        default_class: bool,
     },
     /// Measure failover, handoff, first GARP, ARP reply latency and RSS
     /// in network namespaces of its own (root): runs `flatlan-lab
@@ -122,7 +133,25 @@ fn main() -> ExitCode {
             lossy_secs,
             json,
         } => bench(trials, lossy_secs, json),
-        Cmd::Status { addr, file, json } => {
+        Cmd::Status {
+            addr,
+            cluster: true,
+            kubeconfig,
+            default_class,
+            ..
+        } => match cluster_status(addr, kubeconfig.as_deref(), default_class) {
+            Ok(table) => {
+                print!("{table}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("flatlan-speaker status --cluster: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Status {
+            addr, file, json, ..
+        } => {
             let st = match file {
                 Some(f) => Status::read(&f),
                 None => status::fetch(addr),
@@ -223,5 +252,41 @@ fn node_agent(
         )
         .await;
         Ok(())
+    })
+}
+
+/// `status --cluster`: the API's Services and pools joined with this
+/// node's speaker view (absent if the speaker does not answer).
+fn cluster_status(
+    addr: SocketAddr,
+    kubeconfig: Option<&std::path::Path>,
+    default_class: bool,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let local = match status::fetch(addr) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("flatlan-speaker status --cluster: no speaker view ({e})");
+            None
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let client = match kubeconfig {
+            Some(p) => {
+                let kc = kube::config::Kubeconfig::read_from(p)?;
+                let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+                kube::Client::try_from(cfg)?
+            }
+            None => kube::Client::try_default().await?,
+        };
+        let rows = status::cluster::gather(client, default_class, "metallb-system", local.as_ref())
+            .await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Ok(status::cluster::render(&rows, local.as_ref(), now))
     })
 }

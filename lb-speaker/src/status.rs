@@ -15,6 +15,8 @@ use crate::error::{Error, Result};
 use crate::iface;
 use crate::snapshot::Snapshot;
 
+pub mod cluster;
+
 fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
