@@ -36,9 +36,6 @@ enum Cmd {
         node: String,
         #[arg(long, default_value = "/var/lib/flatlan/node-range.json")]
         range_file: PathBuf,
-        /// Seconds between reads of the Node.
-        #[arg(long, default_value_t = 30)]
-        interval: u64,
         /// Exit once the file holds the slice, retrying every second for
         /// at most this many seconds (the DaemonSet's init step, so the
         /// installer can write the conflist).
@@ -119,9 +116,8 @@ fn main() -> ExitCode {
         Cmd::NodeAgent {
             node,
             range_file,
-            interval,
             once,
-        } => match node_agent(&node, &range_file, interval, once) {
+        } => match node_agent(&node, &range_file, once) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("flatlan-speaker node-agent: {e}");
@@ -211,11 +207,11 @@ fn bench(trials: usize, lossy_secs: u64, json: bool) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// In-cluster config (or KUBECONFIG), then sync until SIGTERM or Ctrl-C.
+/// In-cluster config (or KUBECONFIG), then watch the Node until SIGTERM
+/// or Ctrl-C.
 fn node_agent(
     node: &str,
     range_file: &std::path::Path,
-    interval: u64,
     once: Option<u64>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -243,14 +239,7 @@ fn node_agent(
                 _ = tokio::signal::ctrl_c() => {}
             }
         };
-        flatlan_speaker::node_agent::run(
-            client,
-            node,
-            range_file,
-            std::time::Duration::from_secs(interval.max(1)),
-            stop,
-        )
-        .await;
+        flatlan_speaker::node_agent::run(client, node, range_file, stop).await;
         Ok(())
     })
 }

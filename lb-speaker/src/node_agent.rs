@@ -12,7 +12,9 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Node;
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use tracing::{info, warn};
 
@@ -69,7 +71,12 @@ pub async fn sync_once(api: &Api<Node>, node: &str, out: &Path) -> Result<Synced
         node: node.to_string(),
         source: Box::new(source),
     })?;
-    let cidrs = pod_cidrs(&n);
+    apply(&n, node, out)
+}
+
+/// Brings the file up to date with the Node `n` (named `node`).
+pub fn apply(n: &Node, node: &str, out: &Path) -> Result<Synced> {
+    let cidrs = pod_cidrs(n);
     if cidrs.is_empty() {
         return Ok(Synced::NotAllocated);
     }
@@ -95,7 +102,7 @@ pub async fn sync_once(api: &Api<Node>, node: &str, out: &Path) -> Result<Synced
 /// The installer writes the conflist only once this file exists, and a
 /// freshly registered Node gets its podCIDRs some seconds after it shows
 /// up (it may not even exist yet: `nodes "vm" not found`), so a short
-/// retry here, not the 30 s resync interval, decides how soon pods start.
+/// retry here, not the watch's backoff, decides how soon pods start.
 pub async fn until_synced(
     api: &Api<Node>,
     node: &str,
@@ -125,19 +132,66 @@ pub async fn until_synced(
     }
 }
 
-/// Keeps the file in sync until `shutdown` resolves. Errors are logged and
-/// retried; the last good file stays in place.
+/// The watch on this node's Node alone: a field selector on its name, so
+/// the API server sends this one object's changes (issue 13 item 5: a
+/// watch, not a `get` every 30 s). The list is served from the API
+/// server's cache (`resourceVersion=0`), and bookmarks keep a
+/// reconnect from relisting.
+pub fn watch_config(node: &str) -> watcher::Config {
+    let mut c = watcher::Config::default()
+        .fields(&format!("metadata.name={node}"))
+        .any_semantic();
+    // One object: no pages. (With a page limit kube-rs drops
+    // `resourceVersion=0`, which would make every relist a quorum read.)
+    c.page_size = None;
+    c
+}
+
+/// Keeps the file in sync with the Node's podCIDRs until `shutdown`
+/// resolves, by a watch on the Node: a change reaches the file as soon as
+/// the API server has it. Errors are logged and the watch is resumed with
+/// kube-rs's default backoff; the last good file stays in place (an
+/// unreachable API server changes nothing on the node).
 pub async fn run(
     client: Client,
     node: &str,
     out: &Path,
-    interval: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let api: Api<Node> = Api::all(client);
+    let events = watcher(api, watch_config(node)).default_backoff();
+    tokio::pin!(events);
     tokio::pin!(shutdown);
+    let mut failing = false;
     loop {
-        match sync_once(&api, node, out).await {
+        let ev = tokio::select! {
+            () = &mut shutdown => return,
+            ev = events.next() => ev,
+        };
+        let n = match ev {
+            None => return,
+            Some(Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n))) => n,
+            Some(Ok(watcher::Event::Delete(_))) => {
+                warn!(node, "the Node was deleted; keeping {}", out.display());
+                continue;
+            }
+            Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => continue,
+            Some(Err(e)) => {
+                // The backoff spaces the retries; say it once per outage.
+                if !std::mem::replace(&mut failing, true) {
+                    warn!(
+                        node,
+                        "watching the Node: {e}; keeping {} and retrying",
+                        out.display()
+                    );
+                }
+                continue;
+            }
+        };
+        if std::mem::take(&mut failing) {
+            info!(node, "watching the Node again");
+        }
+        match apply(&n, node, out) {
             Ok(Synced::Written(c)) => {
                 info!(node, cidrs = ?c, path = %out.display(), "node range updated")
             }
@@ -147,10 +201,6 @@ pub async fn run(
                 "the Node has no podCIDRs yet; pods cannot be attached until it does"
             ),
             Err(e) => warn!("{e}; keeping {}", out.display()),
-        }
-        tokio::select! {
-            () = &mut shutdown => return,
-            () = tokio::time::sleep(interval) => {}
         }
     }
 }
@@ -263,6 +313,86 @@ mod tests {
         assert!(!empty.exists());
         drop(api);
         assert!(s.await.unwrap().len() > 2, "it retried");
+    }
+
+    fn node_obj(rv: &str, cidr: &str) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "node1", "resourceVersion": rv},
+            "spec": {"podCIDRs": [cidr]},
+        })
+    }
+
+    /// Issue 13 item 5: the agent lists and then watches its own Node
+    /// (a field selector on its name, the list from the API server's
+    /// cache), writes each change of podCIDRs as it arrives, and resumes
+    /// the watch from the last resourceVersion: no periodic `get`.
+    #[tokio::test]
+    async fn run_watches_its_own_node_and_writes_each_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("node-range.json");
+        let (mock, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let ok = |body: String| {
+            Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(Body::from(body.into_bytes()))
+                .unwrap()
+        };
+        let server = tokio::spawn(async move {
+            let mut uris = Vec::new();
+            let mut held = Vec::new();
+            while let Some((req, send)) = handle.next_request().await {
+                assert_eq!(req.method(), http::Method::GET);
+                uris.push(req.uri().to_string());
+                match uris.len() {
+                    1 => send.send_response(ok(serde_json::json!({
+                        "apiVersion": "v1", "kind": "NodeList",
+                        "metadata": {"resourceVersion": "100"},
+                        "items": [node_obj("100", "192.168.2.208/28")],
+                    })
+                    .to_string())),
+                    2 => send.send_response(ok(format!(
+                        "{}\n",
+                        serde_json::json!({"type": "MODIFIED", "object": node_obj("101", "192.168.2.224/28")})
+                    ))),
+                    // The resumed watch: left open, as a quiet API server does.
+                    _ => held.push(send),
+                }
+            }
+            uris
+        });
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let client = Client::new(mock, "default");
+        let path = out.clone();
+        let agent = tokio::spawn(async move {
+            run(client, "node1", &path, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        });
+        let want = render(&["192.168.2.224/28".to_string()]);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while fs::read_to_string(&out).ok().as_deref() != Some(want.as_str()) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the watched change reached the file");
+        // Let the resumed watch go out before stopping.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop_tx.send(()).unwrap();
+        agent.await.unwrap();
+        let uris = server.await.unwrap();
+        let sel = "fieldSelector=metadata.name%3Dnode1";
+        assert_eq!(
+            uris,
+            [
+                format!("/api/v1/nodes?&{sel}&resourceVersion=0&resourceVersionMatch=NotOlderThan"),
+                format!("/api/v1/nodes?&watch=true&timeoutSeconds=290&{sel}&allowWatchBookmarks=true&resourceVersion=100"),
+                format!("/api/v1/nodes?&watch=true&timeoutSeconds=290&{sel}&allowWatchBookmarks=true&resourceVersion=101"),
+            ]
+        );
     }
 
     #[test]
