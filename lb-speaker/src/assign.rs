@@ -86,10 +86,10 @@ pub struct LoopbackAssign {
 impl LoopbackAssign {
     /// Opens the rtnetlink connection for `lo`, records the sysctl
     /// originals in `state_dir`, and restores what a crashed run recorded
-    /// there.
-    pub fn new(state_dir: &std::path::Path) -> Result<Self> {
+    /// there; the sysctls are those under `sysctl_root` (`/proc/sys`).
+    pub fn new(state_dir: &std::path::Path, sysctl_root: &std::path::Path) -> Result<Self> {
         Ok(LoopbackAssign {
-            sysctls: ArpSysctls::with_root("/proc/sys".into(), record_path(state_dir)),
+            sysctls: ArpSysctls::with_root(sysctl_root.into(), record_path(state_dir)),
             lo: HostRoutes::open("lo")?,
         })
     }

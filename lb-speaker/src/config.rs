@@ -22,6 +22,7 @@
 //! metricsAddr: 127.0.0.1:7472    # /metrics and /status
 //! statusFile: /run/flatlan-speaker/status.json
 //! stateDir: /run/flatlan-speaker  # sysctl originals, kept across a crash
+//! sysctlRoot: /proc/sys          # where arp_ignore/arp_announce are written
 //! ```
 //!
 //! SIGHUP re-reads the file; what a running speaker takes from it is in
@@ -88,7 +89,14 @@ pub struct Config {
     /// run after a crash still restores the originals (a tmpfs: they are
     /// runtime values).
     pub state_dir: PathBuf,
+    /// Where the ARP sysctls are written: `/proc/sys`, or in a container
+    /// (whose `/proc/sys` is read-only) the host's `/proc/sys/net` mounted
+    /// as `<sysctlRoot>/net` (deploy/daemonset.yaml).
+    pub sysctl_root: PathBuf,
 }
+
+/// The default `sysctlRoot`.
+pub const DEFAULT_SYSCTL_ROOT: &str = "/proc/sys";
 
 /// The default `stateDir`.
 pub const DEFAULT_STATE_DIR: &str = "/run/flatlan-speaker";
@@ -144,6 +152,7 @@ struct RawConfig {
     metrics_addr: Option<String>,
     status_file: Option<PathBuf>,
     state_dir: Option<PathBuf>,
+    sysctl_root: Option<PathBuf>,
 }
 
 fn socket_addr(path: &str, s: &str, default_port: Option<u16>) -> Result<SocketAddr> {
@@ -213,12 +222,63 @@ impl Config {
                 _ => Error::config("(file)", msg),
             }
         })?;
-        Self::validate(raw, read_file)
+        Self::validate(raw, read_file, false)
+    }
+
+    /// Reads the Kubernetes mode's file (`flatlan-speaker kubernetes
+    /// --config FILE`): the static file's fields without `vips`, which
+    /// come from the cluster's Services, and without `node`, which is the
+    /// `--node` (spec.nodeName) and `--node-address` (status.hostIP) of
+    /// each DaemonSet pod, so one ConfigMap serves every node.
+    pub fn load_kubernetes(path: &Path, node: &str, address: Option<IpAddr>) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::File {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_yaml_kubernetes(&text, node, address, &read_secret_file)
+    }
+
+    /// [`Config::load_kubernetes`] on a text.
+    pub fn from_yaml_kubernetes(
+        text: &str,
+        node: &str,
+        address: Option<IpAddr>,
+        read_file: &dyn Fn(&Path) -> std::io::Result<Vec<u8>>,
+    ) -> Result<Config> {
+        // An empty file is a config of defaults (a secret is still needed).
+        let text = if text.trim().is_empty() { "{}" } else { text };
+        let mut raw: RawConfig = serde_yaml::from_str(text).map_err(|e| {
+            let msg = e.to_string();
+            match msg.split_once(": ") {
+                Some((p, rest)) if !p.contains(' ') => Error::config(p, rest),
+                _ => Error::config("(file)", msg),
+            }
+        })?;
+        if !raw.vips.is_empty() {
+            return Err(Error::config(
+                "vips",
+                "not in kubernetes mode: the VIPs are the LoadBalancer Services' addresses \
+                 from the pools; remove `vips` (or run `flatlan-speaker static`)",
+            ));
+        }
+        if raw.node.is_some() {
+            return Err(Error::config(
+                "node",
+                "not in kubernetes mode: the node is --node (spec.nodeName) and \
+                 --node-address (status.hostIP); remove `node`",
+            ));
+        }
+        raw.node = Some(RawNode {
+            name: Some(node.to_string()),
+            address: address.map(|a| a.to_string()),
+        });
+        Self::validate(raw, read_file, true)
     }
 
     fn validate(
         raw: RawConfig,
         read_file: &dyn Fn(&Path) -> std::io::Result<Vec<u8>>,
+        vips_from_cluster: bool,
     ) -> Result<Config> {
         let node = raw
             .node
@@ -279,7 +339,7 @@ impl Config {
 
         let secret = secret::resolve(raw.secret, raw.secret_file, read_file)?;
 
-        if raw.vips.is_empty() {
+        if raw.vips.is_empty() && !vips_from_cluster {
             return Err(Error::config("vips", "no VIPs to announce"));
         }
         let mut seen = BTreeSet::new();
@@ -367,6 +427,9 @@ impl Config {
             state_dir: raw
                 .state_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            sysctl_root: raw
+                .sysctl_root
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_SYSCTL_ROOT)),
         })
     }
 
@@ -515,5 +578,36 @@ garpInterval: 0.2s
             e.starts_with("peers: 32 peers: a cluster has at most 32 speakers"),
             "{e}"
         );
+    }
+
+    /// Kubernetes mode: one file for every node, without VIPs (they come
+    /// from the Services) and without `node` (it comes from the pod).
+    #[test]
+    fn kubernetes_mode_takes_no_vips_and_the_node_from_the_pod() {
+        let k = |y: &str| {
+            Config::from_yaml_kubernetes(y, "vm", Some("10.0.0.2".parse().unwrap()), &no_files)
+        };
+        let c =
+            k("secret: \"0123456789abcdef0123\"\nmulticast: true\nsysctlRoot: /host/proc/sys\n")
+                .unwrap();
+        assert!(c.vips.is_empty());
+        assert_eq!(c.node_name, "vm");
+        assert_eq!(c.node_address, Some("10.0.0.2".parse().unwrap()));
+        assert_eq!(c.sysctl_root, Path::new("/host/proc/sys"));
+        let e = k(GOOD
+            .replace("node: { name: node-a, address: 10.0.0.2 }\n", "")
+            .as_str())
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("vips: not in kubernetes mode"), "{e}");
+        let e = k("node: { name: x }\nsecret: \"0123456789abcdef0123\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("node: not in kubernetes mode"), "{e}");
+        assert!(k("").unwrap_err().to_string().starts_with("secret"));
+        // Static mode still refuses a file without VIPs.
+        assert_eq!(parse(GOOD).unwrap().sysctl_root, Path::new("/proc/sys"));
+        let e = parse("node: { name: a }\nsecret: \"0123456789abcdef0123\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("vips: no VIPs"), "{e}");
     }
 }

@@ -37,7 +37,7 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
     let before: BTreeSet<IpAddr> = old.vips.iter().map(|v| v.address).collect();
     let after: BTreeSet<IpAddr> = new.vips.iter().map(|v| v.address).collect();
     let mut needs_restart = Vec::new();
-    let fixed: [(&'static str, bool); 10] = [
+    let fixed: [(&'static str, bool); 11] = [
         (
             "node",
             old.node_name != new.node_name || old.node_address != new.node_address,
@@ -50,6 +50,7 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
         ("metricsAddr", old.metrics_addr != new.metrics_addr),
         ("statusFile", old.status_file != new.status_file),
         ("stateDir", old.state_dir != new.state_dir),
+        ("sysctlRoot", old.sysctl_root != new.sysctl_root),
         // A VIP pinned to another interface moves like a dropped-and-added
         // one would; simpler to ask for a restart than to half-move it.
         (

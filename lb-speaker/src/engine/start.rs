@@ -167,7 +167,7 @@ pub async fn start(
         crate::http::spawn(l, shared.clone())?;
     }
     let host: Box<dyn HostAddrs> = if cfg.assign {
-        Box::new(LoopbackAssign::new(&cfg.state_dir)?)
+        Box::new(LoopbackAssign::new(&cfg.state_dir, &cfg.sysctl_root)?)
     } else {
         Box::new(NoAssign)
     };
