@@ -229,13 +229,20 @@ impl Config {
     /// --config FILE`): the static file's fields without `vips`, which
     /// come from the cluster's Services, and without `node`, which is the
     /// `--node` (spec.nodeName) and `--node-address` (status.hostIP) of
-    /// each DaemonSet pod, so one ConfigMap serves every node.
-    pub fn load_kubernetes(path: &Path, node: &str, address: Option<IpAddr>) -> Result<Config> {
+    /// each DaemonSet pod, so one ConfigMap serves every node. `secret`
+    /// is the heartbeat secret from the cluster's Secret, when the file
+    /// names neither `secret` nor `secretFile`.
+    pub fn load_kubernetes(
+        path: &Path,
+        node: &str,
+        address: Option<IpAddr>,
+        secret: Option<String>,
+    ) -> Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::File {
             path: path.display().to_string(),
             source,
         })?;
-        Config::from_yaml_kubernetes(&text, node, address, &read_secret_file)
+        Config::from_yaml_kubernetes(&text, node, address, secret, &read_secret_file)
     }
 
     /// [`Config::load_kubernetes`] on a text.
@@ -243,6 +250,7 @@ impl Config {
         text: &str,
         node: &str,
         address: Option<IpAddr>,
+        secret: Option<String>,
         read_file: &dyn Fn(&Path) -> std::io::Result<Vec<u8>>,
     ) -> Result<Config> {
         // An empty file is a config of defaults (a secret is still needed).
@@ -267,6 +275,9 @@ impl Config {
                 "not in kubernetes mode: the node is --node (spec.nodeName) and \
                  --node-address (status.hostIP); remove `node`",
             ));
+        }
+        if raw.secret.is_none() && raw.secret_file.is_none() {
+            raw.secret = secret;
         }
         raw.node = Some(RawNode {
             name: Some(node.to_string()),
@@ -585,7 +596,13 @@ garpInterval: 0.2s
     #[test]
     fn kubernetes_mode_takes_no_vips_and_the_node_from_the_pod() {
         let k = |y: &str| {
-            Config::from_yaml_kubernetes(y, "vm", Some("10.0.0.2".parse().unwrap()), &no_files)
+            Config::from_yaml_kubernetes(
+                y,
+                "vm",
+                Some("10.0.0.2".parse().unwrap()),
+                None,
+                &no_files,
+            )
         };
         let c =
             k("secret: \"0123456789abcdef0123\"\nmulticast: true\nsysctlRoot: /host/proc/sys\n")
@@ -605,6 +622,9 @@ garpInterval: 0.2s
             .to_string();
         assert!(e.starts_with("node: not in kubernetes mode"), "{e}");
         assert!(k("").unwrap_err().to_string().starts_with("secret"));
+        // The cluster's Secret, unless the file names its own.
+        let c = Config::from_yaml_kubernetes("", "vm", None, Some("s".repeat(32)), &no_files);
+        assert_eq!(c.unwrap().secret, "s".repeat(32).into_bytes());
         // Static mode still refuses a file without VIPs.
         assert_eq!(parse(GOOD).unwrap().sysctl_root, Path::new("/proc/sys"));
         let e = parse("node: { name: a }\nsecret: \"0123456789abcdef0123\"\n").unwrap_err();

@@ -284,15 +284,16 @@ pub fn run_static(cfg: Config, path: PathBuf) -> Result<()> {
 }
 
 /// Runs the engine on the VIPs of another source (Kubernetes mode):
-/// `setup` runs first inside the runtime, where it may spawn what shares
-/// the process (the allocator, the node agent) and returns the source.
-/// The runtime has worker threads for those tasks and the source's, so
-/// that decoding a large list never holds up this loop, which runs on the
-/// calling thread; they end with the engine (after its make-before-break
-/// handover on SIGTERM).
+/// `setup` runs first inside the runtime, with the metrics the engine
+/// will count into and serve; it may spawn what shares the process (the
+/// allocator, the node agent) and returns the source. The runtime has
+/// worker threads for those tasks and the source's, so that decoding a
+/// large list never holds up this loop, which runs on the calling thread;
+/// they end with the engine (after its make-before-break handover on
+/// SIGTERM).
 pub fn run_with_source<F, Fut>(cfg: Config, setup: F) -> Result<()>
 where
-    F: FnOnce() -> Fut,
+    F: FnOnce(Arc<Metrics>) -> Fut,
     Fut: std::future::Future<Output = Result<Box<dyn VipSource>>>,
 {
     crate::privileges::raise_fd_limit()?;
@@ -304,8 +305,9 @@ where
         .build()
         .map_err(|e| Error::sys("tokio runtime", e))?;
     let r = rt.block_on(async move {
-        let source = setup().await?;
-        let (engine, io, frames, updates) = start::start(cfg, source).await?;
+        let metrics = Arc::new(Metrics::default());
+        let source = setup(metrics.clone()).await?;
+        let (engine, io, frames, updates) = start::start_with_metrics(cfg, source, metrics).await?;
         engine.run(io, frames, updates).await
     });
     rt.shutdown_timeout(Duration::from_secs(1));

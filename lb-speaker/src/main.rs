@@ -28,6 +28,47 @@ enum Cmd {
         #[arg(long)]
         check: bool,
     },
+    /// The DaemonSet's process (issue 13): the speaker announcing the
+    /// LoadBalancer Services' addresses, the allocator (elected with a
+    /// Lease: one acts at a time) and the node agent, in one process.
+    Kubernetes {
+        /// The speaker's YAML: the static file's fields without `vips` and
+        /// `node` (timers, peers or multicast, interfaces, endpoints).
+        #[arg(long)]
+        config: PathBuf,
+        /// This node's name (the DaemonSet passes spec.nodeName).
+        #[arg(long)]
+        node: String,
+        /// This node's LAN address (status.hostIP), for multicast
+        /// heartbeats.
+        #[arg(long)]
+        node_address: Option<std::net::IpAddr>,
+        /// The speaker's namespace: the allocator's Lease and the
+        /// heartbeat Secret live there.
+        #[arg(long, default_value = "flatlan")]
+        namespace: String,
+        /// This pod's name: its identity in the Lease.
+        #[arg(long)]
+        identity: Option<String>,
+        /// The Secret holding the heartbeat secret, created with a random
+        /// one when absent; unused when the config names `secret` or
+        /// `secretFile`.
+        #[arg(long, default_value = "flatlan-heartbeat")]
+        secret_name: String,
+        /// Also serve LoadBalancer Services that name no loadBalancerClass.
+        #[arg(long)]
+        default_class: bool,
+        /// The node-range file; `none` runs no node agent (a cluster whose
+        /// pod network is not flatlan).
+        #[arg(long, default_value = "/var/lib/flatlan/node-range.json")]
+        range_file: PathBuf,
+        /// Run no allocator here (another deployment allocates).
+        #[arg(long)]
+        no_allocator: bool,
+        /// Only validate the config and exit.
+        #[arg(long)]
+        check: bool,
+    },
     /// Keep this node's slice of the LAN (the Node's spec.podCIDRs) in the
     /// node-range file the flatlan CNI plugin reads.
     NodeAgent {
@@ -109,6 +150,36 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("flatlan-speaker: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Kubernetes {
+            config,
+            node,
+            node_address,
+            namespace,
+            identity,
+            secret_name,
+            default_class,
+            range_file,
+            no_allocator,
+            check,
+        } => {
+            let k = Kube {
+                node,
+                node_address,
+                identity: identity.unwrap_or_else(|| format!("flatlan-{}", std::process::id())),
+                namespace,
+                secret_name,
+                default_class,
+                range_file: (range_file != std::path::Path::new("none")).then_some(range_file),
+                allocator: !no_allocator,
+            };
+            match kubernetes(&config, k, check) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("flatlan-speaker kubernetes: {e}");
                     ExitCode::FAILURE
                 }
             }
@@ -205,6 +276,94 @@ fn bench(trials: usize, lossy_secs: u64, json: bool) -> ExitCode {
         lab.display()
     );
     ExitCode::FAILURE
+}
+
+/// What `kubernetes` runs with, besides the config file.
+struct Kube {
+    node: String,
+    node_address: Option<std::net::IpAddr>,
+    identity: String,
+    namespace: String,
+    secret_name: String,
+    default_class: bool,
+    range_file: Option<PathBuf>,
+    allocator: bool,
+}
+
+/// Reads the heartbeat secret (creating it when absent) unless the file
+/// names one, validates the config, then runs the engine on the cluster's
+/// VIPs with the allocator and the node agent beside it.
+fn kubernetes(
+    path: &std::path::Path,
+    k: Kube,
+    check: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use flatlan_speaker::{controller, kube_source, node_agent};
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let names_secret = |t: &str| {
+        serde_yaml::from_str::<serde_yaml::Value>(t)
+            .is_ok_and(|v| v.get("secret").is_some() || v.get("secretFile").is_some())
+    };
+    let secret = if check || names_secret(&text) {
+        None
+    } else {
+        // A runtime of its own, gone before capabilities are dropped
+        // (which must happen while this is the only thread).
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let s = rt.block_on(async {
+            let client = kube::Client::try_default().await?;
+            let api = kube::Api::namespaced(client, &k.namespace);
+            Ok::<_, Box<dyn std::error::Error>>(
+                node_agent::secret::ensure(&api, &k.secret_name).await?,
+            )
+        })?;
+        rt.shutdown_timeout(std::time::Duration::from_secs(1));
+        Some(s)
+    };
+    let cfg = Config::from_yaml_kubernetes(
+        &text,
+        &k.node,
+        k.node_address,
+        secret,
+        &flatlan_speaker::config::read_secret_file,
+    )
+    .map_err(|e| format!("invalid config {}: {e}", path.display()))?;
+    if check {
+        println!("config ok (kubernetes mode, node {})", cfg.node_name);
+        return Ok(());
+    }
+    flatlan_speaker::engine::run_with_source(cfg, move |metrics| async move {
+        let client = kube::Client::try_default().await.map_err(|e| {
+            flatlan_speaker::Error::sys("Kubernetes client", std::io::Error::other(e.to_string()))
+        })?;
+        if let Some(out) = k.range_file {
+            let (c, node) = (client.clone(), k.node.clone());
+            tokio::spawn(async move {
+                node_agent::run(c, &node, &out, std::future::pending()).await;
+            });
+        }
+        if k.allocator {
+            let mut opts = controller::Options::new(&k.namespace, &k.identity);
+            opts.default_class = k.default_class;
+            opts.metrics = metrics;
+            let c = client.clone();
+            tokio::spawn(async move {
+                // It runs forever; an error is a bad option, found at once.
+                if let Err(e) = controller::run(c, opts).await {
+                    tracing::error!("the allocator stopped: {e}");
+                }
+            });
+        }
+        let opts = kube_source::Options {
+            default_class: k.default_class,
+            ..Default::default()
+        };
+        let source = kube_source::KubeSource::new(client, k.node, opts);
+        Ok(Box::new(source) as Box<dyn flatlan_speaker::source::VipSource>)
+    })?;
+    Ok(())
 }
 
 /// In-cluster config (or KUBECONFIG), then watch the Node until SIGTERM

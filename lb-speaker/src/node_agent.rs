@@ -20,6 +20,8 @@ use tracing::{info, warn};
 
 use crate::error::{Error, Result};
 
+pub mod secret;
+
 /// What one sync did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Synced {

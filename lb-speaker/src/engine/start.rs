@@ -105,7 +105,16 @@ pub async fn start(
     cfg: Config,
     source: Box<dyn VipSource>,
 ) -> Result<(Engine, Io, FrameRx, UpdateRx)> {
-    let metrics = Arc::new(Metrics::default());
+    start_with_metrics(cfg, source, Arc::new(Metrics::default())).await
+}
+
+/// [`start`], counting into `metrics`, which others in the process (the
+/// allocator) share, so that one `/metrics` serves them all.
+pub async fn start_with_metrics(
+    cfg: Config,
+    source: Box<dyn VipSource>,
+    metrics: Arc<Metrics>,
+) -> Result<(Engine, Io, FrameRx, UpdateRx)> {
     let shared = Arc::new(Shared {
         metrics: metrics.clone(),
         ..Default::default()
