@@ -157,7 +157,27 @@ fn the_daemonset_keeps_its_security_fields() {
         strings(&main["securityContext"]["capabilities"]["add"]),
         allowed
     );
-    assert!(strings(&main["command"]).contains("node-agent"));
+    // One process: speaker, allocator and node agent (issue 13 item 5).
+    assert!(strings(&main["command"]).contains("kubernetes"));
+    // Its sysctls go to the host's /proc/sys/net (the container's
+    // /proc/sys is read-only), named by sysctlRoot in speaker.yaml.
+    let mounts = main["volumeMounts"].as_sequence().unwrap();
+    let m = mounts
+        .iter()
+        .find(|m| m["mountPath"] == "/host/proc/sys/net")
+        .expect("the host's /proc/sys/net");
+    let vol = spec["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == m["name"])
+        .unwrap();
+    assert_eq!(vol["hostPath"]["path"], "/proc/sys/net");
+    let speaker = kind(&objs, "ConfigMap")
+        .into_iter()
+        .find_map(|c| c["data"]["speaker.yaml"].as_str())
+        .unwrap();
+    assert!(speaker.contains("sysctlRoot: /host/proc/sys"));
     // The order that keeps pods off the node until its slice is known.
     let names: Vec<&str> = inits.iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["node-range", "install"]);
@@ -167,13 +187,13 @@ fn the_daemonset_keeps_its_security_fields() {
     assert!(strings(&inits[1]["command"]).contains("install"));
 }
 
-#[test]
-fn rbac_is_least_privilege_and_every_rule_is_explained() {
-    let objs = objects();
+/// `group/resource:verb` for every grant of the Roles and ClusterRoles
+/// in `objs`, `[name]` appended when the rule names its objects.
+fn grants(objs: &[Value]) -> BTreeSet<String> {
     let mut granted = BTreeSet::new();
-    for role in kind(&objs, "ClusterRole")
+    for role in kind(objs, "ClusterRole")
         .into_iter()
-        .chain(kind(&objs, "Role"))
+        .chain(kind(objs, "Role"))
     {
         for rule in role["rules"].as_sequence().unwrap() {
             for field in ["apiGroups", "resources", "verbs"] {
@@ -182,29 +202,112 @@ fn rbac_is_least_privilege_and_every_rule_is_explained() {
                     "a wildcard in {rule:?}"
                 );
             }
-            for res in strings(&rule["resources"]) {
-                for verb in strings(&rule["verbs"]) {
-                    granted.insert(format!("{res}:{verb}"));
+            let names: Vec<String> = strings(&rule["resourceNames"]).into_iter().collect();
+            let names = if names.is_empty() {
+                String::new()
+            } else {
+                format!("[{}]", names.join(","))
+            };
+            for group in strings(&rule["apiGroups"]) {
+                for res in strings(&rule["resources"]) {
+                    for verb in strings(&rule["verbs"]) {
+                        let g = if group.is_empty() { "core" } else { &group };
+                        granted.insert(format!("{g}/{res}{names}:{verb}"));
+                    }
                 }
             }
         }
     }
-    // Exactly what the running code calls: the node agent's GET of its
-    // Node. A new permission is a deliberate change to this list.
-    let want: BTreeSet<String> = ["nodes:get"].map(String::from).into();
-    assert_eq!(granted, want);
-    // Each rule carries a comment saying why.
-    let text = fs::read_to_string(deploy_dir().join("rbac.yaml")).unwrap();
+    granted
+}
+
+/// Each rule carries a comment line right above it saying why.
+fn every_rule_commented(file: &Path) {
+    let text = fs::read_to_string(file).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     for (i, l) in lines.iter().enumerate() {
         if l.trim_start().starts_with("- apiGroups:") {
             assert!(
                 i > 0 && lines[i - 1].trim_start().starts_with('#'),
-                "rbac.yaml line {}: a rule without a comment saying why",
+                "{} line {}: a rule without a comment saying why",
+                file.display(),
                 i + 1
             );
         }
     }
+}
+
+#[test]
+fn rbac_is_least_privilege_and_every_rule_is_explained() {
+    // Exactly what the running code calls (issue 13 item 6): list and
+    // watch what is read, patch services/status only, create and patch
+    // Events, the Lease and the heartbeat Secret in flatlan's namespace
+    // (get and update by name). A new permission is a deliberate change
+    // to this list.
+    let want: BTreeSet<String> = [
+        "core/nodes:get",
+        "core/nodes:list",
+        "core/nodes:watch",
+        "core/services:list",
+        "core/services:watch",
+        "core/namespaces:list",
+        "core/namespaces:watch",
+        "core/services/status:patch",
+        "discovery.k8s.io/endpointslices:list",
+        "discovery.k8s.io/endpointslices:watch",
+        "core/events:create",
+        "core/events:patch",
+        "events.k8s.io/events:create",
+        "events.k8s.io/events:patch",
+        "flatlan.dev/ipaddresspools:list",
+        "flatlan.dev/ipaddresspools:watch",
+        "flatlan.dev/l2advertisements:list",
+        "flatlan.dev/l2advertisements:watch",
+        "flatlan.dev/ipaddresspools/status:patch",
+        "metallb.io/ipaddresspools:list",
+        "metallb.io/ipaddresspools:watch",
+        "metallb.io/l2advertisements:list",
+        "metallb.io/l2advertisements:watch",
+        "metallb.io/bgppeers:list",
+        "metallb.io/bgppeers:watch",
+        "metallb.io/bgpadvertisements:list",
+        "metallb.io/bgpadvertisements:watch",
+        "metallb.io/bfdprofiles:list",
+        "metallb.io/bfdprofiles:watch",
+        "metallb.io/communities:list",
+        "metallb.io/communities:watch",
+        "metallb.io/ipaddresspools/status:patch",
+        "coordination.k8s.io/leases:create",
+        "coordination.k8s.io/leases[flatlan-allocator]:get",
+        "coordination.k8s.io/leases[flatlan-allocator]:update",
+        "core/secrets:create",
+        "core/secrets[flatlan-heartbeat]:get",
+    ]
+    .map(String::from)
+    .into();
+    let objs = objects();
+    assert_eq!(grants(&objs), want);
+    // The namespaced grants are in flatlan's namespace only.
+    for role in kind(&objs, "Role") {
+        assert_eq!(role["metadata"]["namespace"], "flatlan");
+    }
+    every_rule_commented(&deploy_dir().join("rbac.yaml"));
+    // MetalLB's legacy ConfigMap, for clusters that carry one: that one
+    // ConfigMap in metallb-system, by name.
+    let legacy = deploy_dir().join("metallb-legacy/rbac.yaml");
+    let objs = documents(&fs::read_to_string(&legacy).unwrap());
+    let want: BTreeSet<String> = [
+        "core/configmaps[config]:list",
+        "core/configmaps[config]:watch",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(grants(&objs), want);
+    assert_eq!(
+        kind(&objs, "Role")[0]["metadata"]["namespace"],
+        "metallb-system"
+    );
+    every_rule_commented(&legacy);
 }
 
 #[test]
