@@ -2,8 +2,10 @@
 //! The LIST carries no resourceVersion, so it is a consistent read: a new
 //! leader sees every status the previous one wrote before it assigns
 //! anything. A kind whose CRD is not installed (404) lists as empty and is
-//! looked for again every `missing_retry`; any other error retries with a
-//! backoff and keeps the term from acting until the kind is listed.
+//! looked for again every `missing_retry`, and so does an optional kind
+//! (MetalLB's, the legacy ConfigMap) that RBAC forbids (403); any other
+//! error retries with a backoff and keeps the term from acting until the
+//! kind is listed.
 
 use std::fmt::Debug;
 use std::time::Duration;
@@ -158,6 +160,17 @@ async fn watch<K, F>(
             Ok(l) => l,
             Err(kube::Error::Api(s)) if s.code == 404 => {
                 debug!("{kind:?}: not served by this cluster (CRD not installed); looking again in {missing_retry:?}");
+                if tx.send(Change::Reset(kind, vec![])).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(missing_retry).await;
+                continue;
+            }
+            // MetalLB's kinds and the legacy ConfigMap are optional (the
+            // ConfigMap's Role ships in an overlay): without the right to
+            // read them the leader serves the rest rather than nothing.
+            Err(kube::Error::Api(s)) if s.code == 403 && kind.optional() => {
+                warn!("{kind:?}: forbidden ({}); serving without it, looking again in {missing_retry:?}", s.message);
                 if tx.send(Change::Reset(kind, vec![])).await.is_err() {
                     return;
                 }

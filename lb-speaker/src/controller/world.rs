@@ -72,6 +72,20 @@ pub struct World {
     synced: BTreeSet<Kind>,
 }
 
+impl Kind {
+    /// A kind the leader may serve without: MetalLB compatibility, which
+    /// a cluster may lack the CRDs of or deny the leader reading.
+    pub fn optional(&self) -> bool {
+        matches!(
+            self,
+            Kind::MetalLbPool
+                | Kind::MetalLbAdvertisement
+                | Kind::LegacyConfig
+                | Kind::MetalLbOther(_)
+        )
+    }
+}
+
 impl Obj {
     pub fn kind(&self) -> Kind {
         match self {

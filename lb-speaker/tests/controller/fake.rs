@@ -77,6 +77,8 @@ struct State {
     parked: Vec<Parked>,
     /// gv/plural pairs whose CRD is not installed (404).
     missing: BTreeSet<(String, String)>,
+    /// gv/plural pairs RBAC does not let the client read (403).
+    forbidden: BTreeSet<(String, String)>,
     log: Vec<Req>,
 }
 
@@ -218,6 +220,12 @@ impl State {
                 "the server could not find the requested resource",
             ));
         }
+        if self
+            .forbidden
+            .contains(&(loc.gv.clone(), loc.plural.clone()))
+        {
+            return send.send_response(status(403, "Forbidden", "forbidden by RBAC"));
+        }
         let key = |name: &str| {
             (
                 loc.gv.clone(),
@@ -351,6 +359,12 @@ impl Fake {
             }
         });
         Fake { state, mock }
+    }
+
+    /// Answers 403 for a kind, as a missing RBAC rule would.
+    pub fn forbid(&self, gv: &str, plural: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.forbidden.insert((gv.into(), plural.into()));
     }
 
     pub fn client(&self) -> Client {

@@ -610,3 +610,16 @@ async fn dual_stack_gets_one_address_per_family() {
     );
     assert_eq!(wait_held(&fake, "dual").await, ["fd00::10", "192.0.2.10"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_optional_kind_rbac_forbids_does_not_stop_allocation() {
+    // The legacy ConfigMap's Role ships in an overlay; without it the
+    // allocator still serves flatlan's pools.
+    let fake = Fake::start(true);
+    fake.forbid("v1", "configmaps");
+    fake.forbid("metallb.io/v1beta2", "bgppeers");
+    fake.apply(POOLS, pool("lan", &["192.0.2.10-192.0.2.12"]));
+    let (_h, _m) = start(&fake, "node-a");
+    fake.apply(SVCS, svc("web", json!({}), json!({})));
+    assert_eq!(wait_held(&fake, "web").await, ["192.0.2.10"]);
+}
