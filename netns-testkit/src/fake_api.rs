@@ -298,3 +298,46 @@ fn handle(mut conn: TcpStream, sh: &Shared) -> std::io::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn get(api: &FakeApi, target: &str) -> (u16, String) {
+        let mut c = TcpStream::connect(api.addr()).unwrap();
+        write!(c, "GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        let code = out[9..12].parse().unwrap();
+        (code, out)
+    }
+
+    #[test]
+    fn lists_404s_and_fails_on_demand() {
+        let api = FakeApi::start_loopback().unwrap();
+        api.set(
+            "/api/v1/services",
+            vec![json!({"metadata": {"name": "web"}})],
+        );
+        let (code, body) = get(&api, "/api/v1/services?&limit=500");
+        assert_eq!(code, 200);
+        assert!(body.contains("\"name\":\"web\""), "{body}");
+        assert!(body.contains("\"resourceVersion\":\"1\""), "{body}");
+        api.remove("/apis/metallb.io/v1beta1/ipaddresspools");
+        assert_eq!(get(&api, "/apis/metallb.io/v1beta1/ipaddresspools").0, 404);
+        api.set_mode(Mode::Fail);
+        assert_eq!(get(&api, "/api/v1/services").0, 500);
+        assert_eq!(
+            api.seen()[0],
+            Seen {
+                method: "GET".into(),
+                path: "/api/v1/services".into(),
+                query: "&limit=500".into()
+            }
+        );
+        assert!(api
+            .kubeconfig()
+            .contains(&format!("server: http://{}", api.addr())));
+    }
+}
