@@ -97,7 +97,6 @@ fn mac_of(lab: &KubeLab, i: usize) -> String {
 }
 
 #[test]
-#[ignore = "needs `flatlan-speaker kubernetes` (helper kcluster's mode, issue 13), not on main yet"]
 fn an_api_outage_changes_nothing_and_failover_still_takes_under_a_second() {
     let mut lab = KubeLab::new(&speaker_bin(), 2).expect("lab (needs root)");
     fill(&lab);
