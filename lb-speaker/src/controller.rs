@@ -114,7 +114,20 @@ impl Options {
 /// Runs the allocator forever: waits for the Lease, allocates while it
 /// holds it, and waits again when it loses it.
 pub async fn run(client: Client, opts: Options) -> Result<()> {
+    run_until(client, opts, std::future::pending()).await
+}
+
+/// [`run`] until `shutdown` completes; then, if it leads, it stops writing
+/// and releases the Lease, so that another instance takes over at its next
+/// poll (about `retry_period`) rather than after `lease_duration`: a
+/// rolling update of the DaemonSet does not hold allocations up for long.
+pub async fn run_until(
+    client: Client,
+    opts: Options,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
     opts.check()?;
+    let mut shutdown = std::pin::pin!(shutdown);
     let timers = Timers {
         lease_duration: opts.lease_duration,
         renew_deadline: opts.renew_deadline,
@@ -124,14 +137,24 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
     let api = Api::<Lease>::namespaced(client.clone(), &opts.namespace);
     let mut elector = Elector::new(api, &opts.lease_name, &opts.identity, timers);
     loop {
-        elector.acquire().await;
+        tokio::select! {
+            _ = elector.acquire() => {}
+            _ = &mut shutdown => return Ok(()),
+        }
         info!(
             "{} holds lease {}/{}: allocating",
             opts.identity, opts.namespace, opts.lease_name
         );
         opts.metrics.allocator_leader.set(1);
-        lead(&client, &opts, &mut elector).await;
+        let stopping = tokio::select! {
+            _ = lead(&client, &opts, &mut elector) => false,
+            _ = &mut shutdown => true,
+        };
         opts.metrics.allocator_leader.set(0);
+        if stopping {
+            elector.release().await;
+            return Ok(());
+        }
         info!(
             "{} lost lease {}: no longer allocating",
             opts.identity, opts.lease_name

@@ -134,6 +134,29 @@ impl Elector {
                 .is_some_and(|t| now + self.timers.request_timeout < t + self.timers.lease_duration)
     }
 
+    /// Gives the lease up (a pod shutting down), as client-go's
+    /// ReleaseOnCancel does: no holder, a 1 s duration, so a follower
+    /// takes over at its next poll instead of after `lease_duration`. The
+    /// caller has stopped writing. Returns whether the release was written.
+    pub async fn release(&mut self) -> bool {
+        let Some(mut lease) = self.mine.take() else {
+            return false;
+        };
+        if !self.is_leader(Instant::now()) {
+            return false;
+        }
+        self.renewed_at = None;
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(MicroTime(Timestamp::now()));
+        let ok = self.write(&lease, false).await.is_ok();
+        if ok {
+            info!("released lease {}", self.name);
+        }
+        ok
+    }
+
     /// Waits until this instance holds the lease.
     pub async fn acquire(&mut self) {
         loop {

@@ -326,3 +326,6 @@ fn status_write(svc: &Service, ips: Vec<IpAddr>) -> Write {
         ips,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -623,3 +623,44 @@ async fn an_optional_kind_rbac_forbids_does_not_stop_allocation() {
     fake.apply(SVCS, svc("web", json!({}), json!({})));
     assert_eq!(wait_held(&fake, "web").await, ["192.0.2.10"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_that_shuts_down_hands_over_at_the_next_poll() {
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    let fake = Fake::start(false);
+    fake.apply(POOLS, pool("lan", &["192.0.2.10-192.0.2.12"]));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let client = fake.client();
+    let a = tokio::spawn(async move {
+        let o = Options::new("flatlan-system", "node-a");
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        controller::run_until(client, o, shutdown).await.unwrap();
+    });
+    fake.wait_for("node-a leads", |_| {
+        lease_holder(&fake).as_deref() == Some("node-a")
+    })
+    .await;
+    let (_hb, _) = start(&fake, "node-b");
+    fake.apply(SVCS, svc("one", json!({}), json!({})));
+    assert_eq!(wait_held(&fake, "one").await, ["192.0.2.10"]);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(lease_holder(&fake).as_deref(), Some("node-a"));
+
+    let t = Instant::now();
+    stop.send(()).unwrap();
+    a.await.unwrap();
+    let lease = fake.get(LEASE).unwrap();
+    assert!(lease["spec"]["holderIdentity"].is_null(), "{lease}");
+    fake.wait_for("node-b's takeover", |_| {
+        lease_holder(&fake).as_deref() == Some("node-b")
+    })
+    .await;
+    assert!(t.elapsed() <= Duration::from_secs(3), "{:?}", t.elapsed());
+    fake.apply(SVCS, svc("two", json!({}), json!({})));
+    assert_eq!(wait_held(&fake, "two").await, ["192.0.2.11"]);
+    assert_eq!(patches(&fake.log(), "one").len(), 1);
+}
