@@ -163,6 +163,14 @@ pub async fn run_until(
     }
 }
 
+/// How long to wait before planning again after `failing` failed rounds
+/// in a row: the retry period, doubled per failure, at most a minute.
+fn retry_delay(retry_period: Duration, failing: u32) -> Duration {
+    retry_period
+        .saturating_mul(1 << failing.min(6))
+        .min(Duration::from_secs(60).max(retry_period))
+}
+
 /// One leadership term: watch, plan, apply, renew; returns when the Lease
 /// is lost. Watches and allocator state die with the term, so the next
 /// term starts from a fresh consistent read.
@@ -176,6 +184,11 @@ async fn lead(client: &Client, opts: &Options, elector: &mut Elector) {
     let mut ctl = Controller::new(opts.default_class);
     let mut next_renew = Instant::now() + opts.retry_period;
     let mut retry_at: Option<Instant> = None;
+    // Rounds in a row with a failed write: the retry waits double each
+    // time, up to a minute, so a write the API keeps refusing (a missing
+    // RBAC rule, a CRD without its status subresource) costs a request a
+    // minute, not one per retry period.
+    let mut failing = 0u32;
     let mut dirty = false;
     loop {
         tokio::select! {
@@ -208,8 +221,35 @@ async fn lead(client: &Client, opts: &Options, elector: &mut Elector) {
         }
         opts.metrics.set_pool_usage(&plan.usage);
         if apply::apply(client, opts, plan.writes, &mut world, elector).await {
-            retry_at = Some(Instant::now() + opts.retry_period);
+            retry_at = Some(Instant::now() + retry_delay(opts.retry_period, failing));
+            failing = failing.saturating_add(1);
+        } else {
+            failing = 0;
         }
     }
     tasks.abort_all();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_write_is_retried_ever_more_slowly() {
+        let p = Duration::from_secs(2);
+        let d: Vec<u64> = (0..8).map(|n| retry_delay(p, n).as_secs()).collect();
+        assert_eq!(d, [2, 4, 8, 16, 32, 60, 60, 60]);
+    }
+
+    #[test]
+    fn options_that_could_overlap_two_leaders_are_refused() {
+        let mut o = Options::new("flatlan", "pod-a");
+        assert!(o.check().is_ok());
+        o.renew_deadline = o.lease_duration;
+        assert!(o.check().is_err());
+        let mut o = Options::new("flatlan", "pod-a");
+        o.request_timeout = Duration::from_secs(9);
+        assert!(o.check().is_err());
+        assert!(Options::new("flatlan", "").check().is_err());
+    }
 }

@@ -79,6 +79,8 @@ struct State {
     missing: BTreeSet<(String, String)>,
     /// gv/plural pairs RBAC does not let the client read (403).
     forbidden: BTreeSet<(String, String)>,
+    /// Paths where writes are refused (403).
+    read_only: BTreeSet<String>,
     log: Vec<Req>,
 }
 
@@ -226,6 +228,9 @@ impl State {
         {
             return send.send_response(status(403, "Forbidden", "forbidden by RBAC"));
         }
+        if req.method != "GET" && self.read_only.contains(&req.path) {
+            return send.send_response(status(403, "Forbidden", "forbidden by RBAC"));
+        }
         let key = |name: &str| {
             (
                 loc.gv.clone(),
@@ -365,6 +370,12 @@ impl Fake {
     pub fn forbid(&self, gv: &str, plural: &str) {
         let mut s = self.state.lock().unwrap();
         s.forbidden.insert((gv.into(), plural.into()));
+    }
+
+    /// Answers 403 to writes at `path`.
+    pub fn refuse_writes(&self, path: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.read_only.insert(path.into());
     }
 
     pub fn client(&self) -> Client {

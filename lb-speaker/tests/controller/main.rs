@@ -664,3 +664,19 @@ async fn a_leader_that_shuts_down_hands_over_at_the_next_poll() {
     assert_eq!(wait_held(&fake, "two").await, ["192.0.2.11"]);
     assert_eq!(patches(&fake.log(), "one").len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_write_the_api_keeps_refusing_is_retried_ever_more_slowly() {
+    use std::time::Duration;
+    let fake = Fake::start(false);
+    fake.apply(POOLS, pool("lan", &["192.0.2.10-192.0.2.12"]));
+    let status = format!("{POOLS}/lan/status");
+    fake.refuse_writes(&status);
+    let (_h, _m) = start(&fake, "node-a");
+    fake.apply(SVCS, svc("web", json!({}), json!({})));
+    assert_eq!(wait_held(&fake, "web").await, ["192.0.2.10"]);
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let tries = fake.log().iter().filter(|r| r.path == status).count();
+    // 2, 4, 8, 16, 32, 60 s apart: 7 in two minutes, not 60.
+    assert!((5..=8).contains(&tries), "{tries} tries");
+}
