@@ -95,6 +95,11 @@ impl KubeLab {
         })
     }
 
+    /// The kubeconfig that points at the fake.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
     /// Node `i`'s name, as its Node object and `--node` say.
     pub fn node_name(i: usize) -> String {
         format!("node-{i}")

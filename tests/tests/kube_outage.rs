@@ -96,6 +96,39 @@ fn mac_of(lab: &KubeLab, i: usize) -> String {
         .to_ascii_lowercase()
 }
 
+/// `flatlan-speaker status --cluster` on the owner's node: the Service
+/// from the API, joined with that node's speaker (issue 13, item 7).
+fn assert_cluster_status(lab: &KubeLab, owner: usize) {
+    let bin = speaker_bin().to_string_lossy().into_owned();
+    let kc = lab.kubeconfig().to_string_lossy().into_owned();
+    let out = lab.nodes[owner]
+        .exec(&[&bin, "status", "--cluster", "--kubeconfig", &kc])
+        .expect("run status --cluster");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "status --cluster failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("default/web "))
+        .unwrap_or_else(|| panic!("no row for default/web:\n{text}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        &cols[..5],
+        &[
+            "default/web",
+            "10.77.0.201",
+            "lan",
+            &KubeLab::node_name(owner),
+            "eth0"
+        ],
+        "{text}"
+    );
+    assert!(row.ends_with("s ago"), "last GARP: {text}");
+}
+
 #[test]
 fn an_api_outage_changes_nothing_and_failover_still_takes_under_a_second() {
     let mut lab = KubeLab::new(&speaker_bin(), 2).expect("lab (needs root)");
@@ -107,6 +140,7 @@ fn an_api_outage_changes_nothing_and_failover_still_takes_under_a_second() {
     let owner = wait_owner(&lab, Duration::from_secs(20));
     let owner_mac = mac_of(&lab, owner);
     assert_eq!(responders(&lab), vec![owner_mac.clone()], "{}", lab.logs());
+    assert_cluster_status(&lab, owner);
 
     // The outage: every request fails for a while, then hangs for 60 s.
     let before = lab.api.seen().len();

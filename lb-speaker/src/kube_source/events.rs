@@ -243,3 +243,44 @@ async fn write(client: Client, node: String, mut rx: mpsc::Receiver<Pending>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flatlan_k8s::model::ServiceKey;
+
+    fn pending(name: &str, note: &str) -> Pending {
+        Pending {
+            service: ServiceRef {
+                key: ServiceKey {
+                    namespace: "ns".into(),
+                    name: name.into(),
+                },
+                uid: None,
+            },
+            warning: false,
+            reason: NODE_ASSIGNED,
+            action: "Announce",
+            note: note.into(),
+        }
+    }
+
+    #[test]
+    fn the_limiter_bounds_bursts_and_repeats() {
+        let t0 = Instant::now();
+        let mut l = Limiter::new(t0);
+        // The same Event on the same Service: once a minute.
+        assert!(l.admit(t0, &pending("a", "x")));
+        assert!(!l.admit(t0, &pending("a", "x")));
+        // A burst of distinct ones: BURST in all, then one per REFILL.
+        let admitted = (0..50)
+            .filter(|i| l.admit(t0, &pending(&format!("s{i}"), "x")))
+            .count();
+        assert_eq!(admitted, BURST as usize - 1);
+        assert!(l.admit(t0 + REFILL, &pending("late", "x")));
+        assert!(!l.admit(t0 + REFILL, &pending("later", "x")));
+        // With tokens to spare, a repeat still waits out the minute.
+        assert!(!l.admit(t0 + Duration::from_secs(59), &pending("a", "x")));
+        assert!(l.admit(t0 + SAME_EVENT_EVERY, &pending("a", "x")));
+    }
+}
