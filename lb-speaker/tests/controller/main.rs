@@ -680,3 +680,41 @@ async fn a_write_the_api_keeps_refusing_is_retried_ever_more_slowly() {
     // 2, 4, 8, 16, 32, 60 s apart: 7 in two minutes, not 60.
     assert!((5..=8).contains(&tries), "{tries} tries");
 }
+
+#[tokio::test(start_paused = true)]
+async fn lease_expiry_follows_our_clock_not_the_renew_time_written() {
+    use std::time::Duration;
+    let fake = Fake::start(false);
+    let leases = "/apis/coordination.k8s.io/v1/namespaces/flatlan-system/leases";
+    // A holder whose clock is a year behind, renewing every 2 s: alive.
+    let lease = |n: u32| {
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "flatlan-allocator", "namespace": "flatlan-system"},
+            "spec": {"holderIdentity": "behind", "leaseDurationSeconds": 10,
+                "renewTime": format!("2025-12-03T12:00:{n:02}.000000Z")}})
+    };
+    fake.apply(leases, lease(0));
+    let (_h, _m) = start(&fake, "node-a");
+    for n in 1..=30 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        fake.modify(LEASE, |l| l["spec"] = lease(n)["spec"].clone());
+    }
+    assert_eq!(lease_holder(&fake).as_deref(), Some("behind"));
+    // Its renewTime now says a year ahead, but it stopped renewing: dead
+    // after 10 s of our clock, not a year.
+    fake.modify(LEASE, |l| {
+        l["spec"]["renewTime"] = json!("2027-12-03T12:00:00.000000Z")
+    });
+    let stopped = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert_eq!(lease_holder(&fake).as_deref(), Some("behind"));
+    fake.wait_for("the takeover", |_| {
+        lease_holder(&fake).as_deref() == Some("node-a")
+    })
+    .await;
+    assert!(
+        stopped.elapsed() <= Duration::from_secs(13),
+        "{:?}",
+        stopped.elapsed()
+    );
+}
