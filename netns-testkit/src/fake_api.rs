@@ -40,6 +40,8 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub query: String,
+    /// The request body (a write's JSON), as text.
+    pub body: String,
 }
 
 struct State {
@@ -241,6 +243,7 @@ fn handle(mut conn: TcpStream, sh: &Shared) -> std::io::Result<()> {
             method: method.clone(),
             path: path.clone(),
             query: query.clone(),
+            body: String::from_utf8_lossy(&body).into_owned(),
         });
         s.mode
     };
@@ -333,7 +336,8 @@ mod tests {
             Seen {
                 method: "GET".into(),
                 path: "/api/v1/services".into(),
-                query: "&limit=500".into()
+                query: "&limit=500".into(),
+                body: String::new(),
             }
         );
         assert!(api

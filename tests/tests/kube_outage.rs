@@ -129,6 +129,37 @@ fn assert_cluster_status(lab: &KubeLab, owner: usize) {
     assert!(row.ends_with("s ago"), "last GARP: {text}");
 }
 
+/// The owner's speaker wrote a nodeAssigned Event on the Service
+/// (events.k8s.io/v1), fed by its engine's status.
+fn assert_node_assigned(lab: &KubeLab, owner: usize) {
+    let want = format!(
+        "announcing {VIP} from node {} interface eth0",
+        KubeLab::node_name(owner)
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = lab.api.seen().into_iter().any(|s| {
+            s.method == "POST"
+                && s.path == "/apis/events.k8s.io/v1/namespaces/default/events"
+                && serde_json::from_str::<Value>(&s.body).is_ok_and(|b| {
+                    b["reason"] == "nodeAssigned"
+                        && b["note"] == want.as_str()
+                        && b["regarding"]["name"] == "web"
+                        && b["reportingInstance"] == KubeLab::node_name(owner).as_str()
+                })
+        });
+        if found {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "no nodeAssigned Event ({want}) in {:?}",
+            lab.api.seen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn an_api_outage_changes_nothing_and_failover_still_takes_under_a_second() {
     let mut lab = KubeLab::new(&speaker_bin(), 2).expect("lab (needs root)");
@@ -141,6 +172,7 @@ fn an_api_outage_changes_nothing_and_failover_still_takes_under_a_second() {
     let owner_mac = mac_of(&lab, owner);
     assert_eq!(responders(&lab), vec![owner_mac.clone()], "{}", lab.logs());
     assert_cluster_status(&lab, owner);
+    assert_node_assigned(&lab, owner);
 
     // The outage: every request fails for a while, then hangs for 60 s.
     let before = lab.api.seen().len();
