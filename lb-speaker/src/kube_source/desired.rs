@@ -174,3 +174,99 @@ pub fn compute(input: &Inputs, ifaces: &Ifaces) -> (Vec<DesiredVip>, Index) {
     }
     (vips, index)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::iface::IfaceInfo;
+    use flatlan_l2::mac::MacAddr;
+    use serde_json::json;
+
+    fn parse<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Arc<T> {
+        Arc::new(serde_json::from_value(v).unwrap())
+    }
+
+    fn input(interfaces: &[&str], class: Option<&str>, ip: &str) -> Inputs {
+        let mut spec = json!({"type": "LoadBalancer"});
+        if let Some(c) = class {
+            spec["loadBalancerClass"] = json!(c);
+        }
+        Inputs {
+            node: "n1".into(),
+            services: vec![parse(json!({
+                "metadata": {"name": "web", "namespace": "shop", "uid": "u1"},
+                "spec": spec,
+                "status": {"loadBalancer": {"ingress": [{"ip": ip}]}}}))],
+            flatlan_pools: vec![parse(json!({
+                "apiVersion": "flatlan.dev/v1alpha1", "kind": "IPAddressPool",
+                "metadata": {"name": "lan"}, "spec": {"addresses": ["10.0.0.240/28"]}}))],
+            flatlan_ads: vec![parse(json!({
+                "apiVersion": "flatlan.dev/v1alpha1", "kind": "L2Advertisement",
+                "metadata": {"name": "a"}, "spec": {"interfaces": interfaces}}))],
+            ..Default::default()
+        }
+    }
+
+    fn ifaces() -> Ifaces {
+        let i = |name: &str, net: &str| IfaceInfo {
+            name: name.into(),
+            index: 1,
+            mac: MacAddr([2, 0, 0, 0, 0, 1]),
+            running: true,
+            nets: vec![net.parse().unwrap()],
+        };
+        [i("eth0", "192.168.9.2/24"), i("eth1", "10.0.0.2/24")]
+            .into_iter()
+            .map(|i| (i.name.clone(), i))
+            .collect()
+    }
+
+    fn one(input: &Inputs) -> (Option<String>, bool) {
+        let (vips, index) = compute(input, &ifaces());
+        assert_eq!(vips.len(), 1, "{vips:?}");
+        let info = &index[&vips[0].vip.address];
+        assert_eq!(info.pool, "lan");
+        assert_eq!(info.services[0].key.to_string(), "shop/web");
+        assert_eq!(info.services[0].uid.as_deref(), Some("u1"));
+        (vips[0].vip.interface.clone(), vips[0].eligible)
+    }
+
+    #[test]
+    fn interfaces_are_pinned_or_narrowed_by_subnet() {
+        let class = Some("flatlan.dev/l2");
+        assert_eq!(one(&input(&[], class, "10.0.0.241")), (None, true));
+        assert_eq!(
+            one(&input(&["wlan0"], class, "10.0.0.241")),
+            (Some("wlan0".into()), true)
+        );
+        // A prefix or several names: the one whose subnet holds the VIP.
+        assert_eq!(
+            one(&input(&["eth*"], class, "10.0.0.241")),
+            (Some("eth1".into()), true)
+        );
+        // Allowed interfaces none of which is on the VIP's subnet.
+        assert_eq!(
+            one(&input(&["eth0", "wlan*"], class, "10.0.0.241")),
+            (None, false)
+        );
+    }
+
+    #[test]
+    fn only_our_services_and_pool_addresses_are_sent() {
+        let (vips, _) = compute(&input(&[], Some("other.io/lb"), "10.0.0.241"), &ifaces());
+        assert!(vips.is_empty());
+        let (vips, _) = compute(&input(&[], None, "10.0.0.241"), &ifaces());
+        assert!(vips.is_empty());
+        let mut default = input(&[], None, "10.0.0.241");
+        default.default_class = true;
+        assert_eq!(one(&default), (None, true));
+        // Outside every pool: never announced.
+        let (vips, _) = compute(&input(&[], Some("flatlan.dev/l2"), "10.9.9.9"), &ifaces());
+        assert!(vips.is_empty());
+        // No advertisement covers it: nobody announces it.
+        let mut bare = input(&[], Some("flatlan.dev/l2"), "10.0.0.241");
+        bare.flatlan_ads.clear();
+        assert!(compute(&bare, &ifaces()).0.is_empty());
+    }
+}
