@@ -151,6 +151,9 @@ pub async fn run_until(
             _ = &mut shutdown => true,
         };
         opts.metrics.allocator_leader.set(0);
+        // Only the leader knows the pools' usage; a former one says nothing
+        // rather than something stale.
+        opts.metrics.set_pool_usage(&[]);
         if stopping {
             elector.release().await;
             return Ok(());

@@ -633,8 +633,9 @@ async fn a_leader_that_shuts_down_hands_over_at_the_next_poll() {
     fake.apply(POOLS, pool("lan", &["192.0.2.10-192.0.2.12"]));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let client = fake.client();
+    let o = Options::new("flatlan-system", "node-a");
+    let metrics = o.metrics.clone();
     let a = tokio::spawn(async move {
-        let o = Options::new("flatlan-system", "node-a");
         let shutdown = async {
             let _ = stopped.await;
         };
@@ -655,6 +656,9 @@ async fn a_leader_that_shuts_down_hands_over_at_the_next_poll() {
     a.await.unwrap();
     let lease = fake.get(LEASE).unwrap();
     assert!(lease["spec"]["holderIdentity"].is_null(), "{lease}");
+    let text = metrics.render();
+    assert_eq!(scrape(&text, "flatlan_speaker_allocator_leader"), Some(0.0));
+    assert!(!text.contains("flatlan_speaker_pool_addresses{"), "{text}");
     fake.wait_for("node-b's takeover", |_| {
         lease_holder(&fake).as_deref() == Some("node-b")
     })
