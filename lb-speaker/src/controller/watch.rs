@@ -155,6 +155,7 @@ async fn watch<K, F>(
     F: Fn(K) -> Obj + Send + 'static,
 {
     let mut failures = 0u32;
+    let mut told_forbidden = false;
     loop {
         let list = match api.list(&lp).await {
             Ok(l) => l,
@@ -170,7 +171,14 @@ async fn watch<K, F>(
             // ConfigMap's Role ships in an overlay): without the right to
             // read them the leader serves the rest rather than nothing.
             Err(kube::Error::Api(s)) if s.code == 403 && kind.optional() => {
-                warn!("{kind:?}: forbidden ({}); serving without it, looking again in {missing_retry:?}", s.message);
+                if !told_forbidden {
+                    let fix = match kind {
+                        Kind::LegacyConfig => "if you use MetalLB's legacy ConfigMap: kubectl apply -k deploy/metallb-legacy",
+                        _ => "grant the flatlan ClusterRole list and watch on it (deploy/rbac.yaml)",
+                    };
+                    warn!("{kind:?}: not readable ({}); served as absent, looked for again every {missing_retry:?}; {fix}", s.message);
+                    told_forbidden = true;
+                }
                 if tx.send(Change::Reset(kind, vec![])).await.is_err() {
                     return;
                 }
