@@ -46,6 +46,9 @@ pub struct Options {
     /// How often a kind that is not served (a CRD not installed) is tried
     /// again.
     pub absent_retry: Duration,
+    /// A list the API server does not answer in this long is started
+    /// over (the client has no read timeout; watches have their own).
+    pub list_timeout: Duration,
     /// Write Events (nodeAssigned, conflicts) on the Services.
     pub events: bool,
 }
@@ -58,6 +61,7 @@ impl Default for Options {
             // Small against the 200 ms Service-to-GARP target.
             debounce: Duration::from_millis(50),
             absent_retry: Duration::from_secs(60),
+            list_timeout: Duration::from_secs(60),
             events: true,
         }
     }
@@ -157,6 +161,7 @@ impl KubeSource {
             what,
             optional,
             absent_retry: self.opts.absent_retry,
+            list_timeout: self.opts.list_timeout,
             config: watcher::Config::default(),
         };
         let n = || changed.clone();

@@ -148,6 +148,12 @@ impl Fake {
         }
     }
 
+    /// Back to serving, leaving the requests the hang held unanswered
+    /// for good (a server that lost them).
+    fn resume_silently(&self) {
+        self.0.lock().unwrap().mode = Some(Mode::Serve);
+    }
+
     /// Ends every open watch with 410 Gone: each watcher must list again.
     fn expire_watches(&self) {
         let ws: Vec<_> = std::mem::take(&mut self.0.lock().unwrap().watches);
@@ -234,11 +240,16 @@ struct Running {
 }
 
 fn start(fake: &Fake) -> Running {
+    start_with(fake, Duration::from_secs(60))
+}
+
+fn start_with(fake: &Fake, list_timeout: Duration) -> Running {
     let (tx, rx) = mpsc::channel(16);
     let (itx, irx) = watch::channel(Ifaces::new());
     let opts = Options {
         debounce: Duration::from_millis(10),
         absent_retry: Duration::from_secs(3600),
+        list_timeout,
         events: false,
         ..Options::default()
     };
@@ -426,6 +437,22 @@ async fn an_api_that_errors_or_hangs_changes_nothing() {
     // Only a successful complete list removes it.
     f.mode(Mode::Serve);
     f.expire_watches();
+    assert_eq!(r.next_vips().await, vec![]);
+}
+
+#[tokio::test]
+async fn a_list_never_answered_is_started_over() {
+    let f = Fake::cluster();
+    f.set(SERVICES, vec![lb_service("web", "10.0.0.248", false)]);
+    let mut r = start_with(&f, Duration::from_secs(2));
+    assert_eq!(one(&r.next_vips().await), ("10.0.0.248".into(), true));
+    f.set(SERVICES, vec![]);
+    f.mode(Mode::Hang);
+    f.expire_watches();
+    r.quiet_for(Duration::from_secs(3)).await;
+    // The server is back, but the lists it swallowed are never answered:
+    // only starting over finds that the Service is gone.
+    f.resume_silently();
     assert_eq!(r.next_vips().await, vec![]);
 }
 

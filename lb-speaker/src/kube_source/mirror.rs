@@ -144,6 +144,8 @@ pub struct Watch {
     pub optional: bool,
     /// The pause before trying an absent kind again.
     pub absent_retry: Duration,
+    /// A list that makes no progress this long is started over.
+    pub list_timeout: Duration,
     pub config: watcher::Config,
 }
 
@@ -160,12 +162,42 @@ where
         let mut stream = watcher(api.clone(), w.config.clone())
             .default_backoff()
             .boxed();
-        while let Some(ev) = stream.next().await {
+        // A list has no timeout of its own (the client has no read
+        // timeout; only watches have kube's idle timeout): one that an API
+        // server never answers would hold this kind forever, even after
+        // the server is back. So a list that makes no progress for
+        // `list_timeout` starts the watcher over (what was listed stays).
+        let mut listing = true;
+        let mut pause = Duration::from_secs(1);
+        loop {
+            let next = if listing {
+                match tokio::time::timeout(w.list_timeout, stream.next()).await {
+                    Ok(n) => n,
+                    Err(_) => {
+                        tracing::warn!(
+                            kind = w.what,
+                            "no answer to a list in {:?}; starting over",
+                            w.list_timeout
+                        );
+                        break;
+                    }
+                }
+            } else {
+                stream.next().await
+            };
+            let Some(ev) = next else { break };
             match ev {
                 Ok(ev) => {
-                    if matches!(ev, Event::InitDone) && told_absent {
-                        tracing::info!(kind = w.what, "now served; watching it");
-                        told_absent = false;
+                    match ev {
+                        Event::Init => listing = true,
+                        Event::InitDone => {
+                            listing = false;
+                            if told_absent {
+                                tracing::info!(kind = w.what, "now served; watching it");
+                                told_absent = false;
+                            }
+                        }
+                        _ => {}
                     }
                     if mirror.apply(ev) {
                         changed.notify_one();
@@ -179,6 +211,7 @@ where
                     if mirror.absent() {
                         changed.notify_one();
                     }
+                    pause = w.absent_retry;
                     break;
                 }
                 Err(e) => {
@@ -194,6 +227,6 @@ where
                 }
             }
         }
-        tokio::time::sleep(w.absent_retry).await;
+        tokio::time::sleep(pause).await;
     }
 }
