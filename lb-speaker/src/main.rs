@@ -278,6 +278,21 @@ fn bench(trials: usize, lossy_secs: u64, json: bool) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// In-cluster config (or KUBECONFIG), its requests named
+/// `flatlan-speaker/VERSION` (kube-rs sends no User-Agent): the API
+/// server's request log and audit can tell them apart
+/// (scripts/test-cluster counts them).
+async fn kube_client() -> Result<kube::Client, kube::Error> {
+    let mut c = kube::Config::infer()
+        .await
+        .map_err(kube::Error::InferConfig)?;
+    c.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(concat!("flatlan-speaker/", env!("CARGO_PKG_VERSION"))),
+    ));
+    kube::Client::try_from(c)
+}
+
 /// What `kubernetes` runs with, besides the config file.
 struct Kube {
     node: String,
@@ -313,7 +328,7 @@ fn kubernetes(
             .enable_all()
             .build()?;
         let s = rt.block_on(async {
-            let client = kube::Client::try_default().await?;
+            let client = kube_client().await?;
             let api = kube::Api::namespaced(client, &k.namespace);
             Ok::<_, Box<dyn std::error::Error>>(
                 node_agent::secret::ensure(&api, &k.secret_name).await?,
@@ -335,7 +350,7 @@ fn kubernetes(
         return Ok(());
     }
     flatlan_speaker::engine::run_with_source(cfg, move |metrics| async move {
-        let client = kube::Client::try_default().await.map_err(|e| {
+        let client = kube_client().await.map_err(|e| {
             flatlan_speaker::Error::sys("Kubernetes client", std::io::Error::other(e.to_string()))
         })?;
         if let Some(out) = k.range_file {
@@ -377,7 +392,7 @@ fn node_agent(
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let client = kube::Client::try_default().await?;
+        let client = kube_client().await?;
         if let Some(timeout) = once {
             let api = kube::Api::all(client);
             let secs = std::time::Duration::from_secs;
@@ -427,7 +442,7 @@ fn cluster_status(
                 let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
                 kube::Client::try_from(cfg)?
             }
-            None => kube::Client::try_default().await?,
+            None => kube_client().await?,
         };
         let rows = status::cluster::gather(client, default_class, "metallb-system", local.as_ref())
             .await?;
