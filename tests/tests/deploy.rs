@@ -397,3 +397,42 @@ fn kustomize_renders_the_same_objects() {
         );
     }
 }
+
+/// The DaemonSet's `speaker.yaml` is a config `flatlan-speaker kubernetes`
+/// accepts (`--check` validates it without an API server; the heartbeat
+/// secret comes from the cluster's Secret). Needs the built binary
+/// (`cargo build -p flatlan-speaker --bins`).
+#[test]
+fn the_speaker_configmap_passes_the_speakers_own_check() {
+    let objs = objects();
+    let text = kind(&objs, "ConfigMap")
+        .into_iter()
+        .find_map(|c| c["data"]["speaker.yaml"].as_str())
+        .unwrap()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("speaker.yaml");
+    fs::write(&file, text).unwrap();
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/flatlan-speaker");
+    let out = std::process::Command::new(&bin)
+        .args([
+            "kubernetes",
+            "--node=vm",
+            "--node-address=192.168.2.11",
+            "--check",
+        ])
+        .arg(format!("--config={}", file.display()))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (cargo build -p flatlan-speaker --bins)",
+                bin.display()
+            )
+        });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("config ok (kubernetes mode, node vm)"));
+}
