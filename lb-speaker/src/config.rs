@@ -13,7 +13,7 @@
 //!     interface: eth0            # optional; default: by subnet
 //! interfaces: [eth0, "enp*"]     # optional allow list (trailing * globs)
 //! heartbeatInterval: 50ms
-//! deadAfter: 6                   # missed heartbeats on a clean link
+//! deadAfter: 5                   # missed heartbeats on a clean link
 //! maxDeadTime: 800ms             # the bound on a lossy or busy one
 //! garpCount: 3
 //! garpInterval: 100ms

@@ -47,8 +47,14 @@ pub const SLACK: f64 = 0.2;
 
 /// The chance per heartbeat round that a live peer is suspected, which
 /// the adaptive timeout aims below: at 20 rounds a second, about one
-/// false suspicion in 1.6 years per peer, where the bound allows.
-pub const SUSPICION_ODDS: f64 = 1e-9;
+/// false suspicion in 14 hours per peer on a link that stays as poor as
+/// the one measured, where the bound allows (a clean link sits at the
+/// floor and never gets near it). 1e-9 was tried first: on a lab machine
+/// busy with builds (a few late heartbeats a second, no loss) it
+/// stretched a clean link's timeout from 300 to about 350 ms and cost
+/// failover p95 100 ms; the simulation (`detector_sim`) shows no false
+/// death at 1e-6 in 20 runs of 10 minutes at 5% loss with a busy node.
+pub const SUSPICION_ODDS: f64 = 1e-6;
 
 /// The detector's parameters, the same for every peer.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -265,9 +271,12 @@ mod tests {
             lateness,
         };
         let close = |a: Duration, b: Duration| a.abs_diff(b) < MS;
-        // 10% of rounds failing: 9 rounds in a row tolerated, + 2.
-        assert!(close(d.timeout(&l(e(0.1))), 550 * MS));
-        assert!(close(d.timeout(&l(e(0.01))), 325 * MS));
+        // 10% of rounds failing: 6 rounds in a row tolerated, + 2.
+        assert!(close(d.timeout(&l(e(0.1))), 400 * MS));
+        // 20%: 8.6 rounds, + 2.
+        assert!(close(d.timeout(&l(e(0.2))), 529 * MS));
+        // 1%: 3 rounds + 2, under the floor.
+        assert_eq!(d.timeout(&l(e(0.01))), 300 * MS);
         assert_eq!(d.timeout(&l(e(0.0001))), 300 * MS);
         assert_eq!(d.timeout(&l(e(0.4))), 800 * MS);
         assert_eq!(d.timeout(&l(f64::INFINITY)), 800 * MS);
@@ -289,7 +298,9 @@ mod tests {
         d.advance(&mut l, t0 + 3_600_000 * MS, t0 + 3_600_000 * MS, true);
         assert!(l.lateness() <= 16.0 / EWMA_WEIGHT + 1e-12);
         assert!(l.lateness() > 15.0 / EWMA_WEIGHT);
-        assert_eq!(d.timeout(&l), 800 * MS);
+        // Read as about 32% of rounds failing: 12 in a row tolerated.
+        let stretched = d.timeout(&l);
+        assert!((650 * MS..800 * MS).contains(&stretched), "{stretched:?}");
         let mut t = t0 + 3_600_000 * MS;
         for _ in 0..1000 {
             t += 50 * MS;

@@ -256,7 +256,10 @@ impl Inbox {
                 }
                 Event::Left(n) => tracing::info!(member = %n, "member is leaving"),
                 Event::Died(n) => {
-                    tracing::warn!(member = %n, "member missed its heartbeats: dead")
+                    // The timeout in force says whether the detector had
+                    // stretched it (a lossy or late link) when it fired.
+                    let timeout_ms = self.membership.timeout(n).map(|t| t.as_millis() as u64);
+                    tracing::warn!(member = %n, ?timeout_ms, "member missed its heartbeats: dead")
                 }
                 Event::Rejoined(n) => {
                     tracing::info!(member = %n, "member is back (partition healed): re-announcing")

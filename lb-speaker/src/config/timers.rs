@@ -69,13 +69,19 @@ fn default_handoff(heartbeat_interval: Duration) -> Duration {
 
 impl Default for Timers {
     fn default() -> Self {
-        // 50 ms heartbeats, dead after 6 on a clean link: the same 300 ms
-        // as 100 ms x 3 before, but twice the rounds in which a lossy
-        // link's proof can catch up before maxDeadTime (issue 12).
+        // 50 ms heartbeats, dead after 5 on a clean link (250 ms). The
+        // detector counts from the peer's proof of life (the issue time of
+        // our challenge it echoed), which is up to one interval old when
+        // it arrives; with 100 ms x 3 that age was up to 100 ms and the
+        // silence tolerated after the last heartbeat 200-300 ms. 50 ms x 5
+        // tolerates 200-250 ms: a hard kill fails over no later than
+        // before, and a lossy link has twice the rounds in which its proof
+        // can catch up before maxDeadTime (issue 12). 50 ms x 4 had false
+        // deaths in the simulation before the detector learned the loss.
         let hb = Duration::from_millis(50);
         Timers {
             heartbeat_interval: hb,
-            dead_after: 6,
+            dead_after: 5,
             max_dead_time: DEFAULT_MAX_DEAD_TIME,
             garp_count: 3,
             garp_interval: Duration::from_millis(100),
@@ -258,17 +264,17 @@ mod tests {
         assert_eq!(parse_duration(""), None);
     }
 
-    /// The defaults: 300 ms on a clean link, as before, bounded at 800 ms
-    /// on a lossy one; a leaving node still waits 500 ms for successors.
+    /// The defaults: 250 ms on a clean link, bounded at 800 ms on a lossy
+    /// one; a leaving node still waits 500 ms for successors.
     #[test]
-    fn default_timers_detect_in_300_ms_and_at_most_800() {
+    fn default_timers_detect_in_250_ms_and_at_most_800() {
         let t = RawTimers::default().validate().unwrap();
         assert_eq!(t, Timers::default());
         assert_eq!(t.heartbeat_interval, 50 * MS);
-        assert_eq!(t.dead_interval(), 300 * MS);
+        assert_eq!(t.dead_interval(), 250 * MS);
         assert_eq!(t.max_dead_time, 800 * MS);
         assert_eq!(t.handoff_timeout, 500 * MS);
-        assert_eq!(t.detector().min(), 300 * MS);
+        assert_eq!(t.detector().min(), 250 * MS);
         assert_eq!(t.detector().max(), 800 * MS);
     }
 

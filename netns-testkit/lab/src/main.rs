@@ -67,18 +67,37 @@ enum Cmd {
         /// that counts false failovers; 0 skips the poor-LAN figures.
         #[arg(long, default_value_t = 600)]
         lossy_secs: u64,
+        /// Timer lines for every speaker's config instead of the daemon's
+        /// defaults, e.g. "heartbeatInterval: 100ms\ndeadAfter: 3\n".
+        #[arg(long, default_value = "")]
+        timers: String,
+        /// Only the crash trials: failover p50/p95.
+        #[arg(long)]
+        failover_only: bool,
         /// Print one JSON object instead of the Markdown table.
         #[arg(long)]
         json: bool,
     },
 }
 
-fn speaker_bench(
+struct SpeakerBenchArgs {
     speaker: Option<std::path::PathBuf>,
     trials: usize,
     lossy_secs: u64,
+    timers: String,
+    failover_only: bool,
     json: bool,
-) -> Result<(), Box<dyn std::error::Error>> {
+}
+
+fn speaker_bench(a: SpeakerBenchArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let SpeakerBenchArgs {
+        speaker,
+        trials,
+        lossy_secs,
+        timers,
+        failover_only,
+        json,
+    } = a;
     let speaker = match speaker {
         Some(p) => p,
         None => netns_testkit::flatlan::sibling_binary("flatlan-speaker")?,
@@ -86,6 +105,12 @@ fn speaker_bench(
     let mut opts = flatlan_lab::speaker_bench::BenchOptions::new(speaker);
     opts.trials = trials;
     opts.lossy_secs = lossy_secs;
+    // A shell passes "\n" literally; the YAML needs real line breaks.
+    opts.timers = timers.replace("\\n", "\n");
+    if !opts.timers.is_empty() && !opts.timers.ends_with('\n') {
+        opts.timers.push('\n');
+    }
+    opts.failover_only = failover_only;
     let r = flatlan_lab::speaker_bench::run(&opts)?;
     let text = if json {
         format!("{}\n", serde_json::to_string(&r)?)
@@ -264,8 +289,17 @@ fn main() -> ExitCode {
             speaker,
             trials,
             lossy_secs,
+            timers,
+            failover_only,
             json,
-        } => speaker_bench(speaker, trials, lossy_secs, json),
+        } => speaker_bench(SpeakerBenchArgs {
+            speaker,
+            trials,
+            lossy_secs,
+            timers,
+            failover_only,
+            json,
+        }),
         Cmd::Bench(args) => match bench(args) {
             Ok(code) => return code,
             Err(e) => Err(e),

@@ -139,6 +139,14 @@ pub struct BenchOptions {
     pub lossy_secs: u64,
     /// Link-up-to-first-GARP trials ([`crate::speaker_bench_link`]).
     pub link_trials: usize,
+    /// Timer lines for every speaker's config (YAML, e.g.
+    /// `heartbeatInterval: 100ms` and `deadAfter: 3`, one per line); empty
+    /// runs the daemon's defaults. Lets one tree be measured with another
+    /// tree's timers, to tell a timer change from a code change.
+    pub timers: String,
+    /// Only the crash trials (a quick failover figure while tuning the
+    /// failure detector); every other figure stays empty.
+    pub failover_only: bool,
 }
 
 impl BenchOptions {
@@ -153,6 +161,8 @@ impl BenchOptions {
             arp_requests: 200,
             lossy_secs: 600,
             link_trials: 10,
+            timers: String::new(),
+            failover_only: false,
         }
     }
 }
@@ -260,6 +270,22 @@ fn ping_bg(lab: &SpeakerLab, secs: u32) -> Result<ProcHandle> {
     ping_background(&lab.client, IpAddr::V4(VIP4), PING_INTERVAL, secs)
 }
 
+/// Each node's speaker's "dead" log lines.
+fn death_lines(lab: &SpeakerLab) -> Vec<Vec<String>> {
+    lab.speakers
+        .iter()
+        .map(|s| {
+            s.as_ref().map_or_else(Vec::new, |s| {
+                s.log()
+                    .lines()
+                    .filter(|l| l.contains("missed its heartbeats"))
+                    .map(str::to_owned)
+                    .collect()
+            })
+        })
+        .collect()
+}
+
 /// One crash trial: ms from the SIGKILL to the first reply after it.
 pub(crate) fn crash_trial(lab: &mut SpeakerLab) -> Result<Option<f64>> {
     let owner = lab.wait_owner(IpAddr::V4(VIP4), Duration::from_secs(10))?;
@@ -299,7 +325,7 @@ fn handoff_trial(lab: &mut SpeakerLab) -> Result<u32> {
 /// Spawn to the first GARP for the VIP the client captures, in ms.
 fn first_garp_trial(opts: &BenchOptions) -> Result<Option<f64>> {
     let mut lab = SpeakerLab::new(&opts.speaker, 1)?;
-    lab.set_timers("");
+    lab.set_timers(&opts.timers);
     let cap = in_background(&lab.client, move || capture_first_garp(VIP4, GARP_CAPTURE));
     // The capture socket must be open before the daemon starts.
     thread::sleep(GARP_LEAD);
@@ -312,7 +338,7 @@ fn first_garp_trial(opts: &BenchOptions) -> Result<Option<f64>> {
 /// rewritten, SIGHUP) and times the signal to the first GARP for it.
 fn reload_trials(opts: &BenchOptions, r: &mut BenchReport) -> Result<()> {
     let mut lab = SpeakerLab::new(&opts.speaker, 1)?;
-    lab.set_timers("");
+    lab.set_timers(&opts.timers);
     lab.nodes[0].exec_ok(&["ip", "addr", "add", RELOAD_NET, "dev", "eth0"])?;
     lab.start(0, &[VIP4_S], "")?;
     lab.wait_owner(IpAddr::V4(VIP4), Duration::from_secs(10))?;
@@ -421,11 +447,20 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     };
 
     let mut lab = SpeakerLab::new(&opts.speaker, 2)?;
-    lab.set_timers("");
+    lab.set_timers(&opts.timers);
     lab.start(0, &[VIP4_S], "")?;
     lab.start(1, &[VIP4_S], "")?;
     for i in 0..opts.trials {
+        let before = death_lines(&lab);
         let got = crash_trial(&mut lab)?;
+        // Which timeout the survivor's failure detector had in force: tells
+        // a stretched timeout from a slow takeover. (The killed node's
+        // restarted log starts empty, so only a grown log counts.)
+        for (old, new) in before.iter().zip(death_lines(&lab)) {
+            for line in new.iter().skip(old.len()) {
+                eprintln!("  {}", line.trim());
+            }
+        }
         match got {
             Some(ms) => r.failover_ms.push(ms),
             None => r.failover_failed_trials += 1,
@@ -439,6 +474,12 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
                 |ms| format!("{ms:.0} ms")
             )
         );
+    }
+    if opts.failover_only {
+        (r.failover_p50_ms, r.failover_p95_ms) =
+            quantiles(&r.failover_ms, r.failover_failed_trials, CRASH_TIMEOUT_MS);
+        r.failed_trials = r.total_failed();
+        return Ok(r);
     }
     for i in 0..opts.trials {
         r.handoff_lost_pings.push(handoff_trial(&mut lab)?);
@@ -474,7 +515,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     r.failed_trials = r.total_failed();
 
     let mut lab = SpeakerLab::new(&opts.speaker, 1)?;
-    lab.set_timers("");
+    lab.set_timers(&opts.timers);
     lab.start(0, &[VIP4_S], "")?;
     lab.wait_owner(IpAddr::V4(VIP4), Duration::from_secs(10))?;
     let n = opts.arp_requests;
@@ -490,7 +531,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     );
 
     let mut lab = SpeakerLab::new(&opts.speaker, 1)?;
-    lab.set_timers("");
+    lab.set_timers(&opts.timers);
     lab.nodes[0].exec_ok(&["ip", "addr", "add", "10.78.0.1/16", "dev", "eth0"])?;
     let vips: Vec<String> = (0..1000)
         .map(|i| format!("10.78.{}.{}", 1 + i / 250, 1 + i % 250))

@@ -49,7 +49,7 @@ pub fn link_trials(opts: &BenchOptions) -> Result<LinkReport> {
         return Ok(r);
     }
     let mut lab = SpeakerLab::new(&opts.speaker, 1)?;
-    lab.set_timers("");
+    lab.set_timers(&opts.timers);
     lab.start(0, &[VIP4_S], "")?;
     lab.wait_owner(IpAddr::V4(VIP4), Duration::from_secs(10))?;
     for _ in 0..opts.link_trials {

@@ -114,7 +114,7 @@ pub fn run(opts: &BenchOptions, r: &mut BenchReport) -> Result<()> {
         return Ok(());
     }
     let mut lab = SpeakerLab::new(&opts.speaker, 2)?;
-    lab.set_timers("");
+    lab.set_timers(&opts.timers);
     add_loss(&lab)?;
     let _load = start_load(&lab)?;
     lab.start(0, &[VIP4_S], "")?;
