@@ -579,3 +579,20 @@ fn portmap_gets_port_mappings_as_runtime_config() {
         "mapping removed by DEL"
     );
 }
+
+/// A lab host does not forward, whatever the host machine does: a new
+/// namespace copies IPv4 forwarding from the host's, so on a machine
+/// running Docker or the real-cluster harness (ip_forward=1) every lab host
+/// was a router and the speaker bench's crash trials measured nothing.
+/// (On a host with forwarding off this passes either way; with it on, it
+/// fails without the fix in `Netns::create_many`.)
+#[test]
+fn a_new_namespace_never_forwards() {
+    setup();
+    let ns = Netns::new("fwd").expect("namespace");
+    let fwd = ns
+        .run(|| std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward"))
+        .expect("enter namespace")
+        .expect("read ip_forward");
+    assert_eq!(fwd.trim(), "0");
+}

@@ -300,11 +300,33 @@ pub(crate) fn crash_trial(lab: &mut SpeakerLab) -> Result<Option<f64>> {
     lab.nodes[owner].exec_ok(&["ip", "addr", "del", &format!("{VIP4}/32"), "dev", "lo"])?;
     lab.speaker(owner)?.wait(Duration::from_secs(2));
     let run = ping_finish(ping, PING_SECS)?;
+    let got = run.recovery_ms(killed_at);
+    if got.is_none() {
+        // Say what the client saw, and what the survivors logged, so a
+        // failed trial can be told apart (no loss at all: the killed node
+        // was not the one answering; no reply after the loss: no takeover).
+        eprintln!(
+            "  killed node-{owner}; client: {} sent, {} answered, longest gap {} pings, resumed {}",
+            run.sent,
+            run.received(),
+            run.longest_gap(),
+            run.resumed()
+        );
+        for (i, s) in lab.speakers.iter().enumerate() {
+            if let Some(s) = s.as_ref().filter(|_| i != owner) {
+                let log = s.log();
+                let tail: Vec<&str> = log.lines().rev().take(12).collect();
+                for l in tail.iter().rev() {
+                    eprintln!("  node-{i}: {}", l.trim());
+                }
+            }
+        }
+    }
     lab.start(owner, &[VIP4_S], "")?;
     // Let the restarted node rejoin (and take the VIP back) before the
     // next trial measures.
     thread::sleep(Duration::from_millis(1200));
-    Ok(run.recovery_ms(killed_at))
+    Ok(got)
 }
 
 /// One graceful trial: pings lost while the owner hands over on SIGTERM.
