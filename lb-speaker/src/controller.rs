@@ -56,16 +56,18 @@ pub struct Options {
     pub identity: String,
     /// Also serve LoadBalancer Services without a loadBalancerClass.
     pub default_class: bool,
-    /// How long others wait for a silent leader (10 s): a dead leader is
-    /// replaced within this plus one retry period. Announcements do not
-    /// wait on it; only new allocations do.
+    /// How long others wait for a silent leader (6 s): a dead leader is
+    /// replaced within this plus one retry period ("within a few seconds",
+    /// issue 13). Announcements do not wait on it; only new allocations
+    /// do. The retry period, not this, sets the steady API traffic.
     pub lease_duration: Duration,
     /// The leader stops writing when its last successful renewal was sent
-    /// this long ago (7 s); 3 s of margin before anyone may take over.
+    /// this long ago (4 s): one failed renewal is survived, and 2 s remain
+    /// before anyone may take over.
     pub renew_deadline: Duration,
     /// Renewal (leader) and poll (others) period (2 s).
     pub retry_period: Duration,
-    /// Bound on each API request (5 s). A write starts only when it would
+    /// Bound on each API request (3 s). A write starts only when it would
     /// land before the lease could be taken over: within
     /// `lease_duration - request_timeout` of the last renewal.
     pub request_timeout: Duration,
@@ -82,10 +84,10 @@ impl Options {
             lease_name: "flatlan-allocator".into(),
             identity: identity.into(),
             default_class: false,
-            lease_duration: Duration::from_secs(10),
-            renew_deadline: Duration::from_secs(7),
+            lease_duration: Duration::from_secs(6),
+            renew_deadline: Duration::from_secs(4),
             retry_period: Duration::from_secs(2),
-            request_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(3),
             missing_crd_retry: Duration::from_secs(60),
             metrics: Arc::new(Metrics::default()),
         }

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::announcer::{Action, Announcer, Link, Phase};
 use crate::assign::{self, HostAddrs};
@@ -27,7 +27,17 @@ pub struct Executor {
     prepared: BTreeSet<String>,
     metrics: Arc<Metrics>,
     noise: EngineNoise,
+    /// When this executor last put each VIP on `lo` (see
+    /// [`Self::reassign_lost`]).
+    added_at: BTreeMap<IpAddr, Instant>,
 }
+
+/// How long after we add a VIP an interface table may still predate the
+/// add: the rtnetlink dump runs on its own task, and one that started
+/// before a burst of adds (100 Services created at once on a real
+/// cluster) arrives without them. A real removal inside the window is
+/// caught by the next event's table or the 5 s safety re-read.
+const ADD_SETTLE: Duration = Duration::from_secs(1);
 
 impl Executor {
     /// An executor with no sockets open and no interface prepared.
@@ -44,6 +54,7 @@ impl Executor {
             prepared: BTreeSet::new(),
             metrics,
             noise: EngineNoise::default(),
+            added_at: BTreeMap::new(),
         }
     }
 
@@ -96,13 +107,15 @@ impl Executor {
     /// Carries out `acts`; true if the host refused a VIP (we are no
     /// longer eligible for it: peers should hear so at once).
     pub fn execute(&mut self, announcer: &mut Announcer, acts: Vec<Action>) -> bool {
-        let (acts, failed) = assign_or_release(
-            Instant::now(),
-            announcer,
-            &mut *self.host,
-            &self.metrics,
-            net_assignments(acts),
-        );
+        let now = Instant::now();
+        let acts = net_assignments(acts);
+        for a in &acts {
+            if let Action::Assign(v) = a {
+                self.added_at.insert(*v, now);
+            }
+        }
+        let (acts, failed) =
+            assign_or_release(now, announcer, &mut *self.host, &self.metrics, acts);
         let mut unassign = Vec::new();
         for a in acts {
             match a {
@@ -156,12 +169,18 @@ impl Executor {
     }
 
     /// Puts back on `lo` the owned VIPs that are no longer there
-    /// ([`assign::lost`]: someone removed them).
-    pub fn reassign_lost(&mut self, announcer: &Announcer, lo: Option<&IfaceInfo>) {
+    /// ([`assign::lost`]: someone removed them). VIPs we added less than
+    /// [`ADD_SETTLE`] before `now` are not judged: the table may predate them.
+    pub fn reassign_lost(&mut self, now: Instant, announcer: &Announcer, lo: Option<&IfaceInfo>) {
         if !self.assign {
             return;
         }
-        let owned: BTreeSet<IpAddr> = announcer.owned().collect();
+        self.added_at
+            .retain(|_, t| now.saturating_duration_since(*t) < ADD_SETTLE);
+        let owned: BTreeSet<IpAddr> = announcer
+            .owned()
+            .filter(|v| !self.added_at.contains_key(v))
+            .collect();
         let lost = assign::lost(&owned, lo);
         if lost.is_empty() {
             return;

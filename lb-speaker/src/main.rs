@@ -369,8 +369,25 @@ fn kubernetes(
             opts.metrics = metrics;
             let c = client.clone();
             tokio::spawn(async move {
-                // It runs forever; an error is a bad option, found at once.
-                if let Err(e) = controller::run(c, opts).await {
+                // A rolling update sends SIGTERM: giving the Lease up then
+                // lets the next pod allocate at its next poll (2 s) rather
+                // than after the lease runs out. The engine hears the same
+                // signal and hands its VIPs over meanwhile, which takes
+                // longer than the one PUT this needs.
+                let shutdown = async {
+                    use tokio::signal::unix::{signal, SignalKind};
+                    match signal(SignalKind::terminate()) {
+                        Ok(mut term) => {
+                            term.recv().await;
+                        }
+                        Err(e) => {
+                            tracing::warn!("no SIGTERM handler for the allocator: {e}");
+                            std::future::pending::<()>().await
+                        }
+                    }
+                };
+                // It runs until then; an error is a bad option, found at once.
+                if let Err(e) = controller::run_until(c, opts, shutdown).await {
                     tracing::error!("the allocator stopped: {e}");
                 }
             });

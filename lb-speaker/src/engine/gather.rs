@@ -148,7 +148,7 @@ impl Engine {
         // An owned VIP someone took off `lo` (the address event brought
         // us here) goes back at once: the kernel drops its traffic.
         self.exec
-            .reassign_lost(&self.announcer, self.ifaces.get("lo"));
+            .reassign_lost(now, &self.announcer, self.ifaces.get("lo"));
         // A VIP claimed on a recreated interface (or one whose MAC changed)
         // would stay "owned" with no socket and a stale MAC: deaf to ARP/NS
         // while peers think it is served. Release it; the turn that follows

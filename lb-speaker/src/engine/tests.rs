@@ -590,3 +590,35 @@ fn a_source_vip_not_eligible_here_is_neither_offered_nor_claimed() {
     let said: Vec<IpAddr> = e.outgoing(now).hb.vips.iter().map(|v| v.addr).collect();
     assert_eq!(said, vec![vip]);
 }
+
+/// An interface table that predates our own add (the rtnetlink dump runs
+/// on its own task; 100 Services created at once on a real cluster) does
+/// not make a VIP we just added "removed by someone else": it is not added
+/// twice. Once the add has settled, a VIP missing from `lo` goes back.
+#[test]
+fn a_table_older_than_our_add_is_no_removal() {
+    let host = FakeHost::default();
+    let mut e = engine(&yaml("{ address: 192.0.2.1 }"), host.clone());
+    e.exec = Executor::new(
+        Box::new(host.clone()),
+        true,
+        crate::sockets::Sockets::new(mpsc::channel(1).0),
+        e.metrics.clone(),
+    );
+    let vip: IpAddr = "192.0.2.1".parse().unwrap();
+    let now = Instant::now();
+    own(&mut e, &[vip]);
+    assert!(e.announcer.is_owned(vip));
+    let adds = || host.log().added.iter().filter(|v| **v == vip).count();
+    let before = adds();
+    assert!(before >= 1, "owned means added");
+    let lo = IfaceInfo {
+        name: "lo".into(),
+        ..eth9(1, 0)
+    };
+    e.exec.reassign_lost(now, &e.announcer, Some(&lo));
+    assert_eq!(adds(), before, "a table from before the add");
+    e.exec
+        .reassign_lost(now + Duration::from_secs(2), &e.announcer, Some(&lo));
+    assert_eq!(adds(), before + 1, "settled and missing: put back");
+}
