@@ -187,6 +187,7 @@ impl Engine {
                 .map(|t| t + Duration::from_millis(1)),
             self.announcer.next_deadline(),
             self.planner.next_wake(now),
+            self.exec.recheck_at(),
         ]
         .into_iter()
         .flatten()
@@ -198,6 +199,10 @@ impl Engine {
     /// refresh the heartbeat and status. Returns true when the speaker may
     /// exit.
     fn step(&mut self, now: Instant) -> bool {
+        if self.exec.recheck_at().is_some_and(|t| t <= now) {
+            self.exec
+                .reassign_lost(now, &self.announcer, self.ifaces.get("lo"));
+        }
         let evs = self.inbox.expire(now);
         self.on_events(evs);
         // Gathered intents first: a VIP released on a recreated interface

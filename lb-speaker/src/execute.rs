@@ -30,13 +30,18 @@ pub struct Executor {
     /// When this executor last put each VIP on `lo` (see
     /// [`Self::reassign_lost`]).
     added_at: BTreeMap<IpAddr, Instant>,
+    /// When a VIP missing from a table that may have predated its add
+    /// is to be looked at again, against the table of then.
+    recheck_at: Option<Instant>,
 }
 
 /// How long after we add a VIP an interface table may still predate the
 /// add: the rtnetlink dump runs on its own task, and one that started
 /// before a burst of adds (100 Services created at once on a real
-/// cluster) arrives without them. A real removal inside the window is
-/// caught by the next event's table or the 5 s safety re-read.
+/// cluster) arrives without them. A VIP missing from such a table is
+/// looked at again once the window has passed ([`Executor::recheck_at`]),
+/// against the newest table: by then it shows our add, so one still
+/// missing was really removed.
 const ADD_SETTLE: Duration = Duration::from_secs(1);
 
 impl Executor {
@@ -55,6 +60,7 @@ impl Executor {
             metrics,
             noise: EngineNoise::default(),
             added_at: BTreeMap::new(),
+            recheck_at: None,
         }
     }
 
@@ -177,11 +183,15 @@ impl Executor {
         }
         self.added_at
             .retain(|_, t| now.saturating_duration_since(*t) < ADD_SETTLE);
-        let owned: BTreeSet<IpAddr> = announcer
-            .owned()
-            .filter(|v| !self.added_at.contains_key(v))
-            .collect();
-        let lost = assign::lost(&owned, lo);
+        let owned: BTreeSet<IpAddr> = announcer.owned().collect();
+        let (unsure, lost): (Vec<IpAddr>, Vec<IpAddr>) = assign::lost(&owned, lo)
+            .into_iter()
+            .partition(|v| self.added_at.contains_key(v));
+        self.recheck_at = unsure
+            .iter()
+            .filter_map(|v| self.added_at.get(v))
+            .min()
+            .map(|t| *t + ADD_SETTLE);
         if lost.is_empty() {
             return;
         }
@@ -189,6 +199,12 @@ impl Executor {
         for (vip, e) in self.host.add_many(&lost) {
             tracing::error!(%vip, "cannot add the VIP to lo again: {e}");
         }
+    }
+
+    /// When [`Self::reassign_lost`] wants to look again (a VIP was missing
+    /// from a table that may have predated its add).
+    pub fn recheck_at(&self) -> Option<Instant> {
+        self.recheck_at
     }
 
     /// Removes `vips` from `lo` (leftovers of a previous run at start).

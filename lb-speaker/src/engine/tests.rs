@@ -618,7 +618,12 @@ fn a_table_older_than_our_add_is_no_removal() {
     };
     e.exec.reassign_lost(now, &e.announcer, Some(&lo));
     assert_eq!(adds(), before, "a table from before the add");
+    // Looked at again once the add has settled (the engine wakes for it),
+    // against the newest table: still missing, so really removed.
+    let again = e.exec.recheck_at().expect("a recheck is due");
+    assert!(again > now && again <= Instant::now() + Duration::from_secs(1));
     e.exec
-        .reassign_lost(now + Duration::from_secs(2), &e.announcer, Some(&lo));
+        .reassign_lost(again + Duration::from_millis(1), &e.announcer, Some(&lo));
     assert_eq!(adds(), before + 1, "settled and missing: put back");
+    assert_eq!(e.exec.recheck_at(), None);
 }
