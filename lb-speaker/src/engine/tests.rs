@@ -514,12 +514,9 @@ fn releasing_everything_takes_one_host_call() {
     assert_eq!(host.log().deleted, vec![3]);
 }
 
-/// A new MAC on the same device releases and re-claims its VIPs but does
-/// not prepare the device again: that would save our own sysctl values as
-/// the ones to restore. A recreated device is prepared anew.
-#[test]
-fn only_a_new_device_is_prepared_again() {
-    let host = FakeHost::default();
+/// An engine for 192.0.2.1 whose executor puts VIPs on `host`'s `lo`
+/// and prepares its interfaces.
+fn assigning_engine(host: &FakeHost) -> Engine {
     let mut e = engine(&yaml("{ address: 192.0.2.1 }"), host.clone());
     e.exec = Executor::new(
         Box::new(host.clone()),
@@ -527,6 +524,16 @@ fn only_a_new_device_is_prepared_again() {
         crate::sockets::Sockets::new(mpsc::channel(1).0),
         e.metrics.clone(),
     );
+    e
+}
+
+/// A new MAC on the same device releases and re-claims its VIPs but does
+/// not prepare the device again: that would save our own sysctl values as
+/// the ones to restore. A recreated device is prepared anew.
+#[test]
+fn only_a_new_device_is_prepared_again() {
+    let host = FakeHost::default();
+    let mut e = assigning_engine(&host);
     let prepares = || host.log().prepared;
     let vip: IpAddr = "192.0.2.1".parse().unwrap();
     let only = |i: IfaceInfo| BTreeMap::from([(i.name.clone(), i)]);
@@ -598,13 +605,7 @@ fn a_source_vip_not_eligible_here_is_neither_offered_nor_claimed() {
 #[test]
 fn a_table_older_than_our_add_is_no_removal() {
     let host = FakeHost::default();
-    let mut e = engine(&yaml("{ address: 192.0.2.1 }"), host.clone());
-    e.exec = Executor::new(
-        Box::new(host.clone()),
-        true,
-        crate::sockets::Sockets::new(mpsc::channel(1).0),
-        e.metrics.clone(),
-    );
+    let mut e = assigning_engine(&host);
     let vip: IpAddr = "192.0.2.1".parse().unwrap();
     let now = Instant::now();
     own(&mut e, &[vip]);
