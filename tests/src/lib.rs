@@ -336,3 +336,64 @@ pub fn store_files(data_dir: &Path) -> Vec<String> {
 pub fn pod_mac(result: &Value) -> String {
     netns_testkit::flatlan::mac_of(result).unwrap_or_else(|| panic!("no pod interface in {result}"))
 }
+
+/// Starts capturing on `client`'s eth0 and returns once the socket is open:
+/// the thread yields the instant of the first gratuitous ARP for `vip`
+/// from a MAC other than `old` (a new owner's takeover), or `None` after
+/// `window`. Start it before the owner is killed.
+pub fn garp_from_another_mac(
+    client: &Netns,
+    vip: Ipv4Addr,
+    old: flatlan_l2::mac::MacAddr,
+    window: std::time::Duration,
+) -> std::thread::JoinHandle<Option<std::time::Instant>> {
+    use flatlan_l2::frame::ArpPacket;
+    use flatlan_l2::socket::{FrameSocket, PacketSocket};
+    use std::time::Instant;
+    let client = client.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let cap = std::thread::spawn(move || {
+        client
+            .run(move || {
+                let sock = PacketSocket::open("eth0").expect("AF_PACKET on the client");
+                ready_tx.send(()).expect("the caller waits");
+                let end = Instant::now() + window;
+                let mut buf = [0u8; 2048];
+                while let Some(left) = end.checked_duration_since(Instant::now()) {
+                    let Some(n) = sock.recv_timeout(&mut buf, left).expect("capture") else {
+                        continue;
+                    };
+                    let Ok((_, arp)) = ArpPacket::parse_frame(&buf[..n]) else {
+                        continue;
+                    };
+                    if arp.spa == vip && arp.is_gratuitous() && arp.sha != old {
+                        return Some(Instant::now());
+                    }
+                }
+                None
+            })
+            .expect("enter the client's namespace")
+    });
+    ready_rx.recv().expect("capture ready");
+    cap
+}
+
+/// Serves one flatlan pool, `lan` (10.77.0.200-10.77.0.210), and one
+/// L2Advertisement for every node and interface from the lab's fake API.
+pub fn serve_lan_pool(api: &netns_testkit::fake_api::FakeApi) {
+    api.set(
+        "/apis/flatlan.dev/v1alpha1/ipaddresspools",
+        vec![
+            json!({"apiVersion": "flatlan.dev/v1alpha1", "kind": "IPAddressPool",
+            "metadata": {"name": "lan", "resourceVersion": "1"},
+            "spec": {"addresses": ["10.77.0.200-10.77.0.210"]}}),
+        ],
+    );
+    api.set(
+        "/apis/flatlan.dev/v1alpha1/l2advertisements",
+        vec![
+            json!({"apiVersion": "flatlan.dev/v1alpha1", "kind": "L2Advertisement",
+            "metadata": {"name": "all", "resourceVersion": "1"}, "spec": {}}),
+        ],
+    );
+}

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 const VIP: &str = "10.77.0.205";
 
 fn speaker_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/flatlan-speaker")
+    flatlan_e2e::bin("flatlan-speaker")
 }
 
 #[test]
@@ -36,21 +36,7 @@ fn a_lan_host_holding_the_vip_gets_a_conflict_event() {
         vec![json!({"apiVersion": "v1", "kind": "Node",
             "metadata": {"name": KubeLab::node_name(0), "resourceVersion": "1"}})],
     );
-    api.set(
-        "/apis/flatlan.dev/v1alpha1/ipaddresspools",
-        vec![
-            json!({"apiVersion": "flatlan.dev/v1alpha1", "kind": "IPAddressPool",
-            "metadata": {"name": "lan", "resourceVersion": "1"},
-            "spec": {"addresses": ["10.77.0.200-10.77.0.210"]}}),
-        ],
-    );
-    api.set(
-        "/apis/flatlan.dev/v1alpha1/l2advertisements",
-        vec![
-            json!({"apiVersion": "flatlan.dev/v1alpha1", "kind": "L2Advertisement",
-            "metadata": {"name": "all", "resourceVersion": "1"}, "spec": {}}),
-        ],
-    );
+    flatlan_e2e::serve_lan_pool(api);
     api.set(
         "/api/v1/services",
         vec![json!({"apiVersion": "v1", "kind": "Service",

@@ -11,9 +11,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use flatlan_l2::frame::ArpPacket;
 use flatlan_l2::mac::MacAddr;
-use flatlan_l2::socket::{FrameSocket, PacketSocket};
 use netns_testkit::fake_api::Mode;
 use netns_testkit::kube_lab::KubeLab;
 use netns_testkit::speaker_fleet::arping;
@@ -24,7 +22,7 @@ const OUTAGE: Duration = Duration::from_secs(60);
 const FAILOVER_BUDGET: Duration = Duration::from_secs(1);
 
 fn speaker_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/flatlan-speaker")
+    flatlan_e2e::bin("flatlan-speaker")
 }
 
 fn node(i: usize) -> Value {
@@ -36,21 +34,7 @@ fn node(i: usize) -> Value {
 fn fill(lab: &KubeLab) {
     let api = &lab.api;
     api.set("/api/v1/nodes", vec![node(0), node(1)]);
-    api.set(
-        "/apis/flatlan.dev/v1alpha1/ipaddresspools",
-        vec![
-            json!({"apiVersion": "flatlan.dev/v1alpha1", "kind": "IPAddressPool",
-            "metadata": {"name": "lan", "resourceVersion": "1"},
-            "spec": {"addresses": ["10.77.0.200-10.77.0.210"]}}),
-        ],
-    );
-    api.set(
-        "/apis/flatlan.dev/v1alpha1/l2advertisements",
-        vec![
-            json!({"apiVersion": "flatlan.dev/v1alpha1", "kind": "L2Advertisement",
-            "metadata": {"name": "all", "resourceVersion": "1"}, "spec": {}}),
-        ],
-    );
+    flatlan_e2e::serve_lan_pool(api);
     // MetalLB is not installed: its kinds answer 404.
     api.remove("/apis/metallb.io/v1beta1/ipaddresspools");
     api.remove("/apis/metallb.io/v1beta1/l2advertisements");
@@ -222,31 +206,7 @@ fn an_api_outage_changes_nothing_and_failover_still_takes_under_a_second() {
     // Still in the outage: the owner dies; the other node takes over on
     // the wire within the budget.
     let old: MacAddr = owner_mac.parse().expect("a MAC");
-    let client = lab.client.clone();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let cap = std::thread::spawn(move || {
-        client
-            .run(move || {
-                let sock = PacketSocket::open("eth0").expect("AF_PACKET on the client");
-                ready_tx.send(()).expect("the test waits");
-                let end = Instant::now() + Duration::from_secs(3);
-                let mut buf = [0u8; 2048];
-                while let Some(left) = end.checked_duration_since(Instant::now()) {
-                    let Some(n) = sock.recv_timeout(&mut buf, left).expect("capture") else {
-                        continue;
-                    };
-                    let Ok((_, arp)) = ArpPacket::parse_frame(&buf[..n]) else {
-                        continue;
-                    };
-                    if arp.spa == VIP && arp.is_gratuitous() && arp.sha != old {
-                        return Some(Instant::now());
-                    }
-                }
-                None
-            })
-            .expect("enter the client's namespace")
-    });
-    ready_rx.recv().expect("capture ready");
+    let cap = flatlan_e2e::garp_from_another_mac(&lab.client, VIP, old, Duration::from_secs(3));
     let killed = Instant::now();
     lab.speaker(owner).expect("owner").crash().expect("SIGKILL");
     let took = cap

@@ -25,10 +25,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use flatlan_l2::frame::ArpPacket;
-use flatlan_l2::socket::{FrameSocket, PacketSocket};
 use netns_testkit::speaker_fleet::{arping, SpeakerFleet, SpeakerStatus};
-use netns_testkit::{Lab, LabConfig, Netns};
+use netns_testkit::{Lab, LabConfig};
 
 /// The most a speaker may log in one case: a few dozen lines per
 /// membership change. A per-packet warning under attack overruns it fast.
@@ -234,32 +232,8 @@ pub fn kill_owner_and_time_failover(
     };
     let owner = holder(fleet, vip);
     let old_mac: flatlan_l2::mac::MacAddr = node_macs(lab)[&name(owner)].parse().unwrap();
-    let client: Netns = lab.client.clone();
     let window = Duration::from_secs(3);
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let cap = std::thread::spawn(move || {
-        client
-            .run(move || {
-                let sock = PacketSocket::open("eth0").expect("AF_PACKET on the client");
-                ready_tx.send(()).unwrap();
-                let end = Instant::now() + window;
-                let mut buf = [0u8; 2048];
-                while let Some(left) = end.checked_duration_since(Instant::now()) {
-                    let Some(n) = sock.recv_timeout(&mut buf, left).expect("capture") else {
-                        continue;
-                    };
-                    let Ok((_, arp)) = ArpPacket::parse_frame(&buf[..n]) else {
-                        continue;
-                    };
-                    if arp.spa == vip4 && arp.is_gratuitous() && arp.sha != old_mac {
-                        return Some(Instant::now());
-                    }
-                }
-                None
-            })
-            .expect("enter the client's namespace")
-    });
-    ready_rx.recv().unwrap();
+    let cap = flatlan_e2e::garp_from_another_mac(&lab.client, vip4, old_mac, window);
     let killed = Instant::now();
     fleet.crash(owner).unwrap();
     let took = cap
