@@ -56,63 +56,49 @@ enum Cmd {
     /// Measure the speaker alone: failover, handoff, first GARP, ARP reply
     /// latency and RSS, in namespaces of its own (what `flatlan-speaker
     /// bench` runs). Prints a Markdown table, or one JSON object.
-    SpeakerBench {
-        /// The flatlan-speaker binary (default: next to flatlan-lab).
-        #[arg(long)]
-        speaker: Option<std::path::PathBuf>,
-        /// Crash and graceful-handoff trials, each.
-        #[arg(long, default_value_t = 20)]
-        trials: usize,
-        /// Seconds of the poor-LAN run (5% heartbeat loss, a busy node)
-        /// that counts false failovers; 0 skips the poor-LAN figures.
-        #[arg(long, default_value_t = 600)]
-        lossy_secs: u64,
-        /// Timer lines for every speaker's config instead of the daemon's
-        /// defaults, e.g. "heartbeatInterval: 100ms\ndeadAfter: 3\n".
-        #[arg(long, default_value = "")]
-        timers: String,
-        /// Only the crash trials: failover p50/p95.
-        #[arg(long)]
-        failover_only: bool,
-        /// Print one JSON object instead of the Markdown table.
-        #[arg(long)]
-        json: bool,
-    },
+    SpeakerBench(SpeakerBenchArgs),
 }
 
+#[derive(clap::Args)]
 struct SpeakerBenchArgs {
+    /// The flatlan-speaker binary (default: next to flatlan-lab).
+    #[arg(long)]
     speaker: Option<std::path::PathBuf>,
+    /// Crash and graceful-handoff trials, each.
+    #[arg(long, default_value_t = 20)]
     trials: usize,
+    /// Seconds of the poor-LAN run (5% heartbeat loss, a busy node)
+    /// that counts false failovers; 0 skips the poor-LAN figures.
+    #[arg(long, default_value_t = 600)]
     lossy_secs: u64,
+    /// Timer lines for every speaker's config instead of the daemon's
+    /// defaults, e.g. "heartbeatInterval: 100ms\ndeadAfter: 3\n".
+    #[arg(long, default_value = "")]
     timers: String,
+    /// Only the crash trials: failover p50/p95.
+    #[arg(long)]
     failover_only: bool,
+    /// Print one JSON object instead of the Markdown table.
+    #[arg(long)]
     json: bool,
 }
 
 fn speaker_bench(a: SpeakerBenchArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let SpeakerBenchArgs {
-        speaker,
-        trials,
-        lossy_secs,
-        timers,
-        failover_only,
-        json,
-    } = a;
-    let speaker = match speaker {
+    let speaker = match a.speaker {
         Some(p) => p,
         None => netns_testkit::flatlan::sibling_binary("flatlan-speaker")?,
     };
     let mut opts = flatlan_lab::speaker_bench::BenchOptions::new(speaker);
-    opts.trials = trials;
-    opts.lossy_secs = lossy_secs;
+    opts.trials = a.trials;
+    opts.lossy_secs = a.lossy_secs;
     // A shell passes "\n" literally; the YAML needs real line breaks.
-    opts.timers = timers.replace("\\n", "\n");
+    opts.timers = a.timers.replace("\\n", "\n");
     if !opts.timers.is_empty() && !opts.timers.ends_with('\n') {
         opts.timers.push('\n');
     }
-    opts.failover_only = failover_only;
+    opts.failover_only = a.failover_only;
     let r = flatlan_lab::speaker_bench::run(&opts)?;
-    let text = if json {
+    let text = if a.json {
         format!("{}\n", serde_json::to_string(&r)?)
     } else {
         r.render_markdown()
@@ -285,21 +271,7 @@ fn main() -> ExitCode {
                 Err(e) => Err(e.into()),
             }
         }
-        Cmd::SpeakerBench {
-            speaker,
-            trials,
-            lossy_secs,
-            timers,
-            failover_only,
-            json,
-        } => speaker_bench(SpeakerBenchArgs {
-            speaker,
-            trials,
-            lossy_secs,
-            timers,
-            failover_only,
-            json,
-        }),
+        Cmd::SpeakerBench(a) => speaker_bench(a),
         Cmd::Bench(args) => match bench(args) {
             Ok(code) => return code,
             Err(e) => Err(e),
