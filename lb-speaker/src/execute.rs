@@ -196,8 +196,18 @@ impl Executor {
             return;
         }
         tracing::warn!(vips = ?lost, "owned VIPs were removed from lo by someone else: adding them again");
-        for (vip, e) in self.host.add_many(&lost) {
-            tracing::error!(%vip, "cannot add the VIP to lo again: {e}");
+        let failed: BTreeSet<IpAddr> = self
+            .host
+            .add_many(&lost)
+            .into_iter()
+            .map(|(vip, e)| {
+                tracing::error!(%vip, "cannot add the VIP to lo again: {e}");
+                vip
+            })
+            .collect();
+        // Put back now: a table dumped before this add is no removal either.
+        for vip in lost.into_iter().filter(|v| !failed.contains(v)) {
+            self.added_at.insert(vip, now);
         }
     }
 
