@@ -1,15 +1,21 @@
 //! `flatlan ipam ls|release`: the operator's view of the allocation store.
+//! `ls` (with `--wide` and `--watch`) lives in cli/ls.rs and its helpers.
 //!
 //! Runtimes invoke the plugin with no arguments, so any argument means a
 //! human is at the keyboard. Parsed by hand: clap would double the size of
 //! a binary that runs on every pod start.
 
+mod ls;
+mod procs;
+mod refresh;
+mod wide;
+
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use flatlan_ipam::store::{now_secs, read_boot_id, State};
+use flatlan_ipam::store::now_secs;
 use flatlan_ipam::Store;
-use serde_json::json;
 
 use crate::config::{DEFAULT_BOOT_ID, DEFAULT_DATA_DIR};
 use crate::error::{Error, Result};
@@ -17,7 +23,8 @@ use crate::names;
 use crate::netlink::{Netlink, Socket};
 
 const USAGE: &str = "usage:
-  flatlan ipam ls      [--data-dir DIR] [--network NAME] [--boot-id-path FILE] [--json]
+  flatlan ipam ls      [--data-dir DIR] [--network NAME] [--boot-id-path FILE]
+                       [--wide] [--json] [--watch [SECS]]
   flatlan ipam release ADDRESS [--data-dir DIR] [--network NAME] [--force]
   flatlan ipam watch   --conf FILE
   flatlan install      --conflist FILE [...]   (flatlan install --help)
@@ -27,17 +34,29 @@ Without arguments, flatlan is the CNI plugin (the runtime's CNI_* protocol).
 `flatlan ipam COMMAND --help` says more about each command.";
 
 const USAGE_LS: &str =
-    "usage: flatlan ipam ls [--data-dir DIR] [--network NAME] [--boot-id-path FILE] [--json]
+    "usage: flatlan ipam ls [--data-dir DIR] [--network NAME] [--boot-id-path FILE]
+                       [--wide] [--json] [--watch [SECS]]
 
 Lists this node's addresses: allocated to a pod, reclaimable (allocated
 before the last reboot; the next ADD frees it), quarantined (a LAN host
 answered for it), and remembered (free, and preferred for the pod identity
 that last held it).
 
+With --wide, each pod address also shows the pod as this node sees it:
+the pod interface's MAC, the host veth, the network namespace (path and
+inode), LIVE (up; gone: no veth, the pod died without a DEL; no-netns:
+the namespace is held where it cannot be named), and under the row every
+host process in that namespace with its PID and command. So \"which process
+is 192.168.2.210?\" needs no nsenter. Run it as root to see every process.
+
   --data-dir DIR        the CNI config's ipam.dataDir (default /var/lib/cni/flatlan)
   --network NAME        one network (default: every network under DIR)
   --boot-id-path FILE   the CNI config's ipam.bootIdPath (default /proc/sys/kernel/random/boot_id)
-  --json                one JSON object per address";
+  --wide                add the node-side view above
+  --json                one JSON object per address (with --wide: veth, live,
+                        pod_mac, netns, netns_inode, processes)
+  --watch [SECS]        redraw every SECS seconds (default 2) until interrupted;
+                        piped, one listing per interval, blank-line separated";
 
 const USAGE_RELEASE: &str =
     "usage: flatlan ipam release ADDRESS [--data-dir DIR] [--network NAME] [--force]
@@ -65,6 +84,8 @@ struct Opts {
     boot_id_path: PathBuf,
     json: bool,
     force: bool,
+    wide: bool,
+    watch: Option<Duration>,
     positional: Vec<String>,
 }
 
@@ -75,9 +96,11 @@ fn parse(args: &[String], usage: &str) -> Result<Opts> {
         boot_id_path: DEFAULT_BOOT_ID.into(),
         json: false,
         force: false,
+        wide: false,
+        watch: None,
         positional: Vec::new(),
     };
-    let mut it = args.iter();
+    let mut it = args.iter().peekable();
     while let Some(a) = it.next() {
         let mut value = |flag: &str| {
             it.next()
@@ -90,6 +113,15 @@ fn parse(args: &[String], usage: &str) -> Result<Opts> {
             "--boot-id-path" => o.boot_id_path = value("--boot-id-path")?.into(),
             "--json" => o.json = true,
             "--force" => o.force = true,
+            "--wide" => o.wide = true,
+            // SECS is optional: a following argument that is no flag is it.
+            "--watch" => {
+                let secs = match it.next_if(|v| !v.starts_with('-')) {
+                    Some(v) => refresh::parse_secs(v)?,
+                    None => Duration::from_secs_f64(refresh::DEFAULT_SECS),
+                };
+                o.watch = Some(secs);
+            }
             s if s.starts_with('-') => {
                 return Err(Error::Usage(format!("unknown flag {s}\n{usage}")))
             }
@@ -155,8 +187,20 @@ fn run(args: &[String]) -> Result<String> {
         return crate::watch::main(rest);
     }
     let opts = parse(rest, usage)?;
+    if verb != "ls" && (opts.wide || opts.watch.is_some()) {
+        return Err(Error::Usage(format!(
+            "--wide and --watch are for `flatlan ipam ls`\n{usage}"
+        )));
+    }
     match verb {
-        "ls" => ls(&opts),
+        "ls" => match opts.watch {
+            Some(every) => refresh::every(
+                every,
+                &format!("flatlan ipam ls {}", rest.join(" ")),
+                || ls::ls(&opts),
+            ),
+            None => ls::ls(&opts),
+        },
         "release" => release(&opts),
         _ => probe_ahead(),
     }
@@ -204,113 +248,6 @@ fn networks(opts: &Opts) -> Result<Vec<(String, Store)>> {
         .collect()
 }
 
-struct Row {
-    network: String,
-    ip: IpAddr,
-    mac: String,
-    container: String,
-    pod: String,
-    since: u64,
-    state: String,
-}
-
-/// One row per address. `boot_id` is this boot's, if readable.
-fn rows(network: &str, s: &State, now: u64, boot_id: Option<&str>) -> Vec<Row> {
-    let mut out: Vec<Row> = s
-        .allocations()
-        .iter()
-        .map(|a| Row {
-            network: network.to_string(),
-            ip: a.ip,
-            mac: a.mac.clone(),
-            container: a.container_id.clone(),
-            pod: a.pod.as_ref().map(|p| p.key()).unwrap_or_default(),
-            since: a.since,
-            state: match boot_id {
-                Some(b) if b != a.boot_id => {
-                    "reclaimable (allocated before the last reboot; the next ADD frees it)".into()
-                }
-                _ => "allocated".into(),
-            },
-        })
-        .collect();
-    out.extend(
-        s.quarantined()
-            .iter()
-            .filter(|q| q.until > now)
-            .map(|q| Row {
-                network: network.to_string(),
-                ip: q.ip,
-                mac: q.mac.clone(),
-                container: String::new(),
-                pod: String::new(),
-                since: q.since,
-                state: format!(
-                    "quarantined (held by a LAN host, retry in {}s)",
-                    q.until - now
-                ),
-            }),
-    );
-    // Only remembered addresses that are free: one a pod holds is not
-    // reserved for anyone (stores from before that rule may list it).
-    for (pod, st) in s.remembered() {
-        for ip in st.ips.iter().filter(|ip| s.owner_of(**ip, now).is_none()) {
-            out.push(Row {
-                network: network.to_string(),
-                ip: *ip,
-                mac: String::new(),
-                container: String::new(),
-                pod: pod.clone(),
-                since: st.last_seen,
-                state: "remembered (free; preferred for this pod)".into(),
-            });
-        }
-    }
-    out.sort_by_key(|r| (r.network.clone(), r.ip));
-    out
-}
-
-fn ls(opts: &Opts) -> Result<String> {
-    let now = now_secs();
-    let node = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_default();
-    let boot_id = read_boot_id(&opts.boot_id_path).ok();
-    let mut all = Vec::new();
-    for (name, store) in networks(opts)? {
-        all.extend(rows(&name, &store.peek()?, now, boot_id.as_deref()));
-    }
-    if opts.json {
-        let v: Vec<_> = all
-            .iter()
-            .map(|r| {
-                json!({"network": r.network, "ip": r.ip, "mac": r.mac, "container": r.container,
-                       "pod": r.pod, "node": node, "since": r.since, "state": r.state})
-            })
-            .collect();
-        return Ok(format!("{}\n", serde_json::Value::Array(v)));
-    }
-    let mut out = format!(
-        "{:<10} {:<26} {:<18} {:<14} {:<28} {:<12} {:<11} STATE\n",
-        "NETWORK", "ADDRESS", "MAC", "CONTAINER", "POD", "NODE", "AGE"
-    );
-    for r in &all {
-        out += &format!(
-            "{:<10} {:<26} {:<18} {:<14} {:<28} {:<12} {:<11} {}\n",
-            r.network,
-            r.ip,
-            r.mac,
-            r.container.get(..12).unwrap_or(&r.container),
-            r.pod,
-            node,
-            age(now.saturating_sub(r.since)),
-            r.state
-        );
-    }
-    Ok(out)
-}
-
 /// Started by ADD with the network config on stdin (see `spawn_probe_ahead`).
 fn probe_ahead() -> Result<String> {
     use std::io::Read;
@@ -326,15 +263,6 @@ fn probe_ahead() -> Result<String> {
     let node_ips = crate::plan::node_ips(&conf, &nl.addresses(bridge.index)?);
     let n = crate::ipam::probe_ahead(&conf, &node_ips)?;
     Ok(format!("probed {n} candidate addresses\n"))
-}
-
-fn age(secs: u64) -> String {
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 7200 => format!("{}m", s / 60),
-        s if s < 172_800 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86400),
-    }
 }
 
 fn release(opts: &Opts) -> Result<String> {

@@ -13,8 +13,10 @@ use crate::error::Result;
 #[cfg(any(test, feature = "test-fakes"))]
 pub mod fake;
 mod link_reply;
+mod peer;
 mod socket;
 
+pub use peer::VethPeer;
 pub use socket::Socket;
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -57,7 +57,7 @@ impl Socket {
 
     /// Sends one request and collects the replies: the ack for a change, or
     /// every part of a dump.
-    fn request(
+    pub(super) fn request(
         &mut self,
         op: &str,
         msg: RouteNetlinkMessage,
@@ -90,7 +90,7 @@ impl Socket {
 
     /// Sends one request and hands each reply's type and payload to `each`,
     /// until the ack, the end of a dump, or the one reply of a GET.
-    fn exchange(
+    pub(super) fn exchange(
         &mut self,
         op: &str,
         msg: RouteNetlinkMessage,
@@ -166,7 +166,7 @@ impl Socket {
 
 /// Link replies without their counters: flatlan never reads them, and the
 /// kernel sums per-CPU statistics to fill them, for every link of a dump.
-fn skip_stats() -> LinkAttribute {
+pub(super) fn skip_stats() -> LinkAttribute {
     LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats])
 }
 
