@@ -304,3 +304,45 @@ fn release(opts: &Opts) -> Result<String> {
         "{ip} is not allocated, quarantined or remembered"
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn watch_takes_an_optional_interval() {
+        let o = parse(&args(&["--wide", "--watch"]), USAGE_LS).expect("bare --watch");
+        assert!(o.wide);
+        assert_eq!(o.watch, Some(Duration::from_secs(2)));
+        let o = parse(&args(&["--watch", "--json"]), USAGE_LS).expect("--watch then a flag");
+        assert_eq!(o.watch, Some(Duration::from_secs(2)));
+        assert!(o.json);
+        let o = parse(&args(&["--watch", "0.5", "--wide"]), USAGE_LS).expect("--watch 0.5");
+        assert_eq!(o.watch, Some(Duration::from_millis(500)));
+        assert!(o.positional.is_empty());
+        assert!(matches!(
+            parse(&args(&["--watch", "soon"]), USAGE_LS),
+            Err(Error::Usage(_))
+        ));
+        let o = parse(&args(&["--json"]), USAGE_LS).expect("plain");
+        assert!(!o.wide && o.watch.is_none());
+    }
+
+    #[test]
+    fn wide_and_watch_belong_to_ls_only() {
+        for a in [
+            &["ipam", "release", "10.0.0.1", "--wide"][..],
+            &["ipam", "release", "10.0.0.1", "--watch"],
+        ] {
+            let e = run(&args(a)).expect_err("refused");
+            assert!(
+                matches!(&e, Error::Usage(m) if m.contains("ipam ls")),
+                "{e}"
+            );
+        }
+    }
+}

@@ -187,6 +187,31 @@ fn wide_listing_names_each_pods_veth_namespace_and_processes() {
         .expect("kill sleep");
 }
 
+/// A namespace no mount names (a runtime that keeps it only by its
+/// processes) is named by the first process's /proc/PID/ns/net.
+#[test]
+fn a_namespace_held_only_by_a_process_is_named_through_proc() {
+    let l = FlatLab::new(LabConfig::new().nodes(1));
+    let pod = l.pod(1, "held");
+    settle_store(&l.data_dir(1));
+    let ino = inode(&pod.ns);
+    let mut sleep = sleeper(&pod);
+    // What `ip netns del` does, while sleep keeps the namespace alive.
+    nix::mount::umount2(&pod.ns.path(), nix::mount::MntFlags::MNT_DETACH).expect("umount");
+    std::fs::remove_file(pod.ns.path()).expect("remove the mount point");
+
+    let rows: Vec<Value> =
+        serde_json::from_str(&ls(&l, &["--wide", "--json"])).expect("ls --wide --json");
+    let r = row(&rows, &pod);
+    assert_eq!(r["live"], "up", "{r}");
+    assert_eq!(r["netns"], format!("/proc/{}/ns/net", sleep.pid()), "{r}");
+    assert_eq!(r["netns_inode"], ino, "{r}");
+    assert_eq!(r["processes"][0]["pid"], sleep.pid(), "{r}");
+    sleep
+        .kill(nix::sys::signal::Signal::SIGKILL)
+        .expect("kill sleep");
+}
+
 #[test]
 fn watch_prints_a_listing_every_interval_when_piped() {
     let l = FlatLab::new(LabConfig::new().nodes(1));
