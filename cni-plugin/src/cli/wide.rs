@@ -122,12 +122,15 @@ impl Probe {
             return w;
         };
         if let Some(index) = peer.peer_index {
-            // Refused on kernels before 4.20; the store's MAC stands then.
+            // Only a reply whose peer is our veth is the pod's end: an old
+            // kernel answers for this namespace's link `index` instead. The
+            // store's MAC stands when the pod's end cannot be read.
             w.pod_mac = sock
                 .link_in_nsid(nsid, index)
                 .ok()
                 .flatten()
-                .and_then(|l| l.mac)
+                .filter(|pod| pod.peer_index == Some(peer.host.index))
+                .and_then(|pod| pod.host.mac)
                 .map(|m| MacAddr(m).to_string());
         }
         let Some((ino, path)) = self.namespaces().get(&nsid).cloned() else {

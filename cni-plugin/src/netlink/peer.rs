@@ -23,9 +23,10 @@ const IFINFOMSG_LEN: usize = 16;
 const IFLA_LINK: u16 = 5;
 const IFLA_LINK_NETNSID: u16 = 37;
 
-/// A host-side link and where its peer is.
+/// A link and where its peer is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VethPeer {
+    /// The link itself (named for the usual case, the host end).
     pub host: Link,
     /// The peer's ifindex, in the peer's namespace.
     pub peer_index: Option<u32>,
@@ -109,8 +110,11 @@ impl Socket {
     }
 
     /// Link `index` of the namespace this one numbers `nsid`, read without
-    /// entering it; None if it has no such link.
-    pub fn link_in_nsid(&mut self, nsid: i32, index: u32) -> Result<Option<Link>> {
+    /// entering it, with its own peer's whereabouts; None if it has no such
+    /// link. A kernel older than 4.15 ignores the target id and answers for
+    /// link `index` of this namespace: callers check that the reply's peer
+    /// is the link they came from.
+    pub fn link_in_nsid(&mut self, nsid: i32, index: u32) -> Result<Option<VethPeer>> {
         let mut m = LinkMessage::default();
         m.header.index = index;
         m.attributes.push(LinkAttribute::IfNetnsId(nsid));
@@ -122,7 +126,12 @@ impl Socket {
             0,
             |kind, payload| {
                 if kind == RTM_NEWLINK {
-                    found = Some(link_reply::parse(payload)?);
+                    let (peer_index, peer_nsid) = peer_attrs(payload)?;
+                    found = Some(VethPeer {
+                        host: link_reply::parse(payload)?,
+                        peer_index,
+                        peer_nsid,
+                    });
                 }
                 Ok(())
             },
