@@ -29,6 +29,7 @@ const USAGE: &str = "usage:
   flatlan ipam watch   --conf FILE
   flatlan install      --conflist FILE [...]   (flatlan install --help)
   flatlan uninstall    [--root DIR] [--state-dir DIR]
+  flatlan doctor       [--json] [...]               (flatlan doctor --help)
 
 Without arguments, flatlan is the CNI plugin (the runtime's CNI_* protocol).
 `flatlan ipam COMMAND --help` says more about each command.";
@@ -134,6 +135,10 @@ fn parse(args: &[String], usage: &str) -> Result<Opts> {
 /// Runs the CLI; returns the exit code: 0, 2 for a misused command line,
 /// 1 for anything else.
 pub fn main(args: &[String]) -> i32 {
+    // doctor prints its report whatever it finds; the exit code is its verdict.
+    if args.first().is_some_and(|a| a == "doctor") {
+        return crate::doctor::main(args.get(1..).unwrap_or_default());
+    }
     match run(args) {
         Ok(out) => {
             print!("{out}");

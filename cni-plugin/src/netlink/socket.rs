@@ -159,6 +159,23 @@ impl Socket {
         }
     }
 
+    /// Each link's index and whether it has a carrier (IFF_LOWER_UP), for
+    /// `flatlan doctor`; the lean [`Link`] the plugin reads leaves it out.
+    pub fn carriers(&mut self) -> Result<Vec<(u32, bool)>> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(skip_stats());
+        let replies = self.request("dump links", RouteNetlinkMessage::GetLink(m), NLM_F_DUMP)?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|r| match r {
+                RouteNetlinkMessage::NewLink(l) => {
+                    Some((l.header.index, l.header.flags.contains(LinkFlags::LowerUp)))
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
     fn ack(&mut self, op: &str, msg: RouteNetlinkMessage, flags: u16) -> Result<()> {
         self.request(op, msg, flags | NLM_F_ACK).map(|_| ())
     }

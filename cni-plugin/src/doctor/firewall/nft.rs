@@ -1,0 +1,283 @@
+//! `nft -j list ruleset` into the rule language of [`super`]: the ip and
+//! inet tables (heartbeats are IPv4), each table's chains, and for every
+//! rule whether its matches hold for a new UDP packet to `port`.
+
+use serde_json::Value;
+
+use super::{Chain, Rule, Ruleset, Tri, Verdict};
+
+pub fn parse(json: &str, port: u16) -> Result<Vec<Ruleset>, String> {
+    let v: Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    let items = v["nftables"].as_array().ok_or("no \"nftables\" array")?;
+    let mut out: Vec<Ruleset> = Vec::new();
+    let wanted = |o: &Value| matches!(o["family"].as_str(), Some("ip") | Some("inet"));
+    let key = |o: &Value| {
+        format!(
+            "nft table {} {}",
+            o["family"].as_str().unwrap_or("?"),
+            o["table"].as_str().unwrap_or("?")
+        )
+    };
+    for item in items {
+        if let Some(c) = item.get("chain").filter(|c| wanted(c)) {
+            let source = key(c);
+            let rs = match out.iter_mut().position(|r| r.source == source) {
+                Some(i) => &mut out[i],
+                None => {
+                    out.push(Ruleset {
+                        source,
+                        chains: Vec::new(),
+                    });
+                    let last = out.len() - 1;
+                    &mut out[last]
+                }
+            };
+            let base =
+                (c["hook"] == "input" && c["type"] == "filter").then(|| c["policy"] == "drop");
+            rs.chains.push(Chain {
+                name: c["name"].as_str().unwrap_or_default().to_string(),
+                base_drop: base,
+                rules: Vec::new(),
+            });
+        } else if let Some(r) = item.get("rule").filter(|r| wanted(r)) {
+            let source = key(r);
+            let chain = r["chain"].as_str().unwrap_or_default();
+            let Some(c) = out
+                .iter_mut()
+                .find(|rs| rs.source == source)
+                .and_then(|rs| rs.chains.iter_mut().find(|c| c.name == chain))
+            else {
+                continue;
+            };
+            c.rules.push(rule(r, port));
+        }
+    }
+    Ok(out)
+}
+
+fn rule(r: &Value, port: u16) -> Rule {
+    let mut matches = Tri::Yes;
+    let mut verdict = Verdict::Continue;
+    let mut text = Vec::new();
+    for e in r["expr"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        let Some((k, v)) = e.as_object().and_then(|o| o.iter().next()) else {
+            continue;
+        };
+        match k.as_str() {
+            "match" => {
+                matches = matches.and(one_match(v, port));
+                text.push(describe(v));
+            }
+            "accept" => verdict = Verdict::Accept,
+            "drop" | "reject" => verdict = Verdict::Drop,
+            "return" => verdict = Verdict::Return,
+            "jump" | "goto" => {
+                let t = v["target"].as_str().unwrap_or_default().to_string();
+                verdict = if k == "jump" {
+                    Verdict::Jump(t)
+                } else {
+                    Verdict::Goto(t)
+                };
+            }
+            "counter" | "log" | "comment" | "limit" => continue,
+            // xt (iptables-nft compat matches), vmap, sets: undecided.
+            "xt" => matches = matches.and(Tri::Maybe),
+            _ => {}
+        }
+        if !matches!(k.as_str(), "match") {
+            text.push(k.clone());
+        }
+    }
+    Rule {
+        matches,
+        verdict,
+        text: text.join(" "),
+    }
+}
+
+fn describe(m: &Value) -> String {
+    let side = |v: &Value| -> String {
+        if let Some(p) = v.get("payload") {
+            return format!(
+                "{} {}",
+                p["protocol"].as_str().unwrap_or("?"),
+                p["field"].as_str().unwrap_or("?")
+            );
+        }
+        if let Some(k) = v.get("meta").or_else(|| v.get("ct")) {
+            return k["key"].as_str().unwrap_or("?").to_string();
+        }
+        v.to_string()
+    };
+    let op = m["op"].as_str().unwrap_or("==");
+    format!("{} {op} {}", side(&m["left"]), show(&m["right"]))
+}
+
+/// A right-hand side as nft prints it: 10.0.0.0/8, { 53, 7000-8000 }.
+fn show(v: &Value) -> String {
+    if let Some(p) = v.get("prefix") {
+        return format!("{}/{}", p["addr"].as_str().unwrap_or("?"), p["len"]);
+    }
+    if let Some(r) = v.get("range").and_then(Value::as_array) {
+        let parts: Vec<String> = r.iter().map(show).collect();
+        return parts.join("-");
+    }
+    if v.get("set").is_some() || v.is_array() {
+        let parts: Vec<String> = values(v).iter().map(show).collect();
+        return format!("{{ {} }}", parts.join(", "));
+    }
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The values a match's right side names: numbers, strings, ranges.
+fn values(v: &Value) -> Vec<Value> {
+    match v {
+        Value::Object(o) if o.contains_key("set") => {
+            o["set"].as_array().cloned().unwrap_or_default()
+        }
+        Value::Array(a) => a.clone(),
+        other => vec![other.clone()],
+    }
+}
+
+fn port_in(right: &Value, port: u16) -> Tri {
+    let mut any_unknown = false;
+    for v in values(right) {
+        if let Some(n) = v.as_u64() {
+            if n == u64::from(port) {
+                return Tri::Yes;
+            }
+        } else if let Some(r) = v.get("range").and_then(Value::as_array) {
+            match (
+                r.first().and_then(Value::as_u64),
+                r.get(1).and_then(Value::as_u64),
+            ) {
+                (Some(a), Some(b)) if (a..=b).contains(&u64::from(port)) => return Tri::Yes,
+                (Some(_), Some(_)) => {}
+                _ => any_unknown = true,
+            }
+        } else {
+            // A service name or a named set: not resolved here.
+            any_unknown = true;
+        }
+    }
+    if any_unknown {
+        Tri::Maybe
+    } else {
+        Tri::No
+    }
+}
+
+fn one_match(m: &Value, port: u16) -> Tri {
+    let left = &m["left"];
+    let right = &m["right"];
+    let neg = m["op"] == "!=";
+    let t = if let Some(p) = left.get("payload") {
+        match (p["protocol"].as_str(), p["field"].as_str()) {
+            (Some("udp") | Some("th"), Some("dport")) => port_in(right, port),
+            (Some("ip"), Some("protocol")) => proto(right),
+            // Any other transport header implies that protocol.
+            (Some("tcp") | Some("sctp") | Some("dccp") | Some("icmp") | Some("icmpv6"), _) => {
+                return Tri::No;
+            }
+            _ => Tri::Maybe,
+        }
+    } else if let Some(k) = left.get("meta").and_then(|m| m["key"].as_str()) {
+        match k {
+            "l4proto" => proto(right),
+            // Heartbeats come from other nodes, never through lo.
+            "iifname" | "iif" if right == "lo" => Tri::No,
+            _ => Tri::Maybe,
+        }
+    } else if left.get("ct").and_then(|c| c["key"].as_str()) == Some("state") {
+        // A heartbeat from a peer is a new flow (multicast always is);
+        // established/related-only accepts do not let it in.
+        let states = values(right);
+        if states.iter().any(|s| s == "new") {
+            Tri::Yes
+        } else if states.iter().all(Value::is_string) {
+            Tri::No
+        } else {
+            Tri::Maybe
+        }
+    } else {
+        Tri::Maybe
+    };
+    if neg {
+        t.not()
+    } else {
+        t
+    }
+}
+
+fn proto(right: &Value) -> Tri {
+    let vs = values(right);
+    if vs.iter().any(|v| v == "udp" || v.as_u64() == Some(17)) {
+        Tri::Yes
+    } else if vs.iter().all(|v| v.is_string() || v.is_u64()) {
+        Tri::No
+    } else {
+        Tri::Maybe
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doctor::finding::Severity;
+    use crate::doctor::firewall::judge;
+
+    fn ruleset(chain: &str, rules: &[&str]) -> String {
+        let mut items = vec![
+            r#"{"metainfo": {"json_schema_version": 1}}"#.to_string(),
+            r#"{"table": {"family": "inet", "name": "filter", "handle": 1}}"#.to_string(),
+            chain.to_string(),
+        ];
+        items.extend(rules.iter().map(|r| {
+            format!(r#"{{"rule": {{"family": "inet", "table": "filter", "chain": "input", "handle": 3, "expr": {r}}}}}"#)
+        }));
+        format!(r#"{{"nftables": [{}]}}"#, items.join(","))
+    }
+
+    const BASE_DROP: &str = r#"{"chain": {"family": "inet", "table": "filter", "name": "input", "handle": 1, "type": "filter", "hook": "input", "prio": 0, "policy": "drop"}}"#;
+    const BASE_ACCEPT: &str = r#"{"chain": {"family": "inet", "table": "filter", "name": "input", "handle": 1, "type": "filter", "hook": "input", "prio": 0, "policy": "accept"}}"#;
+    const UDP_7946: &str = r#"{"match": {"op": "==", "left": {"payload": {"protocol": "udp", "field": "dport"}}, "right": 7946}}"#;
+    const CT_EST: &str = r#"[{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}, {"accept": null}]"#;
+    const IIF_LO: &str = r#"[{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "lo"}}, {"accept": null}]"#;
+
+    fn verdict(json: &str) -> Severity {
+        judge(&parse(json, 7946).expect("parse"), 7946).severity
+    }
+
+    #[test]
+    fn a_drop_for_the_port_fails_and_other_ports_pass() {
+        let drop = format!(
+            "[{UDP_7946}, {{\"counter\": {{\"packets\": 0, \"bytes\": 0}}}}, {{\"drop\": null}}]"
+        );
+        assert_eq!(verdict(&ruleset(BASE_ACCEPT, &[&drop])), Severity::Fail);
+        let other = drop.replace("7946", "53");
+        assert_eq!(verdict(&ruleset(BASE_ACCEPT, &[&other])), Severity::Ok);
+        let set = drop.replace("7946}}", r#"{"set": [53, {"range": [7000, 8000]}]}}}"#);
+        assert_eq!(verdict(&ruleset(BASE_ACCEPT, &[&set])), Severity::Fail);
+        let tcp = drop.replace("\"udp\"", "\"tcp\"");
+        assert_eq!(verdict(&ruleset(BASE_ACCEPT, &[&tcp])), Severity::Ok);
+    }
+
+    #[test]
+    fn a_drop_policy_needs_an_accept_for_the_port() {
+        assert_eq!(
+            verdict(&ruleset(BASE_DROP, &[CT_EST, IIF_LO])),
+            Severity::Fail
+        );
+        let accept = format!("[{UDP_7946}, {{\"accept\": null}}]");
+        assert_eq!(
+            verdict(&ruleset(BASE_DROP, &[CT_EST, IIF_LO, &accept])),
+            Severity::Ok
+        );
+        let from_lan = r#"[{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": {"prefix": {"addr": "192.168.2.0", "len": 24}}}}, {"accept": null}]"#;
+        assert_eq!(verdict(&ruleset(BASE_DROP, &[from_lan])), Severity::Warn);
+    }
+}
