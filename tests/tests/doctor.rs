@@ -446,3 +446,112 @@ fn bad_input_is_a_clear_error_not_a_panic() {
     assert!(!r.text.contains("panicked"), "{}", r.text);
     r.has("speaker_config", "fail", "speaker.yaml", "fix the field");
 }
+
+#[test]
+fn kube_proxy_saying_ipvs_on_loopback_without_strict_arp_fails() {
+    use std::io::{Read, Write};
+    let n = Node::new(Seed::default());
+    // kube-proxy's metrics port, in the node's namespace only.
+    let listener =
+        n.ns.run(|| std::net::TcpListener::bind("127.0.0.1:10249"))
+            .expect("namespace")
+            .expect("bind 127.0.0.1:10249 in the namespace");
+    let server = std::thread::spawn(move || {
+        // One connection per doctor run (text, then --json).
+        for _ in 0..2 {
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
+            let mut req = [0u8; 512];
+            let n = s.read(&mut req).unwrap_or(0);
+            let asked = String::from_utf8_lossy(&req[..n]).starts_with("GET /proxyMode ");
+            let body = if asked { "ipvs" } else { "" };
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    n.doctor(&[]).has(
+        "kube_proxy",
+        "fail",
+        "IPVS mode (127.0.0.1:10249/proxyMode says ipvs) without strictARP",
+        "--kube-proxy-arg=ipvs-strict-arp=true",
+    );
+    server.join().expect("server thread");
+}
+
+#[test]
+fn iptables_rules_blocking_the_heartbeat_port_fail_too() {
+    // iptables-nft: seen through nft's JSON.
+    let n = Node::new(Seed::default());
+    n.ns.exec_ok(&[
+        "iptables", "-A", "INPUT", "-p", "udp", "--dport", "7946", "-j", "REJECT",
+    ])
+    .expect("iptables in the namespace");
+    n.doctor(&[]).has(
+        "firewall",
+        "fail",
+        "UDP port 7946 (heartbeats) is dropped",
+        "iptables -I INPUT -p udp --dport 7946 -j ACCEPT",
+    );
+    // Legacy iptables, invisible to nft: a drop policy with only ssh open.
+    let n = Node::new(Seed::default());
+    for rule in [
+        &["-P", "INPUT", "DROP"][..],
+        &[
+            "-A",
+            "INPUT",
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "ESTABLISHED,RELATED",
+            "-j",
+            "ACCEPT",
+        ],
+        &["-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"],
+    ] {
+        let mut argv = vec!["iptables-legacy"];
+        argv.extend(rule);
+        n.ns.exec_ok(&argv)
+            .expect("iptables-legacy in the namespace");
+    }
+    n.doctor(&[]).has(
+        "firewall",
+        "fail",
+        "iptables-legacy chain INPUT: policy drop, and no rule accepts UDP port 7946",
+        "udp dport 7946 accept",
+    );
+}
+
+#[test]
+fn on_k3s_the_flannel_config_left_behind_is_named() {
+    let n = Node::new(Seed::default());
+    let root = n.root.path();
+    // A k3s node: flatlan's conflist in k3s's conf dir, and flannel's
+    // from before --flannel-backend=none still there, sorting first.
+    let k3s = "var/lib/rancher/k3s/agent/etc/cni/net.d";
+    let ours =
+        std::fs::read_to_string(root.join("etc/cni/net.d/10-flatlan.conflist")).expect("conflist");
+    std::fs::remove_dir_all(root.join("etc/cni")).expect("rm generic conf dir");
+    write(root, &format!("{k3s}/10-flatlan.conflist"), &ours);
+    write(
+        root,
+        &format!("{k3s}/10-flannel.conflist"),
+        r#"{"cniVersion": "1.0.0", "name": "cbr0", "plugins": [{"type": "flannel"}]}"#,
+    );
+    let r = n.doctor(&[]);
+    r.has(
+        "cni_config",
+        "fail",
+        "10-flannel.conflist wins: it sorts before 10-flatlan.conflist in /var/lib/rancher/k3s/agent/etc/cni/net.d",
+        "--flannel-backend=none",
+    );
+    assert!(
+        r.text
+            .contains("note: CNI conf dir /var/lib/rancher/k3s/agent/etc/cni/net.d (k3s"),
+        "{}",
+        r.text
+    );
+}

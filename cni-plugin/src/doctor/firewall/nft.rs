@@ -80,7 +80,14 @@ fn rule(r: &Value, port: u16) -> Rule {
                 };
             }
             "counter" | "log" | "comment" | "limit" => continue,
-            // xt (iptables-nft compat matches), vmap, sets: undecided.
+            // iptables-nft writes REJECT (and matches nft has no native
+            // form for) as xt expressions: a target is a verdict, a
+            // match is undecided.
+            "xt" if v["type"] == "target" => match v["name"].as_str() {
+                Some("REJECT") | Some("DROP") => verdict = Verdict::Drop,
+                Some("ACCEPT") => verdict = Verdict::Accept,
+                _ => {}
+            },
             "xt" => matches = matches.and(Tri::Maybe),
             _ => {}
         }
@@ -262,6 +269,11 @@ mod tests {
         assert_eq!(verdict(&ruleset(BASE_ACCEPT, &[&other])), Severity::Ok);
         let set = drop.replace("7946}}", r#"{"set": [53, {"range": [7000, 8000]}]}}}"#);
         assert_eq!(verdict(&ruleset(BASE_ACCEPT, &[&set])), Severity::Fail);
+        let xt = drop.replace(
+            r#"{"drop": null}"#,
+            r#"{"xt": {"type": "target", "name": "REJECT"}}"#,
+        );
+        assert_eq!(verdict(&ruleset(BASE_ACCEPT, &[&xt])), Severity::Fail);
         let tcp = drop.replace("\"udp\"", "\"tcp\"");
         assert_eq!(verdict(&ruleset(BASE_ACCEPT, &[&tcp])), Severity::Ok);
     }
