@@ -30,6 +30,7 @@ const USAGE: &str = "usage:
   flatlan install      --conflist FILE [...]   (flatlan install --help)
   flatlan uninstall    [--root DIR] [--state-dir DIR]
   flatlan doctor       [--json] [...]               (flatlan doctor --help)
+  flatlan node bridge  --uplink IF [--bridge NAME] [--force] [--dry-run] ...   (flatlan node bridge --help)
 
 Without arguments, flatlan is the CNI plugin (the runtime's CNI_* protocol).
 `flatlan ipam COMMAND --help` says more about each command.";
@@ -166,6 +167,9 @@ fn run(args: &[String]) -> Result<String> {
     }
     if first == "install" || first == "uninstall" {
         return crate::install::main(args);
+    }
+    if first == "node" {
+        return crate::node_bridge::main(args.get(1..).unwrap_or_default());
     }
     if first != "ipam" {
         return Err(Error::Usage(format!("unknown command {first:?}\n{USAGE}")));

@@ -75,6 +75,23 @@ pub enum Error {
     /// Operator CLI misuse (`flatlan ipam ...`); never a CNI reply.
     #[error("{0}")]
     Usage(String),
+
+    /// `flatlan node bridge` would not start (an owning network manager,
+    /// an uplink it cannot move): the message says why and what to do
+    /// instead. Nothing was changed.
+    #[error("node bridge: {0}")]
+    NodeBridge(String),
+
+    /// `flatlan node bridge` failed midway, or the gateway did not answer
+    /// through the bridge; `rollback` says whether the host is back as it
+    /// was, or what is left to undo by hand.
+    #[error("node bridge: moving {uplink} into {bridge} failed: {reason}\n{rollback}")]
+    BridgeMigration {
+        uplink: String,
+        bridge: String,
+        reason: String,
+        rollback: String,
+    },
 }
 
 /// flatlan's own codes (SPEC.md reserves 100+ for plugins).
@@ -136,7 +153,8 @@ impl Error {
             Error::InterfaceExists(_) => code::INTERFACE_EXISTS,
             Error::Netlink { .. } => code::NETLINK,
             Error::CheckFailed(_) => code::CHECK_FAILED,
-            Error::Usage(_) => 4,
+            // Operator commands, never a CNI reply.
+            Error::Usage(_) | Error::NodeBridge(_) | Error::BridgeMigration { .. } => 4,
         }
     }
 

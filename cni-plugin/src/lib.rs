@@ -19,6 +19,7 @@ pub mod ipam;
 pub mod names;
 pub mod netlink;
 pub mod netns;
+pub mod node_bridge;
 pub mod plan;
 pub mod result;
 pub mod sysctl;

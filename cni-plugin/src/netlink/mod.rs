@@ -12,6 +12,10 @@ use crate::error::Result;
 // Tests only: never compiled into the shipped plugin.
 #[cfg(any(test, feature = "test-fakes"))]
 pub mod fake;
+// The same, for the whole-host operations of `flatlan node bridge`.
+#[cfg(any(test, feature = "test-fakes"))]
+pub mod fake_host;
+pub mod host;
 mod link_reply;
 mod peer;
 mod socket;

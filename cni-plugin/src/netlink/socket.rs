@@ -176,7 +176,7 @@ impl Socket {
             .collect())
     }
 
-    fn ack(&mut self, op: &str, msg: RouteNetlinkMessage, flags: u16) -> Result<()> {
+    pub(super) fn ack(&mut self, op: &str, msg: RouteNetlinkMessage, flags: u16) -> Result<()> {
         self.request(op, msg, flags | NLM_F_ACK).map(|_| ())
     }
 }

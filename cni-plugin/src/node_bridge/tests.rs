@@ -1,0 +1,220 @@
+//! The whole command against the fake host: success, refusal, rollback
+//! after a silent gateway, and undo after a failure at every step.
+
+use std::path::PathBuf;
+
+use super::plan::tests::{host, MAC};
+use super::*;
+use crate::netlink::fake_host::FakeHost;
+
+/// A world whose managers and gateway answers are scripted.
+struct Script {
+    found: Vec<Finding>,
+    /// Answers of the gateway, by interface name.
+    answers_on: Vec<&'static str>,
+    asked: Vec<String>,
+}
+
+impl World for Script {
+    fn managers(&mut self, _: &Path, _: &str, _: u32) -> Vec<Finding> {
+        self.found.clone()
+    }
+    fn gateway(
+        &mut self,
+        ifname: &str,
+        gw: IpAddr,
+        tries: u32,
+    ) -> Result<Option<(MacAddr, Duration)>> {
+        self.asked.push(format!("{ifname} {gw} {tries}"));
+        Ok(self
+            .answers_on
+            .contains(&ifname)
+            .then_some((MacAddr([2, 0, 0, 0, 0, 1]), Duration::from_millis(1))))
+    }
+}
+
+fn world(answers_on: &[&'static str]) -> Script {
+    Script {
+        found: vec![],
+        answers_on: answers_on.to_vec(),
+        asked: vec![],
+    }
+}
+
+fn fake() -> FakeHost {
+    let obs = host();
+    FakeHost {
+        links: obs.links,
+        addrs: obs.addrs.into_iter().map(|a| (2, a)).collect(),
+        routes: obs.routes,
+        ..FakeHost::default()
+    }
+}
+
+fn opts() -> Opts {
+    Opts {
+        uplink: "eth0".into(),
+        bridge: "br0".into(),
+        gateway: None,
+        force: false,
+        dry_run: false,
+        root: PathBuf::from("/nonexistent"),
+    }
+}
+
+#[test]
+fn a_migration_moves_addresses_routes_and_mac_and_a_rerun_is_a_no_op() {
+    let mut nl = fake();
+    let mut w = world(&["eth0", "br0"]);
+    let out = migrate(&mut nl, &opts(), &mut w).expect("migrates");
+    assert!(out.contains("moved eth0 into br0"), "{out}");
+    assert!(out.contains("runtime change"), "{out}");
+    assert!(out.contains("docs/bridge.md"), "{out}");
+    let br = nl
+        .links
+        .iter()
+        .find(|l| l.name == "br0")
+        .expect("br0")
+        .clone();
+    assert_eq!(br.mac, Some(MAC));
+    assert_eq!(nl.links[1].master, Some(br.index));
+    let on_br: Vec<String> = nl
+        .addrs
+        .iter()
+        .filter(|(i, _)| *i == br.index)
+        .map(|(_, a)| a.net.to_string())
+        .collect();
+    assert_eq!(
+        on_br,
+        ["192.168.2.11/24", "192.168.2.50/24", "fd00:2::11/64"]
+    );
+    assert!(nl
+        .routes
+        .iter()
+        .any(|r| r.oif == br.index && r.dst.prefix_len() == 0 && r.metric == Some(100)));
+    assert_eq!(w.asked, ["eth0 192.168.2.1 1", "br0 192.168.2.1 3"]);
+
+    let log = nl.log.len();
+    let again = migrate(&mut nl, &opts(), &mut w).expect("no-op");
+    assert!(again.contains("already a port of br0"), "{again}");
+    assert_eq!(nl.log.len(), log, "a rerun changes nothing");
+}
+
+#[test]
+fn a_silent_gateway_rolls_back_to_the_exact_original_state() {
+    let mut nl = fake();
+    let before = nl.state();
+    let e = migrate(&mut nl, &opts(), &mut world(&[])).expect_err("rolls back");
+    let msg = e.to_string();
+    assert!(matches!(e, Error::BridgeMigration { .. }), "{e:?}");
+    assert!(msg.contains("did not answer ARP through br0"), "{msg}");
+    assert!(msg.contains("before the change either"), "{msg}");
+    assert!(msg.contains("rolled back: eth0 has its addresses"), "{msg}");
+    let mut after = nl.state();
+    // The fake appends what comes back; the kernel's order is by
+    // address, which the real test compares.
+    after.addrs.sort_by_key(|(_, a)| a.net);
+    after.routes.sort_by_key(|r| (r.dst, r.metric));
+    let mut want = before.clone();
+    want.addrs.sort_by_key(|(_, a)| a.net);
+    want.routes.sort_by_key(|r| (r.dst, r.metric));
+    assert_eq!(after, want);
+
+    // A gateway that answered on the NIC but not through the bridge.
+    let mut nl = fake();
+    let e = migrate(&mut nl, &opts(), &mut world(&["eth0"])).expect_err("rolls back");
+    assert!(
+        e.to_string().contains("although it answered through eth0"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_failure_at_any_step_undoes_the_steps_before_it() {
+    let steps = fake().log.len();
+    assert_eq!(steps, 0);
+    let total = {
+        let mut nl = fake();
+        migrate(&mut nl, &opts(), &mut world(&["eth0", "br0"])).expect("migrates");
+        nl.log.len()
+    };
+    for k in 0..total {
+        let mut nl = fake();
+        nl.fail_on = Some(String::new());
+        nl.fail_after = k;
+        let before = nl.state();
+        let e = migrate(&mut nl, &opts(), &mut world(&["eth0", "br0"])).expect_err("fails");
+        let msg = e.to_string();
+        assert!(msg.contains("failed: at `ip "), "step {k}: {msg}");
+        assert!(msg.contains("rolled back: eth0 has"), "step {k}: {msg}");
+        let mut after = nl.state();
+        after.addrs.sort_by_key(|(_, a)| a.net);
+        after.routes.sort_by_key(|r| (r.dst, r.metric));
+        let mut want = before;
+        want.addrs.sort_by_key(|(_, a)| a.net);
+        want.routes.sort_by_key(|r| (r.dst, r.metric));
+        assert_eq!(after, want, "step {k}: {msg}");
+    }
+}
+
+#[test]
+fn an_owning_manager_is_refused_with_its_snippet_unless_forced() {
+    let cases = [
+        (Manager::Netplan, "macaddress: \"02:aa:bb:cc:dd:02\""),
+        (
+            Manager::NetworkManager,
+            "ethernet.cloned-mac-address 02:aa:bb:cc:dd:02",
+        ),
+        (Manager::Networkd, "MACAddress=02:aa:bb:cc:dd:02"),
+        (Manager::Ifupdown, "hwaddress ether 02:aa:bb:cc:dd:02"),
+        (
+            Manager::DhcpClient {
+                program: "dhclient".into(),
+                pid: 42,
+            },
+            "dhclient br0",
+        ),
+    ];
+    for (m, want) in cases {
+        let mut nl = fake();
+        let before = nl.state();
+        let mut w = world(&["eth0", "br0"]);
+        w.found = vec![Finding {
+            manager: m.clone(),
+            evidence: "seeded".into(),
+        }];
+        let e = migrate(&mut nl, &opts(), &mut w).expect_err("refused");
+        let msg = e.to_string();
+        assert!(msg.contains(&format!("eth0 is managed by {m}")), "{msg}");
+        assert!(msg.contains(want), "{m}: {msg}");
+        assert!(msg.contains("--force"), "{msg}");
+        assert!(nl.log.is_empty(), "{m}: {:?}", nl.log);
+        assert_eq!(nl.state(), before);
+        assert!(w.asked.is_empty(), "no probe before refusing");
+
+        let mut forced = opts();
+        forced.force = true;
+        let out = migrate(&mut nl, &forced, &mut w).expect("forced");
+        assert!(out.contains(&format!("warning: {m} manages eth0")), "{out}");
+    }
+}
+
+#[test]
+fn a_dry_run_prints_the_plan_and_changes_nothing() {
+    let mut nl = fake();
+    let mut o = opts();
+    o.dry_run = true;
+    let mut w = world(&[]);
+    w.found = vec![Finding {
+        manager: Manager::Networkd,
+        evidence: "seeded".into(),
+    }];
+    let out = migrate(&mut nl, &o, &mut w).expect("plans");
+    assert!(out.contains("ip link set eth0 master br0"), "{out}");
+    assert!(
+        out.contains("without --force this would be refused"),
+        "{out}"
+    );
+    assert!(nl.log.is_empty());
+    assert!(w.asked.is_empty());
+}

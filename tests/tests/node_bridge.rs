@@ -1,0 +1,435 @@
+//! `flatlan node bridge --uplink eth0` in the lab (issue 14 item 4): a
+//! node namespace with its IP on eth0, a gateway and a LAN client pinging
+//! the node every 20 ms, all on one switch.
+//!
+//! - the migration loses at most 3 pings and br0 has eth0's MAC, its
+//!   addresses and routes, with eth0 as its port; a rerun is a no-op;
+//! - with the gateway gone the command rolls back by itself to the exact
+//!   original links, addresses and routes and exits non-zero;
+//! - a network manager seeded in `--root` (or a DHCP client process in the
+//!   node's namespace) is refused with its snippet and nothing changes;
+//!   `--force` proceeds.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use flatlan_e2e::{bin, require_root};
+use netns_testkit::probe::{ping, ping_background, ping_finish};
+use netns_testkit::Netns;
+use serde_json::Value;
+
+const NODE_IP: &str = "10.78.0.11";
+const GATEWAY: &str = "10.78.0.1";
+
+/// The switch, gateway, client and node namespaces (dropped last to first
+/// is fine: each is removed on drop, even when a test panics).
+struct Lan {
+    node: Netns,
+    client: Netns,
+    gateway: Netns,
+    _switch: Netns,
+}
+
+impl Lan {
+    fn new() -> Lan {
+        require_root();
+        let switch = Netns::new("nb-switch").expect("netns");
+        let gateway = Netns::new("nb-gw").expect("netns");
+        let client = Netns::new("nb-client").expect("netns");
+        let node = Netns::new("nb-node").expect("netns");
+        let mut script = String::from(
+            "link add sw0 type bridge stp_state 0 forward_delay 0 mcast_snooping 0\nlink set sw0 up\n",
+        );
+        for (port, ns) in [("p-gw", &gateway), ("p-cl", &client), ("p-node", &node)] {
+            script += &format!(
+                "link add {port} type veth peer name eth0 netns {}\nlink set {port} master sw0 up\n",
+                ns.name()
+            );
+        }
+        switch.ip_batch(&script).expect("switch");
+        for ns in [&gateway, &client, &node] {
+            // No DAD in the lab: static addresses, and a tentative one
+            // after a rollback would differ from the snapshot for a second.
+            ns.run(|| std::fs::write("/proc/sys/net/ipv6/conf/default/accept_dad", "0"))
+                .expect("thread")
+                .expect("accept_dad");
+            ns.run(|| std::fs::write("/proc/sys/net/ipv6/conf/eth0/accept_dad", "0"))
+                .expect("thread")
+                .expect("accept_dad");
+        }
+        gateway
+            .ip_batch(&format!(
+                "addr add {GATEWAY}/24 dev eth0\naddr add fd78::1/64 dev eth0 nodad\nlink set eth0 up\n"
+            ))
+            .expect("gateway");
+        client
+            .ip_batch("addr add 10.78.0.2/24 dev eth0\nlink set eth0 up\n")
+            .expect("client");
+        // A DHCP-looking primary with a lifetime, a labelled secondary, an
+        // IPv6 address, both default routes (metrics kept) and one more
+        // static route.
+        node.ip_batch(&format!(
+            "addr add {NODE_IP}/24 dev eth0 valid_lft 86400 preferred_lft 86400\n\
+             addr add 10.78.0.12/24 dev eth0 label eth0:1\n\
+             addr add fd78::11/64 dev eth0 nodad\n\
+             link set eth0 up\n\
+             route add default via {GATEWAY} metric 100 proto dhcp\n\
+             route add 10.99.0.0/16 via 10.78.0.1 metric 50\n\
+             route add ::/0 via fd78::1 metric 1024\n"
+        ))
+        .expect("node");
+        ping(
+            &client,
+            NODE_IP.parse().expect("ip"),
+            1,
+            Duration::from_secs(5),
+        )
+        .expect("lab up");
+        Lan {
+            node,
+            client,
+            gateway,
+            _switch: switch,
+        }
+    }
+
+    fn flatlan(&self, args: &[&str]) -> Output {
+        let exe = bin("flatlan");
+        let mut argv = vec![exe.to_str().expect("utf-8 path"), "node", "bridge"];
+        argv.extend_from_slice(args);
+        self.node
+            .exec_timeout(&argv, Duration::from_secs(60))
+            .expect("runs")
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn json(ns: &Netns, argv: &[&str]) -> Value {
+    let out = ns.exec_ok(argv).expect("ip -j");
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// Links, addresses and routes (every table, both families), with the
+/// fields that tick (lifetimes, counters) left out, as sorted lines.
+fn snapshot(ns: &Netns) -> Vec<String> {
+    let mut out = Vec::new();
+    for l in json(ns, &["ip", "-j", "link", "show"])
+        .as_array()
+        .expect("links")
+    {
+        out.push(format!(
+            "link {} {} master={} mtu={} up={}",
+            l["ifname"], l["address"], l["master"], l["mtu"], l["operstate"]
+        ));
+    }
+    for l in json(ns, &["ip", "-j", "addr", "show"])
+        .as_array()
+        .expect("addrs")
+    {
+        for a in l["addr_info"].as_array().into_iter().flatten() {
+            let mut a = a.clone();
+            if let Some(o) = a.as_object_mut() {
+                o.remove("valid_life_time");
+                o.remove("preferred_life_time");
+            }
+            out.push(format!("addr {} {a}", l["ifname"]));
+        }
+    }
+    for fam in ["-4", "-6"] {
+        for r in json(ns, &["ip", "-j", fam, "route", "show", "table", "all"])
+            .as_array()
+            .expect("routes")
+        {
+            out.push(format!("route {r}"));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The one address-carrying interface's routes, for the assertions.
+fn routes(ns: &Netns, fam: &str) -> Vec<Value> {
+    json(ns, &["ip", "-j", fam, "route", "show"])
+        .as_array()
+        .expect("routes")
+        .clone()
+}
+
+fn addrs_of(ns: &Netns, dev: &str) -> Vec<String> {
+    let v = json(ns, &["ip", "-j", "addr", "show", "dev", dev]);
+    v[0]["addr_info"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["scope"] != "link")
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap_or(""), a["prefixlen"]))
+        .collect()
+}
+
+#[test]
+fn the_node_moves_into_br0_losing_at_most_3_pings_and_keeps_its_mac() {
+    let lan = Lan::new();
+    let mac = lan.node.link_mac("eth0").expect("mac");
+    let root = tempfile::tempdir().expect("an empty root: no manager");
+    let pinger = ping_background(
+        &lan.client,
+        NODE_IP.parse().expect("ip"),
+        Duration::from_millis(20),
+        6,
+    )
+    .expect("ping");
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = lan.flatlan(&[
+        "--uplink",
+        "eth0",
+        "--root",
+        root.path().to_str().expect("utf-8"),
+    ]);
+    let run = ping_finish(pinger, 6).expect("ping ran");
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    eprintln!(
+        "node bridge: {} sent, {} lost, longest gap {} pings, longest silence {:.0} ms\n{t}",
+        run.sent,
+        run.lost(),
+        run.longest_gap(),
+        run.longest_silence_ms()
+    );
+    assert!(run.sent > 100, "the client pinged throughout: {run:?}");
+    assert!(run.lost() <= 3, "lost {} pings: {run:?}", run.lost());
+    assert!(run.resumed(), "{run:?}");
+    assert!(t.contains("moved eth0 into br0"), "{t}");
+    assert!(
+        t.contains("runtime change") && t.contains("docs/bridge.md"),
+        "{t}"
+    );
+
+    assert_eq!(
+        lan.node.link_mac("br0").expect("br0"),
+        mac,
+        "br0 has eth0's MAC"
+    );
+    let eth0 = json(&lan.node, &["ip", "-j", "-d", "link", "show", "eth0"]);
+    assert_eq!(eth0[0]["master"], "br0", "{eth0}");
+    let br0 = json(&lan.node, &["ip", "-j", "-d", "link", "show", "br0"]);
+    let info = &br0[0]["linkinfo"]["info_data"];
+    assert_eq!(info["stp_state"], 0, "{info}");
+    assert_eq!(info["forward_delay"], 0, "{info}");
+    assert_eq!(br0[0]["mtu"], eth0[0]["mtu"]);
+    assert_eq!(
+        addrs_of(&lan.node, "br0"),
+        ["10.78.0.11/24", "10.78.0.12/24", "fd78::11/64"]
+    );
+    assert!(addrs_of(&lan.node, "eth0").is_empty());
+    let v4 = routes(&lan.node, "-4");
+    let default = v4
+        .iter()
+        .find(|r| r["dst"] == "default")
+        .expect("default route");
+    assert_eq!(default["dev"], "br0", "{v4:?}");
+    assert_eq!(default["metric"], 100, "{v4:?}");
+    assert_eq!(default["protocol"], "dhcp", "{v4:?}");
+    assert!(
+        v4.iter()
+            .any(|r| r["dst"] == "10.99.0.0/16" && r["dev"] == "br0" && r["metric"] == 50),
+        "{v4:?}"
+    );
+    let v6 = routes(&lan.node, "-6");
+    assert!(
+        v6.iter()
+            .any(|r| r["dst"] == "default" && r["dev"] == "br0" && r["metric"] == 1024),
+        "{v6:?}"
+    );
+    ping(
+        &lan.node,
+        GATEWAY.parse().expect("ip"),
+        2,
+        Duration::from_secs(5),
+    )
+    .expect("node reaches the gateway");
+
+    let before = snapshot(&lan.node);
+    let again = lan.flatlan(&[
+        "--uplink",
+        "eth0",
+        "--root",
+        root.path().to_str().expect("utf-8"),
+    ]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        text(&again).contains("already a port of br0"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(snapshot(&lan.node), before, "a rerun changes nothing");
+}
+
+#[test]
+fn an_unreachable_gateway_rolls_back_to_the_original_state() {
+    let lan = Lan::new();
+    // The gateway loses its addresses: the node's routes still name it,
+    // but nothing answers for it any more.
+    lan.gateway
+        .ip_batch(&format!(
+            "addr del {GATEWAY}/24 dev eth0\naddr del fd78::1/64 dev eth0\n"
+        ))
+        .expect("break the gateway");
+    let before = snapshot(&lan.node);
+    let root = tempfile::tempdir().expect("root");
+    let out = lan.flatlan(&[
+        "--uplink",
+        "eth0",
+        "--root",
+        root.path().to_str().expect("utf-8"),
+    ]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("the gateway 10.78.0.1 did not answer ARP through br0"),
+        "{t}"
+    );
+    assert!(
+        t.contains("rolled back: eth0 has its addresses, routes and MAC again"),
+        "{t}"
+    );
+    assert_eq!(snapshot(&lan.node), before, "{t}");
+    // And the node still works as before.
+    ping(
+        &lan.client,
+        NODE_IP.parse().expect("ip"),
+        2,
+        Duration::from_secs(5),
+    )
+    .expect("reachable");
+}
+
+/// Until `bash -c 'exec -a ...'` has exec'd, its command line is bash's.
+fn wait_for_exec(pid: u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"dhclient\0"))
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("process {pid} never became `dhclient`");
+}
+
+/// Writes `text` at `root/path`.
+fn seed(root: &Path, path: &str, text: &str) {
+    let p = root.join(path);
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    std::fs::write(p, text).expect("seed");
+}
+
+#[test]
+fn an_owning_manager_is_refused_with_its_snippet_and_force_proceeds() {
+    let lan = Lan::new();
+    let ifindex = String::from_utf8(
+        lan.node
+            .exec_ok(&["cat", "/sys/class/net/eth0/ifindex"])
+            .expect("ifindex")
+            .stdout,
+    )
+    .expect("utf-8")
+    .trim()
+    .to_string();
+    let mac = lan.node.link_mac("eth0").expect("mac");
+    let before = snapshot(&lan.node);
+    let cases = [
+        (
+            "etc/netplan/50-cloud-init.yaml",
+            "network:\n  version: 2\n  ethernets:\n    eth0:\n      dhcp4: true\n".to_string(),
+            "netplan",
+            format!("macaddress: \"{mac}\""),
+        ),
+        (
+            &*format!("run/NetworkManager/devices/{ifindex}"),
+            "[device]\nmanaged=true\n".to_string(),
+            "NetworkManager",
+            format!("ethernet.cloned-mac-address {mac}"),
+        ),
+        (
+            &*format!("run/systemd/netif/links/{ifindex}"),
+            "ADMIN_STATE=configured\nOPER_STATE=routable\n".to_string(),
+            "systemd-networkd",
+            format!("MACAddress={mac}"),
+        ),
+    ]
+    .map(|(p, t, m, s)| (p.to_string(), t, m, s));
+    for (path, content, manager, snippet) in &cases {
+        let root = tempfile::tempdir().expect("root");
+        seed(root.path(), path, content);
+        let out = lan.flatlan(&[
+            "--uplink",
+            "eth0",
+            "--root",
+            root.path().to_str().expect("utf-8"),
+        ]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{manager}: {t}");
+        assert!(t.contains(&format!("eth0 is managed by {manager}")), "{t}");
+        assert!(t.contains(snippet.as_str()), "{manager}: {t}");
+        assert!(t.contains("nothing was changed"), "{t}");
+        assert_eq!(snapshot(&lan.node), before, "{manager}: {t}");
+    }
+
+    // A DHCP client for eth0, in the node's namespace only.
+    let dhclient = lan
+        .node
+        .spawn(&["bash", "-c", "exec -a dhclient tail -f /dev/null eth0"])
+        .expect("fake dhclient");
+    let elsewhere = lan
+        .client
+        .spawn(&["bash", "-c", "exec -a dhclient tail -f /dev/null eth0"])
+        .expect("another namespace's dhclient");
+    let root = tempfile::tempdir().expect("root");
+    let root = root.path().to_str().expect("utf-8").to_string();
+    for p in [dhclient.pid(), elsewhere.pid()] {
+        wait_for_exec(p);
+    }
+    let out = lan.flatlan(&["--uplink", "eth0", "--root", &root]);
+    let t = text(&out);
+    assert!(
+        t.contains(&format!(
+            "eth0 is managed by dhclient (pid {})",
+            dhclient.pid()
+        )),
+        "{t}"
+    );
+    assert!(
+        !t.contains(&format!("pid {})", elsewhere.pid())),
+        "another namespace's: {t}"
+    );
+    assert!(t.contains("dhclient br0"), "{t}");
+    assert_eq!(snapshot(&lan.node), before, "{t}");
+
+    let out = lan.flatlan(&["--uplink", "eth0", "--root", &root, "--force"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("warning: dhclient"), "{t}");
+    assert_eq!(lan.node.link_mac("br0").expect("br0"), mac);
+    drop((dhclient, elsewhere));
+}
+
+#[test]
+fn a_dry_run_prints_the_plan_and_changes_nothing() {
+    let lan = Lan::new();
+    let before = snapshot(&lan.node);
+    let out = lan.flatlan(&["--uplink", "eth0", "--dry-run"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("ip link set eth0 master br0"), "{t}");
+    assert!(t.contains("ip addr add 10.78.0.11/24 dev br0"), "{t}");
+    assert_eq!(snapshot(&lan.node), before);
+}
