@@ -51,7 +51,9 @@ fix. Exit code: 0 without FAIL findings, 1 with, 2 for a bad command line.
   --lb-pool RANGE        a LoadBalancer pool (CIDR or A-B); repeatable
   --lb-pools FILE        IPAddressPools as YAML (kubectl get ipaddresspools -o yaml)
   --dhcp-pool RANGE      the router's DHCP pool (A-B), checked against the rest
-  --uplink IF            the NIC that must be in the bridge (default: any port)";
+  --uplink IF            the NIC that must be in the bridge (default: any port)
+
+FILE arguments are read as given; only the defaults are looked up under --root.";
 
 #[derive(Debug, Default)]
 pub struct Options {
@@ -181,8 +183,8 @@ pub fn run(o: &Options) -> (Vec<Finding>, Vec<String>) {
     spans.extend(
         seen.node_ips
             .iter()
-            .filter(|n| subnets.iter().any(|s| s.contains(&n.addr())))
-            .map(|n| Span::new(Kind::NodeIp, IpRange::single(n.addr()), bridge_name)),
+            .filter(|(n, _)| subnets.iter().any(|s| s.contains(&n.addr())))
+            .map(|(n, link)| Span::new(Kind::NodeIp, IpRange::single(n.addr()), link.as_str())),
     );
     spans.extend(speaker.vips);
     spans.extend(

@@ -555,3 +555,14 @@ fn on_k3s_the_flannel_config_left_behind_is_named() {
         r.text
     );
 }
+
+#[test]
+fn a_node_address_in_a_pool_fails() {
+    let n = Node::new(Seed::default());
+    n.doctor(&["--lb-pool", "192.168.2.8-192.168.2.12"]).has(
+        "overlap",
+        "fail",
+        "node address 192.168.2.10 (br0) overlaps LB pool 192.168.2.8-192.168.2.12",
+        "192.168.2.8-192.168.2.9 and 192.168.2.11-192.168.2.12",
+    );
+}

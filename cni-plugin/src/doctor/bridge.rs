@@ -11,8 +11,10 @@ use crate::netlink::{Link, Netlink, Socket};
 /// What the node's links say, for this check and the ones after it.
 pub struct Seen {
     pub findings: Vec<Finding>,
-    /// The bridge's addresses (the node's own LAN addresses).
-    pub node_ips: Vec<IpNet>,
+    /// The node's own addresses and their links: every link's but lo's
+    /// (where the speaker puts the VIPs it owns), kube-ipvs0's (Service
+    /// IPs) and pod veths'.
+    pub node_ips: Vec<(IpNet, String)>,
     pub links: Vec<Link>,
 }
 
@@ -56,6 +58,14 @@ pub fn check(bridge: &str, uplink: Option<&str>) -> Seen {
         }
     };
     let carrier = |index: u32| carriers.iter().any(|(i, c)| *i == index && *c);
+    for l in links
+        .iter()
+        .filter(|l| l.name != "lo" && l.name != "kube-ipvs0" && !names::is_ours(&l.name))
+    {
+        for a in nl.addresses(l.index).unwrap_or_default() {
+            seen.node_ips.push((a, l.name.clone()));
+        }
+    }
     let f = &mut seen.findings;
     // The likeliest uplink first: with a carrier, then a physical NIC.
     let mut candidates: Vec<&Link> = links
@@ -110,7 +120,6 @@ pub fn check(bridge: &str, uplink: Option<&str>) -> Seen {
             format!("ip link set {bridge} up (and make the network config bring it up at boot)"),
         ));
     }
-    seen.node_ips = nl.addresses(br.index).unwrap_or_default();
     let ports: Vec<&Link> = links
         .iter()
         .filter(|l| l.master == Some(br.index) && can_be_uplink(l))
