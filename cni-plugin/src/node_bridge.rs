@@ -142,6 +142,14 @@ pub fn migrate<N: HostNetlink>(nl: &mut N, o: &Opts, world: &mut dyn World) -> R
 
     let mut exec = apply::Executor::new(nl, &plan);
     if let Err(why) = exec.apply(&plan.steps) {
+        if !exec.changed() {
+            return Err(Error::BridgeMigration {
+                uplink: up.to_string(),
+                bridge: br.to_string(),
+                reason: why,
+                rollback: "nothing was changed".into(),
+            });
+        }
         let left = exec.undo();
         return Err(failed(nl, &plan, &before, why, left));
     }

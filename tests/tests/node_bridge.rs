@@ -433,3 +433,24 @@ fn a_dry_run_prints_the_plan_and_changes_nothing() {
     assert!(t.contains("ip addr add 10.78.0.11/24 dev br0"), "{t}");
     assert_eq!(snapshot(&lan.node), before);
 }
+
+#[test]
+fn an_ipv6_gateway_is_checked_with_a_neighbour_solicitation() {
+    let lan = Lan::new();
+    let out = lan.flatlan(&["--uplink", "eth0", "--gateway", "fd78::1"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("the gateway fd78::1"), "{t}");
+    assert!(t.contains("answered through br0"), "{t}");
+    // And one that is not there is not taken for an answer.
+    let lan = Lan::new();
+    let before = snapshot(&lan.node);
+    let out = lan.flatlan(&["--uplink", "eth0", "--gateway", "fd78::99"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("did not answer neighbour solicitations through br0"),
+        "{t}"
+    );
+    assert_eq!(snapshot(&lan.node), before, "{t}");
+}

@@ -41,6 +41,11 @@ impl<'a, N: HostNetlink> Executor<'a, N> {
         Ok(())
     }
 
+    /// True once a step has changed the host.
+    pub fn changed(&self) -> bool {
+        !self.done.is_empty()
+    }
+
     /// Undoes every step done, newest first. Keeps going past a failure
     /// and returns the `ip` commands that are left to do by hand, with
     /// why each failed (empty: the host is as it was).
