@@ -454,3 +454,47 @@ fn an_ipv6_gateway_is_checked_with_a_neighbour_solicitation() {
     );
     assert_eq!(snapshot(&lan.node), before, "{t}");
 }
+
+#[test]
+fn a_failure_at_any_step_is_undone_on_the_real_kernel() {
+    let lan = Lan::new();
+    let before = snapshot(&lan.node);
+    let exe = bin("flatlan");
+    let exe = exe.to_str().expect("utf-8 path");
+    let plan = lan.flatlan(&["--uplink", "eth0", "--dry-run"]);
+    let steps = String::from_utf8_lossy(&plan.stdout)
+        .lines()
+        .filter(|l| l.starts_with("  ip "))
+        .count();
+    assert_eq!(steps, 14, "{}", text(&plan));
+    for n in 0..steps {
+        let var = format!("FLATLAN_TEST_BRIDGE_FAIL_AT={n}");
+        let out = lan
+            .node
+            .exec_timeout(
+                &["env", &var, exe, "node", "bridge", "--uplink", "eth0"],
+                Duration::from_secs(60),
+            )
+            .expect("runs");
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(1), "step {n}: {t}");
+        assert!(
+            t.contains(&format!("step {n} (FLATLAN_TEST_BRIDGE_FAIL_AT)")),
+            "{t}"
+        );
+        let undone = if n == 0 {
+            "nothing was changed"
+        } else {
+            "rolled back: eth0 has its addresses, routes and MAC again and br0 is gone"
+        };
+        assert!(t.contains(undone), "step {n}: {t}");
+        assert_eq!(snapshot(&lan.node), before, "step {n}: {t}");
+    }
+    ping(
+        &lan.client,
+        NODE_IP.parse().expect("ip"),
+        2,
+        Duration::from_secs(5),
+    )
+    .expect("reachable");
+}

@@ -32,8 +32,8 @@ impl<'a, N: HostNetlink> Executor<'a, N> {
     /// which step (as an `ip` command) and why. What was done stays
     /// recorded for [`Executor::undo`].
     pub fn apply(&mut self, steps: &[Step]) -> std::result::Result<(), String> {
-        for s in steps {
-            if let Err(e) = self.run(s) {
+        for (n, s) in steps.iter().enumerate() {
+            if let Err(e) = injected_failure(n).and_then(|()| self.run(s)) {
                 return Err(format!("at `{}`: {e}", self.command(s)));
             }
             self.done.push(s.clone());
@@ -133,4 +133,24 @@ impl<'a, N: HostNetlink> Executor<'a, N> {
             r => r,
         }
     }
+}
+
+/// With `test-hooks` (end-to-end builds only, like src/hook.rs),
+/// `FLATLAN_TEST_BRIDGE_FAIL_AT=N` makes step N fail as a kernel refusal
+/// would, so the lab proves the undo on a real kernel from every step.
+#[cfg(feature = "test-hooks")]
+fn injected_failure(n: usize) -> Result<()> {
+    match std::env::var("FLATLAN_TEST_BRIDGE_FAIL_AT") {
+        Ok(v) if v == n.to_string() => Err(Error::netlink(
+            format!("step {n} (FLATLAN_TEST_BRIDGE_FAIL_AT)"),
+            std::io::Error::from_raw_os_error(libc::EPERM),
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+fn injected_failure(_n: usize) -> Result<()> {
+    Ok(())
 }
