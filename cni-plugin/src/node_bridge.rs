@@ -66,10 +66,10 @@ impl World for Real {
 
 /// `flatlan node ...`; `args` starts after `node`.
 pub fn main(args: &[String]) -> Result<String> {
-    let help = |a: &String| matches!(a.as_str(), "-h" | "--help" | "help");
+    let help = |a: &str| matches!(a, "-h" | "--help" | "help");
     match args.first().map(String::as_str) {
         Some("bridge") => {}
-        Some(a) if help(&a.to_string()) => return Ok(format!("{USAGE}\n")),
+        Some(a) if help(a) => return Ok(format!("{USAGE}\n")),
         Some(v) => return Err(Error::Usage(format!("unknown command node {v:?}\n{USAGE}"))),
         None => {
             return Err(Error::Usage(format!(
@@ -78,7 +78,7 @@ pub fn main(args: &[String]) -> Result<String> {
         }
     }
     let rest = args.get(1..).unwrap_or_default();
-    if rest.iter().any(help) {
+    if rest.iter().any(|a| help(a)) {
         return Ok(format!("{USAGE}\n"));
     }
     let o = opts::parse(rest)?;
