@@ -204,9 +204,19 @@ fn the_node_moves_into_br0_losing_at_most_3_pings_and_keeps_its_mac() {
         run.longest_gap(),
         run.longest_silence_ms()
     );
-    assert!(run.sent > 100, "the client pinged throughout: {run:?}");
-    assert!(run.lost() <= 3, "lost {} pings: {run:?}", run.lost());
-    assert!(run.resumed(), "{run:?}");
+    assert!(
+        run.sent > 100,
+        "the client pinged throughout: {} sent",
+        run.sent
+    );
+    assert!(
+        run.lost() <= 3,
+        "lost {} pings (longest gap {}, silence {:.0} ms)\n{t}",
+        run.lost(),
+        run.longest_gap(),
+        run.longest_silence_ms()
+    );
+    assert!(run.resumed(), "no replies at the end: {:?}", run.seqs());
     assert!(t.contains("moved eth0 into br0"), "{t}");
     assert!(
         t.contains("runtime change") && t.contains("docs/bridge.md"),

@@ -3,12 +3,15 @@
 //! is unreachable for as short a time as possible, each with its inverse
 //! (STYLE.md rules 2 and 6).
 //!
-//! The outage starts when the uplink becomes a port (from then on its
-//! frames go up the bridge, which does not hold the addresses yet) and
-//! ends when the bridge holds them: everything that can be done before,
-//! is (the bridge is created up, with the uplink's MAC, STP off and no
-//! forward delay, so the port forwards at once), and what remains is a
-//! handful of netlink messages on one socket.
+//! Once the uplink is a port its frames go up the bridge, which has the
+//! uplink's MAC; the stack still answers for the addresses left on the
+//! uplink (Linux accepts a packet for any local address on any link), and
+//! replies still leave by the uplink's routes. So the outage is only the
+//! time between an address leaving the uplink and reaching the bridge: a
+//! few netlink messages on one socket. Everything else is done before:
+//! the bridge is created up, with the uplink's MAC and MTU, STP off and no
+//! forward delay, so the new port forwards at once. (The lab test sees 0
+//! lost pings at 20 ms; 100 ms of sleep between the two loses 4.)
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
