@@ -438,3 +438,65 @@ fn the_cli_runs_install_and_uninstall() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("--range-file"));
 }
+
+/// The `command` list of the DaemonSet's init container `install`, read
+/// from the manifest source (a line scan: this crate has no YAML parser).
+fn daemonset_install_command() -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/daemonset.yaml");
+    let text = fs::read_to_string(&path).unwrap();
+    let mut lines = text
+        .lines()
+        .skip_while(|l| l.trim() != "- name: install")
+        .skip_while(|l| l.trim() != "command:")
+        .skip(1);
+    let mut out = Vec::new();
+    for l in lines.by_ref() {
+        let Some(item) = l.trim().strip_prefix("- ") else {
+            break;
+        };
+        out.push(item.to_string());
+    }
+    out
+}
+
+#[test]
+fn the_daemonsets_install_command_parses() {
+    // Regression (issue 14, the real cluster): the DaemonSet passes
+    // `--root=/host`, which the parser rejected as an unknown argument,
+    // so the init container crash-looped and the node never went Ready.
+    let cmd = daemonset_install_command();
+    assert_eq!(
+        cmd.get(..2),
+        Some(&["/flatlan".to_string(), "install".to_string()][..]),
+        "{cmd:?}"
+    );
+    let o = install::parse(&cmd[2..], |_| None).unwrap();
+    assert_eq!(o.root, Path::new("/host"));
+    assert_eq!(
+        o.conflist.as_deref(),
+        Some(Path::new("/etc/flatlan/10-flatlan.conflist"))
+    );
+    assert_eq!(o.wait, Duration::from_secs(60));
+
+    let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let o = install::parse(
+        &args(&[
+            "--state-dir=/x/state",
+            "--force",
+            "--name",
+            "20-flatlan.conflist",
+        ]),
+        |_| None,
+    )
+    .unwrap();
+    assert_eq!(o.state_dir, Path::new("/x/state"));
+    assert!(o.force);
+    assert_eq!(o.name, "20-flatlan.conflist");
+    for bad in [
+        &["--force=yes"][..],
+        &["--wait=soon"][..],
+        &["--bogus=1"][..],
+    ] {
+        assert!(install::parse(&args(bad), |_| None).is_err(), "{bad:?}");
+    }
+}

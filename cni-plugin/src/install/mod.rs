@@ -107,13 +107,21 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Op
         ..Options::default()
     };
     let mut it = args.iter();
-    while let Some(a) = it.next() {
+    while let Some(arg) = it.next() {
+        // `--root=/host` as well as `--root /host`: the DaemonSet's
+        // command uses the `=` form, like the speaker's (clap) flags, and
+        // an install that rejected it left a real node NotReady.
+        let (a, mut inline) = match arg.split_once('=') {
+            Some((flag, v)) if flag.starts_with("--") => (flag, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
         let mut value = |flag: &str| {
-            it.next()
-                .cloned()
+            inline
+                .take()
+                .or_else(|| it.next().cloned())
                 .ok_or_else(|| Error::Usage(format!("{flag} needs a value\n{USAGE}")))
         };
-        match a.as_str() {
+        match a {
             "--root" => o.root = value(a)?.into(),
             "--bin-dir" => o.bin_dir = Some(value(a)?.into()),
             "--conf-dir" => o.conf_dir = Some(value(a)?.into()),
@@ -131,7 +139,10 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Op
             }
             "--binary-only" => o.binary_only = true,
             "--force" => o.force = true,
-            s => return Err(Error::Usage(format!("unknown argument {s}\n{USAGE}"))),
+            _ => return Err(Error::Usage(format!("unknown argument {arg}\n{USAGE}"))),
+        }
+        if inline.is_some() {
+            return Err(Error::Usage(format!("{a} takes no value\n{USAGE}")));
         }
     }
     o.bin_dir = o
