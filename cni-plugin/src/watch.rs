@@ -18,6 +18,8 @@ use flatlan_ipam::watch::Watch;
 use flatlan_ipam::Pool;
 use flatlan_l2::frame::EtherType;
 use flatlan_l2::socket::{FrameSocket, PacketSocket};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use tracing::{debug, info, warn};
 
 use crate::config::NetConf;
@@ -42,12 +44,65 @@ pub fn main(args: &[String]) -> Result<String> {
     };
     let conf = load(&conf)?;
     crate::init_logging(Some(conf.log_level.as_deref().unwrap_or("info")));
+    let stop = Stop::new()?;
     loop {
-        if let Err(e) = watch(&conf) {
-            warn!("{e}; retrying in 5 s");
+        match watch(&conf, &stop) {
+            Ok(Run::Stopped) => break,
+            Ok(Run::Reload) => continue,
+            Err(e) => warn!("{e}; retrying in 5 s"),
         }
-        std::thread::sleep(Duration::from_secs(5));
+        if stop.within(Duration::from_secs(5)) {
+            break;
+        }
     }
+    info!("stopped by a signal");
+    Ok(String::new())
+}
+
+/// SIGTERM and SIGINT, taken synchronously. As the DaemonSet's
+/// `ipam-watch` container this process is PID 1 of its PID namespace, and
+/// the kernel gives PID 1 no default action for SIGTERM: without a
+/// handler the kubelet waited out the whole grace period (30 s) and
+/// killed it on every rolling update and uninstall (issue 14, the real
+/// cluster).
+struct Stop(SignalFd);
+
+impl Stop {
+    fn new() -> Result<Stop> {
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGTERM);
+        mask.add(Signal::SIGINT);
+        mask.thread_block()
+            .map_err(|e| Error::io("block", "SIGTERM and SIGINT", e.into()))?;
+        let fd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(|e| Error::io("signalfd", "SIGTERM and SIGINT", e.into()))?;
+        Ok(Stop(fd))
+    }
+
+    /// True once a signal came (a read consumes it: callers stop then).
+    fn requested(&self) -> bool {
+        matches!(self.0.read_signal(), Ok(Some(_)))
+    }
+
+    /// Waits up to `d`; true if a signal came meanwhile.
+    fn within(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            if self.requested() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.requested()
+    }
+}
+
+/// How one [`watch`] ended.
+enum Run {
+    /// Time to re-read the pools.
+    Reload,
+    /// A signal: the sightings are flushed, exit.
+    Stopped,
 }
 
 /// A conflist (flatlan's entry, with the list's name and version) or one
@@ -80,8 +135,9 @@ pub fn load(path: &Path) -> Result<NetConf> {
     NetConf::parse(conf.to_string().as_bytes())
 }
 
-/// Watches until the bridge goes away or the pools need re-reading.
-fn watch(conf: &NetConf) -> Result<()> {
+/// Watches until the bridge goes away, the pools need re-reading or a
+/// signal comes.
+fn watch(conf: &NetConf, stop: &Stop) -> Result<Run> {
     let mut nl = Socket::new()?;
     // The same check ADD makes: `bridge: eth0` must not sniff the NIC.
     let bridge = crate::cmd::bridge(&mut nl, &conf.bridge)?;
@@ -106,6 +162,7 @@ fn watch(conf: &NetConf) -> Result<()> {
     info!(bridge = %conf.bridge, pools = ?pools.iter().map(Pool::describe).collect::<Vec<_>>(), "watching for foreign use of pool addresses");
     let mut buf = vec![0u8; 2048];
     while started.elapsed() < RELOAD_EVERY {
+        let stopping = stop.requested();
         let mtime = modified(&state_file);
         if mtime != seen_mtime {
             w.note_state(&store.peek()?, now_secs());
@@ -119,7 +176,7 @@ fn watch(conf: &NetConf) -> Result<()> {
                 debug!(ip = %s.addr, mac = %s.mac, evidence = ?s.evidence, "foreign use seen");
             }
         }
-        if w.has_pending() && flushed.elapsed() >= FLUSH_EVERY {
+        if w.has_pending() && (stopping || flushed.elapsed() >= FLUSH_EVERY) {
             flushed = Instant::now();
             let mut locked = store.lock()?;
             let applied = w.apply(&mut locked.state, now_secs());
@@ -143,8 +200,11 @@ fn watch(conf: &NetConf) -> Result<()> {
                 w.dropped = 0;
             }
         }
+        if stopping {
+            return Ok(Run::Stopped);
+        }
     }
-    Ok(())
+    Ok(Run::Reload)
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
