@@ -25,6 +25,7 @@ mod bench_speaker;
 mod bench_stats;
 pub mod demo;
 mod demo_speaker;
+pub mod mdns_browse;
 pub mod speaker_bench;
 pub mod speaker_bench_link;
 pub mod speaker_bench_lossy;

@@ -57,6 +57,10 @@ enum Cmd {
     /// latency and RSS, in namespaces of its own (what `flatlan-speaker
     /// bench` runs). Prints a Markdown table, or one JSON object.
     SpeakerBench(SpeakerBenchArgs),
+    /// Browse one mDNS service type from this process's own namespace
+    /// (a pod on a real cluster) and print what answers. Exits 1 when no
+    /// instance resolves.
+    MdnsBrowse(flatlan_lab::mdns_browse::MdnsBrowseArgs),
 }
 
 #[derive(clap::Args)]
@@ -272,6 +276,7 @@ fn main() -> ExitCode {
             }
         }
         Cmd::SpeakerBench(a) => speaker_bench(a),
+        Cmd::MdnsBrowse(a) => flatlan_lab::mdns_browse::run(&a),
         Cmd::Bench(args) => match bench(args) {
             Ok(code) => return code,
             Err(e) => Err(e),

@@ -152,9 +152,36 @@ pub fn mdns_query(
     service_type: &str,
     timeout: Duration,
 ) -> Result<Vec<MdnsAnswer>> {
-    let query = dns::build_query(0, service_type, dns::TYPE_PTR, false)?;
     let sock = ns.run(|| mdns_socket(ifaddr))??;
-    let io = |e| Error::io(format!("mDNS query from {}", ns.name()), e);
+    collect(&sock, ns.name(), service_type, timeout)
+}
+
+/// [`mdns_query`] from the caller's own network namespace: a process that
+/// already runs where the query must come from (a pod on a real cluster,
+/// `flatlan-lab mdns-browse`) has no named namespace to enter.
+pub fn mdns_query_here(
+    ifaddr: Ipv4Addr,
+    service_type: &str,
+    timeout: Duration,
+) -> Result<Vec<MdnsAnswer>> {
+    collect(
+        &mdns_socket(ifaddr)?,
+        "this namespace",
+        service_type,
+        timeout,
+    )
+}
+
+/// Queries every 500 ms on `sock` and gathers the answers (the loop of
+/// [`mdns_query`]); `from` names the namespace in errors.
+fn collect(
+    sock: &UdpSocket,
+    from: &str,
+    service_type: &str,
+    timeout: Duration,
+) -> Result<Vec<MdnsAnswer>> {
+    let query = dns::build_query(0, service_type, dns::TYPE_PTR, false)?;
+    let io = |e| Error::io(format!("mDNS query from {from}"), e);
     let group = SocketAddrV4::new(MDNS_GROUP, MDNS_PORT);
 
     let started = Instant::now();

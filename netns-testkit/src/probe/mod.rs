@@ -10,7 +10,7 @@ mod udp;
 
 use std::time::Duration;
 
-pub use mdns::{mdns_query, MdnsAnswer};
+pub use mdns::{mdns_query, mdns_query_here, MdnsAnswer};
 pub use neigh::{arp_neighbors, Neighbor};
 pub use ping::{ping, PingReport};
 pub use ping_run::{ping_background, ping_finish, PingRun};
