@@ -188,6 +188,13 @@ pub fn migrate<N: HostNetlink>(nl: &mut N, o: &Opts, world: &mut dyn World) -> R
             f.manager, f.evidence
         );
     }
+    for a in plan.addrs.iter().filter(|a| a.is_dynamic()) {
+        let _ = writeln!(
+            out,
+            "note: {} has a lease ({} s left): whatever renews it (a DHCP client) must now run on {br}, or the kernel drops it when it runs out",
+            a.net, a.valid_lft
+        );
+    }
     out.push_str(RUNTIME_ONLY);
     Ok(out)
 }

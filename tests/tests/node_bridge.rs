@@ -218,6 +218,7 @@ fn the_node_moves_into_br0_losing_at_most_3_pings_and_keeps_its_mac() {
     );
     assert!(run.resumed(), "no replies at the end: {:?}", run.seqs());
     assert!(t.contains("moved eth0 into br0"), "{t}");
+    assert!(t.contains("note: 10.78.0.11/24 has a lease"), "{t}");
     assert!(
         t.contains("runtime change") && t.contains("docs/bridge.md"),
         "{t}"

@@ -182,7 +182,9 @@ pub fn ifupdown_names(text: &str, ifname: &str) -> bool {
     })
 }
 
-/// The DHCP client program if `argv` runs one for `ifname`.
+/// The DHCP client program if `argv` runs one for `ifname`: named on its
+/// command line, or dhcpcd in manager mode (no interface named at all,
+/// as Raspberry Pi OS runs `dhcpcd -q -b`), which manages every one.
 pub fn dhcp_client_for(argv: &[String], ifname: &str) -> Option<String> {
     let prog = argv.first()?.rsplit('/').next()?.to_string();
     if !matches!(
@@ -191,12 +193,34 @@ pub fn dhcp_client_for(argv: &[String], ifname: &str) -> Option<String> {
     ) {
         return None;
     }
-    let named = argv[1..].iter().any(|a| {
+    let args = argv.get(1..).unwrap_or_default();
+    let named = args.iter().any(|a| {
         a == ifname
             || a.strip_prefix("-i") == Some(ifname)
             || a.strip_prefix("--interface=") == Some(ifname)
     });
-    named.then_some(prog)
+    let manager_mode = prog.starts_with("dhcpcd") && dhcpcd_interfaces(args) == 0;
+    (named || manager_mode).then_some(prog)
+}
+
+/// How many interfaces a dhcpcd command line names: its arguments that
+/// are neither options nor an option's separate value.
+fn dhcpcd_interfaces(args: &[String]) -> usize {
+    // dhcpcd(8)'s short options that take a value.
+    const WITH_VALUE: &str = "cefhilmOorSstuvyzZ";
+    let mut n = 0;
+    let mut skip = false;
+    for a in args {
+        if skip {
+            skip = false;
+        } else if let Some(opt) = a.strip_prefix('-') {
+            let short = opt.len() == 1 && !opt.starts_with('-');
+            skip = short && WITH_VALUE.contains(opt);
+        } else {
+            n += 1;
+        }
+    }
+    n
 }
 
 fn dhcp_clients(proc: &Path, ifname: &str) -> Vec<Finding> {

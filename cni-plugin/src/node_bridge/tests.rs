@@ -69,6 +69,10 @@ fn a_migration_moves_addresses_routes_and_mac_and_a_rerun_is_a_no_op() {
     let out = migrate(&mut nl, &opts(), &mut w).expect("migrates");
     assert!(out.contains("moved eth0 into br0"), "{out}");
     assert!(out.contains("runtime change"), "{out}");
+    assert!(
+        out.contains("note: 192.168.2.11/24 has a lease (86000 s left)"),
+        "{out}"
+    );
     assert!(out.contains("docs/bridge.md"), "{out}");
     let br = nl
         .links
