@@ -25,6 +25,9 @@ const GATEWAY: &str = "10.78.0.1";
 /// The switch, gateway, client and node namespaces (dropped last to first
 /// is fine: each is removed on drop, even when a test panics).
 struct Lan {
+    /// An empty `--root` by default: the host's /etc/netplan and
+    /// /run/systemd/netif must not decide a lab test.
+    root: tempfile::TempDir,
     node: Netns,
     client: Netns,
     gateway: Netns,
@@ -87,6 +90,7 @@ impl Lan {
         )
         .expect("lab up");
         Lan {
+            root: tempfile::tempdir().expect("an empty root: no manager"),
             node,
             client,
             gateway,
@@ -94,12 +98,28 @@ impl Lan {
         }
     }
 
-    fn flatlan(&self, args: &[&str]) -> Output {
-        let exe = bin("flatlan");
-        let mut argv = vec![exe.to_str().expect("utf-8 path"), "node", "bridge"];
+    /// `env VARS flatlan node bridge ARGS`, with `--root` the lab's empty
+    /// one unless ARGS has its own.
+    fn argv<'a>(&'a self, exe: &'a str, env: &[&'a str], args: &[&'a str]) -> Vec<&'a str> {
+        let mut argv = vec!["env"];
+        argv.extend_from_slice(env);
+        argv.extend_from_slice(&[exe, "node", "bridge"]);
         argv.extend_from_slice(args);
+        if !args.contains(&"--root") {
+            argv.extend_from_slice(&["--root", self.root.path().to_str().expect("utf-8")]);
+        }
+        argv
+    }
+
+    fn flatlan(&self, args: &[&str]) -> Output {
+        self.flatlan_env(&[], args)
+    }
+
+    fn flatlan_env(&self, env: &[&str], args: &[&str]) -> Output {
+        let exe = bin("flatlan");
+        let exe = exe.to_str().expect("utf-8 path");
         self.node
-            .exec_timeout(&argv, Duration::from_secs(60))
+            .exec_timeout(&self.argv(exe, env, args), Duration::from_secs(60))
             .expect("runs")
     }
 }
@@ -470,8 +490,6 @@ fn an_ipv6_gateway_is_checked_with_a_neighbour_solicitation() {
 fn a_failure_at_any_step_is_undone_on_the_real_kernel() {
     let lan = Lan::new();
     let before = snapshot(&lan.node);
-    let exe = bin("flatlan");
-    let exe = exe.to_str().expect("utf-8 path");
     let plan = lan.flatlan(&["--uplink", "eth0", "--dry-run"]);
     let steps = String::from_utf8_lossy(&plan.stdout)
         .lines()
@@ -480,13 +498,7 @@ fn a_failure_at_any_step_is_undone_on_the_real_kernel() {
     assert_eq!(steps, 14, "{}", text(&plan));
     for n in 0..steps {
         let var = format!("FLATLAN_TEST_BRIDGE_FAIL_AT={n}");
-        let out = lan
-            .node
-            .exec_timeout(
-                &["env", &var, exe, "node", "bridge", "--uplink", "eth0"],
-                Duration::from_secs(60),
-            )
-            .expect("runs");
+        let out = lan.flatlan_env(&[&var], &["--uplink", "eth0"]);
         let t = text(&out);
         assert_eq!(out.status.code(), Some(1), "step {n}: {t}");
         assert!(
