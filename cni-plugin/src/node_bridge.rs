@@ -12,6 +12,7 @@ mod detect;
 mod gateway;
 mod opts;
 mod plan;
+mod signals;
 mod snippet;
 
 use std::fmt::Write as _;
@@ -140,6 +141,9 @@ pub fn migrate<N: HostNetlink>(nl: &mut N, o: &Opts, world: &mut dyn World) -> R
     // a failure afterwards.
     let answered_before = world.gateway(up, plan.gateway, 1).ok().flatten().is_some();
 
+    // From the first change until the host is verified or put back, a
+    // signal (an SSH session's SIGHUP) must not end flatlan: it waits.
+    let held = signals::Held::new()?;
     let mut exec = apply::Executor::new(nl, &plan);
     if let Err(why) = exec.apply(&plan.steps) {
         if !exec.changed() {
@@ -151,15 +155,33 @@ pub fn migrate<N: HostNetlink>(nl: &mut N, o: &Opts, world: &mut dyn World) -> R
             });
         }
         let left = exec.undo();
+        // Nothing left to protect: a signal that came meanwhile has had
+        // its effect (the undo), it must not kill the report.
+        let _ = held.take();
         return Err(failed(nl, &plan, &before, why, left));
     }
-    let check = world.gateway(br, plan.gateway, gateway::TRIES);
+    let check = match held.take() {
+        Some(sig) => Err(sig),
+        None => {
+            eprintln!(
+                "checking the gateway {} through {br} (at most {} s; do not interrupt)",
+                plan.gateway,
+                gateway::budget(gateway::TRIES).as_secs_f32()
+            );
+            let check = world.gateway(br, plan.gateway, gateway::TRIES);
+            // One that came during the check: the operator wants out, and
+            // out is the state before.
+            held.take().map_or(Ok(check), Err)
+        }
+    };
     let (mac, took) = match check {
-        Ok(Some(answer)) => answer,
+        Ok(Ok(Some(answer))) => answer,
         other => {
             let left = exec.undo();
+            let _ = held.take();
             let why = match other {
-                Err(e) => format!(
+                Err(sig) => format!("interrupted by {sig} before the gateway check ended"),
+                Ok(Err(e)) => format!(
                     "cannot check the gateway {} through {br}: {e}",
                     plan.gateway
                 ),

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use flatlan_e2e::{bin, require_root};
 use netns_testkit::probe::{ping, ping_background, ping_finish};
-use netns_testkit::Netns;
+use netns_testkit::{Netns, ProcHandle};
+use nix::sys::signal::Signal;
 use serde_json::Value;
 
 const NODE_IP: &str = "10.78.0.11";
@@ -121,6 +122,12 @@ impl Lan {
         self.node
             .exec_timeout(&self.argv(exe, env, args), Duration::from_secs(60))
             .expect("runs")
+    }
+
+    fn spawn_flatlan(&self, args: &[&str]) -> ProcHandle {
+        let exe = bin("flatlan");
+        let exe = exe.to_str().expect("utf-8 path");
+        self.node.spawn(&self.argv(exe, &[], args)).expect("spawns")
     }
 }
 
@@ -520,4 +527,32 @@ fn a_failure_at_any_step_is_undone_on_the_real_kernel() {
         Duration::from_secs(5),
     )
     .expect("reachable");
+}
+
+/// An SSH session dying mid-check sends SIGHUP; Ctrl-C SIGINT, a service
+/// manager SIGTERM. flatlan holds them until the check ends, then rolls
+/// back: the node is never left half migrated.
+#[test]
+fn a_signal_during_the_gateway_check_is_held_and_rolls_back() {
+    let lan = Lan::new();
+    let before = snapshot(&lan.node);
+    for sig in [Signal::SIGHUP, Signal::SIGTERM] {
+        // Nobody answers for .99: the check takes its whole 4.5 s.
+        let mut p = lan.spawn_flatlan(&["--uplink", "eth0", "--gateway", "10.78.0.99"]);
+        p.wait_for_log("do not interrupt", Duration::from_secs(30))
+            .expect("the check starts");
+        p.kill(sig).expect("signal");
+        let status = p.wait_timeout(Duration::from_secs(30)).expect("exits");
+        let t = p.log();
+        assert_eq!(status.code(), Some(1), "{sig}: {status} {t}");
+        assert!(
+            t.contains(
+                "checking the gateway 10.78.0.99 through br0 (at most 4.5 s; do not interrupt)"
+            ),
+            "{t}"
+        );
+        assert!(t.contains(&format!("interrupted by {sig}")), "{t}");
+        assert!(t.contains("rolled back: eth0 has"), "{t}");
+        assert_eq!(snapshot(&lan.node), before, "{sig}: {t}");
+    }
 }

@@ -226,3 +226,50 @@ fn a_dry_run_prints_the_plan_and_changes_nothing() {
     assert!(nl.log.is_empty());
     assert!(w.asked.is_empty());
 }
+
+/// A world whose gateway check is cut short by a signal to this thread,
+/// as an SSH session dying sends SIGHUP.
+struct Hangup(nix::sys::signal::Signal);
+
+impl World for Hangup {
+    fn managers(&mut self, _: &Path, _: &str, _: u32) -> Vec<Finding> {
+        vec![]
+    }
+    fn gateway(&mut self, ifname: &str, _: IpAddr, _: u32) -> Result<Option<(MacAddr, Duration)>> {
+        if ifname == "br0" {
+            // Held back by migrate; without that the default action ends
+            // the test binary.
+            nix::sys::signal::raise(self.0).expect("raise");
+        }
+        Ok(Some((
+            MacAddr([2, 0, 0, 0, 0, 1]),
+            Duration::from_millis(1),
+        )))
+    }
+}
+
+#[test]
+fn a_signal_during_the_gateway_check_rolls_back_even_if_the_gateway_answered() {
+    use nix::sys::signal::Signal;
+    for sig in [Signal::SIGHUP, Signal::SIGTERM, Signal::SIGINT] {
+        let mut nl = fake();
+        let mut want = nl.state();
+        let e = migrate(&mut nl, &opts(), &mut Hangup(sig)).expect_err("rolls back");
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!("interrupted by {sig}")),
+            "{sig}: {msg}"
+        );
+        assert!(msg.contains("rolled back: eth0 has"), "{msg}");
+        let mut after = nl.state();
+        after.addrs.sort_by_key(|(_, a)| a.net);
+        after.routes.sort_by_key(|r| (r.dst, r.metric));
+        want.addrs.sort_by_key(|(_, a)| a.net);
+        want.routes.sort_by_key(|r| (r.dst, r.metric));
+        assert_eq!(after, want, "{sig}");
+        // The signal was consumed and the mask is back as it was.
+        let mask = nix::sys::signal::SigSet::thread_get_mask().expect("mask");
+        assert!(!mask.contains(sig), "{sig} still blocked");
+    }
+}
+
