@@ -218,6 +218,20 @@ pub fn plan(req: &Request, obs: &Observed) -> Result<Decision> {
     if let Some(m) = uplink.master {
         let master = obs.links.iter().find(|l| l.index == m);
         return match master {
+            // A port of the bridge whose bridge holds no address that
+            // would have moved is a migration cut short (killed, or undone
+            // by hand halfway): "nothing to do" would leave the node
+            // without its IP on the bridge.
+            Some(b)
+                if b.name == req.bridge
+                    && b.kind.as_deref() == Some("bridge")
+                    && !obs.master_addrs.iter().any(moves) =>
+            {
+                let (br, up) = (&b.name, name);
+                Err(refuse(format!(
+                    "{up} is a port of {br} but {br} has no address to carry the node's IP (a half-done migration?): undo it with `ip link set {up} nomaster; ip link del {br}`, check that {up} has its addresses and routes again, and run this again"
+                )))
+            }
             Some(b) if b.name == req.bridge && b.kind.as_deref() == Some("bridge") => {
                 let addrs: Vec<String> = obs.master_addrs.iter().map(|a| a.net.to_string()).collect();
                 Ok(Decision::AlreadyDone(format!(

@@ -159,6 +159,26 @@ fn an_uplink_already_in_the_bridge_is_a_no_op() {
 }
 
 #[test]
+fn a_port_of_a_bridge_without_the_address_is_a_half_done_migration() {
+    let mut obs = host();
+    obs.links.push(link(3, "br0", Some("bridge")));
+    obs.links[1].master = Some(3);
+    // Only the bridge's own link-local: the IP never arrived.
+    for master in [vec![], vec![Addr::new(net("fe80::aa:bbff:fecc:dd02/64"))]] {
+        obs.master_addrs = master;
+        let e = plan(&req(), &obs).expect_err("half done");
+        let msg = e.to_string();
+        assert!(matches!(e, Error::NodeBridge(_)), "{e:?}");
+        assert!(msg.contains("half-done migration"), "{msg}");
+        assert!(
+            msg.contains("`ip link set eth0 nomaster; ip link del br0`"),
+            "{msg}"
+        );
+        assert!(!msg.contains("nothing to do"), "{msg}");
+    }
+}
+
+#[test]
 fn hosts_it_cannot_migrate_are_refused_with_the_reason() {
     type Edit = Box<dyn Fn(&mut Observed, &mut Request)>;
     let cases: Vec<(&str, Edit)> = vec![
