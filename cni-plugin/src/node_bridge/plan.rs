@@ -115,7 +115,7 @@ impl Step {
                 if let Some(m) = a.route_metric {
                     let _ = write!(s, " metric {m}");
                 }
-                for (bit, word) in [(NODAD, "nodad"), (0x200, "noprefixroute")] {
+                for (bit, word) in [(NODAD, "nodad"), (NOPREFIXROUTE, "noprefixroute")] {
                     if a.flags & bit != 0 {
                         let _ = write!(s, " {word}");
                     }
@@ -164,6 +164,8 @@ fn route_command(verb: &str, r: &Route, dev: &str) -> String {
 
 /// IFA_F_NODAD.
 const NODAD: u32 = 0x02;
+/// IFA_F_NOPREFIXROUTE.
+const NOPREFIXROUTE: u32 = 0x200;
 /// IFA_F_SECONDARY, which for IPv6 means a temporary (privacy) address.
 const SECONDARY: u32 = 0x01;
 
@@ -278,10 +280,20 @@ pub fn plan(req: &Request, obs: &Observed) -> Result<Decision> {
             "{name} has no address to move (only link-local ones): this command moves a node's IP from its NIC to a bridge; let {name} get its address first"
         )));
     }
+    // The kernel remakes an address's prefix route wherever the address
+    // goes, except for an address flagged noprefixroute: NetworkManager
+    // adds its addresses so and the prefix route itself (still `proto
+    // kernel`). That one must move, or the bridge has no subnet route and
+    // the default route's gateway is unreachable (ENETUNREACH).
+    let own_prefix = |r: &Route| {
+        addrs
+            .iter()
+            .any(|a| a.flags & NOPREFIXROUTE != 0 && a.net.trunc() == r.dst)
+    };
     let routes: Vec<Route> = obs
         .routes
         .iter()
-        .filter(|r| r.protocol != PROTO_KERNEL)
+        .filter(|r| r.protocol != PROTO_KERNEL || own_prefix(r))
         .cloned()
         .collect();
     let gateway = match req.gateway {

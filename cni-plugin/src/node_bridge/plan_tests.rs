@@ -158,6 +158,48 @@ fn an_uplink_already_in_the_bridge_is_a_no_op() {
     }
 }
 
+/// [`host`] as NetworkManager configures it: addresses flagged
+/// noprefixroute and NM's own (`proto kernel`) prefix routes.
+pub(crate) fn nm_host() -> Observed {
+    let mut obs = host();
+    for a in &mut obs.addrs {
+        if !a.net.to_string().starts_with("fe80") {
+            a.flags |= NOPREFIXROUTE;
+        }
+    }
+    obs.routes
+        .push(route("fd00:2::/64", None, PROTO_KERNEL, Some(100)));
+    obs
+}
+
+#[test]
+fn network_managers_prefix_routes_move_with_their_noprefixroute_addresses() {
+    let p = migrate(&nm_host(), &req());
+    let cmds: Vec<String> = p.steps.iter().map(|s| s.command("eth0", "br0")).collect();
+    for dst in ["192.168.2.0/24", "fd00:2::/64"] {
+        let v6 = if dst.contains(':') { "-6 " } else { "" };
+        for verb in ["del", "add"] {
+            let dev = if verb == "del" { "eth0" } else { "br0" };
+            let want = format!("ip {v6}route {verb} {dst} dev {dev} proto 2 metric 100 scope link");
+            assert!(cmds.contains(&want), "{want} in {cmds:#?}");
+        }
+    }
+    assert!(
+        cmds.contains(&"ip addr add fd00:2::11/64 dev br0 nodad noprefixroute".to_string()),
+        "{cmds:#?}"
+    );
+    // The prefix route reaches the bridge before the default route that
+    // needs it.
+    let at = |c: &str| cmds.iter().position(|x| x == c).expect(c);
+    assert!(
+        at("ip route add 192.168.2.0/24 dev br0 proto 2 metric 100 scope link")
+            < at("ip route add default via 192.168.2.1 dev br0 proto 16 metric 100")
+    );
+    // The kernel's own (fe80::/64, made for every link) still stays.
+    assert!(!cmds.iter().any(|c| c.contains("fe80::/64")), "{cmds:#?}");
+    assert_eq!(p.routes.len(), 5);
+}
+
 #[test]
 fn a_port_of_a_bridge_without_the_address_is_a_half_done_migration() {
     let mut obs = host();

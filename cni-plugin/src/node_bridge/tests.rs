@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::plan::tests::{host, MAC};
+use super::plan::tests::{host, nm_host, MAC};
 use super::*;
 use crate::netlink::fake_host::FakeHost;
 
@@ -42,7 +42,10 @@ fn world(answers_on: &[&'static str]) -> Script {
 }
 
 fn fake() -> FakeHost {
-    let obs = host();
+    fake_of(host())
+}
+
+fn fake_of(obs: Observed) -> FakeHost {
     FakeHost {
         links: obs.links,
         addrs: obs.addrs.into_iter().map(|a| (2, a)).collect(),
@@ -271,5 +274,37 @@ fn a_signal_during_the_gateway_check_rolls_back_even_if_the_gateway_answered() {
         let mask = nix::sys::signal::SigSet::thread_get_mask().expect("mask");
         assert!(!mask.contains(sig), "{sig} still blocked");
     }
+}
+
+#[test]
+fn network_managers_prefix_routes_move_and_come_back() {
+    let mut nl = fake_of(nm_host());
+    let want = nl.state();
+    migrate(&mut nl, &opts(), &mut world(&["eth0", "br0"])).expect("migrates");
+    let br = nl
+        .links
+        .iter()
+        .find(|l| l.name == "br0")
+        .expect("br0")
+        .index;
+    for dst in ["192.168.2.0/24", "fd00:2::/64"] {
+        assert!(
+            nl.routes
+                .iter()
+                .any(|r| r.oif == br && r.dst.to_string() == dst),
+            "{dst} on br0: {:?}",
+            nl.routes
+        );
+    }
+
+    let mut nl = fake_of(nm_host());
+    migrate(&mut nl, &opts(), &mut world(&[])).expect_err("rolls back");
+    let mut after = nl.state();
+    after.addrs.sort_by_key(|(_, a)| a.net);
+    after.routes.sort_by_key(|r| (r.dst, r.metric));
+    let mut want = want;
+    want.addrs.sort_by_key(|(_, a)| a.net);
+    want.routes.sort_by_key(|r| (r.dst, r.metric));
+    assert_eq!(after, want);
 }
 
