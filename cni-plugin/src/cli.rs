@@ -133,8 +133,30 @@ fn parse(args: &[String], usage: &str) -> Result<Opts> {
     Ok(o)
 }
 
-/// Runs the CLI; returns the exit code: 0, 2 for a misused command line,
-/// 1 for anything else.
+/// Exit codes a script can tell apart (`flatlan node bridge --help` and
+/// docs/bridge.md list them).
+pub mod exit {
+    pub const OK: i32 = 0;
+    /// A refusal, or a failure that changed nothing or was rolled back.
+    pub const FAILED: i32 = 1;
+    pub const USAGE: i32 = 2;
+    /// `node bridge` could not finish its rollback: the host is half
+    /// migrated and the message lists the `ip` commands left to run.
+    pub const ROLLBACK_INCOMPLETE: i32 = 3;
+}
+
+/// The exit code for an error (see [`exit`]).
+pub fn exit_code(e: &Error) -> i32 {
+    match e {
+        Error::Usage(_) => exit::USAGE,
+        Error::BridgeMigration {
+            incomplete: true, ..
+        } => exit::ROLLBACK_INCOMPLETE,
+        _ => exit::FAILED,
+    }
+}
+
+/// Runs the CLI; returns the exit code ([`exit`]).
 pub fn main(args: &[String]) -> i32 {
     // doctor prints its report whatever it finds; the exit code is its verdict.
     if args.first().is_some_and(|a| a == "doctor") {
@@ -143,15 +165,11 @@ pub fn main(args: &[String]) -> i32 {
     match run(args) {
         Ok(out) => {
             print!("{out}");
-            0
-        }
-        Err(e @ Error::Usage(_)) => {
-            eprintln!("flatlan: {e}");
-            2
+            exit::OK
         }
         Err(e) => {
             eprintln!("flatlan: {e}");
-            1
+            exit_code(&e)
         }
     }
 }
@@ -339,6 +357,21 @@ mod tests {
         ));
         let o = parse(&args(&["--json"]), USAGE_LS).expect("plain");
         assert!(!o.wide && o.watch.is_none());
+    }
+
+    #[test]
+    fn an_incomplete_rollback_has_an_exit_code_of_its_own() {
+        let migration = |incomplete| Error::BridgeMigration {
+            uplink: "eth0".into(),
+            bridge: "br0".into(),
+            reason: "r".into(),
+            rollback: "b".into(),
+            incomplete,
+        };
+        assert_eq!(exit_code(&migration(true)), 3);
+        assert_eq!(exit_code(&migration(false)), 1);
+        assert_eq!(exit_code(&Error::NodeBridge("refused".into())), 1);
+        assert_eq!(exit_code(&Error::Usage("bad".into())), 2);
     }
 
     #[test]

@@ -91,6 +91,8 @@ pub enum Error {
         bridge: String,
         reason: String,
         rollback: String,
+        /// The undo left steps to do by hand: its own exit code.
+        incomplete: bool,
     },
 }
 

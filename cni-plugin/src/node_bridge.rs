@@ -152,6 +152,7 @@ pub fn migrate<N: HostNetlink>(nl: &mut N, o: &Opts, world: &mut dyn World) -> R
                 bridge: br.to_string(),
                 reason: why,
                 rollback: "nothing was changed".into(),
+                incomplete: false,
             });
         }
         let left = exec.undo();
@@ -308,6 +309,7 @@ fn failed<N: HostNetlink>(
         bridge: br.clone(),
         reason,
         rollback,
+        incomplete: !left.is_empty(),
     }
 }
 

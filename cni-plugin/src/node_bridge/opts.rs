@@ -26,7 +26,12 @@ manages the uplink: they would undo a runtime change.
                    the default route's next hop)
   --force          migrate even though a network manager owns the uplink
   --dry-run        print the plan as `ip` commands and change nothing
-  --root DIR       where to look for the managers' files (default /)";
+  --root DIR       where to look for the managers' files (default /)
+
+Exit codes: 0 migrated (or nothing to do), 1 refused or failed with the
+host as it was (nothing changed, or rolled back), 2 a bad command line,
+3 ROLLBACK INCOMPLETE: the host is half migrated, run the `ip` commands
+printed.";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Opts {
