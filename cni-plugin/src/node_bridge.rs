@@ -291,7 +291,7 @@ fn failed<N: HostNetlink>(
 ) -> Error {
     let (up, br) = (&plan.uplink.name, &plan.bridge.name);
     let rollback = if left.is_empty() {
-        match observe(nl, up).map(|now| same(before, &now)) {
+        match observe(nl, up).map(|now| same(before, &now, up, br)) {
             Ok(Ok(())) => format!(
                 "rolled back: {up} has its addresses, routes and MAC again and {br} is gone"
             ),
@@ -313,8 +313,22 @@ fn failed<N: HostNetlink>(
     }
 }
 
-/// Compares two observations, ignoring address lifetimes (they tick).
-fn same(a: &Observed, b: &Observed) -> std::result::Result<(), String> {
+/// Compares the uplink and the bridge in two observations: the link
+/// entries (the uplink's MAC, master, MTU; the bridge gone), the uplink's
+/// addresses without their lifetimes (they tick) and its routes. Other
+/// links are not compared: a pod's veth made meanwhile is not ours.
+fn same(a: &Observed, b: &Observed, uplink: &str, bridge: &str) -> std::result::Result<(), String> {
+    let entry = |o: &Observed, name: &str| {
+        o.links.iter().find(|l| l.name == name).map(|l| {
+            format!(
+                "{name} MAC {} MTU {} master {:?} {}",
+                l.mac.map(|m| MacAddr(m).to_string()).unwrap_or_default(),
+                l.mtu,
+                l.master,
+                if l.up { "up" } else { "down" }
+            )
+        })
+    };
     let addrs = |o: &Observed| {
         // Without the DAD state bits (tentative, optimistic, dadfailed,
         // deprecated): a fresh link-local may finish DAD meanwhile.
@@ -331,23 +345,18 @@ fn same(a: &Observed, b: &Observed) -> std::result::Result<(), String> {
         v.sort();
         v
     };
-    let names = |o: &Observed| {
-        let mut v: Vec<String> = o
-            .links
-            .iter()
-            .map(|l| format!("{}/{:?}", l.name, l.master))
-            .collect();
-        v.sort();
-        v
-    };
+    for name in [uplink, bridge] {
+        let (was, is) = (entry(a, name), entry(b, name));
+        if was != is {
+            let show = |e: Option<String>| e.unwrap_or_else(|| format!("no {name}"));
+            return Err(format!("{name} was {}, is {}", show(was), show(is)));
+        }
+    }
     if addrs(a) != addrs(b) {
         return Err(format!("addresses were {:?}, are {:?}", addrs(a), addrs(b)));
     }
     if routes(a) != routes(b) {
         return Err(format!("routes were {:?}, are {:?}", routes(a), routes(b)));
-    }
-    if names(a) != names(b) {
-        return Err(format!("links were {:?}, are {:?}", names(a), names(b)));
     }
     Ok(())
 }

@@ -308,3 +308,25 @@ fn network_managers_prefix_routes_move_and_come_back() {
     assert_eq!(after, want);
 }
 
+#[test]
+fn the_rollback_report_compares_the_uplink_and_bridge_only_and_their_macs() {
+    let before = observe(&mut fake(), "eth0").expect("observes");
+    // A pod's veth made during the check is not a difference.
+    let mut nl = fake();
+    nl.add_link("veth1234", Some("veth"), [2, 9, 9, 9, 9, 9]);
+    let now = observe(&mut nl, "eth0").expect("observes");
+    assert_eq!(same(&before, &now, "eth0", "br0"), Ok(()));
+    // The uplink's MAC is.
+    let mut nl = fake();
+    nl.links[1].mac = Some([2, 1, 1, 1, 1, 1]);
+    let now = observe(&mut nl, "eth0").expect("observes");
+    let diff = same(&before, &now, "eth0", "br0").expect_err("MAC differs");
+    assert!(diff.contains("MAC 02:01:01:01:01:01"), "{diff}");
+    // And a bridge left behind.
+    let mut nl = fake();
+    nl.add_link("br0", Some("bridge"), MAC);
+    let now = observe(&mut nl, "eth0").expect("observes");
+    let diff = same(&before, &now, "eth0", "br0").expect_err("br0 left");
+    assert!(diff.contains("br0 was no br0, is br0 MAC"), "{diff}");
+}
+
