@@ -47,6 +47,8 @@ pub trait World {
         gw: IpAddr,
         tries: u32,
     ) -> Result<Option<(MacAddr, Duration)>>;
+    /// Whether `ifname` is a Wi-Fi NIC.
+    fn wireless(&mut self, ifname: &str) -> bool;
 }
 
 struct Real;
@@ -62,6 +64,12 @@ impl World for Real {
         tries: u32,
     ) -> Result<Option<(MacAddr, Duration)>> {
         gateway::answers(ifname, gw, tries)
+    }
+    fn wireless(&mut self, ifname: &str) -> bool {
+        // sysfs is not under --root: it is the kernel's view of this
+        // namespace's links.
+        let dir = Path::new("/sys/class/net").join(ifname);
+        dir.join("wireless").exists() || dir.join("phy80211").exists()
     }
 }
 
@@ -95,6 +103,7 @@ pub fn observe<N: HostNetlink>(nl: &mut N, uplink: &str) -> Result<Observed> {
     if let Some(u) = links.iter().find(|l| l.name == uplink) {
         obs.addrs = nl.addrs(u.index)?;
         obs.routes = nl.routes_via(u.index)?;
+        obs.uppers = nl.uppers(u.index)?;
         if let Some(m) = u.master {
             obs.master_addrs = nl.addrs(m)?;
         }
@@ -110,7 +119,8 @@ pub fn migrate<N: HostNetlink>(nl: &mut N, o: &Opts, world: &mut dyn World) -> R
         bridge: o.bridge.clone(),
         gateway: o.gateway,
     };
-    let before = observe(nl, &o.uplink)?;
+    let mut before = observe(nl, &o.uplink)?;
+    before.wireless = world.wireless(&o.uplink);
     let plan = match plan::plan(&req, &before)? {
         Decision::AlreadyDone(msg) => return Ok(msg),
         Decision::Migrate(p) => p,

@@ -17,6 +17,8 @@ pub struct FakeHost {
     pub fail_on: Option<String>,
     /// ...after this many matching changes succeeded.
     pub fail_after: usize,
+    /// Links stacked on others: (lower index, name, kind).
+    pub uppers: Vec<(u32, String, String)>,
 }
 
 impl FakeHost {
@@ -169,5 +171,14 @@ impl HostNetlink for FakeHost {
         let before = self.routes.len();
         self.routes.retain(|x| x != r);
         Ok(self.routes.len() < before)
+    }
+
+    fn uppers(&mut self, index: u32) -> Result<Vec<(String, String)>> {
+        Ok(self
+            .uppers
+            .iter()
+            .filter(|(i, ..)| *i == index)
+            .map(|(_, n, k)| (n.clone(), k.clone()))
+            .collect())
     }
 }

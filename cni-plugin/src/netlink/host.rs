@@ -113,6 +113,8 @@ pub trait HostNetlink {
     fn add_route(&mut self, r: &Route) -> Result<()>;
     /// False when the route was not there.
     fn del_route(&mut self, r: &Route) -> Result<bool>;
+    /// The links stacked on `index` (IFLA_LINK): name and kind.
+    fn uppers(&mut self, index: u32) -> Result<Vec<(String, String)>>;
 }
 
 fn family(ip: IpAddr) -> AddressFamily {
@@ -318,6 +320,44 @@ impl HostNetlink for Socket {
             Err(e) => Err(e),
         }
     }
+
+    fn uppers(&mut self, index: u32) -> Result<Vec<(String, String)>> {
+        let r = self.request(
+            "dump links",
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        Ok(r.iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => upper_of(l, index),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+/// The name and kind of a link stacked on `index`, from a GETLINK reply.
+fn upper_of(m: &LinkMessage, index: u32) -> Option<(String, String)> {
+    let mut name = None;
+    let mut lower = None;
+    let mut kind = String::new();
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => name = Some(n.clone()),
+            LinkAttribute::Link(l) => lower = Some(*l),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let LinkInfo::Kind(k) = i {
+                        kind = k.to_string();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // A veth's IFLA_LINK names its peer, maybe in another namespace: only
+    // a link that is not its own lower counts.
+    (lower == Some(index) && m.header.index != index).then_some((name?, kind))
 }
 
 fn route_message(r: &Route) -> RouteMessage {

@@ -42,6 +42,10 @@ pub struct Observed {
     pub routes: Vec<Route>,
     /// The addresses of the uplink's master, when it has one.
     pub master_addrs: Vec<Addr>,
+    /// Links stacked on the uplink (IFLA_LINK): name and kind.
+    pub uppers: Vec<(String, String)>,
+    /// The uplink is a Wi-Fi NIC (sysfs has its `wireless` directory).
+    pub wireless: bool,
 }
 
 /// Which of the two links a step acts on; the bridge's index is only
@@ -265,6 +269,24 @@ pub fn plan(req: &Request, obs: &Observed) -> Result<Decision> {
     if !uplink.up {
         return Err(refuse(format!(
             "{name} is down: bring it up and let it get its address first (ip link set {name} up)"
+        )));
+    }
+    // The bridge takes the port's rx handler, which a macvlan or ipvlan
+    // (the usual shim that lets a Pi-hole or Home Assistant container
+    // reach its host) already holds: enslaving fails EBUSY.
+    if let Some((upper, kind)) = obs
+        .uppers
+        .iter()
+        .find(|(_, k)| matches!(k.as_str(), "macvlan" | "macvtap" | "ipvlan" | "ipvtap"))
+    {
+        return Err(refuse(format!(
+            "{name} carries {upper} (a {kind}), and a NIC with a {kind} on it cannot be a bridge port (the kernel refuses with EBUSY): delete {upper} (ip link del {upper}), migrate, then make it again on {} (ip link add {upper} link {} type {kind} ...)",
+            req.bridge, req.bridge
+        )));
+    }
+    if obs.wireless {
+        return Err(refuse(format!(
+            "{name} is a Wi-Fi NIC: in client (managed) mode it cannot be a bridge port (the kernel refuses with EOPNOTSUPP; the access point accepts frames only from the MAC that associated). Use a wired NIC, or a routed setup instead of a bridge"
         )));
     }
     if let Some(b) = obs.links.iter().find(|l| l.name == req.bridge) {

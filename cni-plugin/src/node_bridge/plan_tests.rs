@@ -64,6 +64,8 @@ pub(crate) fn host() -> Observed {
             route("fe80::/64", None, PROTO_KERNEL, Some(256)),
         ],
         master_addrs: vec![],
+        uppers: vec![],
+        wireless: false,
     }
 }
 
@@ -244,6 +246,20 @@ fn hosts_it_cannot_migrate_are_refused_with_the_reason() {
             Box::new(|o, _| o.links.push(link(3, "br0", Some("bridge")))),
         ),
         ("eth0 is down", Box::new(|o, _| o.links[1].up = false)),
+        (
+            "eth0 carries ha-shim (a macvlan)",
+            Box::new(|o, _| o.uppers = vec![("ha-shim".into(), "macvlan".into())]),
+        ),
+        (
+            "eth0 carries ipv0 (a ipvlan)",
+            Box::new(|o, _| {
+                o.uppers = vec![
+                    ("eth0.10".into(), "vlan".into()),
+                    ("ipv0".into(), "ipvlan".into()),
+                ]
+            }),
+        ),
+        ("eth0 is a Wi-Fi NIC", Box::new(|o, _| o.wireless = true)),
         (
             "no Ethernet address",
             Box::new(|o, _| o.links[1].mac = None),

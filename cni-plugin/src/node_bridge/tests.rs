@@ -13,11 +13,15 @@ struct Script {
     /// Answers of the gateway, by interface name.
     answers_on: Vec<&'static str>,
     asked: Vec<String>,
+    wireless: bool,
 }
 
 impl World for Script {
     fn managers(&mut self, _: &Path, _: &str, _: u32) -> Vec<Finding> {
         self.found.clone()
+    }
+    fn wireless(&mut self, _: &str) -> bool {
+        self.wireless
     }
     fn gateway(
         &mut self,
@@ -38,6 +42,7 @@ fn world(answers_on: &[&'static str]) -> Script {
         found: vec![],
         answers_on: answers_on.to_vec(),
         asked: vec![],
+        wireless: false,
     }
 }
 
@@ -238,6 +243,9 @@ impl World for Hangup {
     fn managers(&mut self, _: &Path, _: &str, _: u32) -> Vec<Finding> {
         vec![]
     }
+    fn wireless(&mut self, _: &str) -> bool {
+        false
+    }
     fn gateway(&mut self, ifname: &str, _: IpAddr, _: u32) -> Result<Option<(MacAddr, Duration)>> {
         if ifname == "br0" {
             // Held back by migrate; without that the default action ends
@@ -330,3 +338,23 @@ fn the_rollback_report_compares_the_uplink_and_bridge_only_and_their_macs() {
     assert!(diff.contains("br0 was no br0, is br0 MAC"), "{diff}");
 }
 
+#[test]
+fn an_uplink_that_cannot_be_a_port_is_refused_before_any_change() {
+    let mut nl = fake();
+    nl.uppers = vec![(2, "pihole-shim".into(), "macvlan".into())];
+    let e = migrate(&mut nl, &opts(), &mut world(&["eth0", "br0"])).expect_err("refused");
+    assert!(
+        e.to_string()
+            .contains("eth0 carries pihole-shim (a macvlan)"),
+        "{e}"
+    );
+    assert!(nl.log.is_empty(), "{:?}", nl.log);
+
+    let mut nl = fake();
+    let mut w = world(&["eth0", "br0"]);
+    w.wireless = true;
+    let e = migrate(&mut nl, &opts(), &mut w).expect_err("refused");
+    assert!(e.to_string().contains("eth0 is a Wi-Fi NIC"), "{e}");
+    assert!(nl.log.is_empty(), "{:?}", nl.log);
+    assert!(w.asked.is_empty(), "{:?}", w.asked);
+}
