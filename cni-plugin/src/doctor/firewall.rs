@@ -89,11 +89,16 @@ enum End {
 }
 
 fn walk(rs: &Ruleset, chain: &Chain, depth: u8, w: &mut Walk) -> End {
+    // Once the packet may have left this chain (an undecided RETURN, or an
+    // undecided goto whose chain falls through), no later rule of it is
+    // sure to see the packet: ufw-not-local returns on `addrtype LOCAL`
+    // before its DROP, and that DROP must not count as a sure one.
+    let mut unsure = false;
     for r in &chain.rules {
         if r.matches == Tri::No {
             continue;
         }
-        let sure = r.matches == Tri::Yes;
+        let sure = r.matches == Tri::Yes && !unsure;
         let label = format!("{} chain {}: {}", rs.source, chain.name, r.text);
         match &r.verdict {
             Verdict::Accept if sure => return End::Accept,
@@ -101,6 +106,7 @@ fn walk(rs: &Ruleset, chain: &Chain, depth: u8, w: &mut Walk) -> End {
             Verdict::Drop if sure => return End::Drop(label),
             Verdict::Drop => w.maybe_drop.push(label),
             Verdict::Return if sure => return End::Fall,
+            Verdict::Return => unsure = true,
             Verdict::Jump(t) | Verdict::Goto(t) => {
                 let Some(c) = rs.chains.iter().find(|c| &c.name == t) else {
                     continue;
@@ -119,6 +125,7 @@ fn walk(rs: &Ruleset, chain: &Chain, depth: u8, w: &mut Walk) -> End {
                     End::Drop(why) if sure => return End::Drop(why),
                     End::Drop(why) => w.maybe_drop.push(why),
                     End::Fall if sure && goto => return End::Fall,
+                    End::Fall if goto => unsure = true,
                     End::Fall => {}
                 }
             }

@@ -189,4 +189,21 @@ mod tests {
             Severity::Ok
         );
     }
+
+    /// ufw's chains after `ufw default deny incoming`, `ufw allow 22/tcp`
+    /// and `ufw allow 7946/udp`. ufw-not-local returns on `addrtype
+    /// --dst-type LOCAL` (undecided) before its DROP: that DROP is not a
+    /// sure one, and the user rule's accept is reached.
+    #[test]
+    fn ufw_with_the_port_allowed_is_not_a_failure() {
+        let save = include_str!("testdata/ufw.iptables-save");
+        let allowed = verdict(save);
+        assert_ne!(allowed, Severity::Fail);
+        let without = save.replace(
+            "-A ufw-user-input -p udp -m udp --dport 7946 -j ACCEPT\n",
+            "",
+        );
+        assert_ne!(without, save);
+        assert_eq!(verdict(&without), Severity::Fail);
+    }
 }

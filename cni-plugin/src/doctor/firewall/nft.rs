@@ -292,4 +292,41 @@ mod tests {
         let from_lan = r#"[{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": {"prefix": {"addr": "192.168.2.0", "len": 24}}}}, {"accept": null}]"#;
         assert_eq!(verdict(&ruleset(BASE_DROP, &[from_lan])), Severity::Warn);
     }
+
+    /// testdata/ufw.iptables-save loaded by iptables-nft-restore in a lab
+    /// namespace and listed by `nft -j list ruleset` (nftables 1.0.6):
+    /// addrtype is an xt match there, undecided like in iptables-save.
+    #[test]
+    fn ufw_through_iptables_nft_with_the_port_allowed_is_not_a_failure() {
+        let json = include_str!("testdata/ufw.nft.json");
+        let without = |json: &str| {
+            let mut v: Value = serde_json::from_str(json).expect("fixture");
+            let items = v["nftables"].as_array_mut().expect("array");
+            let before = items.len();
+            items.retain(|i| {
+                !(i["rule"]["chain"] == "ufw-user-input" && i.to_string().contains("7946"))
+            });
+            assert_eq!(items.len(), before - 1);
+            v.to_string()
+        };
+        assert_ne!(verdict(json), Severity::Fail);
+        // conntrack is an xt match here too, so the ESTABLISHED accept
+        // is a "may": WARN, never a sure OK.
+        assert_ne!(verdict(&without(json)), Severity::Ok);
+        // The same chains with conntrack in nft's own terms (ufw's rules
+        // written by nft, or an iptables-nft that translates ctstate):
+        // the ESTABLISHED accept is decided, so only ufw-not-local's
+        // RETURN stands between the packet and a DROP.
+        let xt = r#"{"xt": {"type": "match", "name": "conntrack"}}"#;
+        let ct = |s: &str| {
+            format!(
+                r#"{{"match": {{"op": "in", "left": {{"ct": {{"key": "state"}}}}, "right": [{s}]}}}}"#
+            )
+        };
+        let native = json
+            .replacen(xt, &ct(r#""established", "related""#), 1)
+            .replace(xt, &ct(r#""invalid""#));
+        assert_ne!(verdict(&native), Severity::Fail);
+        assert_eq!(verdict(&without(&native)), Severity::Fail);
+    }
 }
