@@ -89,6 +89,15 @@ fn rule(r: &Value, port: u16) -> Rule {
                 _ => {}
             },
             "xt" => matches = matches.and(Tri::Maybe),
+            // `udp dport vmap { 7946 : accept }` is a match and a verdict
+            // in one: left as "continue" it ended a drop policy in FAIL.
+            "vmap" => {
+                let (t, mapped) = vmap(v, port);
+                matches = matches.and(t);
+                verdict = mapped;
+                text.push(describe_vmap(v));
+                continue;
+            }
             _ => {}
         }
         if !matches!(k.as_str(), "match") {
@@ -102,20 +111,92 @@ fn rule(r: &Value, port: u16) -> Rule {
     }
 }
 
-fn describe(m: &Value) -> String {
-    let side = |v: &Value| -> String {
-        if let Some(p) = v.get("payload") {
-            return format!(
-                "{} {}",
-                p["protocol"].as_str().unwrap_or("?"),
-                p["field"].as_str().unwrap_or("?")
-            );
-        }
-        if let Some(k) = v.get("meta").or_else(|| v.get("ct")) {
-            return k["key"].as_str().unwrap_or("?").to_string();
-        }
-        v.to_string()
+/// A verdict as nft's JSON writes it inside a verdict map.
+fn verdict_of(v: &Value) -> Option<Verdict> {
+    let (k, arg) = v.as_object()?.iter().next()?;
+    let target = || arg["target"].as_str().unwrap_or_default().to_string();
+    Some(match k.as_str() {
+        "accept" => Verdict::Accept,
+        "drop" | "reject" => Verdict::Drop,
+        "return" => Verdict::Return,
+        "continue" => Verdict::Continue,
+        "jump" => Verdict::Jump(target()),
+        "goto" => Verdict::Goto(target()),
+        _ => return None,
+    })
+}
+
+/// A verdict map looked up for the heartbeat packet: the key is judged
+/// against each element like a `==` match. One element that surely
+/// holds gives its verdict; none that can hold means the rule does not
+/// apply; anything else (a named map, an element or verdict doctor cannot
+/// decide) is an undecided accept, so the finding is at worst a WARN.
+fn vmap(v: &Value, port: u16) -> (Tri, Verdict) {
+    let undecided = (Tri::Maybe, Verdict::Accept);
+    let Some(elems) = v["data"]["set"].as_array() else {
+        return undecided;
     };
+    let mut maybe = false;
+    for e in elems {
+        let (Some(key), Some(verdict)) = (e.get(0), e.get(1).and_then(verdict_of)) else {
+            return undecided;
+        };
+        let m = serde_json::json!({"op": "==", "left": v["key"], "right": key});
+        match one_match(&m, port) {
+            Tri::Yes => return (Tri::Yes, verdict),
+            Tri::No => {}
+            Tri::Maybe => maybe = true,
+        }
+    }
+    if maybe {
+        undecided
+    } else {
+        (Tri::No, Verdict::Continue)
+    }
+}
+
+fn describe_vmap(v: &Value) -> String {
+    let elems: Vec<String> = v["data"]["set"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|e| {
+            let verdict = e[1]
+                .as_object()
+                .and_then(|o| o.iter().next())
+                .map(|(k, a)| match a["target"].as_str() {
+                    Some(t) => format!("{k} {t}"),
+                    None => k.clone(),
+                })
+                .unwrap_or_else(|| e[1].to_string());
+            format!("{} : {verdict}", show(&e[0]))
+        })
+        .collect();
+    let data = if elems.is_empty() {
+        show(&v["data"])
+    } else {
+        format!("{{ {} }}", elems.join(", "))
+    };
+    format!("{} vmap {data}", side(&v["key"]))
+}
+
+/// A match's or map's key as nft prints it: udp dport, l4proto.
+fn side(v: &Value) -> String {
+    if let Some(p) = v.get("payload") {
+        return format!(
+            "{} {}",
+            p["protocol"].as_str().unwrap_or("?"),
+            p["field"].as_str().unwrap_or("?")
+        );
+    }
+    if let Some(k) = v.get("meta").or_else(|| v.get("ct")) {
+        return k["key"].as_str().unwrap_or("?").to_string();
+    }
+    v.to_string()
+}
+
+fn describe(m: &Value) -> String {
     let op = m["op"].as_str().unwrap_or("==");
     format!("{} {op} {}", side(&m["left"]), show(&m["right"]))
 }
@@ -291,6 +372,54 @@ mod tests {
         );
         let from_lan = r#"[{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": {"prefix": {"addr": "192.168.2.0", "len": 24}}}}, {"accept": null}]"#;
         assert_eq!(verdict(&ruleset(BASE_DROP, &[from_lan])), Severity::Warn);
+    }
+
+    /// Rules from a real `nft -j list ruleset` (nftables 1.0.6) of
+    /// `ct state vmap { established : accept, related : accept, invalid :
+    /// drop }`, `udp dport vmap { 53 : accept, 7946 : accept }` and `meta
+    /// l4proto vmap { tcp : drop, udp : jump udp_in }` under policy drop.
+    #[test]
+    fn verdict_maps_are_looked_up() {
+        const CT_VMAP: &str = r#"[{"vmap": {"key": {"ct": {"key": "state"}}, "data": {"set": [["invalid", {"drop": null}], ["established", {"accept": null}], ["related", {"accept": null}]]}}}]"#;
+        const DPORT_VMAP: &str = r#"[{"vmap": {"key": {"payload": {"protocol": "udp", "field": "dport"}}, "data": {"set": [[53, {"accept": null}], [7946, {"accept": null}]]}}}]"#;
+        const PROTO_VMAP: &str = r#"[{"vmap": {"key": {"meta": {"key": "l4proto"}}, "data": {"set": [["tcp", {"drop": null}], ["udp", {"jump": {"target": "udp_in"}}]]}}}]"#;
+        let with_udp_in = |json: String, rules: &[&str]| {
+            let extra: Vec<String> = std::iter::once(r#"{"chain": {"family": "inet", "table": "filter", "name": "udp_in", "handle": 2}}"#.to_string())
+                .chain(rules.iter().map(|r| format!(r#"{{"rule": {{"family": "inet", "table": "filter", "chain": "udp_in", "handle": 9, "expr": {r}}}}}"#)))
+                .collect();
+            let head = json.strip_suffix("]}").expect("ruleset() ends with ]}");
+            format!("{head},{}]}}", extra.join(","))
+        };
+        let r = ruleset(BASE_DROP, &[CT_VMAP, IIF_LO, DPORT_VMAP]);
+        assert_eq!(verdict(&r), Severity::Ok);
+        // The port is not in the map: the policy drops it.
+        let other = ruleset(BASE_DROP, &[CT_VMAP, &DPORT_VMAP.replace("7946", "7947")]);
+        let f = judge(&parse(&other, 7946).expect("parse"), 7946);
+        assert_eq!(f.severity, Severity::Fail);
+        // A tcp dport map never holds for UDP.
+        let tcp = ruleset(BASE_DROP, &[&DPORT_VMAP.replace("\"udp\"", "\"tcp\"")]);
+        assert_eq!(verdict(&tcp), Severity::Fail);
+        let accept = format!("[{UDP_7946}, {{\"accept\": null}}]");
+        let jump = with_udp_in(ruleset(BASE_DROP, &[CT_VMAP, PROTO_VMAP]), &[&accept]);
+        assert_eq!(verdict(&jump), Severity::Ok);
+        let jump_nothing = with_udp_in(ruleset(BASE_DROP, &[CT_VMAP, PROTO_VMAP]), &[]);
+        assert_eq!(verdict(&jump_nothing), Severity::Fail);
+        // udp is dropped by the map itself.
+        let drop = ruleset(
+            BASE_ACCEPT,
+            &[&PROTO_VMAP.replace(r#"{"jump": {"target": "udp_in"}}"#, r#"{"drop": null}"#)],
+        );
+        assert_eq!(verdict(&drop), Severity::Fail);
+        // A named map is not resolved: an undecided accept, so WARN.
+        let named = ruleset(
+            BASE_DROP,
+            &[
+                r#"[{"vmap": {"key": {"payload": {"protocol": "udp", "field": "dport"}}, "data": "@ports"}}]"#,
+            ],
+        );
+        let f = judge(&parse(&named, 7946).expect("parse"), 7946);
+        assert_eq!(f.severity, Severity::Warn);
+        assert!(f.what.contains("udp dport vmap @ports"), "{}", f.what);
     }
 
     /// testdata/ufw.iptables-save loaded by iptables-nft-restore in a lab
