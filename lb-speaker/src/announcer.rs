@@ -139,6 +139,9 @@ pub struct VipState {
     /// The host refused the VIP ([`Announcer::assign_failed`]): not claimed
     /// again before this. Kept across a release.
     assign_retry_at: Option<Instant>,
+    /// Held for a successor ([`Announcer::set_handing_over`]): still
+    /// answered, no longer announced.
+    handing_over: bool,
 }
 
 /// All VIPs this node claims or has claimed.
@@ -242,6 +245,7 @@ impl Announcer {
             failover_from: None,
             probed: false,
             assign_retry_at: None,
+            handing_over: false,
         });
         if !matches!(st.phase, Phase::Idle) || st.assign_retry_at.is_some_and(|t| now < t) {
             return Vec::new();
@@ -352,9 +356,19 @@ impl Announcer {
         if now < next {
             return Vec::new();
         }
-        let out = announce_frames(vip, &st.link);
-        self.metrics.count_announce(vip);
-        st.last_announce = Some(now);
+        // A round due while the VIP is held for its successor keeps its
+        // place in the schedule but sends nothing: the successor has
+        // announced it (or is about to), and a late round or refresh of
+        // ours would pull the LAN back here just before we release it.
+        // Seen on the real cluster: a late round 20 ms after the new
+        // pod's GARP, then the release, lost 2 pings at 20 ms.
+        let out = if st.handing_over {
+            Vec::new()
+        } else {
+            self.metrics.count_announce(vip);
+            st.last_announce = Some(now);
+            announce_frames(vip, &st.link)
+        };
         if let Some(from) = st.failover_from.take() {
             let took = now.saturating_duration_since(from);
             self.metrics.failover_seconds.observe(took.as_secs_f64());
@@ -382,6 +396,33 @@ impl Announcer {
             late,
         };
         out
+    }
+
+    /// Marks `vip` as held for a successor (make-before-break) or not:
+    /// while held it is still answered but no longer announced (see
+    /// [`Self::round`]). A handover called off (the successor is gone, or
+    /// we win it back) announces it again at once, with a full burst: the
+    /// LAN may have followed the successor meanwhile.
+    pub fn set_handing_over(&mut self, now: Instant, vip: IpAddr, on: bool) {
+        let count = self.timers.garp_count;
+        let Some(st) = self.vips.get_mut(&vip) else {
+            return;
+        };
+        if std::mem::replace(&mut st.handing_over, on) == on || on {
+            return;
+        }
+        if let Phase::Owned {
+            rounds_left,
+            next,
+            burst,
+            late,
+        } = &mut st.phase
+        {
+            *rounds_left = count;
+            *next = now;
+            *burst = now;
+            *late = 0;
+        }
     }
 
     /// Stops announcing `vip`: no more answers, and the address is

@@ -226,6 +226,11 @@ impl Engine {
         }
         let acts = self.exec.apply(turn.intents, &mut self.announcer);
         self.actions.extend(acts);
+        let vips: Vec<IpAddr> = self.announcer.vips().keys().copied().collect();
+        for vip in vips {
+            let on = self.planner.handing_over(vip);
+            self.announcer.set_handing_over(now, vip, on);
+        }
         self.actions.extend(self.announcer.due(now));
         self.execute();
         self.exec.sync_sockets(&self.announcer, &self.ifaces);

@@ -355,3 +355,56 @@ fn many_probes_ending_together_announce_each_vip_once() {
     assert_eq!(m.garps_sent.get(), 2000);
     assert_eq!(a.owned().count(), 1000);
 }
+
+/// Regression (issue 14, a rolling update on the real cluster): the old
+/// owner, holding the VIP for the new pod that had just announced it, sent
+/// its late round 20 ms later, pulled the LAN back, then released the VIP:
+/// 2 pings at 20 ms lost. Held for a successor, a VIP is still answered
+/// but no round, late round or refresh announces it.
+#[test]
+fn a_vip_held_for_its_successor_is_answered_but_not_announced() {
+    let (mut a, m, t0) = owned();
+    let vip = IpAddr::V4(VIP);
+    // The burst (3 rounds, 100 ms apart).
+    while let Some(t) = a.next_deadline() {
+        if t > t0 + Duration::from_millis(500) {
+            break;
+        }
+        a.due(t);
+    }
+    let announced = m.garps_sent.get();
+    assert_eq!(announced, 6, "the burst: 3 rounds of 2 GARPs");
+    let t1 = t0 + Duration::from_millis(600);
+    a.set_handing_over(t1, vip, true);
+    a.set_handing_over(t1, vip, true);
+    // The late rounds (1.1, 2.2, 4.4 s) and a refresh (30 s) pass silently.
+    let mut due = Vec::new();
+    while let Some(t) = a.next_deadline() {
+        if t > t0 + Duration::from_secs(40) {
+            break;
+        }
+        assert!(
+            sent(&a.due(t)).is_empty(),
+            "announced at {:?} while handing over",
+            t - t0
+        );
+        due.push(t.duration_since(t0).as_millis());
+    }
+    assert_eq!(due[..3], [1100, 2200, 4400], "{due:?}");
+    assert!(due.len() >= 4, "no refresh came due: {due:?}");
+    assert_eq!(m.garps_sent.get(), announced);
+    // Still answered: packets on their way still find it here.
+    let req = ArpPacket::request(CLIENT, Ipv4Addr::new(10, 0, 0, 5), VIP);
+    let t2 = t0 + Duration::from_secs(41);
+    assert_eq!(
+        sent(&a.on_frame(t2, "eth0", &req.to_frame(), &member)).len(),
+        1
+    );
+    // Called off: a full burst at once, both GARP forms.
+    a.set_handing_over(t2, vip, false);
+    assert_eq!(sent(&a.due(t2)).len(), 2);
+    assert_eq!(
+        a.next_deadline(),
+        Some(t2 + Timers::default().garp_interval)
+    );
+}
