@@ -556,3 +556,55 @@ fn a_signal_during_the_gateway_check_is_held_and_rolls_back() {
         assert_eq!(snapshot(&lan.node), before, "{sig}: {t}");
     }
 }
+
+/// The node as NetworkManager configures it: its address flagged
+/// noprefixroute and NM's own prefix route (`proto kernel`, with the
+/// address as its source), which the kernel flushes when the address goes.
+fn network_manager_style(lan: &Lan) {
+    lan.node
+        .ip_batch(&format!(
+            "route del ::/0 via fd78::1\n\
+             addr flush dev eth0 scope global\n\
+             addr add {NODE_IP}/24 dev eth0 noprefixroute\n\
+             route add 10.78.0.0/24 dev eth0 proto kernel scope link src {NODE_IP} metric 100\n\
+             route add default via {GATEWAY} dev eth0 proto dhcp metric 100\n"
+        ))
+        .expect("NetworkManager-style addressing");
+}
+
+#[test]
+fn network_managers_prefix_route_moves_to_br0_and_comes_back_on_rollback() {
+    let lan = Lan::new();
+    network_manager_style(&lan);
+    let out = lan.flatlan(&["--uplink", "eth0"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let v4 = routes(&lan.node, "-4");
+    assert!(
+        v4.iter()
+            .any(|r| r["dst"] == "10.78.0.0/24" && r["dev"] == "br0" && r["protocol"] == "kernel"),
+        "{v4:?}"
+    );
+    assert!(
+        v4.iter()
+            .any(|r| r["dst"] == "default" && r["dev"] == "br0"),
+        "{v4:?}"
+    );
+    ping(
+        &lan.node,
+        GATEWAY.parse().expect("ip"),
+        2,
+        Duration::from_secs(5),
+    )
+    .expect("node reaches the gateway through br0");
+
+    // And back, when nobody answers the check.
+    let lan = Lan::new();
+    network_manager_style(&lan);
+    let before = snapshot(&lan.node);
+    let out = lan.flatlan(&["--uplink", "eth0", "--gateway", "10.78.0.99"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("rolled back: eth0 has"), "{t}");
+    assert_eq!(snapshot(&lan.node), before, "{t}");
+}
