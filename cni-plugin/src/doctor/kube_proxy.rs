@@ -45,10 +45,24 @@ fn effective(proc: &Path, bridge: &str, name: &str) -> Option<u8> {
 
 pub fn check(proc: &Path, bridge: &str, links: &[Link]) -> Finding {
     let ipvs_link = links.iter().any(|l| l.name == "kube-ipvs0");
-    let mode = proxy_mode();
-    let evidence = match (&mode, ipvs_link) {
-        (Some(m), _) if m == "ipvs" => "127.0.0.1:10249/proxyMode says ipvs".to_string(),
-        (_, true) => "the kube-ipvs0 link exists".to_string(),
+    judge(proc, bridge, proxy_mode().as_deref(), ipvs_link)
+}
+
+/// `mode` is kube-proxy's own answer; `ipvs_link` whether kube-ipvs0
+/// exists.
+fn judge(proc: &Path, bridge: &str, mode: Option<&str>, ipvs_link: bool) -> Finding {
+    let evidence = match (mode, ipvs_link) {
+        (Some("ipvs"), _) => "127.0.0.1:10249/proxyMode says ipvs".to_string(),
+        // kube-proxy's answer wins over the link: switching from IPVS to
+        // iptables leaves kube-ipvs0 behind (kube-proxy does not delete
+        // it), and its addresses are gone with IPVS's services.
+        (Some(m), true) => {
+            return Finding::ok(
+                "kube_proxy",
+                format!("kube-proxy is in {m} mode (127.0.0.1:10249/proxyMode), not IPVS; the kube-ipvs0 link is left over from IPVS mode (ip link del kube-ipvs0 removes it)"),
+            )
+        }
+        (None, true) => "the kube-ipvs0 link exists".to_string(),
         (Some(m), false) => {
             return Finding::ok(
                 "kube_proxy",
@@ -83,4 +97,44 @@ pub fn check(proc: &Path, bridge: &str, links: &[Link]) -> Finding {
          on k3s: --kube-proxy-arg=ipvs-strict-arp=true on every server and agent\n\
          now, by hand: sysctl -w net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doctor::finding::Severity;
+
+    fn proc(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().expect("tempdir");
+        for (p, v) in files {
+            let p = d.path().join("sys/net/ipv4/conf").join(p);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(p, v).expect("write");
+        }
+        d
+    }
+
+    #[test]
+    fn kube_proxys_own_answer_beats_a_leftover_kube_ipvs0() {
+        let d = proc(&[
+            ("all/arp_ignore", "0\n"),
+            ("all/arp_announce", "0\n"),
+            ("br0/arp_ignore", "0\n"),
+            ("br0/arp_announce", "0\n"),
+        ]);
+        let f = judge(d.path(), "br0", Some("iptables"), true);
+        assert_eq!(f.severity, Severity::Ok, "{}", f.what);
+        assert!(f.what.contains("left over"), "{}", f.what);
+        assert_eq!(
+            judge(d.path(), "br0", Some("nftables"), false).severity,
+            Severity::Ok
+        );
+        assert_eq!(
+            judge(d.path(), "br0", Some("ipvs"), false).severity,
+            Severity::Fail
+        );
+        // Without kube-proxy's answer the link is the evidence.
+        assert_eq!(judge(d.path(), "br0", None, true).severity, Severity::Fail);
+        assert_eq!(judge(d.path(), "br0", None, false).severity, Severity::Ok);
+    }
 }
