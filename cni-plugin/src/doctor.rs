@@ -157,7 +157,8 @@ pub fn run(o: &Options) -> (Vec<Finding>, Vec<String>) {
         .as_ref()
         .is_some_and(|c| c.subnets().iter().any(|s| s.subnet.addr().is_ipv6()));
 
-    f.extend(sysctls::br_netfilter(&o.proc_dir));
+    // An unreadable conflist may well have IPv6: judge bridge-nf-call-ip6tables as if.
+    f.extend(sysctls::br_netfilter(&o.proc_dir, ipv6 || conf.is_none()));
     f.extend(sysctls::forwarding(&o.proc_dir, ipv6));
     let seen = bridge::check(bridge_name, o.uplink.as_deref());
     f.extend(seen.findings);

@@ -76,6 +76,7 @@ impl Node {
             sysctls.extend([
                 "net.ipv4.conf.br0.arp_ignore=0",
                 "net.ipv4.conf.br0.arp_announce=0",
+                "net.ipv4.conf.br0.rp_filter=0",
             ]);
         }
         for s in sysctls {

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::finding::Finding;
-use super::sysctls::read;
+use super::sysctls::effective;
 use crate::netlink::Link;
 
 /// kube-proxy's metrics port. Loopback only: doctor never reaches out.
@@ -30,17 +30,6 @@ fn proxy_mode() -> Option<String> {
     head.starts_with("HTTP/1.")
         .then(|| text.trim().to_string())
         .filter(|t| !t.is_empty() && t.len() < 32)
-}
-
-/// The larger of `all` and `bridge`: the kernel's rule for both sysctls.
-fn effective(proc: &Path, bridge: &str, name: &str) -> Option<u8> {
-    let v = |dev: &str| {
-        read(proc, &["net", "ipv4", "conf", dev, name]).and_then(|s| s.parse::<u8>().ok())
-    };
-    match (v("all"), v(bridge)) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    }
 }
 
 pub fn check(proc: &Path, bridge: &str, links: &[Link]) -> Finding {

@@ -23,6 +23,18 @@ pub fn read(proc: &Path, parts: &[&str]) -> Option<String> {
         .map(|v| v.trim().to_string())
 }
 
+/// The value the kernel applies for an IPv4 conf sysctl on `dev`: the
+/// larger of `all` and `dev` (rp_filter, arp_ignore and arp_announce all
+/// follow this rule), or whichever of the two is readable.
+pub fn effective(proc: &Path, dev: &str, name: &str) -> Option<u8> {
+    let v =
+        |d: &str| read(proc, &["net", "ipv4", "conf", d, name]).and_then(|s| s.parse::<u8>().ok());
+    match (v("all"), v(dev)) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 pub fn key(parts: &[&str]) -> String {
     parts.join(".")
 }
@@ -38,7 +50,9 @@ pub fn fix_line(parts: &[&str], value: &str) -> String {
 
 const NF_WHY: &str = "kube-proxy DNATs ClusterIP traffic in the node; a reply from a pod to a LAN host or another pod is bridged, not routed, and without br_netfilter it skips conntrack, is never un-NATed, and the client resets the connection";
 
-pub fn br_netfilter(proc: &Path) -> Vec<Finding> {
+/// `ipv6`: the network has an IPv6 subnet (or its conflist is unreadable);
+/// without one, bridge-nf-call-ip6tables off costs nothing and is a WARN.
+pub fn br_netfilter(proc: &Path, ipv6: bool) -> Vec<Finding> {
     if !proc.join("sys/net/bridge").is_dir() {
         return vec![Finding::fail(
             "br_netfilter",
@@ -58,6 +72,16 @@ pub fn br_netfilter(proc: &Path) -> Vec<Finding> {
             Some(v) if v == "1" => {
                 out.push(Finding::ok("br_netfilter", format!("{} = 1", key(&parts))))
             }
+            v if name.contains("ip6") && !ipv6 => out.push(Finding::warn(
+                "br_netfilter",
+                format!(
+                    "{} is {} (the network has no IPv6 subnet, so only IPv6 traffic you add later is affected)",
+                    key(&parts),
+                    v.as_deref().unwrap_or("unreadable")
+                ),
+                NF_WHY,
+                fix_line(&parts, "1"),
+            )),
             v => out.push(Finding::fail(
                 "br_netfilter",
                 format!(
@@ -106,9 +130,10 @@ pub fn rp_filter(proc: &Path, bridge: &str) -> Finding {
     let br = ["net", "ipv4", "conf", bridge, "rp_filter"];
     let num = |p: &[&str]| read(proc, p).and_then(|v| v.parse::<u8>().ok());
     let (a, b) = (num(&all), num(&br));
+    // all = 2 with br0 = 1 is loose: only a strict effective value warns.
     let strict: Vec<&[&str]> = [(&all[..], a), (&br[..], b)]
         .into_iter()
-        .filter(|(_, v)| *v == Some(1))
+        .filter(|(_, v)| *v == Some(1) && effective(proc, bridge, "rp_filter") == Some(1))
         .map(|(p, _)| p)
         .collect();
     if strict.is_empty() {
@@ -152,7 +177,7 @@ mod tests {
     #[test]
     fn module_absent_is_one_failure_with_modprobe() {
         let d = seed(&[("net/ipv4/ip_forward", "1\n")]);
-        let f = br_netfilter(d.path());
+        let f = br_netfilter(d.path(), true);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].severity, Severity::Fail);
         assert!(f[0].fix.starts_with("modprobe br_netfilter"));
@@ -180,5 +205,43 @@ mod tests {
             ("net/ipv4/conf/br0/rp_filter", "0\n"),
         ]);
         assert_eq!(rp_filter(d.path(), "br0").severity, Severity::Ok);
+    }
+
+    #[test]
+    fn rp_filter_is_judged_by_the_larger_of_all_and_the_bridge() {
+        let d = seed(&[
+            ("net/ipv4/conf/all/rp_filter", "2\n"),
+            ("net/ipv4/conf/br0/rp_filter", "1\n"),
+        ]);
+        let f = rp_filter(d.path(), "br0");
+        assert_eq!(f.severity, Severity::Ok, "{}", f.what);
+        assert_eq!(effective(d.path(), "br0", "rp_filter"), Some(2));
+        let d = seed(&[
+            ("net/ipv4/conf/all/rp_filter", "1\n"),
+            ("net/ipv4/conf/br0/rp_filter", "2\n"),
+        ]);
+        assert_eq!(rp_filter(d.path(), "br0").severity, Severity::Ok);
+        let d = seed(&[("net/ipv4/conf/all/rp_filter", "1\n")]);
+        assert_eq!(rp_filter(d.path(), "br0").severity, Severity::Warn);
+    }
+
+    #[test]
+    fn ip6tables_off_fails_only_with_an_ipv6_subnet() {
+        let d = seed(&[
+            ("net/bridge/bridge-nf-call-iptables", "1\n"),
+            ("net/bridge/bridge-nf-call-ip6tables", "0\n"),
+        ]);
+        let v4 = br_netfilter(d.path(), false);
+        assert_eq!(v4[0].severity, Severity::Ok);
+        assert_eq!(v4[1].severity, Severity::Warn, "{}", v4[1].what);
+        assert!(v4[1].fix.contains("bridge-nf-call-ip6tables=1"));
+        let v6 = br_netfilter(d.path(), true);
+        assert_eq!(v6[1].severity, Severity::Fail);
+        // iptables off is a FAIL either way.
+        let d = seed(&[
+            ("net/bridge/bridge-nf-call-iptables", "0\n"),
+            ("net/bridge/bridge-nf-call-ip6tables", "1\n"),
+        ]);
+        assert_eq!(br_netfilter(d.path(), false)[0].severity, Severity::Fail);
     }
 }
