@@ -608,3 +608,21 @@ fn network_managers_prefix_route_moves_to_br0_and_comes_back_on_rollback() {
     assert!(t.contains("rolled back: eth0 has"), "{t}");
     assert_eq!(snapshot(&lan.node), before, "{t}");
 }
+
+/// A macvlan on the uplink (the shim a Pi-hole or Home Assistant container
+/// uses to reach its host) makes the kernel refuse the NIC as a bridge
+/// port (EBUSY): refused up front, naming it, nothing changed.
+#[test]
+fn an_uplink_with_a_macvlan_on_it_is_refused_naming_it() {
+    let lan = Lan::new();
+    lan.node
+        .ip_batch("link add ha-shim link eth0 type macvlan mode bridge\n")
+        .expect("macvlan");
+    let before = snapshot(&lan.node);
+    let out = lan.flatlan(&["--uplink", "eth0"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("eth0 carries ha-shim (a macvlan)"), "{t}");
+    assert!(t.contains("nothing was changed"), "{t}");
+    assert_eq!(snapshot(&lan.node), before, "{t}");
+}

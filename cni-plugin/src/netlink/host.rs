@@ -343,6 +343,9 @@ fn upper_of(m: &LinkMessage, index: u32) -> Option<(String, String)> {
     let mut kind = String::new();
     for a in &m.attributes {
         match a {
+            // Its lower link is in another namespace (a veth's peer in a
+            // pod, a macvlan moved here): the index is that namespace's.
+            LinkAttribute::LinkNetNsId(_) => return None,
             LinkAttribute::IfName(n) => name = Some(n.clone()),
             LinkAttribute::Link(l) => lower = Some(*l),
             LinkAttribute::LinkInfo(infos) => {
@@ -355,8 +358,6 @@ fn upper_of(m: &LinkMessage, index: u32) -> Option<(String, String)> {
             _ => {}
         }
     }
-    // A veth's IFLA_LINK names its peer, maybe in another namespace: only
-    // a link that is not its own lower counts.
     (lower == Some(index) && m.header.index != index).then_some((name?, kind))
 }
 
