@@ -47,20 +47,37 @@ pub fn ns_inode(link: &str) -> Option<u64> {
 /// kernel thread or a zombie (an empty cmdline); None once it is gone.
 pub fn command(proc: &Path, pid: u32) -> Option<String> {
     let dir = proc.join(pid.to_string());
-    if let Some(c) = std::fs::read(dir.join("cmdline"))
+    // One more byte than MAX_COMMAND characters can take in UTF-8: enough
+    // to know it was cut, and a pod's megabyte of arguments is not read
+    // again on every --watch frame.
+    if let Some(c) = read_capped(&dir.join("cmdline"), 4 * MAX_COMMAND + 1)
         .ok()
         .and_then(|raw| cmdline(&raw))
     {
         return Some(c);
     }
-    let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
-    Some(format!("[{}]", comm.trim_end()))
+    // A process may clear its argv and set its comm (prctl PR_SET_NAME)
+    // to anything, escape sequences included: it is printed to root's
+    // terminal, so it gets cmdline's mapping too.
+    let comm = read_capped(&dir.join("comm"), 64).ok()?;
+    Some(format!("[{}]", cmdline(&comm).unwrap_or_default()))
+}
+
+/// At most `cap` bytes of a file.
+pub fn read_capped(path: &Path, cap: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    std::fs::File::open(path)?
+        .take(u64::try_from(cap).unwrap_or(u64::MAX))
+        .read_to_end(&mut out)?;
+    Ok(out)
 }
 
 /// /proc/PID/cmdline (arguments separated, and usually ended, by NULs) as
-/// one line: NULs and control characters become spaces, trailing space
-/// goes, and anything past [`MAX_COMMAND`] characters is cut with "...".
-/// None for an empty command line.
+/// one line: NULs and control characters (C0, DEL and C1, so no escape
+/// sequence reaches the terminal) become spaces, trailing space goes, and
+/// anything past [`MAX_COMMAND`] characters is cut with "...". None for an
+/// empty command line.
 pub fn cmdline(raw: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(raw);
     let spaced: String = text
@@ -167,6 +184,46 @@ mod tests {
         assert!(long.ends_with("..."));
         // Invalid UTF-8 is shown, not an error.
         assert!(cmdline(b"\xffbin").is_some());
+    }
+
+    #[test]
+    fn a_comm_with_escape_sequences_is_shown_without_them() {
+        let proc = tempfile::tempdir().expect("proc");
+        let dir = proc.path().join("4242");
+        std::fs::create_dir(&dir).expect("pid dir");
+        // What a pod process gets by clearing its argv and calling
+        // prctl(PR_SET_NAME, "\e[2J\e]0;x\a\x9b"): clear the screen,
+        // retitle the terminal, and a C1 CSI (invalid UTF-8 alone).
+        std::fs::write(dir.join("cmdline"), b"").expect("cmdline");
+        std::fs::write(dir.join("comm"), b"\x1b[2J\x1b]0;x\x07\xc2\x9b\xff\n").expect("comm");
+        let c = command(proc.path(), 4242).expect("command");
+        assert!(!c.chars().any(char::is_control), "{c:?}");
+        assert!(
+            c.starts_with('[') && c.ends_with(']') && c.contains("[2J"),
+            "{c:?}"
+        );
+        // An empty comm still shows as a bracketed name.
+        std::fs::write(dir.join("comm"), b"\n").expect("comm");
+        assert_eq!(command(proc.path(), 4242).as_deref(), Some("[]"));
+    }
+
+    #[test]
+    fn a_huge_cmdline_is_read_only_up_to_the_cap() {
+        let proc = tempfile::tempdir().expect("proc");
+        let dir = proc.path().join("7");
+        std::fs::create_dir(&dir).expect("pid dir");
+        let huge = vec![b'a'; 1 << 20];
+        std::fs::write(dir.join("cmdline"), &huge).expect("cmdline");
+        let raw = read_capped(&dir.join("cmdline"), 4 * MAX_COMMAND + 1).expect("read");
+        assert_eq!(raw.len(), 4 * MAX_COMMAND + 1);
+        let c = command(proc.path(), 7).expect("command");
+        assert_eq!(c.chars().count(), MAX_COMMAND);
+        assert!(c.ends_with("..."));
+        // Four-byte characters up to the cap still count as cut.
+        let wide = "𝕏".repeat(MAX_COMMAND + 1);
+        std::fs::write(dir.join("cmdline"), &wide).expect("cmdline");
+        let c = command(proc.path(), 7).expect("command");
+        assert!(c.ends_with("..."), "{c}");
     }
 
     #[test]
