@@ -68,28 +68,7 @@ impl Socket {
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.to_string()));
         m.attributes.push(skip_stats());
-        let mut found = None;
-        let r = self.exchange(
-            &format!("get link {name}"),
-            RouteNetlinkMessage::GetLink(m),
-            0,
-            |kind, payload| {
-                if kind == RTM_NEWLINK {
-                    let (peer_index, peer_nsid) = peer_attrs(payload)?;
-                    found = Some(VethPeer {
-                        host: link_reply::parse(payload)?,
-                        peer_index,
-                        peer_nsid,
-                    });
-                }
-                Ok(())
-            },
-        );
-        match r {
-            Ok(()) => Ok(found),
-            Err(e) if no_device(&e) => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.get_veth_peer(&format!("get link {name}"), m)
     }
 
     /// The id this namespace gives the namespace behind `ns`, if it gave
@@ -119,23 +98,23 @@ impl Socket {
         m.header.index = index;
         m.attributes.push(LinkAttribute::IfNetnsId(nsid));
         m.attributes.push(skip_stats());
+        self.get_veth_peer(&format!("get link {index} of netns id {nsid}"), m)
+    }
+
+    /// One RTM_GETLINK for `m` read as a [`VethPeer`]; None for ENODEV.
+    fn get_veth_peer(&mut self, what: &str, m: LinkMessage) -> Result<Option<VethPeer>> {
         let mut found = None;
-        let r = self.exchange(
-            &format!("get link {index} of netns id {nsid}"),
-            RouteNetlinkMessage::GetLink(m),
-            0,
-            |kind, payload| {
-                if kind == RTM_NEWLINK {
-                    let (peer_index, peer_nsid) = peer_attrs(payload)?;
-                    found = Some(VethPeer {
-                        host: link_reply::parse(payload)?,
-                        peer_index,
-                        peer_nsid,
-                    });
-                }
-                Ok(())
-            },
-        );
+        let r = self.exchange(what, RouteNetlinkMessage::GetLink(m), 0, |kind, payload| {
+            if kind == RTM_NEWLINK {
+                let (peer_index, peer_nsid) = peer_attrs(payload)?;
+                found = Some(VethPeer {
+                    host: link_reply::parse(payload)?,
+                    peer_index,
+                    peer_nsid,
+                });
+            }
+            Ok(())
+        });
         match r {
             Ok(()) => Ok(found),
             Err(e) if no_device(&e) => Ok(None),
