@@ -22,6 +22,7 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket as NlSocket, SocketAddr};
 
+use super::host::HostNetlink;
 use super::{link_reply, Link, Netlink, RouteSpec, VethSpec};
 use crate::error::{Error, Result};
 
@@ -331,41 +332,12 @@ impl Netlink for Socket {
     }
 
     fn addresses(&mut self, index: u32) -> Result<Vec<IpNet>> {
-        let r = self.request(
-            "dump addresses",
-            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-            NLM_F_DUMP,
-        )?;
-        let mut out = Vec::new();
-        for m in r {
-            let RouteNetlinkMessage::NewAddress(a) = m else {
-                continue;
-            };
-            if a.header.index != index {
-                continue;
-            }
-            // IFA_LOCAL is the interface's own address on point-to-point
-            // links; IFA_ADDRESS otherwise. Prefer LOCAL when present.
-            let ip = a
-                .attributes
-                .iter()
-                .find_map(|x| match x {
-                    AddressAttribute::Local(ip) => Some(*ip),
-                    _ => None,
-                })
-                .or_else(|| {
-                    a.attributes.iter().find_map(|x| match x {
-                        AddressAttribute::Address(ip) => Some(*ip),
-                        _ => None,
-                    })
-                });
-            if let Some(ip) = ip {
-                if let Ok(net) = IpNet::new(ip, a.header.prefix_len) {
-                    out.push(net);
-                }
-            }
-        }
-        Ok(out)
+        // One dump-and-parse of RTM_NEWADDR (IFA_LOCAL before IFA_ADDRESS)
+        // for both: the node bridge's full Addr and the plugin's prefixes.
+        Ok(HostNetlink::addrs(self, index)?
+            .into_iter()
+            .map(|a| a.net)
+            .collect())
     }
 
     fn add_route(&mut self, route: &RouteSpec) -> Result<()> {
