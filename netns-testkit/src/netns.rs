@@ -62,15 +62,9 @@ impl Netns {
         cmd.args(["-batch", "-"]);
         command::run_ok(cmd, Some(script.as_bytes()), DEFAULT_TIMEOUT)?;
         tracing::debug!(?names, "created namespaces");
-        // A new namespace copies IPv4 forwarding from the host's
-        // (net.core.devconf_inherit_init_net=0, the default): on a machine
-        // running Docker or the real-cluster harness every lab host became
-        // a router, and the speaker bench's crash trials saw no outage at
-        // all (2 in 3 trials "failed"). Hosts on a home LAN do not
-        // forward; a lab that needs a router turns it on itself.
         for ns in &handles {
-            ns.run(|| std::fs::write("/proc/sys/net/ipv4/ip_forward", "0"))?
-                .map_err(|e| Error::io(format!("clear ip_forward in {}", ns.name()), e))?;
+            ns.run(reset_inherited_sysctls)?
+                .map_err(|e| Error::io(format!("reset sysctls in {}", ns.name()), e))?;
         }
         Ok(handles)
     }
@@ -212,4 +206,27 @@ pub(crate) fn delete_by_name(name: &str) {
     drop(Inner {
         name: name.to_owned(),
     });
+}
+
+/// A new namespace copies IPv4 forwarding and the `all`/`default` ARP
+/// settings from the host's (net.core.devconf_inherit_init_net=0, the
+/// default), so a lab's behaviour would depend on the machine:
+/// - forwarding: on a machine running Docker or the real-cluster harness
+///   every lab host became a router, and the speaker bench's crash trials
+///   saw no outage at all (2 in 3 trials "failed");
+/// - arp_ignore/arp_announce: a host whose speaker (ours, kube-vip,
+///   MetalLB with kube-proxy's strictARP) set 1/2 made every lab node
+///   strict too, and the hardening tests, which check that the speaker
+///   restores the namespace's originals, saw "1 2" where they set "0 0".
+///
+/// Hosts on a home LAN neither forward nor filter ARP; a lab that needs
+/// either turns it on itself. Kernel defaults, written in the namespace.
+fn reset_inherited_sysctls() -> std::io::Result<()> {
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "0")?;
+    for conf in ["all", "default"] {
+        for key in ["arp_ignore", "arp_announce"] {
+            std::fs::write(format!("/proc/sys/net/ipv4/conf/{conf}/{key}"), "0")?;
+        }
+    }
+    Ok(())
 }

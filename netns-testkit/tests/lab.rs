@@ -580,19 +580,28 @@ fn portmap_gets_port_mappings_as_runtime_config() {
     );
 }
 
-/// A lab host does not forward, whatever the host machine does: a new
-/// namespace copies IPv4 forwarding from the host's, so on a machine
-/// running Docker or the real-cluster harness (ip_forward=1) every lab host
-/// was a router and the speaker bench's crash trials measured nothing.
-/// (On a host with forwarding off this passes either way; with it on, it
-/// fails without the fix in `Netns::create_many`.)
+/// A lab host neither forwards nor filters ARP, whatever the host machine
+/// does: a new namespace copies IPv4 forwarding and the ARP settings from
+/// the host's, so on a machine running Docker or the real-cluster harness
+/// (ip_forward=1) every lab host was a router, and on one whose speaker
+/// set arp_ignore=1/arp_announce=2 the hardening tests failed. (On a host
+/// with kernel defaults this passes either way; on one like those, it
+/// fails without `reset_inherited_sysctls`.)
 #[test]
-fn a_new_namespace_never_forwards() {
+fn a_new_namespace_starts_from_kernel_defaults() {
     setup();
     let ns = Netns::new("fwd").expect("namespace");
-    let fwd = ns
-        .run(|| std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward"))
-        .expect("enter namespace")
-        .expect("read ip_forward");
-    assert_eq!(fwd.trim(), "0");
+    let read = |key: &str| {
+        let path = format!("/proc/sys/net/ipv4/{key}");
+        ns.run(|| std::fs::read_to_string(&path))
+            .expect("enter namespace")
+            .unwrap_or_else(|e| panic!("read {key}: {e}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(read("ip_forward"), "0");
+    for conf in ["all", "default"] {
+        assert_eq!(read(&format!("conf/{conf}/arp_ignore")), "0", "{conf}");
+        assert_eq!(read(&format!("conf/{conf}/arp_announce")), "0", "{conf}");
+    }
 }
