@@ -118,6 +118,26 @@ pub enum Phase {
     },
 }
 
+impl Phase {
+    /// An owned VIP starts a full burst of `count` rounds at `now` (the
+    /// link came back, a partition healed, a handover was called off);
+    /// any other phase is left alone.
+    fn restart_burst(&mut self, now: Instant, count: u32) {
+        if let Phase::Owned {
+            rounds_left,
+            next,
+            burst,
+            late,
+        } = self
+        {
+            *rounds_left = count;
+            *next = now;
+            *burst = now;
+            *late = 0;
+        }
+    }
+}
+
 /// One VIP's state.
 #[derive(Debug, Clone)]
 pub struct VipState {
@@ -411,18 +431,7 @@ impl Announcer {
         if std::mem::replace(&mut st.handing_over, on) == on || on {
             return;
         }
-        if let Phase::Owned {
-            rounds_left,
-            next,
-            burst,
-            late,
-        } = &mut st.phase
-        {
-            *rounds_left = count;
-            *next = now;
-            *burst = now;
-            *late = 0;
-        }
+        st.phase.restart_burst(now, count);
     }
 
     /// Stops announcing `vip`: no more answers, and the address is
@@ -467,18 +476,7 @@ impl Announcer {
             if iface.is_some_and(|i| i != st.link.iface) {
                 continue;
             }
-            if let Phase::Owned {
-                rounds_left,
-                next,
-                burst,
-                late,
-            } = &mut st.phase
-            {
-                *rounds_left = count;
-                *next = now;
-                *burst = now;
-                *late = 0;
-            }
+            st.phase.restart_burst(now, count);
         }
         self.due(now)
     }
