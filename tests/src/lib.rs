@@ -274,25 +274,29 @@ pub fn settle_store(data_dir: &Path) {
     panic!("background probe-ahead did not finish within 10 s");
 }
 
-/// `flatlan ipam ls --json` for a node's store, run inside the node, with
-/// the lab node's boot ID file (next to its data directory).
-pub fn ipam_ls(node: &Netns, data_dir: &Path) -> Vec<Value> {
+/// `flatlan ipam ls ARGS` for a node's store, run inside the node, with
+/// the lab node's boot ID file (next to its data directory): its stdout.
+pub fn ipam_ls_with(node: &Netns, data_dir: &Path, args: &[&str]) -> String {
     let dir = data_dir.display().to_string();
     let boot_id = data_dir.with_file_name("boot_id").display().to_string();
     let flatlan = bin("flatlan").display().to_string();
-    let out = node
-        .exec_ok(&[
-            &flatlan,
-            "ipam",
-            "ls",
-            "--data-dir",
-            &dir,
-            "--boot-id-path",
-            &boot_id,
-            "--json",
-        ])
-        .expect("flatlan ipam ls");
-    serde_json::from_slice::<Value>(&out.stdout)
+    let mut argv = vec![
+        flatlan.as_str(),
+        "ipam",
+        "ls",
+        "--data-dir",
+        &dir,
+        "--boot-id-path",
+        &boot_id,
+    ];
+    argv.extend_from_slice(args);
+    let out = node.exec_ok(&argv).expect("flatlan ipam ls");
+    String::from_utf8(out.stdout).expect("ipam ls prints UTF-8")
+}
+
+/// `flatlan ipam ls --json` for a node's store (see [`ipam_ls_with`]).
+pub fn ipam_ls(node: &Netns, data_dir: &Path) -> Vec<Value> {
+    serde_json::from_str::<Value>(&ipam_ls_with(node, data_dir, &["--json"]))
         .expect("ipam ls --json")
         .as_array()
         .cloned()

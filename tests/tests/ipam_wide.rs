@@ -6,31 +6,13 @@
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
-use flatlan_e2e::{bin, links, pod_veths, settle_store, FlatLab, Pod};
+use flatlan_e2e::{bin, ipam_ls_with, links, pod_veths, settle_store, FlatLab, Pod};
 use netns_testkit::{LabConfig, Netns};
 use serde_json::Value;
 
 /// `flatlan ipam ls ARGS` inside the node, against the lab's store.
 fn ls(l: &FlatLab, args: &[&str]) -> String {
-    let dir = l.data_dir(1).display().to_string();
-    let boot_id = l
-        .data_dir(1)
-        .with_file_name("boot_id")
-        .display()
-        .to_string();
-    let flatlan = bin("flatlan").display().to_string();
-    let mut argv = vec![
-        flatlan.as_str(),
-        "ipam",
-        "ls",
-        "--data-dir",
-        &dir,
-        "--boot-id-path",
-        &boot_id,
-    ];
-    argv.extend_from_slice(args);
-    let out = l.node_ns(1).exec_ok(&argv).expect("flatlan ipam ls");
-    String::from_utf8(out.stdout).expect("utf-8")
+    ipam_ls_with(l.node_ns(1), &l.data_dir(1), args)
 }
 
 fn inode(ns: &Netns) -> u64 {
