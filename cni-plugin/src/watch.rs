@@ -64,8 +64,13 @@ pub fn main(args: &[String]) -> Result<String> {
 /// the kernel gives PID 1 no default action for SIGTERM: without a
 /// handler the kubelet waited out the whole grace period (30 s) and
 /// killed it on every rolling update and uninstall (issue 14, the real
-/// cluster).
-struct Stop(SignalFd);
+/// cluster). The signal is remembered once read: a read consumes it, and
+/// an error after it (the store, the socket) goes through the 5 s retry,
+/// which must still see it, or the 30 s SIGKILL is back.
+struct Stop {
+    fd: SignalFd,
+    seen: std::cell::Cell<bool>,
+}
 
 impl Stop {
     fn new() -> Result<Stop> {
@@ -76,12 +81,18 @@ impl Stop {
             .map_err(|e| Error::io("block", "SIGTERM and SIGINT", e.into()))?;
         let fd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(|e| Error::io("signalfd", "SIGTERM and SIGINT", e.into()))?;
-        Ok(Stop(fd))
+        Ok(Stop {
+            fd,
+            seen: std::cell::Cell::new(false),
+        })
     }
 
-    /// True once a signal came (a read consumes it: callers stop then).
+    /// True once a signal came, and from then on.
     fn requested(&self) -> bool {
-        matches!(self.0.read_signal(), Ok(Some(_)))
+        if !self.seen.get() && matches!(self.fd.read_signal(), Ok(Some(_))) {
+            self.seen.set(true);
+        }
+        self.seen.get()
     }
 
     /// Waits up to `d`; true if a signal came meanwhile.
@@ -245,5 +256,25 @@ impl RateLimit {
         } else {
             self.suppressed += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: `requested` consumed the signal, so a store or socket
+    /// error after it sent the watcher into its 5 s retry, which never saw
+    /// the signal again, and the kubelet's SIGKILL came after 30 s.
+    #[test]
+    fn a_signal_once_seen_stays_seen() {
+        // Blocked in this thread by `Stop::new`, so raising it leaves it
+        // pending for the signalfd instead of ending the test process.
+        let stop = Stop::new().expect("signalfd");
+        assert!(!stop.requested());
+        nix::sys::signal::raise(Signal::SIGTERM).expect("raise");
+        assert!(stop.requested());
+        assert!(stop.requested(), "the second look lost the signal");
+        assert!(stop.within(Duration::from_millis(1)));
     }
 }
