@@ -15,8 +15,9 @@ use netlink_packet_route::link::{
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
+use super::socket::family;
 use super::{Link, Netlink, Socket};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// A valid or preferred lifetime of "forever".
 pub const FOREVER: u32 = u32::MAX;
@@ -115,21 +116,6 @@ pub trait HostNetlink {
     fn del_route(&mut self, r: &Route) -> Result<bool>;
     /// The links stacked on `index` (IFLA_LINK): name and kind.
     fn uppers(&mut self, index: u32) -> Result<Vec<(String, String)>>;
-}
-
-fn family(ip: IpAddr) -> AddressFamily {
-    if ip.is_ipv4() {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
-    }
-}
-
-fn errno(e: &Error) -> Option<i32> {
-    match e {
-        Error::Netlink { source, .. } => source.raw_os_error(),
-        _ => None,
-    }
 }
 
 /// Flags the kernel accepts on a new address (the rest are state).
@@ -296,7 +282,7 @@ impl HostNetlink for Socket {
             0,
         ) {
             Ok(()) => Ok(true),
-            Err(e) if matches!(errno(&e), Some(libc::EADDRNOTAVAIL | libc::ENOENT)) => Ok(false),
+            Err(e) if matches!(e.errno(), Some(libc::EADDRNOTAVAIL | libc::ENOENT)) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -316,7 +302,7 @@ impl HostNetlink for Socket {
             0,
         ) {
             Ok(()) => Ok(true),
-            Err(e) if errno(&e) == Some(libc::ESRCH) => Ok(false),
+            Err(e) if e.errno() == Some(libc::ESRCH) => Ok(false),
             Err(e) => Err(e),
         }
     }

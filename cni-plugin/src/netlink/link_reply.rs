@@ -12,7 +12,7 @@ use netlink_packet_route::link::{LinkFlags, LinkHeader};
 use super::Link;
 
 /// `struct ifinfomsg` precedes the attributes.
-const HEADER_LEN: usize = 16;
+pub(super) const HEADER_LEN: usize = 16;
 // linux/if_link.h
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;

@@ -15,11 +15,10 @@ use netlink_packet_route::RouteNetlinkMessage;
 
 use super::socket::skip_stats;
 use super::{link_reply, Link, Socket};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 // linux/rtnetlink.h, linux/if_link.h
 const RTM_NEWLINK: u16 = 16;
-const IFINFOMSG_LEN: usize = 16;
 const IFLA_LINK: u16 = 5;
 const IFLA_LINK_NETNSID: u16 = 37;
 
@@ -39,7 +38,7 @@ pub struct VethPeer {
 pub(super) fn peer_attrs(payload: &[u8]) -> Result<(Option<u32>, Option<i32>), DecodeError> {
     let mut index = None;
     let mut nsid = None;
-    for nla in NlasIterator::new(payload.get(IFINFOMSG_LEN..).unwrap_or_default()) {
+    for nla in NlasIterator::new(payload.get(link_reply::HEADER_LEN..).unwrap_or_default()) {
         let nla = nla?;
         let four = nla
             .value()
@@ -55,10 +54,6 @@ pub(super) fn peer_attrs(payload: &[u8]) -> Result<(Option<u32>, Option<i32>), D
         }
     }
     Ok((index, nsid))
-}
-
-fn no_device(e: &Error) -> bool {
-    matches!(e, Error::Netlink { source, .. } if source.raw_os_error() == Some(libc::ENODEV))
 }
 
 impl Socket {
@@ -117,7 +112,7 @@ impl Socket {
         });
         match r {
             Ok(()) => Ok(found),
-            Err(e) if no_device(&e) => Ok(None),
+            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -164,8 +159,8 @@ mod tests {
         }
         let mut short = b.clone();
         // IFLA_LINK claiming a 2-byte value (length 4 + 2).
-        short[IFINFOMSG_LEN] = 6;
-        short[IFINFOMSG_LEN + 1] = 0;
+        short[link_reply::HEADER_LEN] = 6;
+        short[link_reply::HEADER_LEN + 1] = 0;
         assert!(peer_attrs(&short).is_err());
     }
 }
