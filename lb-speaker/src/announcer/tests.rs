@@ -282,6 +282,22 @@ fn foreign_garp_raises_an_alarm_but_a_member_does_not() {
     assert_eq!(m.foreign_answers.get(), 2);
 }
 
+/// A foreign claim while the VIP is held for a successor is counted and
+/// remembered, but not defended: our GARP would pull the LAN back here
+/// just before the release (the successor defends it).
+#[test]
+fn a_vip_held_for_its_successor_is_not_defended() {
+    let (mut a, m, t0) = owned();
+    a.set_handing_over(t0, IpAddr::V4(VIP), true);
+    let g = ArpPacket::gratuitous_request(CLIENT, VIP).to_frame();
+    assert!(sent(&a.on_frame(t0, "eth0", &g, &member)).is_empty());
+    assert_eq!(m.foreign_answers.get(), 1);
+    assert_eq!(
+        a.vips()[&IpAddr::V4(VIP)].foreign.map(|f| f.0),
+        Some(CLIENT)
+    );
+}
+
 #[test]
 fn ipv6_unsolicited_na_has_override_and_ns_gets_solicited_na() {
     let (mut a, m) = ann();

@@ -68,6 +68,12 @@ impl Announcer {
         }
         self.metrics.foreign_answers.inc();
         st.foreign = Some((mac, now));
+        // Held for a successor: the successor defends it. Our defence GARP
+        // would pull the LAN back here just before we release the VIP, the
+        // loss the hold exists to prevent (see `Announcer::round`).
+        if st.handing_over {
+            return Vec::new();
+        }
         if st
             .last_defend
             .is_some_and(|t| now.saturating_duration_since(t) < DEFEND_INTERVAL)
