@@ -52,7 +52,7 @@ pub use dnsmasq::LAN_DOMAIN;
 pub use error::{Error, Result};
 pub use lab::{device_service, Lab, LabConfig, Node};
 pub use names::{require_root, NAME_PREFIX};
-pub use netns::Netns;
+pub use netns::{reset_inherited_sysctls, Netns};
 pub use process::{deadline_after, ProcHandle};
 pub use scratch::ScratchDir;
 pub use topology::{NODE_BRIDGE, NODE_UPLINK, SWITCH_BRIDGE};

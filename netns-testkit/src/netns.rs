@@ -220,8 +220,10 @@ pub(crate) fn delete_by_name(name: &str) {
 ///   restores the namespace's originals, saw "1 2" where they set "0 0".
 ///
 /// Hosts on a home LAN neither forward nor filter ARP; a lab that needs
-/// either turns it on itself. Kernel defaults, written in the namespace.
-fn reset_inherited_sysctls() -> std::io::Result<()> {
+/// either turns it on itself. Kernel defaults, written in the calling
+/// thread's namespace (public so a test can prove it on a namespace it
+/// dirtied, whatever the host's own values are).
+pub fn reset_inherited_sysctls() -> std::io::Result<()> {
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "0")?;
     for conf in ["all", "default"] {
         for key in ["arp_ignore", "arp_announce"] {

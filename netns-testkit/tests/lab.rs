@@ -605,3 +605,44 @@ fn a_new_namespace_starts_from_kernel_defaults() {
         assert_eq!(read(&format!("conf/{conf}/arp_announce")), "0", "{conf}");
     }
 }
+
+/// The reset itself, on a namespace dirtied the way a host with Docker and
+/// a strict-ARP speaker would be: unlike the test above, this one fails on
+/// any machine if the reset is broken.
+#[test]
+fn the_reset_puts_forwarding_and_arp_back_to_kernel_defaults() {
+    setup();
+    let ns = Netns::new("rst").expect("namespace");
+    let got = ns
+        .run(|| -> std::io::Result<Vec<String>> {
+            let keys = [
+                "ip_forward",
+                "conf/all/arp_ignore",
+                "conf/all/arp_announce",
+                "conf/default/arp_ignore",
+                "conf/default/arp_announce",
+            ];
+            for (key, dirty) in keys.iter().zip(["1", "1", "2", "1", "2"]) {
+                std::fs::write(format!("/proc/sys/net/ipv4/{key}"), dirty)?;
+            }
+            netns_testkit::reset_inherited_sysctls()?;
+            keys.iter()
+                .map(|k| {
+                    std::fs::read_to_string(format!("/proc/sys/net/ipv4/{k}"))
+                        .map(|v| format!("{k}={}", v.trim()))
+                })
+                .collect()
+        })
+        .expect("enter namespace")
+        .expect("sysctls");
+    assert_eq!(
+        got,
+        [
+            "ip_forward=0",
+            "conf/all/arp_ignore=0",
+            "conf/all/arp_announce=0",
+            "conf/default/arp_ignore=0",
+            "conf/default/arp_announce=0"
+        ]
+    );
+}
