@@ -65,19 +65,12 @@ impl Node {
         if !seed.forwarding_off {
             sysctls.push("net.ipv4.ip_forward=1");
         }
-        // A new namespace copies the host's IPv4 conf (all, default, so br0
-        // too): on a host with strict ARP every kube_proxy test would pass
-        // by accident. Start from the kernel's defaults.
-        sysctls.extend([
-            "net.ipv4.conf.all.arp_ignore=0",
-            "net.ipv4.conf.all.arp_announce=0",
-        ]);
+        // A new namespace copies the host's IPv4 conf; netns-testkit resets
+        // the ARP settings of all and default (so br0's) to the kernel's,
+        // rp_filter is ours to pin: a host's strict default would make
+        // every good node warn.
         if !seed.no_bridge {
-            sysctls.extend([
-                "net.ipv4.conf.br0.arp_ignore=0",
-                "net.ipv4.conf.br0.arp_announce=0",
-                "net.ipv4.conf.br0.rp_filter=0",
-            ]);
+            sysctls.push("net.ipv4.conf.br0.rp_filter=0");
         }
         for s in sysctls {
             ns.exec_ok(&["sysctl", "-qw", s])
