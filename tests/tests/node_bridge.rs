@@ -206,7 +206,6 @@ fn addrs_of(ns: &Netns, dev: &str) -> Vec<String> {
 fn the_node_moves_into_br0_losing_at_most_3_pings_and_keeps_its_mac() {
     let lan = Lan::new();
     let mac = lan.node.link_mac("eth0").expect("mac");
-    let root = tempfile::tempdir().expect("an empty root: no manager");
     let pinger = ping_background(
         &lan.client,
         NODE_IP.parse().expect("ip"),
@@ -215,12 +214,7 @@ fn the_node_moves_into_br0_losing_at_most_3_pings_and_keeps_its_mac() {
     )
     .expect("ping");
     std::thread::sleep(Duration::from_millis(1500));
-    let out = lan.flatlan(&[
-        "--uplink",
-        "eth0",
-        "--root",
-        root.path().to_str().expect("utf-8"),
-    ]);
+    let out = lan.flatlan(&["--uplink", "eth0"]);
     let run = ping_finish(pinger, 6).expect("ping ran");
     let t = text(&out);
     assert!(out.status.success(), "{t}");
@@ -296,12 +290,7 @@ fn the_node_moves_into_br0_losing_at_most_3_pings_and_keeps_its_mac() {
     .expect("node reaches the gateway");
 
     let before = snapshot(&lan.node);
-    let again = lan.flatlan(&[
-        "--uplink",
-        "eth0",
-        "--root",
-        root.path().to_str().expect("utf-8"),
-    ]);
+    let again = lan.flatlan(&["--uplink", "eth0"]);
     assert!(again.status.success(), "{}", text(&again));
     assert!(
         text(&again).contains("already a port of br0"),
@@ -322,13 +311,7 @@ fn an_unreachable_gateway_rolls_back_to_the_original_state() {
         ))
         .expect("break the gateway");
     let before = snapshot(&lan.node);
-    let root = tempfile::tempdir().expect("root");
-    let out = lan.flatlan(&[
-        "--uplink",
-        "eth0",
-        "--root",
-        root.path().to_str().expect("utf-8"),
-    ]);
+    let out = lan.flatlan(&["--uplink", "eth0"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(
