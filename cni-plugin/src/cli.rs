@@ -213,12 +213,15 @@ fn run(args: &[String]) -> Result<String> {
     if verb == "watch" {
         return crate::watch::main(rest);
     }
-    let opts = parse(rest, usage)?;
-    if verb != "ls" && (opts.wide || opts.watch.is_some()) {
+    // Before parsing: `--watch` takes an optional SECS, so under another
+    // verb it would swallow the next argument (`release --watch 10.0.0.1`
+    // said "--watch takes seconds, not 10.0.0.1").
+    if verb != "ls" && rest.iter().any(|a| a == "--wide" || a == "--watch") {
         return Err(Error::Usage(format!(
             "--wide and --watch are for `flatlan ipam ls`\n{usage}"
         )));
     }
+    let opts = parse(rest, usage)?;
     match verb {
         "ls" => match opts.watch {
             Some(every) => refresh::every(
@@ -379,6 +382,7 @@ mod tests {
         for a in [
             &["ipam", "release", "10.0.0.1", "--wide"][..],
             &["ipam", "release", "10.0.0.1", "--watch"],
+            &["ipam", "release", "--watch", "10.0.0.1"],
         ] {
             let e = run(&args(a)).expect_err("refused");
             assert!(
