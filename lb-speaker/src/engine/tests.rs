@@ -485,6 +485,44 @@ fn a_vip_dropped_by_a_reload_is_not_offered_while_held() {
     assert_eq!(e.status().vips.len(), 2, "alone is forgotten");
 }
 
+/// The engine tells the announcer which VIPs are held for a successor: a
+/// held VIP's next burst round sends nothing while a kept VIP's does (on
+/// the real cluster a round of the old owner's, 20 ms after the new
+/// pod's GARP, lost 2 pings).
+#[test]
+fn a_vip_held_for_its_successor_sends_no_more_rounds() {
+    let both = "{ address: 192.0.2.1 }, { address: 192.0.2.2 }";
+    let y = format!("{}handoffTimeout: 5s\n", yaml(both));
+    let mut e = engine(&y, FakeHost::default());
+    let [kept, handed]: [IpAddr; 2] = ["192.0.2.1", "192.0.2.2"].map(|v| v.parse().unwrap());
+    own(&mut e, &[kept, handed]);
+    let entry = VipEntry {
+        addr: handed,
+        owned: false,
+        refused: None,
+    };
+    let now = Instant::now();
+    e.inbox.observe(now, &peer_hb(1, vec![entry]));
+    let new = Config::from_yaml(
+        &format!("{}handoffTimeout: 5s\n", yaml("{ address: 192.0.2.1 }")),
+        &no_files,
+    )
+    .unwrap();
+    e.apply_config(now, &new);
+    e.step(now);
+    assert!(e.announcer.is_owned(handed), "held for its successor");
+    let garps = e.metrics.garps_sent.get();
+    // The burst's second round (100 ms), well before the peer could be
+    // declared dead or the handoff time out.
+    e.step(now + Duration::from_millis(150));
+    assert!(e.announcer.is_owned(handed), "still held");
+    assert_eq!(
+        e.metrics.garps_sent.get() - garps,
+        2,
+        "only the kept VIP's round (a GARP request and reply)"
+    );
+}
+
 /// A handoff timeout releases every VIP with one host call.
 #[test]
 fn releasing_everything_takes_one_host_call() {
