@@ -19,6 +19,7 @@ use flatlan_ipam::Store;
 
 use crate::config::{DEFAULT_BOOT_ID, DEFAULT_DATA_DIR};
 use crate::error::{Error, Result};
+use crate::flags::{self, Flags};
 use crate::names;
 use crate::netlink::{Netlink, Socket};
 
@@ -33,7 +34,8 @@ const USAGE: &str = "usage:
   flatlan node bridge  --uplink IF [--bridge NAME] [--force] [--dry-run] ...   (flatlan node bridge --help)
 
 Without arguments, flatlan is the CNI plugin (the runtime's CNI_* protocol).
-`flatlan ipam COMMAND --help` says more about each command.";
+`flatlan ipam COMMAND --help` says more about each command. Every flag
+takes its value as `--flag VALUE` or `--flag=VALUE`.";
 
 const USAGE_LS: &str =
     "usage: flatlan ipam ls [--data-dir DIR] [--network NAME] [--boot-id-path FILE]
@@ -102,31 +104,23 @@ fn parse(args: &[String], usage: &str) -> Result<Opts> {
         watch: None,
         positional: Vec::new(),
     };
-    let mut it = args.iter().peekable();
-    while let Some(a) = it.next() {
-        let mut value = |flag: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| Error::Usage(format!("{flag} needs a value\n{usage}")))
-        };
-        match a.as_str() {
-            "--data-dir" => o.data_dir = value("--data-dir")?.into(),
-            "--network" => o.network = Some(value("--network")?),
-            "--boot-id-path" => o.boot_id_path = value("--boot-id-path")?.into(),
+    let mut f = Flags::new(args, usage);
+    while let Some(a) = f.next()? {
+        match a {
+            "--data-dir" => o.data_dir = f.value()?.into(),
+            "--network" => o.network = Some(f.value()?),
+            "--boot-id-path" => o.boot_id_path = f.value()?.into(),
             "--json" => o.json = true,
             "--force" => o.force = true,
             "--wide" => o.wide = true,
             // SECS is optional: a following argument that is no flag is it.
             "--watch" => {
-                let secs = match it.next_if(|v| !v.starts_with('-')) {
+                o.watch = Some(match f.optional_value() {
                     Some(v) => refresh::parse_secs(v)?,
                     None => Duration::from_secs_f64(refresh::DEFAULT_SECS),
-                };
-                o.watch = Some(secs);
+                });
             }
-            s if s.starts_with('-') => {
-                return Err(Error::Usage(format!("unknown flag {s}\n{usage}")))
-            }
+            s if s.starts_with('-') => return Err(f.unknown()),
             s => o.positional.push(s.to_string()),
         }
     }
@@ -216,7 +210,11 @@ fn run(args: &[String]) -> Result<String> {
     // Before parsing: `--watch` takes an optional SECS, so under another
     // verb it would swallow the next argument (`release --watch 10.0.0.1`
     // said "--watch takes seconds, not 10.0.0.1").
-    if verb != "ls" && rest.iter().any(|a| a == "--wide" || a == "--watch") {
+    if verb != "ls"
+        && rest
+            .iter()
+            .any(|a| matches!(flags::name(a), "--wide" | "--watch"))
+    {
         return Err(Error::Usage(format!(
             "--wide and --watch are for `flatlan ipam ls`\n{usage}"
         )));
@@ -360,6 +358,13 @@ mod tests {
         ));
         let o = parse(&args(&["--json"]), USAGE_LS).expect("plain");
         assert!(!o.wide && o.watch.is_none());
+        let o = parse(&args(&["--watch=0.5", "--data-dir=/d"]), USAGE_LS).expect("= form");
+        assert_eq!(o.watch, Some(Duration::from_millis(500)));
+        assert_eq!(o.data_dir, PathBuf::from("/d"));
+        assert!(matches!(
+            parse(&args(&["--wide=yes"]), USAGE_LS),
+            Err(Error::Usage(m)) if m.starts_with("--wide takes no value")
+        ));
     }
 
     #[test]
@@ -383,6 +388,7 @@ mod tests {
             &["ipam", "release", "10.0.0.1", "--wide"][..],
             &["ipam", "release", "10.0.0.1", "--watch"],
             &["ipam", "release", "--watch", "10.0.0.1"],
+            &["ipam", "release", "--watch=2", "10.0.0.1"],
         ] {
             let e = run(&args(a)).expect_err("refused");
             assert!(

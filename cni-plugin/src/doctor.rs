@@ -22,6 +22,7 @@ use flatlan_ipam::IpRange;
 use ipnet::IpNet;
 
 use crate::error::{Error, Result};
+use crate::flags::Flags;
 use finding::{Finding, Severity};
 use overlap::{Kind, Span};
 
@@ -83,30 +84,25 @@ pub fn parse(args: &[String]) -> Result<Options> {
         proc_dir: "/proc".into(),
         ..Options::default()
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |flag: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| Error::Usage(format!("{flag} needs a value\n{USAGE}")))
-        };
-        match a.as_str() {
+    let mut f = Flags::new(args, USAGE);
+    while let Some(a) = f.next()? {
+        match a {
             "--json" => o.json = true,
-            "--root" => o.root = value(a)?.into(),
-            "--proc" => o.proc_dir = value(a)?.into(),
+            "--root" => o.root = f.value()?.into(),
+            "--proc" => o.proc_dir = f.value()?.into(),
             "--conf-dir" => {
                 o.conf_dir = Some(crate::install::layout::absolute(
                     "--conf-dir",
-                    value(a)?.into(),
+                    f.value()?.into(),
                 )?)
             }
-            "--conflist" => o.conflist = Some(value(a)?.into()),
-            "--speaker-config" => o.speaker_config = Some(value(a)?.into()),
-            "--lb-pool" => o.lb_pools.push(range(a, &value(a)?)?),
-            "--lb-pools" => o.lb_pools_file = Some(value(a)?.into()),
-            "--dhcp-pool" => o.dhcp_pool = Some(range(a, &value(a)?)?),
-            "--uplink" => o.uplink = Some(value(a)?),
-            s => return Err(Error::Usage(format!("unknown argument {s}\n{USAGE}"))),
+            "--conflist" => o.conflist = Some(f.value()?.into()),
+            "--speaker-config" => o.speaker_config = Some(f.value()?.into()),
+            "--lb-pool" => o.lb_pools.push(range(a, &f.value()?)?),
+            "--lb-pools" => o.lb_pools_file = Some(f.value()?.into()),
+            "--dhcp-pool" => o.dhcp_pool = Some(range(a, &f.value()?)?),
+            "--uplink" => o.uplink = Some(f.value()?),
+            _ => return Err(f.unknown()),
         }
     }
     Ok(o)
@@ -220,4 +216,41 @@ pub fn run(o: &Options) -> (Vec<Finding>, Vec<String>) {
     fw.what += &format!(" [port from {}]", speaker.port_source);
     f.push(fw);
     (f, notes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn both_flag_forms_parse_alike() {
+        let spaced = parse(&args(
+            "--json --root /r --lb-pool 192.168.2.240/28 --lb-pool 192.168.2.100-192.168.2.110 --dhcp-pool 192.168.2.50-192.168.2.99 --uplink eth0",
+        ))
+        .expect("parses");
+        let joined = parse(&args(
+            "--json --root=/r --lb-pool=192.168.2.240/28 --lb-pool=192.168.2.100-192.168.2.110 --dhcp-pool=192.168.2.50-192.168.2.99 --uplink=eth0",
+        ))
+        .expect("parses");
+        assert_eq!(format!("{joined:?}"), format!("{spaced:?}"));
+        assert_eq!(spaced.lb_pools.len(), 2);
+        assert_eq!(spaced.root, PathBuf::from("/r"));
+    }
+
+    #[test]
+    fn bad_command_lines_are_usage_errors() {
+        for bad in [
+            "--json=1",
+            "--lb-pool",
+            "--lb-pool=10.0.0.0/33",
+            "--conf-dir=relative",
+            "--bogus",
+        ] {
+            assert!(matches!(parse(&args(bad)), Err(Error::Usage(_))), "{bad}");
+        }
+    }
 }

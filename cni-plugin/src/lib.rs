@@ -13,6 +13,7 @@ pub mod config;
 pub mod doctor;
 pub mod env;
 pub mod error;
+pub mod flags;
 pub mod hook;
 pub mod install;
 pub mod ipam;

@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::NetConf;
 use crate::error::{Error, Result};
+use crate::flags::Flags;
 use crate::netlink::{Netlink, Socket};
 
 pub const USAGE: &str =
@@ -38,9 +39,17 @@ const WARNINGS_PER_MINUTE: u32 = 10;
 
 /// Parses `watch`'s arguments and runs until killed.
 pub fn main(args: &[String]) -> Result<String> {
-    let conf = match args {
-        [flag, path] if flag == "--conf" => PathBuf::from(path),
-        _ => return Err(Error::Usage(format!("usage:\n{USAGE}"))),
+    let usage = format!("usage:\n{USAGE}");
+    let mut f = Flags::new(args, &usage);
+    let mut conf = None;
+    while let Some(a) = f.next()? {
+        match a {
+            "--conf" => conf = Some(PathBuf::from(f.value()?)),
+            _ => return Err(f.unknown()),
+        }
+    }
+    let Some(conf) = conf else {
+        return Err(f.usage("--conf FILE is required".into()));
     };
     let conf = load(&conf)?;
     crate::init_logging(Some(conf.log_level.as_deref().unwrap_or("info")));

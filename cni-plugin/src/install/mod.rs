@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
+use crate::flags::Flags;
 use layout::under;
 use manifest::Installed;
 
@@ -106,32 +107,20 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Op
         conf_dir: env("FLATLAN_CNI_CONF_DIR").map(PathBuf::from),
         ..Options::default()
     };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        // `--root=/host` as well as `--root /host`: the DaemonSet's
-        // command uses the `=` form, like the speaker's (clap) flags, and
-        // an install that rejected it left a real node NotReady.
-        let (a, mut inline) = match arg.split_once('=') {
-            Some((flag, v)) if flag.starts_with("--") => (flag, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = |flag: &str| {
-            inline
-                .take()
-                .or_else(|| it.next().cloned())
-                .ok_or_else(|| Error::Usage(format!("{flag} needs a value\n{USAGE}")))
-        };
+    // `--root=/host` as well as `--root /host` (crate::flags).
+    let mut f = Flags::new(args, USAGE);
+    while let Some(a) = f.next()? {
         match a {
-            "--root" => o.root = value(a)?.into(),
-            "--bin-dir" => o.bin_dir = Some(value(a)?.into()),
-            "--conf-dir" => o.conf_dir = Some(value(a)?.into()),
-            "--conflist" => o.conflist = Some(value(a)?.into()),
-            "--name" => o.name = value(a)?,
-            "--binary" => o.binary = Some(value(a)?.into()),
-            "--range-file" => o.range_file = Some(value(a)?.into()),
-            "--state-dir" => o.state_dir = value(a)?.into(),
+            "--root" => o.root = f.value()?.into(),
+            "--bin-dir" => o.bin_dir = Some(f.value()?.into()),
+            "--conf-dir" => o.conf_dir = Some(f.value()?.into()),
+            "--conflist" => o.conflist = Some(f.value()?.into()),
+            "--name" => o.name = f.value()?,
+            "--binary" => o.binary = Some(f.value()?.into()),
+            "--range-file" => o.range_file = Some(f.value()?.into()),
+            "--state-dir" => o.state_dir = f.value()?.into(),
             "--wait" => {
-                let v = value(a)?;
+                let v = f.value()?;
                 let secs: u64 = v.parse().map_err(|_| {
                     Error::Usage(format!("--wait {v:?}: a whole number of seconds"))
                 })?;
@@ -139,10 +128,7 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Op
             }
             "--binary-only" => o.binary_only = true,
             "--force" => o.force = true,
-            _ => return Err(Error::Usage(format!("unknown argument {arg}\n{USAGE}"))),
-        }
-        if inline.is_some() {
-            return Err(Error::Usage(format!("{a} takes no value\n{USAGE}")));
+            _ => return Err(f.unknown()),
         }
     }
     o.bin_dir = o

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
+use crate::flags::Flags;
 
 pub const USAGE: &str = "usage: flatlan node bridge --uplink IF [--bridge NAME] [--gateway IP] [--force] [--dry-run] [--root DIR]
 
@@ -66,27 +67,22 @@ pub fn parse(args: &[String]) -> Result<Opts> {
         dry_run: false,
         root: "/".into(),
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |flag: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| usage(format!("{flag} needs a value")))
-        };
-        match a.as_str() {
-            "--uplink" => uplink = Some(value("--uplink")?),
-            "--bridge" => o.bridge = value("--bridge")?,
+    let mut f = Flags::new(args, USAGE);
+    while let Some(a) = f.next()? {
+        match a {
+            "--uplink" => uplink = Some(f.value()?),
+            "--bridge" => o.bridge = f.value()?,
             "--gateway" => {
-                let v = value("--gateway")?;
+                let v = f.value()?;
                 o.gateway = Some(
                     v.parse()
                         .map_err(|_| usage(format!("--gateway {v:?} is not an IP address")))?,
                 );
             }
-            "--root" => o.root = value("--root")?.into(),
+            "--root" => o.root = f.value()?.into(),
             "--force" => o.force = true,
             "--dry-run" => o.dry_run = true,
-            s => return Err(usage(format!("unexpected argument {s:?}"))),
+            _ => return Err(f.unknown()),
         }
     }
     o.uplink = uplink.ok_or_else(|| usage("--uplink IF is required".into()))?;
@@ -128,6 +124,11 @@ mod tests {
         assert_eq!(o.gateway, Some("fd00::1".parse().expect("ip")));
         assert!(o.force && o.dry_run);
         assert_eq!(o.root, PathBuf::from("/tmp/x"));
+        let joined = parse(&args(
+            "--uplink=eno1 --bridge=lan0 --gateway=fd00::1 --force --dry-run --root=/tmp/x",
+        ))
+        .expect("parses");
+        assert_eq!(joined, o);
     }
 
     #[test]
@@ -141,6 +142,8 @@ mod tests {
             "--uplink eth0 --bridge a/b",
             "--uplink eth0 --bridge eth0",
             "--uplink eth0 extra",
+            "--uplink=eth0 --force=no",
+            "--uplink=",
         ] {
             match parse(&args(bad)) {
                 Err(Error::Usage(m)) => assert!(m.contains("usage:"), "{bad}: {m}"),
