@@ -175,6 +175,19 @@ fn peer_seen_via_hostport(l: &FlatLab, port: u16) -> netns_testkit::Result<Strin
         .to_owned())
 }
 
+/// [`peer_seen_via_hostport`], retried for up to 5 s while the
+/// container's server is not yet listening.
+fn once_listening(l: &FlatLab, port: u16) -> netns_testkit::Result<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = peer_seen_via_hostport(l, port);
+        if r.is_ok() || std::time::Instant::now() > deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn set_ip_forward(l: &FlatLab, on: bool) {
     l.node_ns(1)
         .run(|| std::fs::write("/proc/sys/net/ipv4/ip_forward", if on { "1" } else { "0" }))
@@ -205,17 +218,13 @@ fn podman_publish_reaches_the_container_with_the_clients_address() {
         .run("masq", "lan-masq", &["-p", "8081:80"], &httpd)
         .expect("podman run -p on lan-masq");
 
-    let seen = (0..50)
-        .find_map(|_| {
-            let r = peer_seen_via_hostport(&l, 8080).ok();
-            if r.is_none() {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            r
-        })
-        .expect("LAN client reaches the container through -p 8080:80");
+    let seen =
+        once_listening(&l, 8080).expect("LAN client reaches the container through -p 8080:80");
     assert_eq!(seen, CLIENT_IP.to_string(), "snat: false keeps the client");
-    let seen = peer_seen_via_hostport(&l, 8081).expect("hostPort 8081");
+    // Each container's httpd binds when it gets to it: `podman run -d`
+    // returns before. Asking 8081 once, right after 8080 answered, was
+    // refused in a CI run on a busy machine.
+    let seen = once_listening(&l, 8081).expect("hostPort 8081");
     assert_eq!(
         seen,
         l.lab.nodes[0].ip.to_string(),
