@@ -512,6 +512,64 @@ fn a_failure_at_any_step_is_undone_on_the_real_kernel() {
     .expect("reachable");
 }
 
+/// The rollback itself refused at each of its steps in turn (the
+/// migration failing at its last step): either deleting the bridge did
+/// the refused step too and the host is whole (exit 1), or the host is
+/// half migrated (exit 3) and the `ip` commands printed, run as printed,
+/// make it whole. Exit 3's message is only worth something if that holds.
+#[test]
+fn a_refused_undo_step_is_printed_as_a_command_that_finishes_the_rollback() {
+    let lan = Lan::new();
+    let before = snapshot(&lan.node);
+    let last = 13;
+    let (mut whole, mut by_hand) = (0, 0);
+    for k in 0..last {
+        let out = lan.flatlan_env(
+            &[
+                &format!("FLATLAN_TEST_BRIDGE_FAIL_AT={last}"),
+                &format!("FLATLAN_TEST_BRIDGE_UNDO_FAIL_AT={k}"),
+            ],
+            &["--uplink", "eth0"],
+        );
+        let t = text(&out);
+        assert!(
+            t.contains(&format!("step {last} (FLATLAN_TEST_BRIDGE_FAIL_AT)")),
+            "{t}"
+        );
+        match out.status.code() {
+            Some(1) => {
+                assert!(t.contains("rolled back: eth0 has"), "undo {k}: {t}");
+                whole += 1;
+            }
+            Some(3) => {
+                assert!(t.contains("ROLLBACK INCOMPLETE, finish it by hand"), "{t}");
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let todo: Vec<&str> = stderr
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("  ip "))
+                    .map(|l| l.split("   # ").next().unwrap_or(l))
+                    .collect();
+                assert!(!todo.is_empty(), "undo {k}: {t}");
+                assert!(
+                    t.contains(&format!("step {k} (FLATLAN_TEST_BRIDGE_UNDO_FAIL_AT)")),
+                    "undo {k}: {t}"
+                );
+                for c in todo {
+                    lan.node
+                        .exec_ok(&["sh", "-c", &format!("ip {c}")])
+                        .unwrap_or_else(|e| panic!("undo {k}: `ip {c}`: {e}\n{t}"));
+                }
+                by_hand += 1;
+            }
+            other => panic!("undo {k}: exit {other:?}\n{t}"),
+        }
+        assert_eq!(snapshot(&lan.node), before, "undo {k}: {t}");
+    }
+    // The plan has both kinds of step: bridge-side ones (its addresses,
+    // routes, the port) and uplink-side ones (addresses and routes back).
+    assert!(whole > 0 && by_hand > 0, "{whole} whole, {by_hand} by hand");
+}
+
 /// An SSH session dying mid-check sends SIGHUP; Ctrl-C SIGINT, a service
 /// manager SIGTERM. flatlan holds them until the check ends, then rolls
 /// back: the node is never left half migrated.

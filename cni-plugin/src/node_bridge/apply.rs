@@ -2,6 +2,8 @@
 //! failure midway, or a gateway that does not answer afterwards, puts the
 //! host back as it was (STYLE.md rule 6).
 
+use ipnet::IpNet;
+
 use crate::error::{Error, Result};
 use crate::netlink::host::HostNetlink;
 
@@ -33,7 +35,7 @@ impl<'a, N: HostNetlink> Executor<'a, N> {
     /// recorded for [`Executor::undo`].
     pub fn apply(&mut self, steps: &[Step]) -> std::result::Result<(), String> {
         for (n, s) in steps.iter().enumerate() {
-            if let Err(e) = injected_failure(n).and_then(|()| self.run(s)) {
+            if let Err(e) = injected(Phase::Do, n).and_then(|()| self.run(s)) {
                 return Err(format!("at `{}`: {e}", self.command(s)));
             }
             self.done.push(s.clone());
@@ -47,18 +49,52 @@ impl<'a, N: HostNetlink> Executor<'a, N> {
     }
 
     /// Undoes every step done, newest first. Keeps going past a failure
-    /// and returns the `ip` commands that are left to do by hand, with
-    /// why each failed (empty: the host is as it was).
+    /// and returns the `ip` commands that are left to do by hand, in the
+    /// order to run them, each with why (empty: the host is as it was).
+    ///
+    /// Two refinements keep that list exactly what is left (the lab runs
+    /// it after refusing each undo step in turn, and compares the host):
+    /// - a failed step on the bridge's side is not left to do once the
+    ///   bridge itself is deleted: its port, addresses and routes went
+    ///   with it (`ip addr del … dev br0` on a bridge that is gone would
+    ///   fail, and call a whole host half migrated);
+    /// - once an IPv4 address fails to come back, the later ones in its
+    ///   subnet are held back too: added now, the first would become the
+    ///   subnet's primary in its place, and so the node's source address
+    ///   (the lab saw .12 chosen over the DHCP-reserved .11).
     pub fn undo(&mut self) -> Vec<String> {
-        let mut left = Vec::new();
+        let mut left: Vec<(Step, String)> = Vec::new();
+        let mut bridge_gone = false;
+        let mut held: Vec<IpNet> = Vec::new();
         while let Some(s) = self.done.pop() {
             let inv = s.inverse();
-            if let Err(e) = self.run_tolerant(&inv) {
-                tracing::warn!(step = %self.command(&inv), error = %e, "rollback step failed");
-                left.push(format!("{}   # failed: {e}", self.command(&inv)));
+            if let Step::AddAddr(Dev::Uplink, a) = &inv {
+                if let Some(first) = held.iter().find(|n| **n == a.net.trunc()) {
+                    let why = format!(
+                        "not run: it would become {first}'s primary in place of the address above"
+                    );
+                    left.push((inv, why));
+                    continue;
+                }
+            }
+            let r = injected(Phase::Undo, self.done.len()).and_then(|()| self.run_tolerant(&inv));
+            match r {
+                Ok(()) => bridge_gone |= matches!(inv, Step::DeleteBridge(_)),
+                Err(e) => {
+                    tracing::warn!(step = %self.command(&inv), error = %e, "rollback step failed");
+                    if let Step::AddAddr(Dev::Uplink, a) = &inv {
+                        if a.net.addr().is_ipv4() {
+                            held.push(a.net.trunc());
+                        }
+                    }
+                    left.push((inv, format!("failed: {e}")));
+                }
             }
         }
-        left
+        left.into_iter()
+            .filter(|(inv, _)| !(bridge_gone && inv.goes_with_the_bridge()))
+            .map(|(inv, why)| format!("{}   # {why}", self.command(&inv)))
+            .collect()
     }
 
     fn command(&self, s: &Step) -> String {
@@ -135,14 +171,28 @@ impl<'a, N: HostNetlink> Executor<'a, N> {
     }
 }
 
+#[derive(Clone, Copy)]
+enum Phase {
+    Do,
+    Undo,
+}
+
 /// With `test-hooks` (end-to-end builds only, like src/hook.rs),
 /// `FLATLAN_TEST_BRIDGE_FAIL_AT=N` makes step N fail as a kernel refusal
-/// would, so the lab proves the undo on a real kernel from every step.
+/// would, and `FLATLAN_TEST_BRIDGE_UNDO_FAIL_AT=N` the undo of step N, so
+/// the lab proves the undo, and the commands printed when the undo itself
+/// fails, on a real kernel from every step.
+/// (`scripts/build-release` checks that neither name is in a release
+/// binary.)
 #[cfg(feature = "test-hooks")]
-fn injected_failure(n: usize) -> Result<()> {
-    match std::env::var("FLATLAN_TEST_BRIDGE_FAIL_AT") {
+fn injected(when: Phase, n: usize) -> Result<()> {
+    let var = match when {
+        Phase::Do => "FLATLAN_TEST_BRIDGE_FAIL_AT",
+        Phase::Undo => "FLATLAN_TEST_BRIDGE_UNDO_FAIL_AT",
+    };
+    match std::env::var(var) {
         Ok(v) if v == n.to_string() => Err(Error::netlink(
-            format!("step {n} (FLATLAN_TEST_BRIDGE_FAIL_AT)"),
+            format!("step {n} ({var})"),
             std::io::Error::from_raw_os_error(libc::EPERM),
         )),
         _ => Ok(()),
@@ -151,6 +201,6 @@ fn injected_failure(n: usize) -> Result<()> {
 
 #[cfg(not(feature = "test-hooks"))]
 #[inline(always)]
-fn injected_failure(_n: usize) -> Result<()> {
+fn injected(_when: Phase, _n: usize) -> Result<()> {
     Ok(())
 }

@@ -83,6 +83,21 @@ impl Step {
         }
     }
 
+    /// True when deleting the bridge does this step too: the kernel
+    /// releases a deleted bridge's ports and drops its addresses and
+    /// routes.
+    pub fn goes_with_the_bridge(&self) -> bool {
+        matches!(
+            self,
+            Step::Enslave
+                | Step::Release
+                | Step::AddAddr(Dev::Bridge, _)
+                | Step::DelAddr(Dev::Bridge, _)
+                | Step::AddRoute(Dev::Bridge, _)
+                | Step::DelRoute(Dev::Bridge, _)
+        )
+    }
+
     /// The step as the `ip` command that does the same, for `--dry-run`
     /// and for an operator finishing a rollback by hand.
     pub fn command(&self, uplink: &str, bridge: &str) -> String {
