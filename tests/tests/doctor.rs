@@ -421,6 +421,25 @@ fn a_firewall_dropping_the_heartbeat_port_fails() {
     r.has("firewall", "ok", "UDP port 7000", "");
 }
 
+/// A heartbeat accept with a rate limit under a drop policy: heartbeats
+/// above the rate are dropped (20 a second from each peer), so it is a
+/// warning naming the rule, not "passes".
+#[test]
+fn a_rate_limited_heartbeat_accept_is_a_warning() {
+    let n = Node::new(Seed::default());
+    n.ns.exec_ok(&[
+        "nft",
+        "add table inet fw; add chain inet fw input { type filter hook input priority 0; policy drop; }; add rule inet fw input udp dport 7946 limit rate 10/second accept",
+    ])
+    .expect("nft in the namespace");
+    n.doctor(&[]).has(
+        "firewall",
+        "warn",
+        "limit rate 10/second (heartbeats are 20 a second from each peer) accept",
+        "udp dport 7946 accept",
+    );
+}
+
 #[test]
 fn bad_input_is_a_clear_error_not_a_panic() {
     let n = Node::new(Seed::default());

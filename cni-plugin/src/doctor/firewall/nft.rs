@@ -79,7 +79,16 @@ fn rule(r: &Value, port: u16) -> Rule {
                     Verdict::Goto(t)
                 };
             }
-            "counter" | "log" | "comment" | "limit" => continue,
+            "counter" | "log" | "comment" => continue,
+            // A rate limit holds for some packets only: skipped, `udp
+            // dport 7946 limit rate 10/second accept` under a drop policy
+            // was judged open while it dropped half of one peer's
+            // heartbeats (20 a second each), enough for false failovers.
+            "limit" => {
+                matches = matches.and(Tri::Maybe);
+                text.push(describe_limit(v));
+                continue;
+            }
             // iptables-nft writes REJECT (and matches nft has no native
             // form for) as xt expressions: a target is a verdict, a
             // match is undecided.
@@ -194,6 +203,20 @@ fn side(v: &Value) -> String {
         return k["key"].as_str().unwrap_or("?").to_string();
     }
     v.to_string()
+}
+
+/// `limit rate [over] 10/second [burst 5 packets]`, as nft prints it.
+fn describe_limit(v: &Value) -> String {
+    let over = if v["inv"] == true { "over " } else { "" };
+    let unit = v["rate_unit"]
+        .as_str()
+        .map(|u| format!(" {u}"))
+        .unwrap_or_default();
+    format!(
+        "limit rate {over}{}{unit}/{} (heartbeats are 20 a second from each peer)",
+        v["rate"],
+        v["per"].as_str().unwrap_or("second")
+    )
 }
 
 fn describe(m: &Value) -> String {
@@ -378,6 +401,41 @@ mod tests {
     /// `ct state vmap { established : accept, related : accept, invalid :
     /// drop }`, `udp dport vmap { 53 : accept, 7946 : accept }` and `meta
     /// l4proto vmap { tcp : drop, udp : jump udp_in }` under policy drop.
+    /// Accepted up to a rate, or dropped above one: either way some
+    /// heartbeats may be dropped, a WARN that names the rule.
+    #[test]
+    fn a_rate_limit_on_the_port_is_a_warning_naming_it() {
+        let limit = r#"{"limit": {"rate": 10, "burst": 5, "per": "second"}}"#;
+        let r = ruleset(
+            BASE_DROP,
+            &[&format!("[{UDP_7946}, {limit}, {{\"accept\": null}}]")],
+        );
+        let f = judge(&parse(&r, 7946).expect("parse"), 7946);
+        assert_eq!(f.severity, Severity::Warn, "{}", f.what);
+        assert!(
+            f.what.contains(
+                "udp dport == 7946 limit rate 10/second (heartbeats are 20 a second from each peer) accept"
+            ),
+            "{}",
+            f.what
+        );
+        let over = r#"{"limit": {"rate": 100, "burst": 5, "per": "minute", "inv": true}}"#;
+        let r = ruleset(
+            BASE_ACCEPT,
+            &[&format!("[{UDP_7946}, {over}, {{\"drop\": null}}]")],
+        );
+        let f = judge(&parse(&r, 7946).expect("parse"), 7946);
+        assert_eq!(f.severity, Severity::Warn, "{}", f.what);
+        assert!(f.what.contains("limit rate over 100/minute"), "{}", f.what);
+        // A limit on another port changes nothing.
+        let other = UDP_7946.replace("7946", "53");
+        let r = ruleset(
+            BASE_ACCEPT,
+            &[&format!("[{other}, {over}, {{\"drop\": null}}]")],
+        );
+        assert_eq!(verdict(&r), Severity::Ok);
+    }
+
     #[test]
     fn verdict_maps_are_looked_up() {
         const CT_VMAP: &str = r#"[{"vmap": {"key": {"ct": {"key": "state"}}, "data": {"set": [["invalid", {"drop": null}], ["established", {"accept": null}], ["related", {"accept": null}]]}}}]"#;
