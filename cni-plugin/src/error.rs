@@ -124,7 +124,6 @@ impl Error {
         }
     }
 
-    /// The CNI error code. The only place codes are decided.
     /// The kernel's errno behind a netlink failure, for the callers that
     /// treat one (ENODEV, ESRCH, ...) as an answer rather than an error.
     pub fn errno(&self) -> Option<i32> {
@@ -134,6 +133,7 @@ impl Error {
         }
     }
 
+    /// The CNI error code. The only place codes are decided.
     pub fn code(&self) -> u32 {
         use flatlan_ipam::Error as I;
         match self {
