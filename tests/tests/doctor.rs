@@ -113,6 +113,17 @@ impl Node {
             .expect("sysctl in the namespace");
     }
 
+    /// An nft input chain in the node's namespace with `policy` and one
+    /// `rule`.
+    fn input_chain(&self, policy: &str, rule: &str) {
+        let script = format!(
+            "add table inet fw; add chain inet fw input {{ type filter hook input priority 0; policy {policy}; }}; add rule inet fw input {rule}"
+        );
+        self.ns
+            .exec_ok(&["nft", &script])
+            .expect("nft in the namespace");
+    }
+
     /// Runs doctor twice (text, --json) with the default pools plus `extra`.
     fn doctor(&self, extra: &[&str]) -> Run {
         let flatlan = bin("flatlan");
@@ -400,11 +411,7 @@ fn a_competing_conflist_that_sorts_first_is_named() {
 #[test]
 fn a_firewall_dropping_the_heartbeat_port_fails() {
     let n = Node::new(Seed::default());
-    n.ns.exec_ok(&[
-        "nft",
-        "add table inet fw; add chain inet fw input { type filter hook input priority 0; policy accept; }; add rule inet fw input udp dport 7946 counter drop",
-    ])
-    .expect("nft in the namespace");
+    n.input_chain("accept", "udp dport 7946 counter drop");
     n.doctor(&[]).has(
         "firewall",
         "fail",
@@ -427,11 +434,7 @@ fn a_firewall_dropping_the_heartbeat_port_fails() {
 #[test]
 fn a_rate_limited_heartbeat_accept_is_a_warning() {
     let n = Node::new(Seed::default());
-    n.ns.exec_ok(&[
-        "nft",
-        "add table inet fw; add chain inet fw input { type filter hook input priority 0; policy drop; }; add rule inet fw input udp dport 7946 limit rate 10/second accept",
-    ])
-    .expect("nft in the namespace");
+    n.input_chain("drop", "udp dport 7946 limit rate 10/second accept");
     n.doctor(&[]).has(
         "firewall",
         "warn",
