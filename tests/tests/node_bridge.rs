@@ -5,7 +5,9 @@
 //! - the migration loses at most 3 pings and br0 has eth0's MAC, its
 //!   addresses and routes, with eth0 as its port; a rerun is a no-op;
 //! - with the gateway gone the command rolls back by itself to the exact
-//!   original links, addresses and routes and exits non-zero;
+//!   original links, addresses and routes and exits non-zero; so does a
+//!   failure injected at any step, and when the undo itself is refused at
+//!   any step, the `ip` commands printed finish it exactly;
 //! - a network manager seeded in `--root` (or a DHCP client process in the
 //!   node's namespace) is refused with its snippet and nothing changes;
 //!   `--force` proceeds.
@@ -122,6 +124,16 @@ impl Lan {
         self.node
             .exec_timeout(&self.argv(exe, env, args), Duration::from_secs(60))
             .expect("runs")
+    }
+
+    /// How many steps the migration of eth0 takes (its `--dry-run` plan).
+    fn plan_steps(&self) -> usize {
+        let plan = self.flatlan(&["--uplink", "eth0", "--dry-run"]);
+        assert!(plan.status.success(), "{}", text(&plan));
+        String::from_utf8_lossy(&plan.stdout)
+            .lines()
+            .filter(|l| l.starts_with("  ip "))
+            .count()
     }
 
     fn spawn_flatlan(&self, args: &[&str]) -> ProcHandle {
@@ -480,12 +492,8 @@ fn an_ipv6_gateway_is_checked_with_a_neighbour_solicitation() {
 fn a_failure_at_any_step_is_undone_on_the_real_kernel() {
     let lan = Lan::new();
     let before = snapshot(&lan.node);
-    let plan = lan.flatlan(&["--uplink", "eth0", "--dry-run"]);
-    let steps = String::from_utf8_lossy(&plan.stdout)
-        .lines()
-        .filter(|l| l.starts_with("  ip "))
-        .count();
-    assert_eq!(steps, 14, "{}", text(&plan));
+    let steps = lan.plan_steps();
+    assert_eq!(steps, 14);
     for n in 0..steps {
         let var = format!("FLATLAN_TEST_BRIDGE_FAIL_AT={n}");
         let out = lan.flatlan_env(&[&var], &["--uplink", "eth0"]);
@@ -521,7 +529,7 @@ fn a_failure_at_any_step_is_undone_on_the_real_kernel() {
 fn a_refused_undo_step_is_printed_as_a_command_that_finishes_the_rollback() {
     let lan = Lan::new();
     let before = snapshot(&lan.node);
-    let last = 13;
+    let last = lan.plan_steps() - 1;
     let (mut whole, mut by_hand) = (0, 0);
     for k in 0..last {
         let out = lan.flatlan_env(
