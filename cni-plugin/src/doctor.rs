@@ -221,10 +221,7 @@ pub fn run(o: &Options) -> (Vec<Finding>, Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(str::to_string).collect()
-    }
+    use crate::flags::args;
 
     #[test]
     fn both_flag_forms_parse_alike() {

@@ -89,13 +89,15 @@ pub fn name(arg: &str) -> &str {
     }
 }
 
+/// A command line written as one string, for the parsers' tests.
+#[cfg(test)]
+pub(crate) fn args(s: &str) -> Vec<String> {
+    s.split_whitespace().map(str::to_string).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(str::to_string).collect()
-    }
 
     /// Every argument as the scanner sees it: a flag with its value when
     /// the flag is in `valued`, else the flag or positional alone.

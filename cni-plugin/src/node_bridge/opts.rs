@@ -105,10 +105,7 @@ pub fn parse(args: &[String]) -> Result<Opts> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(str::to_string).collect()
-    }
+    use crate::flags::args;
 
     #[test]
     fn defaults_and_flags() {
